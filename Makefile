@@ -1,0 +1,35 @@
+# storage-notifier — `make demo` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8080
+
+.PHONY: demo test lint format run preview clean help
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "storage-notifier needs Python 3.11 or newer (set PYTHON=python3.12)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+demo: $(VENV)/.installed  ## run the function locally and send it one event of each kind
+	$(PY) -m notifier demo
+
+test: $(VENV)/.installed  ## lint, format check, then the whole test suite
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(VENV)/.installed  ## serve the function on :8080 (outbox backend unless SENDGRID_API_KEY is set)
+	$(VENV)/bin/functions-framework --target handle_storage_event --source main.py --port $(PORT)
+
+format: $(VENV)/.installed  ## apply ruff's formatting and safe fixes
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:  ## remove the virtualenv, outbox and previews
+	rm -rf $(VENV) outbox preview .pytest_cache .ruff_cache

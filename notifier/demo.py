@@ -1,0 +1,128 @@
+"""``make demo``: serve the real function locally, send one event of each kind, show the emails.
+
+Each event goes over HTTP in a different delivery format the platform uses, so the demo walks the
+same path a deployed function does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from email import message_from_binary_file, policy
+from pathlib import Path
+
+from notifier.cli import build_request
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_EVENTS = (
+    # kind, object, size, content type, delivery format
+    ("finalize", "reports/2026/Q3 revenue.csv", 48_213, "text/csv", "binary"),
+    ("metadata", "reports/2026/Q3 revenue.csv", 48_213, "text/csv", "structured"),
+    ("archive", "images/logo.png", 912_044, "image/png", "gen1"),
+    ("delete", "tmp/upload #7?.part", 0, "application/octet-stream", "binary"),
+)
+
+
+def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
+    outbox = outbox.resolve()
+    shutil.rmtree(outbox, ignore_errors=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "NOTIFY_BACKEND": "outbox",
+        "NOTIFY_OUTBOX_DIR": str(outbox),
+        "NOTIFY_FROM": os.environ.get("NOTIFY_FROM", "Storage Alerts <alerts@example.com>"),
+        "NOTIFY_TO": os.environ.get("NOTIFY_TO", "finance@example.com, data-team@example.com"),
+    }
+    print(f"Starting the function on {url} (outbox backend, {outbox})")
+    with tempfile.TemporaryFile() as server_log:
+        server = start_server(port, env, server_log)
+        try:
+            wait_until_serving(url, server)
+            for kind, name, size, content_type, mode in DEMO_EVENTS:
+                headers, body = build_request(
+                    kind,
+                    bucket,
+                    name,
+                    size=size,
+                    content_type=content_type,
+                    metadata={"team": "finance"},
+                    mode=mode,
+                )
+                request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                    print(f"  sent {kind:<8} gs://{bucket}/{name}  as {mode:<10} → HTTP {response.status}")
+        finally:
+            stop_server(server)
+        server_log.seek(0)
+        outcomes = [line for line in server_log.read().decode().splitlines() if '"outcome"' in line]
+    emails = sorted(outbox.glob("*.eml"))
+    print(f"\nThe function logged {len(outcomes)} outcome line(s); {len(emails)} email(s) in the outbox:")
+    for path in emails:
+        with path.open("rb") as handle:
+            subject = message_from_binary_file(handle, policy=policy.default)["Subject"]
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        print(f"  {shown}\n      Subject: {subject}")
+    print("\nOpen one in a mail client, or: python -m notifier preview finalize gs://acme-uploads/report.csv")
+    if len(emails) != len(DEMO_EVENTS):
+        print(f"expected {len(DEMO_EVENTS)} emails; the function's log follows", file=sys.stderr)
+        print("\n".join(outcomes), file=sys.stderr)
+        return 1
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int, env: dict[str, str], log_file) -> subprocess.Popen:
+    """functions-framework serving ``main.handle_storage_event``, as Cloud Run functions does."""
+    command = [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target",
+        "handle_storage_event",
+        "--source",
+        str(ROOT / "main.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+
+
+def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 30.0) -> None:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if server.poll() is not None:
+            raise OSError(f"the function exited with status {server.returncode} before serving")
+        try:
+            # GET is not an event: the framework answers 405 without calling the function.
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise OSError(f"the function did not answer on {url} within {timeout:.0f}s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

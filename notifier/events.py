@@ -1,0 +1,309 @@
+"""Storage event payloads → :class:`StorageEvent`, and back for ``emit``.
+
+This is the only module that knows what Cloud Storage events look like on the wire. The knowledge
+lives in the tables at the top; the functions below read them. A new event type is a table row.
+
+functions-framework has already turned binary, structured and 1st-gen background requests into a
+CloudEvent by the time :func:`decode` runs, so only the CloudEvent shapes are decoded here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+Kind = Literal["finalize", "delete", "archive", "metadata"]
+KINDS: tuple[Kind, ...] = ("finalize", "delete", "archive", "metadata")
+
+# CloudEvent type → kind. The 1st-gen names are converted to these by functions-framework.
+_CE_TYPE_TO_KIND: dict[str, Kind] = {
+    "google.cloud.storage.object.v1.finalized": "finalize",
+    "google.cloud.storage.object.v1.deleted": "delete",
+    "google.cloud.storage.object.v1.archived": "archive",
+    "google.cloud.storage.object.v1.metadataUpdated": "metadata",
+}
+_KIND_TO_CE_TYPE: dict[Kind, str] = {kind: t for t, kind in _CE_TYPE_TO_KIND.items()}
+_KIND_TO_GEN1_TYPE: dict[Kind, str] = {
+    "finalize": "google.storage.object.finalize",
+    "delete": "google.storage.object.delete",
+    "archive": "google.storage.object.archive",
+    "metadata": "google.storage.object.metadataUpdate",
+}
+
+# Cloud Storage Pub/Sub notifications delivered through Eventarc as messagePublished.
+_PUBSUB_CE_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+_PUBSUB_EVENT_TO_KIND: dict[str, Kind] = {
+    "OBJECT_FINALIZE": "finalize",
+    "OBJECT_DELETE": "delete",
+    "OBJECT_ARCHIVE": "archive",
+    "OBJECT_METADATA_UPDATE": "metadata",
+}
+
+# The legacy 1st-gen "object.change" event becomes "finalized"; its data says what really happened.
+_LEGACY_RESOURCE_STATE_TO_KIND: dict[str, Kind] = {"not_exists": "delete"}
+
+# data field → (StorageEvent attribute, parser name). Every field is optional except bucket/name.
+_OPTIONAL_FIELDS: dict[str, tuple[str, str]] = {
+    "generation": ("generation", "int"),
+    "metageneration": ("metageneration", "int"),
+    "size": ("size", "int"),
+    "contentType": ("content_type", "str"),
+    "storageClass": ("storage_class", "str"),
+    "timeCreated": ("time_created", "time"),
+    "updated": ("updated", "time"),
+    "timeDeleted": ("time_deleted", "time"),
+    "md5Hash": ("md5", "str"),
+    "crc32c": ("crc32c", "str"),
+}
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_MAX_NAME_BYTES = 1024
+
+
+class InvalidEvent(ValueError):
+    """The request was delivered but is not a storage event we can act on; retrying cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageEvent:
+    """One change to one Cloud Storage object, independent of how it was delivered."""
+
+    kind: Kind
+    bucket: str
+    name: str
+    event_id: str
+    event_type: str
+    event_time: datetime | None = None
+    generation: int | None = None
+    metageneration: int | None = None
+    size: int | None = None
+    content_type: str | None = None
+    storage_class: str | None = None
+    time_created: datetime | None = None
+    updated: datetime | None = None
+    time_deleted: datetime | None = None
+    md5: str | None = None
+    crc32c: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def gs_uri(self) -> str:
+        """The object as gsutil and gcloud storage name it (raw, not URL-encoded)."""
+        return f"gs://{self.bucket}/{self.name}"
+
+
+def decode(cloud_event: Any) -> StorageEvent:
+    """Turn the framework's CloudEvent into a :class:`StorageEvent`; raise :class:`InvalidEvent`."""
+    try:
+        event_type = cloud_event["type"]
+        event_id = cloud_event["id"]
+    except KeyError as error:
+        raise InvalidEvent(f"CloudEvent attribute {error.args[0]!r} is missing") from None
+    if event_type == _PUBSUB_CE_TYPE:
+        kind, data = _unwrap_pubsub(cloud_event.data)
+    elif event_type in _CE_TYPE_TO_KIND:
+        kind, data = _CE_TYPE_TO_KIND[event_type], _as_object(cloud_event.data, "data")
+        kind = _LEGACY_RESOURCE_STATE_TO_KIND.get(data.get("resourceState"), kind)
+    else:
+        raise InvalidEvent(
+            f"type: unsupported event type {event_type!r}; expected one of "
+            + ", ".join(sorted(_CE_TYPE_TO_KIND))
+        )
+    return StorageEvent(
+        kind=kind,
+        bucket=_required_text(data, "bucket"),
+        name=_object_name(data),
+        event_id=str(event_id),
+        event_type=event_type,
+        event_time=_parse_time(cloud_event.get("time"), "time"),
+        metadata=_metadata(data),
+        **{
+            attr: _PARSERS[how](data.get(key), f"data.{key}") for key, (attr, how) in _OPTIONAL_FIELDS.items()
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Building events (for `emit`, tests and the demo) — the same tables, read the other way round.
+
+
+def object_resource(
+    kind: Kind,
+    bucket: str,
+    name: str,
+    *,
+    size: int = 0,
+    content_type: str = "application/octet-stream",
+    metadata: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A realistic GCS object resource, as the event ``data`` carries it."""
+    now = now or datetime.now(UTC)
+    stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    generation = str(int(now.timestamp() * 1_000_000))
+    resource: dict[str, Any] = {
+        "kind": "storage#object",
+        "id": f"{bucket}/{name}/{generation}",
+        "bucket": bucket,
+        "name": name,
+        "generation": generation,
+        "metageneration": "2" if kind == "metadata" else "1",
+        "contentType": content_type,
+        "size": str(size),
+        "storageClass": "STANDARD",
+        "timeCreated": stamp,
+        "updated": stamp,
+        "md5Hash": base64.b64encode(b"\0" * 16).decode(),
+        "crc32c": "AAAAAA==",
+    }
+    if kind in ("delete", "archive"):
+        resource["timeDeleted"] = stamp
+    if metadata:
+        resource["metadata"] = dict(metadata)
+    return resource
+
+
+def cloud_event_attributes(kind: Kind, data: dict[str, Any], event_id: str) -> dict[str, str]:
+    """CloudEvent attributes as Eventarc sets them for a storage event about ``data``."""
+    return {
+        "specversion": "1.0",
+        "type": _KIND_TO_CE_TYPE[kind],
+        "source": f"//storage.googleapis.com/projects/_/buckets/{data['bucket']}",
+        "subject": f"objects/{data['name']}",
+        "id": event_id,
+        "time": data["updated"],
+        "datacontenttype": "application/json",
+    }
+
+
+def background_event(kind: Kind, data: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The 1st-gen ``{"context": ..., "data": ...}`` form of the same event."""
+    return {
+        "context": {
+            "eventId": event_id,
+            "timestamp": data["updated"],
+            "eventType": _KIND_TO_GEN1_TYPE[kind],
+            "resource": {
+                "service": "storage.googleapis.com",
+                "name": f"projects/_/buckets/{data['bucket']}/objects/{data['name']}",
+                "type": "storage#object",
+            },
+        },
+        "data": data,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Private helpers: each turns one piece of untrusted input into a checked value or InvalidEvent.
+
+
+def _as_object(data: Any, where: str) -> dict[str, Any]:
+    if isinstance(data, bytes | str):
+        try:
+            data = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidEvent(f"{where}: expected a JSON object, got unparsable text") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"{where}: expected a JSON object, got {_type_name(data)}")
+    return data
+
+
+def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
+    message = _as_object(_as_object(envelope, "data").get("message"), "data.message")
+    attributes = message.get("attributes") or {}
+    notification = attributes.get("eventType") if isinstance(attributes, dict) else None
+    if notification not in _PUBSUB_EVENT_TO_KIND:
+        raise InvalidEvent(
+            f"data.message.attributes.eventType: expected one of {', '.join(_PUBSUB_EVENT_TO_KIND)},"
+            f" got {notification!r}"
+        )
+    try:
+        payload = base64.b64decode(message.get("data") or "", validate=True)
+    except (ValueError, TypeError):
+        raise InvalidEvent("data.message.data: expected base64-encoded JSON") from None
+    return _PUBSUB_EVENT_TO_KIND[notification], _as_object(payload, "data.message.data")
+
+
+def _required_text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        raise InvalidEvent(f"data.{key}: required, but missing or empty")
+    if not isinstance(value, str):
+        raise InvalidEvent(f"data.{key}: expected a string, got {_type_name(value)}")
+    return value
+
+
+def _object_name(data: dict[str, Any]) -> str:
+    name = _required_text(data, "name")
+    # GCS itself forbids these; a name carrying them did not come from Cloud Storage.
+    if "\r" in name or "\n" in name:
+        raise InvalidEvent("data.name: object names cannot contain CR or LF")
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        raise InvalidEvent(f"data.name: longer than {_MAX_NAME_BYTES} bytes")
+    return name
+
+
+def _parse_int(value: Any, where: str) -> int | None:
+    # GCS sends int64 fields as decimal strings; accept real integers as well.
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    raise InvalidEvent(f"{where}: expected a non-negative integer, got {_preview(value)}")
+
+
+def _parse_str(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
+
+
+def _parse_time(value: Any, where: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(f"{where}: expected an RFC 3339 time, got {_preview(value)}") from None
+    else:
+        raise InvalidEvent(f"{where}: expected an RFC 3339 time, got {_type_name(value)}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+_PARSERS = {"int": _parse_int, "str": _parse_str, "time": _parse_time}
+
+
+def _metadata(data: dict[str, Any]) -> Mapping[str, str]:
+    raw = data.get("metadata")
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, dict):
+        raise InvalidEvent(f"data.metadata: expected an object of strings, got {_type_name(raw)}")
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise InvalidEvent(f"data.metadata[{key!r}]: expected a string, got {_type_name(value)}")
+    return MappingProxyType(dict(raw))
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else f"a {type(value).__name__}"
+    )
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

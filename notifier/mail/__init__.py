@@ -1,0 +1,23 @@
+"""Delivery backends behind one interface; :func:`create_backend` picks one from settings."""
+
+from __future__ import annotations
+
+from notifier.config import Settings
+from notifier.mail.base import Backend, DeliveryError, Message, Receipt
+
+__all__ = ["Backend", "DeliveryError", "Message", "Receipt", "create_backend"]
+
+
+def create_backend(settings: Settings) -> Backend:
+    # Imported here so an instance loads only the provider it uses.
+    if settings.backend == "sendgrid":
+        from notifier.mail.sendgrid import SendGridBackend
+
+        return SendGridBackend(settings)
+    if settings.backend == "console":
+        from notifier.mail.console import ConsoleBackend
+
+        return ConsoleBackend()
+    from notifier.mail.outbox import OutboxBackend
+
+    return OutboxBackend(settings.outbox_dir)

@@ -1,0 +1,80 @@
+"""What every delivery backend shares: the message model, the outcome and the error types."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate
+from types import MappingProxyType
+
+from notifier.config import Address
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A rendered email, independent of any provider. Header values are already single-line."""
+
+    sender: Address
+    to: tuple[Address, ...]
+    subject: str
+    text: str
+    html: str
+    notification_id: str
+    categories: tuple[str, ...]
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a backend reports after the provider accepted a message."""
+
+    backend: str
+    message_id: str
+    attempts: int = 1
+
+
+class DeliveryError(Exception):
+    """The provider did not accept the message.
+
+    ``transient`` says whether trying again later may succeed (rate limit, outage, timeout); a
+    permanent error (bad request, bad key) needs a person. ``detail`` is safe to log.
+    """
+
+    def __init__(
+        self, message: str, *, transient: bool, status: int | None = None, detail: str = "", attempts: int = 1
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+        self.detail = detail
+        self.attempts = attempts
+
+
+class Backend(ABC):
+    """Delivers :class:`Message` objects. One instance per function instance; thread-safe."""
+
+    name: str
+
+    @abstractmethod
+    def send(self, message: Message, *, deadline: float) -> Receipt:
+        """Deliver ``message`` before ``deadline`` (a ``time.monotonic()`` value) or raise
+        :class:`DeliveryError`."""
+
+
+def as_mime(message: Message) -> EmailMessage:
+    """``message`` as an RFC 5322 email (multipart/alternative: text first, then HTML)."""
+    mime = EmailMessage()
+    mime["From"] = str(message.sender)
+    mime["To"] = ", ".join(str(a) for a in message.to)
+    mime["Subject"] = message.subject
+    mime["Date"] = formatdate(localtime=False, usegmt=True)
+    mime["Message-ID"] = f"<{message.notification_id}@storage-notifier>"
+    mime["X-Notification-Id"] = message.notification_id
+    mime["X-Categories"] = ", ".join(message.categories)
+    for key, value in message.headers.items():
+        mime[key] = value
+    mime.set_content(message.text, cte="quoted-printable")
+    mime.add_alternative(message.html, subtype="html", cte="quoted-printable")
+    return mime

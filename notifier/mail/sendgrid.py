@@ -1,0 +1,196 @@
+"""SendGrid v3 Mail Send through the official client, with the retry policy declared once.
+
+Everything SendGrid-specific lives here: the payload shape, which answers are worth retrying, how
+rate-limit headers are read, and how error bodies are summarised for the log.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail, To
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from notifier.config import Settings
+from notifier.mail.base import Backend, DeliveryError, Message, Receipt
+
+_log = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# What a permanent status means for the person reading the log.
+_PERMANENT_HINTS = {
+    400: "SendGrid rejected the request",
+    401: "the SendGrid API key is invalid or revoked: update the SENDGRID_API_KEY secret",
+    403: "the SendGrid API key lacks the Mail Send permission, or the sender is not verified",
+    404: "the SendGrid API host or path is wrong: check SENDGRID_API_HOST",
+    413: "the message is larger than SendGrid accepts (30 MB)",
+}
+_MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
+_MIN_ATTEMPT_SECONDS = 1.0  # don't start an attempt that cannot finish before the deadline
+_BACKOFF = wait_random_exponential(multiplier=0.5, max=8)
+
+
+class SendGridBackend(Backend):
+    name = "sendgrid"
+
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_api_host)
+        self._timeout = settings.sendgrid_timeout
+        self._max_attempts = settings.max_attempts
+        self.sleep = sleep  # tests swap this for a recorder
+
+    def send(self, message: Message, *, deadline: float) -> Receipt:
+        payload = build_payload(message)
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            wait=_wait_for_rate_limit_or_backoff,
+            stop=stop_after_attempt(self._max_attempts) | _stop_before_deadline(deadline),
+            sleep=self.sleep,
+            before_sleep=before_sleep_log(_log, logging.DEBUG),
+            reraise=True,
+        )
+        try:
+            response = retrying(self._post, payload, deadline)
+        except HTTPError as error:
+            raise _delivery_error(error, retrying.statistics["attempt_number"]) from None
+        except (OSError, http.client.HTTPException) as error:
+            raise DeliveryError(
+                f"SendGrid unreachable: {_describe_network_error(error)}",
+                transient=True,
+                attempts=retrying.statistics["attempt_number"],
+            ) from None
+        message_id = response.headers.get("X-Message-Id", "") if response.headers else ""
+        return Receipt(self.name, message_id, retrying.statistics["attempt_number"])
+
+    def _post(self, payload: dict[str, Any], deadline: float) -> Any:
+        timeout = max(0.1, min(self._timeout, deadline - time.monotonic()))
+        return self._client.client.mail.send.post(request_body=payload, timeout=timeout)
+
+
+def build_payload(message: Message) -> dict[str, Any]:
+    """The v3 Mail Send body for ``message``."""
+    mail = Mail(
+        from_email=Email(message.sender.email, message.sender.name or None),
+        to_emails=[To(a.email, a.name or None) for a in message.to],
+        subject=message.subject,
+        plain_text_content=message.text,
+        html_content=message.html,
+    )
+    mail.header = Header("X-Notification-Id", message.notification_id)
+    for key, value in message.headers.items():
+        mail.header = Header(key, value)
+    mail.custom_arg = CustomArg("notification_id", message.notification_id)
+    for category in message.categories:
+        mail.category = Category(category)
+    return mail.get()
+
+
+# ---------------------------------------------------------------------------------------------
+# Retry policy: what is transient, how long to wait, when to give up.
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, HTTPError):
+        return error.status_code in TRANSIENT_STATUSES
+    return isinstance(error, OSError | http.client.HTTPException)
+
+
+def _wait_for_rate_limit_or_backoff(retry_state: RetryCallState) -> float:
+    """Honour ``Retry-After`` / ``X-RateLimit-Reset`` on a 429, else jittered exponential."""
+    error = retry_state.outcome.exception() if retry_state.outcome else None
+    if isinstance(error, HTTPError) and error.status_code == 429:
+        reset = _rate_limit_reset(error.headers)
+        if reset is not None:
+            return min(_MAX_RATE_LIMIT_WAIT, reset) + random.uniform(0, 0.5)
+    return _BACKOFF(retry_state)
+
+
+def _stop_before_deadline(deadline: float) -> Callable[[RetryCallState], bool]:
+    def stop(retry_state: RetryCallState) -> bool:
+        return time.monotonic() + retry_state.upcoming_sleep + _MIN_ATTEMPT_SECONDS >= deadline
+
+    return stop
+
+
+def _rate_limit_reset(headers: Any) -> float | None:
+    """Seconds until SendGrid accepts requests again, from the 429's headers, if they say."""
+    if not headers:
+        return None
+    retry_after = headers.get("Retry-After")
+    if retry_after:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(retry_after).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            pass
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning client exceptions into DeliveryError with a message a person can act on.
+
+
+def _delivery_error(error: HTTPError, attempts: int) -> DeliveryError:
+    status = error.status_code
+    detail = _summarise_body(error.body)
+    transient = status in TRANSIENT_STATUSES
+    if transient:
+        what = f"SendGrid answered {status} after {attempts} attempt(s)"
+    else:
+        what = f"{_PERMANENT_HINTS.get(status, 'SendGrid refused the message')} (HTTP {status})"
+    return DeliveryError(
+        f"{what}: {detail}" if detail else what,
+        transient=transient,
+        status=status,
+        detail=detail,
+        attempts=attempts,
+    )
+
+
+def _summarise_body(body: Any) -> str:
+    """SendGrid's ``{"errors": [{"message", "field", "help"}]}`` as one line; other bodies cut short."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not body:
+        return ""
+    try:
+        errors = json.loads(body)["errors"]
+        parts = [f"{e.get('field') or 'request'}: {e.get('message')}" for e in errors if isinstance(e, dict)]
+        if parts:
+            return "; ".join(parts)[:1000]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return " ".join(str(body).split())[:300]
+
+
+def _describe_network_error(error: BaseException) -> str:
+    reason = getattr(error, "reason", None)  # urllib.error.URLError wraps the socket error
+    if isinstance(reason, BaseException):
+        error = reason
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return f"{type(error).__name__}: {error}"[:300]

@@ -1,0 +1,113 @@
+"""Shared fixtures: settings, events, and the real function served over HTTP in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloudevents.http import CloudEvent
+
+from notifier.config import Settings, load_settings
+from notifier.demo import free_port, start_server, stop_server, wait_until_serving
+from notifier.events import cloud_event_attributes, object_resource
+
+DATA = Path(__file__).parent / "data"
+SECRET_KEY = "SG.test-secret-key-must-never-be-printed.0123456789"
+
+
+def settings_for(**env: str) -> Settings:
+    base = {"NOTIFY_FROM": "Alerts <alerts@example.com>", "NOTIFY_TO": "ops@example.com", **env}
+    return load_settings(base)
+
+
+def storage_cloud_event(
+    kind: str = "finalize",
+    bucket: str = "acme",
+    name: str = "reports/q3.csv",
+    event_id: str = "evt-1",
+    **overrides: Any,
+) -> CloudEvent:
+    data = object_resource(kind, bucket, name, size=2048, content_type="text/csv")
+    data.update(overrides)
+    return CloudEvent(cloud_event_attributes(kind, data, event_id), data)
+
+
+def read_eml(path: Path) -> EmailMessage:
+    return message_from_bytes(path.read_bytes(), policy=policy.default)
+
+
+@dataclass
+class FunctionServer:
+    """The real function under functions-framework, with its stdout captured as JSON lines."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    outbox: Path
+    _read: int = field(default=0)
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def new_log_lines(self, settle: float = 0.05) -> list[dict[str, Any]]:
+        """JSON lines logged since the last call (other output, like gunicorn's, is skipped)."""
+        time.sleep(settle)  # the worker flushes each line as it logs; give the pipe a moment
+        text = self.output()
+        new, self._read = text[self._read :], len(text)
+        lines = []
+        for line in new.splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    def emails(self) -> list[Path]:
+        return sorted(self.outbox.glob("*.eml"))
+
+
+@pytest.fixture(scope="module")
+def function_server_factory() -> Iterator:
+    servers: list[FunctionServer] = []
+    tmp = Path(tempfile.mkdtemp(prefix="notifier-server-"))
+
+    def start(**env: str) -> FunctionServer:
+        index = len(servers)
+        outbox = tmp / f"outbox-{index}"
+        log_path = tmp / f"server-{index}.log"
+        full_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "SENDGRID_"))},
+            "NOTIFY_FROM": "Storage Alerts <alerts@example.com>",
+            "NOTIFY_TO": "ops@example.com, data@example.com",
+            "NOTIFY_OUTBOX_DIR": str(outbox),
+            **env,
+        }
+        port = free_port()
+        with log_path.open("wb") as log_file:
+            process = start_server(port, full_env, log_file)
+        server = FunctionServer(f"http://127.0.0.1:{port}", process, log_path, outbox)
+        servers.append(server)
+        wait_until_serving(server.url, process)
+        return server
+
+    yield start
+    for server in servers:
+        stop_server(server.process)

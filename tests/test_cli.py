@@ -1,0 +1,100 @@
+"""python -m notifier: emit, preview and demo, run as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from notifier.cli import main
+from tests.conftest import read_eml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def server(function_server_factory):
+    return function_server_factory()
+
+
+@pytest.mark.parametrize("mode", [["--mode", "binary"], ["--mode", "structured"], ["--gen1"]])
+def test_emit_posts_an_event_the_function_turns_into_an_email(server, capsys, mode):
+    before = server.emails()
+    name = f"emitted/{mode[-1]} file #1.csv"
+
+    code = main(
+        [
+            "emit",
+            "metadata",
+            f"gs://acme/{name}",
+            "--url",
+            server.url,
+            "--size",
+            "4096",
+            "--content-type",
+            "text/csv",
+            "--meta",
+            "team=finance",
+            *mode,
+        ]
+    )
+
+    assert code == 0
+    assert "HTTP 200" in capsys.readouterr().out
+    (new,) = [p for p in server.emails() if p not in before]
+    text = read_eml(new).get_body(("plain",)).get_content()
+    assert name in text
+    assert "4.0 KiB (4,096 bytes)" in text
+    assert "team = finance" in text
+
+
+def test_emit_to_nothing_says_what_to_do(capsys):
+    code = main(["emit", "finalize", "gs://b/o", "--url", "http://127.0.0.1:9", "--timeout", "2"])
+    assert code == 1
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("uri", ["b/o", "gs://b", "gs:///o", "gs://b/"])
+def test_bad_uri_is_a_clear_error(capsys, uri):
+    assert main(["emit", "finalize", uri]) == 1
+    assert "expected gs://BUCKET/OBJECT" in capsys.readouterr().err
+
+
+def test_preview_writes_text_html_and_eml_without_sending(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NOTIFY_TO", "ops@example.com")
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
+
+    code = main(["preview", "delete", "gs://acme/old/<b>report</b>.csv", "--out", str(tmp_path)])
+
+    assert code == 0
+    files = {p.suffix: p for p in tmp_path.iterdir()}
+    assert set(files) == {".txt", ".html", ".eml"}
+    assert "<b>report</b>.csv" in files[".txt"].read_text()
+    assert "&lt;b&gt;report&lt;/b&gt;.csv" in files[".html"].read_text()
+    assert read_eml(files[".eml"])["Subject"].startswith("Deleted: old/<b>report</b>.csv")
+    assert "Subject: Deleted:" in capsys.readouterr().out
+
+
+def test_demo_ends_with_four_emails_one_per_kind(tmp_path):
+    outbox = tmp_path / "demo"
+    (outbox).mkdir()
+    (outbox / "stale.eml").write_text("left over from an earlier run")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "notifier", "demo", "--outbox", str(outbox)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    emails = sorted(outbox.glob("*.eml"))
+    assert len(emails) == 4
+    kinds = sorted(read_eml(p)["X-Categories"].split(", ")[1] for p in emails)
+    assert kinds == ["archive", "delete", "finalize", "metadata"]
+    for path in emails:
+        assert str(path) in result.stdout

@@ -1,0 +1,309 @@
+"""End to end over real HTTP: functions-framework serving main.py, events as the platform sends them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cloudevents.conversion import to_binary, to_structured
+
+from notifier.cli import build_request
+from notifier.events import KINDS
+from tests.conftest import DATA, SECRET_KEY, read_eml, storage_cloud_event
+
+CE_TYPES = {
+    "finalize": "google.cloud.storage.object.v1.finalized",
+    "delete": "google.cloud.storage.object.v1.deleted",
+    "archive": "google.cloud.storage.object.v1.archived",
+    "metadata": "google.cloud.storage.object.v1.metadataUpdated",
+}
+GEN1_TYPES = {
+    "finalize": "google.storage.object.finalize",
+    "delete": "google.storage.object.delete",
+    "archive": "google.storage.object.archive",
+    "metadata": "google.storage.object.metadataUpdate",
+}
+
+
+@pytest.fixture(scope="module")
+def server(function_server_factory):
+    return function_server_factory(NOTIFY_BACKEND="outbox")
+
+
+def _outcome_lines(server):
+    return [line for line in server.new_log_lines() if "outcome" in line]
+
+
+def _only_new_email(server, before):
+    new = [p for p in server.emails() if p not in before]
+    assert len(new) == 1, new
+    return read_eml(new[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_cloudevent_of_each_kind_and_mode_becomes_one_email(server, kind, mode):
+    before = server.emails()
+    server.new_log_lines()
+    event = storage_cloud_event(
+        kind, bucket="acme-uploads", name=f"in/{mode}/{kind}.csv", event_id=f"{mode}-{kind}"
+    )
+    assert event["type"] == CE_TYPES[kind]
+    headers, body = (to_binary if mode == "binary" else to_structured)(event)
+    if mode == "binary":
+        assert "ce-type" in headers
+    else:
+        assert headers["content-type"] == "application/cloudevents+json"
+
+    status, _ = server.post(body, headers)
+
+    assert status == 200
+    email = _only_new_email(server, before)
+    assert f"in/{mode}/{kind}.csv" in email["Subject"]
+    assert email["X-Notification-Id"]
+    (line,) = _outcome_lines(server)
+    assert line["outcome"] == "sent"
+    assert line["kind"] == kind
+    assert line["event_id"] == f"{mode}-{kind}"
+    assert line["notification_id"] == email["X-Notification-Id"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_gen_background_event_of_each_type_is_converted_by_the_framework(server, kind):
+    before = server.emails()
+    server.new_log_lines()
+    headers, body = build_request(
+        kind, "legacy-bucket", f"gen1/{kind}.bin", mode="gen1", event_id=f"g1-{kind}"
+    )
+    assert json.loads(body)["context"]["eventType"] == GEN1_TYPES[kind]
+
+    status, _ = server.post(body, headers)
+
+    assert status == 200
+    email = _only_new_email(server, before)
+    (line,) = _outcome_lines(server)
+    assert (line["outcome"], line["kind"], line["bucket"]) == ("sent", kind, "legacy-bucket")
+    assert f"gen1/{kind}.bin" in email.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kind", "name"),
+    [
+        ("storage-cloudevent-input.json", "finalize", "folder/Test.cs"),
+        ("storage-legacy-input.json", "finalize", "folder/Test.cs"),
+        ("legacy_storage_change-legacy-input.json", "delete", "MyFile"),
+        ("legacy_storage_change-cloudevent-input.json", "delete", "MyFile"),
+    ],
+)
+def test_conformance_suite_storage_payloads(server, fixture, kind, name):
+    """Payloads from Google's functions-framework conformance suite, posted as they are."""
+    before = server.emails()
+    server.new_log_lines()
+    body = (DATA / fixture).read_bytes()
+    content_type = "application/cloudevents+json" if "cloudevent" in fixture else "application/json"
+
+    status, _ = server.post(body, {"Content-Type": content_type})
+
+    assert status == 200
+    email = _only_new_email(server, before)
+    (line,) = _outcome_lines(server)
+    assert (line["outcome"], line["kind"], line["object"]) == ("sent", kind, name)
+    assert "352 bytes" in email.get_body(("plain",)).get_content() or kind == "delete"
+
+
+MALFORMED = [
+    pytest.param(
+        b"this is not json", {"Content-Type": "application/json"}, "neither a CloudEvent", id="not-json"
+    ),
+    pytest.param(
+        b"[1, 2, 3]", {"Content-Type": "application/json"}, "is not the JSON object", id="json-array"
+    ),
+    pytest.param(
+        b'"just a string"', {"Content-Type": "application/json"}, "is not the JSON object", id="json-string"
+    ),
+    pytest.param(
+        b"[" * 5000 + b"]" * 5000, {"Content-Type": "application/json"}, "is not the JSON object", id="deep"
+    ),
+    pytest.param(b"\xff\xfe\xfa", {"Content-Type": "application/json"}, "", id="invalid-utf8"),
+    pytest.param(b"", {"Content-Type": "application/json"}, "", id="empty"),
+    pytest.param(
+        json.dumps(
+            {
+                "context": {
+                    "eventId": "x",
+                    "eventType": "google.storage.object.finalize",
+                    "resource": {
+                        "service": "storage.googleapis.com",
+                        "name": "projects/_/buckets/b/objects/o",
+                    },
+                },
+                "data": {"bucket": "b"},
+            }
+        ).encode(),
+        {"Content-Type": "application/json"},
+        "data.name: required",
+        id="missing-name",
+    ),
+    pytest.param(
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "//storage.googleapis.com/projects/_/buckets/b",
+                "type": "google.cloud.storage.object.v1.finalized",
+                "data": {"name": "o"},
+            }
+        ).encode(),
+        {"Content-Type": "application/cloudevents+json"},
+        "data.bucket: required",
+        id="missing-bucket",
+    ),
+    pytest.param(
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "s",
+                "type": "google.cloud.storage.object.v1.finalized",
+                "data": {"bucket": "b", "name": "o", "size": "twelve"},
+            }
+        ).encode(),
+        {"Content-Type": "application/cloudevents+json"},
+        "data.size: expected a non-negative integer",
+        id="bad-size",
+    ),
+    pytest.param(
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "s",
+                "type": "google.cloud.storage.object.v1.finalized",
+                "data": {"bucket": ["b"], "name": "o"},
+            }
+        ).encode(),
+        {"Content-Type": "application/cloudevents+json"},
+        "data.bucket: expected a string",
+        id="bucket-list",
+    ),
+    pytest.param(
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "s",
+                "type": "google.cloud.pubsub.topic.v1.messagePublished",
+                "data": {"message": {"data": "e30="}},
+            }
+        ).encode(),
+        {"Content-Type": "application/cloudevents+json"},
+        "eventType",
+        id="pubsub-not-storage",
+    ),
+    pytest.param(
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "s",
+                "type": "com.example.unknown",
+                "data": {"bucket": "b", "name": "o"},
+            }
+        ).encode(),
+        {"Content-Type": "application/cloudevents+json"},
+        "unsupported event type 'com.example.unknown'",
+        id="unknown-type",
+    ),
+    pytest.param(
+        b"{}",
+        {
+            "Content-Type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": "1",
+            "ce-source": "s",
+            "ce-type": "google.cloud.storage.object.v1.finalized",
+        },
+        "data.bucket: required",
+        id="binary-empty-data",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "reason"), MALFORMED)
+def test_malformed_request_is_acknowledged_with_one_error_line_and_server_keeps_serving(
+    server, body, headers, reason
+):
+    before = server.emails()
+    server.new_log_lines()
+
+    status, _ = server.post(body, headers)
+
+    assert 200 <= status < 300, "a non-2xx would make Eventarc redeliver an event that can never succeed"
+    lines = server.new_log_lines()
+    errors = [line for line in lines if line["severity"] == "ERROR"]
+    assert len(errors) == 1, lines
+    assert errors[0]["outcome"] == "invalid"
+    assert reason in errors[0]["message"]
+    assert "Traceback" not in server.output()
+    assert server.emails() == before
+    # still serving
+    event = storage_cloud_event("finalize", name="after-bad-request.txt", event_id=f"after-{len(before)}")
+    assert server.post(*reversed(to_binary(event)))[0] == 200
+    assert len(server.emails()) == len(before) + 1
+
+
+def test_get_is_not_an_event_and_is_not_logged_as_one(server):
+    import urllib.error
+    import urllib.request
+
+    server.new_log_lines()
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(server.url, timeout=5)
+    assert error.value.code == 405
+    assert server.new_log_lines() == []
+
+
+def test_invalid_configuration_stops_the_function_with_a_message_naming_the_variable(function_server_factory):
+    with pytest.raises(OSError, match="exited"):
+        function_server_factory(NOTIFY_TO="not-an-address", NOTIFY_BACKEND="outbox")
+
+
+def test_sendgrid_backend_over_http_never_prints_the_key(function_server_factory, httpserver):
+    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_data(
+        "", status=202, headers={"X-Message-Id": "msg-e2e-1"}
+    )
+    server = function_server_factory(
+        SENDGRID_API_KEY=SECRET_KEY,
+        SENDGRID_API_HOST=httpserver.url_for("").rstrip("/"),
+        NOTIFY_MAX_ATTEMPTS="1",
+    )
+    event = storage_cloud_event("finalize", name="sendgrid.csv", event_id="sg-e2e")
+
+    status, _ = server.post(*reversed(to_binary(event)))
+
+    assert status == 200
+    (request, _response), *_ = httpserver.log
+    assert request.headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    payload = request.get_json()
+    assert payload["custom_args"]["notification_id"]
+    assert "finalize" in payload["categories"]
+    (line,) = [line for line in server.new_log_lines() if "outcome" in line]
+    assert (line["outcome"], line["backend"], line["message_id"]) == ("sent", "sendgrid", "msg-e2e-1")
+
+    # A transient failure answers 500 so the platform redelivers; a permanent one is acknowledged.
+    httpserver.clear()
+    httpserver.expect_request("/v3/mail/send").respond_with_json(
+        {"errors": [{"message": "down"}]}, status=503
+    )
+    assert server.post(*reversed(to_binary(storage_cloud_event(event_id="sg-503"))))[0] == 500
+    httpserver.clear()
+    httpserver.expect_request("/v3/mail/send").respond_with_json(
+        {"errors": [{"message": "The provided authorization grant is invalid", "field": None}]}, status=401
+    )
+    assert server.post(*reversed(to_binary(storage_cloud_event(event_id="sg-401"))))[0] == 200
+    lines = [line for line in server.new_log_lines() if "outcome" in line]
+    assert [line["outcome"] for line in lines] == ["retrying", "failed"]
+    assert "invalid or revoked" in lines[1]["message"]
+    assert "authorization grant is invalid" in lines[1]["message"]
+    assert SECRET_KEY not in server.output()
+    assert SECRET_KEY[3:20] not in server.output()

@@ -1,0 +1,159 @@
+"""The pipeline in-process: one outcome line per notification, and RetryLater only when it helps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from notifier.config import Address
+from notifier.events import decode
+from notifier.mail.base import Backend, DeliveryError, Receipt
+from notifier.pipeline import Pipeline, RetryLater
+from notifier.rules import notification_id
+from tests.conftest import settings_for, storage_cloud_event
+
+
+class ScriptedBackend(Backend):
+    """Answers each send with the next scripted result: a Receipt or an exception to raise."""
+
+    name = "scripted"
+
+    def __init__(self, *results):
+        self.results = list(results)
+        self.sent = []
+        self.deadlines = []
+
+    def send(self, message, *, deadline):
+        self.sent.append(message)
+        self.deadlines.append(deadline)
+        result = self.results.pop(0)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        self.now += 0.25
+        return self.now
+
+
+def _pipeline(*results, **env):
+    backend = ScriptedBackend(*results)
+    return Pipeline(settings_for(**env), backend=backend, clock=FakeClock()), backend
+
+
+def _lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_sent_event_logs_one_line_with_every_field(capsys):
+    pipeline, backend = _pipeline(Receipt("scripted", "msg-1", attempts=2))
+
+    pipeline.handle(storage_cloud_event("finalize", bucket="acme", name="r/q3.csv", event_id="e1"))
+
+    (line,) = _lines(capsys)
+    assert line["severity"] == "INFO"
+    assert line["outcome"] == "sent"
+    assert (line["event_id"], line["bucket"], line["object"], line["kind"]) == (
+        "e1",
+        "acme",
+        "r/q3.csv",
+        "finalize",
+    )
+    assert line["notification_id"] == backend.sent[0].notification_id
+    assert (line["backend"], line["attempts"], line["message_id"]) == ("scripted", 2, "msg-1")
+    assert line["duration_ms"] == 250.0
+    assert "gs://acme/r/q3.csv" in line["message"]
+
+
+def test_invalid_event_logs_one_error_and_is_acknowledged(capsys):
+    pipeline, backend = _pipeline()
+    event = storage_cloud_event(size="lots")
+
+    (outcome,) = pipeline.handle(event)
+
+    assert outcome.outcome == "invalid"
+    (line,) = _lines(capsys)
+    assert (line["severity"], line["outcome"], line["event_id"]) == ("ERROR", "invalid", "evt-1")
+    assert "data.size" in line["message"]
+    assert backend.sent == []
+
+
+def test_transient_failure_logs_retrying_and_raises_so_the_platform_redelivers(capsys):
+    pipeline, _ = _pipeline(DeliveryError("SendGrid answered 503", transient=True, status=503, attempts=5))
+
+    with pytest.raises(RetryLater):
+        pipeline.handle(storage_cloud_event())
+
+    (line,) = _lines(capsys)
+    assert (line["severity"], line["outcome"], line["status"], line["attempts"]) == (
+        "WARNING",
+        "retrying",
+        503,
+        5,
+    )
+
+
+def test_permanent_failure_is_logged_as_error_and_acknowledged(capsys):
+    error = DeliveryError(
+        "the SendGrid API key is invalid or revoked (HTTP 401)", transient=False, status=401
+    )
+    pipeline, _ = _pipeline(error)
+
+    (outcome,) = pipeline.handle(storage_cloud_event())
+
+    assert outcome.outcome == "failed"
+    (line,) = _lines(capsys)
+    assert (line["severity"], line["outcome"], line["status"]) == ("ERROR", "failed", 401)
+    assert "invalid or revoked" in line["message"]
+
+
+def test_unexpected_error_is_logged_with_traceback_and_not_retried_forever(capsys):
+    pipeline, _ = _pipeline(RuntimeError("bug"))
+
+    (outcome,) = pipeline.handle(storage_cloud_event())
+
+    assert outcome.outcome == "failed"
+    (line,) = _lines(capsys)
+    assert line["severity"] == "ERROR"
+    assert "RuntimeError: bug" in line["message"]
+    assert "Traceback" in line["traceback"]
+
+
+def test_backend_gets_a_deadline_from_the_start_of_the_event(capsys):
+    pipeline, backend = _pipeline(Receipt("scripted", "m"), NOTIFY_DEADLINE_SECONDS="30")
+
+    pipeline.handle(storage_cloud_event())
+
+    assert backend.deadlines == [1000.25 + 30]
+
+
+def test_message_carries_sender_recipients_id_and_category():
+    pipeline, backend = _pipeline(Receipt("scripted", "m"), NOTIFY_TO="a@example.com, B <b@example.com>")
+
+    pipeline.handle(storage_cloud_event("archive"))
+
+    (message,) = backend.sent
+    assert [a.email for a in message.to] == ["a@example.com", "b@example.com"]
+    assert message.sender == Address("alerts@example.com", "Alerts")
+    assert "archive" in message.categories
+    assert len(message.notification_id) == 32
+
+
+def test_notification_id_is_stable_for_redelivery_and_distinct_otherwise():
+    event = decode(storage_cloud_event(event_id="same"))
+    redelivered = decode(storage_cloud_event(event_id="same", size="999"))
+    other = decode(storage_cloud_event(event_id="other"))
+    ops = (Address("ops@example.com"), Address("data@example.com"))
+    reordered = (Address("DATA@example.com", "Data"), Address("ops@example.com"))
+
+    assert (
+        notification_id(event, ops) == notification_id(redelivered, ops) == notification_id(event, reordered)
+    )
+    assert notification_id(event, ops) != notification_id(other, ops)
+    assert notification_id(event, ops) != notification_id(event, ops[:1])

@@ -1,0 +1,195 @@
+"""Templates → Message: every field shown, hostile names escaped, links encoded, CSS inlined."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from urllib.parse import unquote, urlsplit
+
+import jinja2
+import pytest
+
+from notifier.events import KINDS, decode
+from notifier.render import Renderer, TemplateError, console_url, encode_object_name, format_size, one_line
+from notifier.rules import route
+from tests.conftest import settings_for, storage_cloud_event
+
+SETTINGS = settings_for()
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer()
+
+
+def _render(renderer, kind="finalize", name="reports/q3.csv", **overrides):
+    event = decode(storage_cloud_event(kind, name=name, **overrides))
+    (notification,) = route(event, SETTINGS)
+    return event, renderer.render(notification)
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.text, self.scripts = [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+        self.hrefs += [v for k, v in attrs if k == "href"]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(html):
+    parser = _Links()
+    parser.feed(html)
+    return parser
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_email_shows_every_fact(renderer, kind):
+    event, message = _render(renderer, kind, size="1234567", generation="1700000000123456")
+    html_text = " ".join(" ".join(_parse(message.html).text).split())
+    for body in (message.text, html_text):
+        assert event.bucket in body
+        assert event.name in body
+        assert "1.2 MiB (1,234,567 bytes)" in body
+        assert "text/csv" in body
+        assert "1700000000123456" in body
+        assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body), "time in UTC, ISO 8601"
+        assert event.event_id in body
+        assert f"gs://{event.bucket}/{event.name}" in body
+    assert console_url(event.bucket, event.name) in message.text
+    assert console_url(event.bucket, event.name) in _parse(message.html).hrefs
+    assert message.subject and "\n" not in message.subject
+
+
+def test_words_say_what_happened_per_kind(renderer):
+    words = {kind: _render(renderer, kind)[1].text.splitlines()[0] for kind in KINDS}
+    assert "New object" in words["finalize"]
+    assert "deleted" in words["delete"]
+    assert "archived" in words["archive"]
+    assert "Metadata changed" in words["metadata"]
+    assert len(set(words.values())) == 4
+
+
+def test_css_is_inlined_and_style_block_removed(renderer):
+    _, message = _render(renderer)
+    assert "<style" not in message.html
+    assert 'style="' in message.html
+    assert "max-width: 600px" in message.html
+
+
+def test_plain_text_alternative_has_no_markup(renderer):
+    _, message = _render(renderer)
+    assert "<" not in message.text and "&amp;" not in message.text
+    assert message.text.endswith("\n")
+
+
+HOSTILE = [
+    '<script>alert("x")</script>.csv',
+    '"><img src=x onerror=alert(1)>',
+    "javascript:alert(1)",
+    "a b#c?d%20e&f=g.txt",
+    "../../etc/passwd",
+    "/leading/slash",
+    "folder//double",
+    "trailing/folder/",
+    "evil\u202egnp.exe",
+    "ünïcødé/数据/файл.csv",
+    "x" * 1024,
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_are_escaped_in_html_and_encoded_in_links(renderer, name):
+    event, message = _render(renderer, name=name, metadata={"note": '<b>bold</b> & "quoted"'})
+    parsed = _parse(message.html)
+    assert parsed.scripts == 0
+    assert "<img" not in message.html and "<b>bold" not in message.html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in message.html
+    for href in parsed.hrefs:
+        assert href.startswith(("https://console.cloud.google.com/", "gs://")), href
+        assert not re.search(r"[\s<>\"#?]", urlsplit(href).path), href
+    console = next(h for h in parsed.hrefs if h.startswith("https://"))
+    path = urlsplit(console).path
+    assert urlsplit(console).query == "" and urlsplit(console).fragment == ""
+    assert unquote(path.split(f"/_details/{event.bucket}/", 1)[1]) == name
+    gs = next(h for h in parsed.hrefs if h.startswith("gs://"))
+    assert unquote(gs) == f"gs://{event.bucket}/{name}"
+
+
+@pytest.mark.parametrize(
+    "name", ["a\u2028b", "a\u0085b", "tab\there", "bell\x07", "rtl\u202eevil", "x" * 1024]
+)
+def test_subject_is_one_capped_line_without_controls(renderer, name):
+    _, message = _render(renderer, name=name)
+    assert not re.search(r"[\x00-\x1f\x7f\u0085\u2028\u2029\u202a-\u202e\u2066-\u2069]", message.subject)
+    assert len(message.subject) <= 200
+
+
+def test_one_line_collapses_crlf_and_truncates_with_an_ellipsis():
+    assert one_line("a\r\n  b\nc") == "a b c"
+    assert one_line("y" * 300, limit=10) == "y" * 9 + "…"
+    assert one_line("  padded  ") == "padded"
+
+
+@pytest.mark.parametrize("name", ["../x", "a/./b", "a/../b", "/x", "a//b", ".", ".."])
+def test_dot_and_empty_segments_are_fully_encoded_so_browsers_cannot_resolve_them(name):
+    encoded = encode_object_name(name)
+    assert "/" not in encoded
+    assert unquote(encoded) == name
+
+
+def test_plain_nested_names_keep_readable_slashes():
+    assert encode_object_name("reports/2026/Q3 revenue.csv") == "reports/2026/Q3%20revenue.csv"
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (None, "unknown"),
+        (0, "0 bytes"),
+        (1, "1 byte"),
+        (1023, "1023 bytes"),
+        (1024, "1.0 KiB (1,024 bytes)"),
+        (5 * 1024**3, "5.0 GiB (5,368,709,120 bytes)"),
+    ],
+)
+def test_sizes_are_human_readable_and_exact(size, shown):
+    assert format_size(size) == shown
+
+
+def test_user_templates_override_file_by_file(tmp_path):
+    (tmp_path / "finalize").mkdir()
+    (tmp_path / "finalize" / "subject.txt").write_text("Custom: {{ event.name }}\n")
+    renderer = Renderer(tmp_path)
+    _, message = _render(renderer)
+    assert message.subject == "Custom: reports/q3.csv"
+    assert "New object" in message.text  # body.txt still the built-in one
+
+
+def test_templates_use_strict_undefined_and_fail_at_start_up(tmp_path):
+    (tmp_path / "delete").mkdir()
+    (tmp_path / "delete" / "body.txt").write_text("{{ event.nmae }}")
+    renderer = Renderer(tmp_path)
+    with pytest.raises(TemplateError, match="templates/delete"):
+        _render(renderer, "delete")
+
+
+def test_syntax_error_in_a_template_is_reported_at_construction_with_the_file(tmp_path):
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "body.html").write_text("{% if %}")
+    with pytest.raises(TemplateError, match=r"archive/body\.html:1"):
+        Renderer(tmp_path)
+
+
+def test_templates_are_compiled_once_not_loaded_per_event(renderer, monkeypatch):
+    def no_loading(*_args):
+        pytest.fail("a template was loaded while rendering an event")
+
+    monkeypatch.setattr(jinja2.FileSystemLoader, "get_source", no_loading)
+    monkeypatch.setattr(jinja2.FileSystemLoader, "load", no_loading)
+    _render(renderer)
+    _render(renderer, "metadata")

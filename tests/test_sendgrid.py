@@ -1,0 +1,236 @@
+"""The real sendgrid client against a local HTTP server playing SendGrid; tenacity's sleep recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from werkzeug import Response
+
+from notifier.config import Address
+from notifier.mail.base import DeliveryError, Message
+from notifier.mail.sendgrid import SendGridBackend
+from tests.conftest import SECRET_KEY, settings_for
+
+MESSAGE = Message(
+    sender=Address("alerts@example.com", "Storage Alerts"),
+    to=(Address("ops@example.com"), Address("data@example.com", "Data Team")),
+    subject="Uploaded: reports/q3.csv (acme)",
+    text="plain body\n",
+    html="<p>html body</p>",
+    notification_id="0123456789abcdef0123456789abcdef",
+    categories=("storage-notifier", "finalize"),
+)
+
+
+@pytest.fixture
+def backend_for(httpserver):
+    def make(**env):
+        settings = settings_for(
+            SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=httpserver.url_for("").rstrip("/"), **env
+        )
+        backend = SendGridBackend(settings)
+        backend.sleeps = []
+        backend.sleep = backend.sleeps.append
+        return backend
+
+    return make
+
+
+def _deadline(seconds=60.0):
+    return time.monotonic() + seconds
+
+
+def test_202_is_sent_once_with_the_payload_sendgrid_expects(httpserver, backend_for):
+    httpserver.expect_oneshot_request("/v3/mail/send", method="POST").respond_with_data(
+        "", status=202, headers={"X-Message-Id": "abc123"}
+    )
+    backend = backend_for()
+
+    receipt = backend.send(MESSAGE, deadline=_deadline())
+
+    assert (receipt.backend, receipt.message_id, receipt.attempts) == ("sendgrid", "abc123", 1)
+    ((request, _),) = httpserver.log
+    assert request.headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    body = request.get_json()
+    assert body["from"] == {"email": "alerts@example.com", "name": "Storage Alerts"}
+    assert body["personalizations"][0]["to"] == [
+        {"email": "ops@example.com"},
+        {"email": "data@example.com", "name": "Data Team"},
+    ]
+    assert body["subject"] == MESSAGE.subject
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["headers"]["X-Notification-Id"] == MESSAGE.notification_id
+    assert body["custom_args"] == {"notification_id": MESSAGE.notification_id}
+    assert sorted(body["categories"]) == ["finalize", "storage-notifier"]
+    assert backend.sleeps == []
+
+
+def test_400_is_permanent_not_retried_and_carries_sendgrids_error_body(httpserver, backend_for):
+    httpserver.expect_request("/v3/mail/send").respond_with_json(
+        {
+            "errors": [
+                {
+                    "message": "Does not contain a valid address.",
+                    "field": "personalizations.0.to.0.email",
+                    "help": "http://sendgrid.com/docs",
+                }
+            ]
+        },
+        status=400,
+    )
+    backend = backend_for()
+
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(MESSAGE, deadline=_deadline())
+
+    error = caught.value
+    assert (error.transient, error.status, error.attempts) == (False, 400, 1)
+    assert "personalizations.0.to.0.email: Does not contain a valid address." in str(error)
+    assert len(httpserver.log) == 1
+    assert backend.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "invalid or revoked"),
+        (403, "Mail Send permission"),
+        (404, "SENDGRID_API_HOST"),
+        (413, "30 MB"),
+    ],
+)
+def test_other_permanent_statuses_are_not_retried_and_say_what_to_do(httpserver, backend_for, status, hint):
+    httpserver.expect_request("/v3/mail/send").respond_with_json(
+        {"errors": [{"message": "nope"}]}, status=status
+    )
+    backend = backend_for()
+
+    with pytest.raises(DeliveryError, match=hint) as caught:
+        backend.send(MESSAGE, deadline=_deadline())
+
+    assert caught.value.transient is False
+    assert len(httpserver.log) == 1
+    assert SECRET_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_retried_with_jittered_backoff_up_to_max_attempts(httpserver, backend_for, status):
+    httpserver.expect_request("/v3/mail/send").respond_with_data("oops", status=status)
+    backend = backend_for(NOTIFY_MAX_ATTEMPTS="4")
+
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(MESSAGE, deadline=_deadline())
+
+    assert (caught.value.transient, caught.value.status, caught.value.attempts) == (True, status, 4)
+    assert len(httpserver.log) == 4
+    assert len(backend.sleeps) == 3
+    assert all(0 <= s <= 8 for s in backend.sleeps)
+
+
+def test_transient_error_then_success_returns_the_receipt_of_the_success(httpserver, backend_for):
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=503)
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=500)
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data(
+        "", status=202, headers={"X-Message-Id": "m3"}
+    )
+    backend = backend_for()
+
+    receipt = backend.send(MESSAGE, deadline=_deadline())
+
+    assert (receipt.message_id, receipt.attempts) == ("m3", 3)
+    assert len(backend.sleeps) == 2
+
+
+def test_429_waits_until_x_ratelimit_reset(httpserver, backend_for):
+    reset = int(time.time()) + 7
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_json(
+        {"errors": [{"message": "too many requests"}]},
+        status=429,
+        headers={"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+    )
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=202)
+    backend = backend_for()
+
+    receipt = backend.send(MESSAGE, deadline=_deadline())
+
+    assert receipt.attempts == 2
+    (slept,) = backend.sleeps
+    assert reset - time.time() - 1 <= slept <= reset - time.time() + 0.6
+
+
+def test_429_honours_retry_after_seconds(httpserver, backend_for):
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data(
+        "", status=429, headers={"Retry-After": "3"}
+    )
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=202)
+    backend = backend_for()
+
+    backend.send(MESSAGE, deadline=_deadline())
+
+    (slept,) = backend.sleeps
+    assert 3 <= slept <= 3.5
+
+
+def test_rate_limit_wait_past_the_deadline_gives_up_at_once_so_the_platform_retries(httpserver, backend_for):
+    httpserver.expect_request("/v3/mail/send").respond_with_data(
+        "", status=429, headers={"Retry-After": "30"}
+    )
+    backend = backend_for()
+
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(MESSAGE, deadline=_deadline(10))
+
+    assert (caught.value.transient, caught.value.status, caught.value.attempts) == (True, 429, 1)
+    assert backend.sleeps == []
+
+
+def test_a_hung_connection_times_out_and_is_retried(httpserver, backend_for):
+    release = threading.Event()
+
+    def hang(_request):
+        release.wait(5)
+        return Response("", status=202)
+
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(hang)
+    backend = backend_for(SENDGRID_TIMEOUT_SECONDS="0.3", NOTIFY_MAX_ATTEMPTS="2")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError, match="timed out") as caught:
+            backend.send(MESSAGE, deadline=_deadline())
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+
+    assert (caught.value.transient, caught.value.attempts) == (True, 2)
+    assert len(backend.sleeps) == 1
+    assert elapsed < 4, "the client must not wait for the hung server"
+
+
+def test_connection_refused_is_transient(backend_for, httpserver):
+    backend = backend_for(NOTIFY_MAX_ATTEMPTS="3")
+    backend._client.client.host = "http://127.0.0.1:9"  # discard port: nothing listens
+
+    with pytest.raises(DeliveryError, match="unreachable") as caught:
+        backend.send(MESSAGE, deadline=_deadline())
+
+    assert (caught.value.transient, caught.value.attempts) == (True, 3)
+    assert len(backend.sleeps) == 2
+
+
+def test_default_timeout_is_ten_seconds_and_is_passed_on_every_request(httpserver, backend_for, monkeypatch):
+    seen = []
+    backend = backend_for()
+    original = type(backend._client.client)._make_request
+
+    def spy(self, opener, request, timeout=None):
+        seen.append(timeout)
+        return original(self, opener, request, timeout=timeout)
+
+    monkeypatch.setattr(type(backend._client.client), "_make_request", spy)
+    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202)
+
+    backend.send(MESSAGE, deadline=_deadline())
+
+    assert seen == [10.0]
