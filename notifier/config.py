@@ -10,7 +10,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import formataddr, getaddresses
+from email import errors
+from email.policy import default as default_policy
+from email.utils import formataddr
 from pathlib import Path
 
 BACKENDS = ("sendgrid", "outbox", "console")
@@ -68,9 +70,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     api_key = env.get("SENDGRID_API_KEY", "").strip()  # secrets piped through echo end in "\n"
     if any(ch.isspace() or not ch.isprintable() for ch in api_key):
         problems.append("SENDGRID_API_KEY: contains whitespace or control characters")
-    backend = env.get("NOTIFY_BACKEND", "").strip().lower() or ("sendgrid" if api_key else "outbox")
+    raw_backend = env.get("NOTIFY_BACKEND", "").strip()
+    backend = raw_backend.lower()
+    if not backend and not api_key and env.get("K_SERVICE"):
+        # On Cloud Run functions the outbox is an instance's scratch disk: every email would vanish.
+        problems.append(
+            "SENDGRID_API_KEY: not set, and this is a deployed function (K_SERVICE is set); set the "
+            "secret, or NOTIFY_BACKEND=console to only log the emails"
+        )
+    backend = backend or ("sendgrid" if api_key else "outbox")
     if backend not in BACKENDS:
-        problems.append(f"NOTIFY_BACKEND: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+        problems.append(f"NOTIFY_BACKEND: expected one of {', '.join(BACKENDS)}, got {raw_backend!r}")
     elif backend == "sendgrid" and not api_key:
         problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
     local = backend != "sendgrid"
@@ -95,6 +105,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     attempts = _number(env, "NOTIFY_MAX_ATTEMPTS", 5, problems, integer=True)
 
     if problems:
+        if api_key:  # a key pasted into the wrong variable must not be echoed back
+            problems = [p.replace(api_key, "[redacted]") for p in problems]
         raise ConfigError(problems)
     return Settings(
         sender=sender[0],
@@ -114,14 +126,15 @@ def parse_addresses(raw: str, where: str) -> list[Address]:
     """Parse a comma-separated address list; raise ``ValueError`` naming ``where`` and the culprit."""
     if "\r" in raw or "\n" in raw:
         raise ValueError(f"{where}: must not contain line breaks")
+    # The email package's RFC 5322 parser: it records defects instead of guessing silently.
+    header = default_policy.header_factory("to", raw)
+    if any(not isinstance(d, errors.ObsoleteHeaderDefect) for d in header.defects):
+        raise ValueError(f"{where}: {raw!r} is not a valid email address list")
     parsed = []
-    for name, email in getaddresses([raw]):
-        if not name and not email:
-            continue
-        if not _ADDR_SPEC.fullmatch(email):
-            shown = email or name or raw
-            raise ValueError(f"{where}: {shown!r} is not a valid email address")
-        parsed.append(Address(email=email, name=name))
+    for mailbox in header.addresses:
+        if not _ADDR_SPEC.fullmatch(mailbox.addr_spec):
+            raise ValueError(f"{where}: {mailbox.addr_spec or raw!r} is not a valid email address")
+        parsed.append(Address(email=mailbox.addr_spec, name=mailbox.display_name))
     if not parsed:
         raise ValueError(f"{where}: expected at least one email address")
     return parsed

@@ -63,7 +63,6 @@ _OPTIONAL_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
-_MAX_NAME_BYTES = 1024
 
 
 class InvalidEvent(ValueError):
@@ -109,7 +108,8 @@ def decode(cloud_event: Any) -> StorageEvent:
         kind, data = _unwrap_pubsub(cloud_event.data)
     elif event_type in _CE_TYPE_TO_KIND:
         kind, data = _CE_TYPE_TO_KIND[event_type], _as_object(cloud_event.data, "data")
-        kind = _LEGACY_RESOURCE_STATE_TO_KIND.get(data.get("resourceState"), kind)
+        state = _parse_str(data.get("resourceState"), "data.resourceState")
+        kind = _LEGACY_RESOURCE_STATE_TO_KIND.get(state, kind)
     else:
         raise InvalidEvent(
             f"type: unsupported event type {event_type!r}; expected one of "
@@ -118,8 +118,8 @@ def decode(cloud_event: Any) -> StorageEvent:
     return StorageEvent(
         kind=kind,
         bucket=_required_text(data, "bucket"),
-        name=_object_name(data),
-        event_id=str(event_id),
+        name=_required_text(data, "name"),
+        event_id=_unicode(str(event_id), "id"),
         event_type=event_type,
         event_time=_parse_time(cloud_event.get("time"), "time"),
         metadata=_metadata(data),
@@ -218,7 +218,7 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
     message = _as_object(_as_object(envelope, "data").get("message"), "data.message")
     attributes = message.get("attributes") or {}
     notification = attributes.get("eventType") if isinstance(attributes, dict) else None
-    if notification not in _PUBSUB_EVENT_TO_KIND:
+    if not isinstance(notification, str) or notification not in _PUBSUB_EVENT_TO_KIND:
         raise InvalidEvent(
             f"data.message.attributes.eventType: expected one of {', '.join(_PUBSUB_EVENT_TO_KIND)},"
             f" got {notification!r}"
@@ -236,17 +236,17 @@ def _required_text(data: dict[str, Any], key: str) -> str:
         raise InvalidEvent(f"data.{key}: required, but missing or empty")
     if not isinstance(value, str):
         raise InvalidEvent(f"data.{key}: expected a string, got {_type_name(value)}")
+    return _unicode(value, f"data.{key}")
+
+
+def _unicode(value: str, where: str) -> str:
+    # JSON can carry lone surrogates ("\ud800"); they are not text and cannot be encoded in an email.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent(f"{where}: not valid Unicode (lone surrogate)") from None
     return value
-
-
-def _object_name(data: dict[str, Any]) -> str:
-    name = _required_text(data, "name")
-    # GCS itself forbids these; a name carrying them did not come from Cloud Storage.
-    if "\r" in name or "\n" in name:
-        raise InvalidEvent("data.name: object names cannot contain CR or LF")
-    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
-        raise InvalidEvent(f"data.name: longer than {_MAX_NAME_BYTES} bytes")
-    return name
 
 
 def _parse_int(value: Any, where: str) -> int | None:
@@ -262,7 +262,7 @@ def _parse_int(value: Any, where: str) -> int | None:
 
 def _parse_str(value: Any, where: str) -> str | None:
     if value is None or isinstance(value, str):
-        return value or None
+        return _unicode(value, where) if value else None
     raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
 
 
@@ -295,11 +295,12 @@ def _metadata(data: dict[str, Any]) -> Mapping[str, str]:
     for key, value in raw.items():
         if not isinstance(value, str):
             raise InvalidEvent(f"data.metadata[{key!r}]: expected a string, got {_type_name(value)}")
+        _unicode(key + value, f"data.metadata[{key!r}]")
     return MappingProxyType(dict(raw))
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}.get(
         type(value), "null" if value is None else f"a {type(value).__name__}"
     )
 

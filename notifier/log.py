@@ -15,15 +15,19 @@ from typing import Any
 
 LOGGER_NAME = "storage-notifier"
 _SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL"}
-_secrets: set[str] = set()
+_secrets: list[str] = []  # longest first, so a secret containing another is redacted whole
 _secrets_lock = threading.Lock()
+# Valid in JSON, but line breaks to str.splitlines() and to some log viewers.
+_LINE_SEPARATORS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 
 def register_secret(value: str) -> None:
     """Never print ``value``: it is replaced by ``[redacted]`` in every log line."""
     if value:
+        # Lines are JSON, so also match the secret as JSON escapes it.
+        forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
         with _secrets_lock:
-            _secrets.add(value)
+            _secrets[:] = sorted(forms.union(_secrets), key=len, reverse=True)
 
 
 def redact(text: str) -> str:
@@ -36,15 +40,22 @@ def redact(text: str) -> str:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
+            **getattr(record, "fields", {}),
             "severity": _SEVERITY.get(record.levelname, "DEFAULT"),
             "message": record.getMessage(),
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "logger": record.name,
         }
-        entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False, default=str))
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates from hostile input: escape instead
+                line = json.dumps(entry, default=str)
+            line = line.translate(_LINE_SEPARATORS)
+        return redact(line)
 
 
 class _StdoutHandler(logging.Handler):

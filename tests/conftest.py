@@ -105,7 +105,10 @@ def function_server_factory() -> Iterator:
             process = start_server(port, full_env, log_file)
         server = FunctionServer(f"http://127.0.0.1:{port}", process, log_path, outbox)
         servers.append(server)
-        wait_until_serving(server.url, process)
+        try:
+            wait_until_serving(server.url, process)
+        except OSError as error:
+            raise OSError(f"{error}\n{server.output()}") from None
         return server
 
     yield start

@@ -264,8 +264,10 @@ def test_get_is_not_an_event_and_is_not_logged_as_one(server):
 
 
 def test_invalid_configuration_stops_the_function_with_a_message_naming_the_variable(function_server_factory):
-    with pytest.raises(OSError, match="exited"):
+    with pytest.raises(OSError, match="exited") as caught:
         function_server_factory(NOTIFY_TO="not-an-address", NOTIFY_BACKEND="outbox")
+    assert "NOTIFY_TO: 'not-an-address' is not a valid email address" in str(caught.value)
+    assert '"severity": "CRITICAL"' in str(caught.value)
 
 
 def test_sendgrid_backend_over_http_never_prints_the_key(function_server_factory, httpserver):
@@ -307,3 +309,50 @@ def test_sendgrid_backend_over_http_never_prints_the_key(function_server_factory
     assert "authorization grant is invalid" in lines[1]["message"]
     assert SECRET_KEY not in server.output()
     assert SECRET_KEY[3:20] not in server.output()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evil\r\nBcc: victim@example.com\r\n\r\n<script>alert(1)</script>",
+        '"><img src=x onerror=alert(1)>.csv',
+        "spaces and #hash ?query %25 ünï/数据/\u202egnp.exe",
+        "é" * 512,  # 1,024 bytes
+    ],
+)
+def test_hostile_object_names_arrive_escaped_and_single_line(server, name):
+    before = server.emails()
+    event = storage_cloud_event("finalize", bucket="acme", name=name, event_id=f"hostile-{len(before)}")
+
+    status, _ = server.post(*reversed(to_structured(event)))
+
+    assert status == 200
+    email = _only_new_email(server, before)
+    assert email["Bcc"] is None
+    assert "\n" not in email["Subject"] and "\r" not in email["Subject"]
+    html = email.get_body(("html",)).get_content()
+    assert "<script>" not in html and "<img" not in html
+
+
+def test_lone_surrogates_in_json_are_invalid_not_a_crash(server):
+    before = server.emails()
+    server.new_log_lines()
+    body = (
+        b'{"specversion": "1.0", "id": "sur\\ud800", "source": "s",'
+        b' "type": "google.cloud.storage.object.v1.finalized", "data": {"bucket": "b", "name": "x\\udc00y"}}'
+    )
+
+    status, _ = server.post(body, {"Content-Type": "application/cloudevents+json"})
+
+    assert status == 200
+    (line,) = server.new_log_lines()
+    assert line["outcome"] == "invalid"
+    assert "lone surrogate" in line["message"]
+    assert server.emails() == before
+    assert "Traceback" not in server.output()
+
+
+def test_deployed_function_without_a_key_refuses_to_start_instead_of_losing_email(function_server_factory):
+    with pytest.raises(OSError, match="exited") as caught:
+        function_server_factory(K_SERVICE="storage-notifier-finalize")
+    assert "SENDGRID_API_KEY: not set, and this is a deployed function" in str(caught.value)

@@ -1,0 +1,331 @@
+"""decode(): every delivery shape → StorageEvent; every malformed payload → InvalidEvent naming the field."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cloudevents.conversion import to_structured
+from cloudevents.http import CloudEvent, from_http
+
+from notifier.events import (
+    KINDS,
+    InvalidEvent,
+    background_event,
+    cloud_event_attributes,
+    decode,
+    object_resource,
+)
+
+# Written out here rather than imported, so a typo in the module's tables fails a test.
+CE_TYPES = {
+    "finalize": "google.cloud.storage.object.v1.finalized",
+    "delete": "google.cloud.storage.object.v1.deleted",
+    "archive": "google.cloud.storage.object.v1.archived",
+    "metadata": "google.cloud.storage.object.v1.metadataUpdated",
+}
+GEN1_TYPES = {
+    "finalize": "google.storage.object.finalize",
+    "delete": "google.storage.object.delete",
+    "archive": "google.storage.object.archive",
+    "metadata": "google.storage.object.metadataUpdate",
+}
+PUBSUB_KINDS = {
+    "OBJECT_FINALIZE": "finalize",
+    "OBJECT_DELETE": "delete",
+    "OBJECT_ARCHIVE": "archive",
+    "OBJECT_METADATA_UPDATE": "metadata",
+}
+PUBSUB = "google.cloud.pubsub.topic.v1.messagePublished"
+FINALIZED = CE_TYPES["finalize"]
+
+
+def make_event(data: Any, event_type: str = FINALIZED, **attributes: str) -> CloudEvent:
+    base = {"specversion": "1.0", "id": "evt-1", "source": "//storage.googleapis.com/projects/_/buckets/acme"}
+    return CloudEvent({**base, "type": event_type, **attributes}, data)
+
+
+def obj(**fields: Any) -> dict[str, Any]:
+    return {"bucket": "acme", "name": "reports/q3.csv", **fields}
+
+
+def b64json(value: Any) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+def pubsub(notification: Any = "OBJECT_FINALIZE", payload: str | None = None) -> dict[str, Any]:
+    """A Cloud Storage Pub/Sub notification as Eventarc's messagePublished data carries it."""
+    attributes = {"eventType": notification, "bucketId": "acme", "objectId": "reports/q3.csv"}
+    data = b64json(obj()) if payload is None else payload
+    return {"message": {"attributes": attributes, "data": data, "messageId": "42"}, "subscription": "s"}
+
+
+def ps(notification: Any = "OBJECT_FINALIZE", payload: str | None = None) -> CloudEvent:
+    return make_event(pubsub(notification, payload), PUBSUB)
+
+
+@pytest.mark.parametrize(("event_type", "kind"), [(t, k) for k, t in CE_TYPES.items()])
+def test_each_storage_cloudevent_type_decodes_to_its_kind(event_type, kind):
+    event = decode(make_event(obj(size="10"), event_type, id="abc-123"))
+
+    assert (event.kind, event.bucket, event.name) == (kind, "acme", "reports/q3.csv")
+    assert (event.event_type, event.event_id, event.size) == (event_type, "abc-123", 10)
+    assert event.gs_uri == "gs://acme/reports/q3.csv"
+
+
+@pytest.mark.parametrize(("notification", "kind"), PUBSUB_KINDS.items())
+def test_pubsub_notification_decodes_to_its_kind(notification, kind):
+    event = decode(ps(notification, b64json(obj(size="352", contentType="text/csv"))))
+
+    assert (event.kind, event.bucket, event.name, event.size) == (kind, "acme", "reports/q3.csv", 352)
+    assert (event.content_type, event.event_type) == ("text/csv", PUBSUB)
+
+
+def test_pubsub_envelope_given_as_json_bytes_is_parsed():
+    body = json.dumps(pubsub("OBJECT_DELETE")).encode()
+    assert decode(make_event(body, PUBSUB)).kind == "delete"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "state", "kind"),
+    [
+        (FINALIZED, "not_exists", "delete"),
+        (FINALIZED, "exists", "finalize"),
+        (FINALIZED, None, "finalize"),
+        (CE_TYPES["metadata"], "exists", "metadata"),
+    ],
+)
+def test_legacy_resource_state_says_what_really_happened(event_type, state, kind):
+    data = obj() if state is None else obj(resourceState=state)
+    assert decode(make_event(data, event_type)).kind == kind
+
+
+@pytest.mark.parametrize(
+    ("field", "attr", "raw", "expected"),
+    [
+        ("size", "size", "352", 352),
+        ("size", "size", "0", 0),
+        ("size", "size", 352, 352),
+        ("size", "size", "18446744073709551615", 2**64 - 1),
+        ("generation", "generation", "1587627537231057", 1587627537231057),
+        ("metageneration", "metageneration", "3", 3),
+        ("contentType", "content_type", "text/csv; charset=utf-8", "text/csv; charset=utf-8"),
+        ("contentType", "content_type", "", None),
+        ("storageClass", "storage_class", "NEARLINE", "NEARLINE"),
+        ("md5Hash", "md5", "ZDQxZA==", "ZDQxZA=="),
+        ("crc32c", "crc32c", "AAAAAA==", "AAAAAA=="),
+    ],
+)
+def test_optional_fields_are_converted(field, attr, raw, expected):
+    assert getattr(decode(make_event(obj(**{field: raw}))), attr) == expected
+
+
+def test_absent_optional_fields_are_none_and_metadata_empty():
+    event = decode(make_event(obj()))
+    for attr in ("generation", "metageneration", "size", "content_type", "storage_class", "time_created"):
+        assert getattr(event, attr) is None, attr
+    assert (event.updated, event.time_deleted, event.md5, event.crc32c) == (None, None, None, None)
+    assert dict(event.metadata) == {}
+
+
+TIMES = [
+    ("2020-04-23T07:38:57.230Z", datetime(2020, 4, 23, 7, 38, 57, 230000, tzinfo=UTC)),
+    ("2020-04-23T07:38:57Z", datetime(2020, 4, 23, 7, 38, 57, tzinfo=UTC)),
+    # Python 3.11's fromisoformat accepts nanoseconds and truncates them to microseconds.
+    ("2020-04-23T07:38:57.230123456Z", datetime(2020, 4, 23, 7, 38, 57, 230123, tzinfo=UTC)),
+    ("2020-04-23T09:38:57.230+02:00", datetime(2020, 4, 23, 7, 38, 57, 230000, tzinfo=UTC)),
+    ("2020-04-23T07:38:57.230-00:30", datetime(2020, 4, 23, 8, 8, 57, 230000, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize("field", ["timeCreated", "updated", "timeDeleted"])
+@pytest.mark.parametrize(("raw", "expected"), TIMES)
+def test_object_times_become_aware_utc_datetimes(field, raw, expected):
+    attr = {"timeCreated": "time_created", "updated": "updated", "timeDeleted": "time_deleted"}[field]
+    value = getattr(decode(make_event(obj(**{field: raw}))), attr)
+    assert value == expected
+    assert value.tzinfo is UTC
+
+
+@pytest.mark.parametrize(("raw", "expected"), TIMES)
+def test_cloudevent_time_becomes_aware_utc_event_time(raw, expected):
+    value = decode(make_event(obj(), time=raw)).event_time
+    assert value == expected
+    assert value.tzinfo is UTC
+
+
+def test_metadata_is_a_read_only_copy():
+    source = {"owner": "ana", "ticket": "OPS-1"}
+    event = decode(make_event(obj(metadata=source)))
+    source["owner"] = "mallory"
+    assert dict(event.metadata) == {"owner": "ana", "ticket": "OPS-1"}
+    with pytest.raises(TypeError):
+        event.metadata["owner"] = "eve"  # type: ignore[index]
+
+
+def test_storage_event_is_frozen():
+    event = decode(make_event(obj()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.name = "other"  # type: ignore[misc]
+    assert event.name == "reports/q3.csv"
+
+
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["str", "bytes"])
+def test_data_given_as_json_text_is_parsed(as_bytes):
+    text = json.dumps(obj(size="7", metadata={"k": "v"}))
+    event = decode(make_event(text.encode() if as_bytes else text))
+    assert (event.bucket, event.name, event.size) == ("acme", "reports/q3.csv", 7)
+    assert dict(event.metadata) == {"k": "v"}
+
+
+INVALID = [
+    pytest.param(make_event({"name": "n"}), "data.bucket", id="missing-bucket"),
+    pytest.param(make_event(obj(bucket="")), "data.bucket", id="empty-bucket"),
+    pytest.param(make_event(obj(bucket=["acme"])), "data.bucket", id="bucket-list"),
+    pytest.param(make_event({"bucket": "acme"}), "data.name", id="missing-name"),
+    pytest.param(make_event(obj(name="")), "data.name", id="empty-name"),
+    pytest.param(make_event(obj(name=7)), "data.name", id="name-int"),
+    pytest.param(make_event(obj(size="abc")), "data.size", id="size-abc"),
+    pytest.param(make_event(obj(size=-1)), "data.size", id="size-negative"),
+    pytest.param(make_event(obj(size="-1")), "data.size", id="size-negative-text"),
+    pytest.param(make_event(obj(size=True)), "data.size", id="size-bool"),
+    pytest.param(make_event(obj(size=" 3")), "data.size", id="size-space"),
+    pytest.param(make_event(obj(size="1e3")), "data.size", id="size-exponent"),
+    pytest.param(make_event(obj(size="٣")), "data.size", id="size-arabic-digit"),
+    pytest.param(make_event(obj(generation=1.5)), "data.generation", id="generation-float"),
+    pytest.param(make_event(obj(metageneration=[1])), "data.metageneration", id="metageneration-list"),
+    pytest.param(make_event(obj(contentType=5)), "data.contentType", id="content-type-int"),
+    pytest.param(make_event(obj(metadata={"owner": 1})), "data.metadata['owner']", id="metadata-value-int"),
+    pytest.param(make_event(obj(metadata={"o": None})), "data.metadata['o']", id="metadata-value-null"),
+    pytest.param(make_event(obj(metadata=["a"])), "data.metadata", id="metadata-list"),
+    pytest.param(make_event(obj(metadata="a=b")), "data.metadata", id="metadata-string"),
+    pytest.param(make_event(obj(timeCreated="yesterday")), "data.timeCreated", id="time-created-text"),
+    pytest.param(make_event(obj(updated=1587627537)), "data.updated", id="updated-number"),
+    pytest.param(make_event(obj(timeDeleted="2020-13-01T00:00:00Z")), "data.timeDeleted", id="month-13"),
+    pytest.param(make_event(obj(), time="not a time"), "time", id="ce-time"),
+    pytest.param(make_event(obj(), "google.cloud.storage.object.v1.copied"), "type", id="unknown-type"),
+    pytest.param(make_event(obj(), "google.storage.object.finalize"), "type", id="gen1-type-name"),
+    pytest.param(make_event([obj()]), "data", id="data-list"),
+    pytest.param(make_event("not json"), "data", id="data-not-json"),
+    pytest.param(make_event(b"\xff\xfe"), "data", id="data-not-utf8"),
+    pytest.param(make_event("[1, 2]"), "data", id="data-json-array-text"),
+    pytest.param(make_event(None), "data", id="data-null"),
+    pytest.param(make_event(obj(name="bad\ud800")), "data.name", id="name-lone-surrogate"),
+    pytest.param(make_event(obj(), id="evt\udc00"), "id", id="id-lone-surrogate"),
+    pytest.param(make_event(obj(contentType="text/\udfff")), "data.contentType", id="type-lone-surrogate"),
+    pytest.param(make_event(obj(metadata={"k": "\ud800"})), "data.metadata['k']", id="meta-lone-surrogate"),
+    pytest.param(make_event([1], PUBSUB), "data", id="pubsub-envelope-list"),
+    pytest.param(make_event({}, PUBSUB), "data.message", id="pubsub-no-message"),
+    pytest.param(ps("OBJECT_COPY"), "data.message.attributes.eventType", id="pubsub-unknown-type"),
+    pytest.param(
+        make_event({"message": {}}, PUBSUB), "data.message.attributes.eventType", id="ps-no-attributes"
+    ),
+    pytest.param(ps(payload="!!not base64!!"), "data.message.data", id="pubsub-not-base64"),
+    pytest.param(ps(payload=b64json([1])), "data.message.data", id="pubsub-payload-list"),
+    pytest.param(ps(payload=""), "data.message.data", id="pubsub-empty-payload"),
+    pytest.param(ps(payload=b64json({"name": "n"})), "data.bucket", id="pubsub-missing-bucket"),
+]
+
+
+@pytest.mark.parametrize(("cloud_event", "where"), INVALID)
+def test_invalid_event_names_the_offending_field(cloud_event, where):
+    with pytest.raises(InvalidEvent, match=rf"^{re.escape(where)}: "):
+        decode(cloud_event)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\rb", "evil\r\nBcc: x@example.com", "a" * 1025, "é" * 512 + "a"])
+def test_a_name_cloud_storage_would_refuse_is_still_decoded_unchanged(name):
+    # GCS never sends these, but refusing them would lose an email; rendering makes them harmless.
+    assert decode(make_event(obj(name=name))).name == name
+
+
+@pytest.mark.parametrize("state", [["not_exists"], {"v": 1}])
+def test_unhashable_resource_state_is_an_invalid_event_not_a_crash(state):
+    with pytest.raises(InvalidEvent):
+        decode(make_event(obj(resourceState=state)))
+
+
+def test_unhashable_pubsub_event_type_is_an_invalid_event_not_a_crash():
+    with pytest.raises(InvalidEvent, match=r"^data\.message\.attributes\.eventType: "):
+        decode(ps(["OBJECT_FINALIZE"]))
+
+
+@pytest.mark.parametrize("name", ["a" * 1024, "é" * 512, "😀" * 256, "x" + "€" * 341])
+def test_name_of_exactly_1024_utf8_bytes_is_accepted(name):
+    assert len(name.encode()) == 1024
+    assert decode(make_event(obj(name=name))).name == name
+
+
+HOSTILE_NAMES = [
+    "报告/2024 Q3 – final ✓.csv",
+    "with spaces  and\ttab.txt",
+    "hash#fragment.txt",
+    "what?query=1&x=2",
+    "100%25 done %s %n.txt",
+    "../../etc/passwd",
+    "/leading/slash",
+    "trailing/slash/",
+    "invoice\u202egnp.exe",
+    "<script>alert(1)</script>.html",
+    "\"quoted\" & 'single'",
+    "{{ config }} {% raw %}",
+    " ",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_but_legal_names_decode_unchanged(name):
+    event = decode(make_event(obj(name=name)))
+    assert event.name == name
+    assert event.gs_uri == f"gs://acme/{name}"
+
+
+NOW = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_built_cloudevent_round_trips_through_decode(kind):
+    name, meta = "in/ü report.csv", {"owner": "ana"}
+    data = object_resource(
+        kind, "acme-uploads", name, size=2048, content_type="text/csv", metadata=meta, now=NOW
+    )
+    attributes = cloud_event_attributes(kind, data, "evt-9")
+    assert attributes["type"] == CE_TYPES[kind]
+
+    event = decode(CloudEvent(attributes, data))
+
+    assert (event.kind, event.bucket, event.name) == (kind, "acme-uploads", name)
+    assert (event.size, event.content_type, dict(event.metadata)) == (2048, "text/csv", meta)
+    assert event.event_id == "evt-9"
+    assert event.event_time == event.updated == NOW.replace(microsecond=123000)
+    assert event.generation == int(NOW.timestamp() * 1_000_000)
+    assert event.metageneration == (2 if kind == "metadata" else 1)
+    assert (event.time_deleted is not None) == (kind in ("delete", "archive"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_built_cloudevent_survives_the_structured_wire_format(kind):
+    data = object_resource(kind, "acme", "a/b.txt", size=5, content_type="text/plain", now=NOW)
+    headers, body = to_structured(CloudEvent(cloud_event_attributes(kind, data, "wire-1"), data))
+
+    event = decode(from_http(headers, body))
+
+    assert (event.kind, event.name, event.size, event.content_type) == (kind, "a/b.txt", 5, "text/plain")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_background_event_carries_the_first_gen_event_type(kind):
+    data = object_resource(kind, "acme", "dir/file.bin", now=NOW)
+
+    event = background_event(kind, data, "bg-1")
+
+    context = event["context"]
+    assert context["eventType"] == GEN1_TYPES[kind]
+    assert (context["eventId"], context["timestamp"]) == ("bg-1", data["updated"])
+    assert context["resource"]["name"] == "projects/_/buckets/acme/objects/dir/file.bin"
+    assert event["data"] is data
