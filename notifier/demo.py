@@ -6,6 +6,7 @@ same path a deployed function does.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -64,8 +65,12 @@ def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
             stop_server(server)
         server_log.seek(0)
         outcomes = [line for line in server_log.read().decode().splitlines() if '"outcome"' in line]
+    print("\nWhat the function logged (one JSON line per notification, as Cloud Logging shows them):")
+    for line in outcomes:
+        entry = json.loads(line)
+        print(f"  {entry['severity']:<7} {entry['message']}  [{entry.get('duration_ms', '?')} ms]")
     emails = sorted(outbox.glob("*.eml"))
-    print(f"\nThe function logged {len(outcomes)} outcome line(s); {len(emails)} email(s) in the outbox:")
+    print(f"\n{len(emails)} email(s) in the outbox:")
     for path in emails:
         with path.open("rb") as handle:
             subject = message_from_binary_file(handle, policy=policy.default)["Subject"]
