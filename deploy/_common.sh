@@ -1,0 +1,186 @@
+# shellcheck shell=bash
+# Shared by the deploy/ scripts: settings with their defaults, validation, and running gcloud
+# (or, with --dry-run, printing the exact commands shell-quoted). Sourced, never run.
+# shellcheck disable=SC2034  # the variables set here are read by the scripts that source it
+
+NOTIFIER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TRIGGERS=(finalize delete archive metadata)
+ENTRY_POINT=handle_storage_event
+# Trigger → event type, per generation (see shared reference: gcloud.md).
+declare -A GEN2_EVENT_TYPE=(
+  [finalize]=google.cloud.storage.object.v1.finalized
+  [delete]=google.cloud.storage.object.v1.deleted
+  [archive]=google.cloud.storage.object.v1.archived
+  [metadata]=google.cloud.storage.object.v1.metadataUpdated
+)
+declare -A GEN1_EVENT_TYPE=(
+  [finalize]=google.storage.object.finalize
+  [delete]=google.storage.object.delete
+  [archive]=google.storage.object.archive
+  [metadata]=google.storage.object.metadataUpdate
+)
+# A word starting with this is printed as it is by print_command (a shell expansion to keep).
+RAW=$'\x01'
+
+# Every setting: a flag, or the environment variable named here, or the default.
+PROJECT="${GOOGLE_CLOUD_PROJECT:-}"
+REGION="${NOTIFIER_REGION:-us-central1}"
+BUCKET="${NOTIFIER_BUCKET:-}"
+NAME_PREFIX="${NOTIFIER_NAME_PREFIX:-storage-notifier}"
+SECRET="${NOTIFIER_SECRET:-sendgrid-api-key}"
+SERVICE_ACCOUNT="${NOTIFIER_SERVICE_ACCOUNT:-}"
+GEN="${NOTIFIER_GEN:-2}"
+DRY_RUN=0
+
+die_usage() {
+  printf '%s: %s\n' "$(basename "$0")" "$1" >&2
+  printf "Run '%s --help' for the options.\n" "$0" >&2
+  exit 2
+}
+
+# Options every script understands: sets CONSUMED to how many words it took, or returns 1.
+parse_common_option() {
+  CONSUMED=1
+  case "$1" in
+    --project | --region | --name-prefix)
+      need_value "$@"
+      CONSUMED=2
+      case "$1" in
+        --project) PROJECT="$2" ;;
+        --region) REGION="$2" ;;
+        --name-prefix) NAME_PREFIX="$2" ;;
+      esac
+      ;;
+    --gen1) GEN=1 ;;
+    --gen2) GEN=2 ;;
+    --dry-run) DRY_RUN=1 ;;
+    *) return 1 ;;
+  esac
+}
+
+# Call with "$@" before reading an option's value from $2.
+need_value() {
+  [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die_usage "$1 needs a value"
+}
+
+common_help() {
+  cat <<EOF
+  --project ID          Google Cloud project (or GOOGLE_CLOUD_PROJECT). Required.
+  --region REGION       region of the functions (or NOTIFIER_REGION; default us-central1)
+  --name-prefix PREFIX  functions are named PREFIX-TRIGGER (or NOTIFIER_NAME_PREFIX;
+                        default storage-notifier)
+  --gen1 | --gen2       1st or 2nd generation Cloud Run functions (or NOTIFIER_GEN=1|2;
+                        default 2nd gen)
+  --dry-run             print the exact gcloud commands, shell-quoted, and run nothing
+  -h, --help            this help
+EOF
+}
+
+validate_common() {
+  [[ -n "$PROJECT" ]] || die_usage "no project: pass --project ID or set GOOGLE_CLOUD_PROJECT"
+  [[ "$PROJECT" =~ ^([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] ||
+    die_usage "--project: '$PROJECT' is not a project ID (6-30 lowercase letters, digits, hyphens)"
+  [[ "$REGION" =~ ^[a-z]+-[a-z]+[0-9]+$ ]] ||
+    die_usage "--region: '$REGION' is not a region such as us-central1 or europe-west1"
+  [[ "$NAME_PREFIX" =~ ^[a-z][a-z0-9-]{0,40}$ ]] ||
+    die_usage "--name-prefix: '$NAME_PREFIX' must start with a letter and use only a-z, 0-9 and -"
+  [[ "$GEN" == 1 || "$GEN" == 2 ]] || die_usage "NOTIFIER_GEN: expected 1 or 2, got '$GEN'"
+  [[ -n "$SERVICE_ACCOUNT" ]] || SERVICE_ACCOUNT="$(default_service_account)"
+  [[ "$SERVICE_ACCOUNT" =~ ^[a-z0-9-]+@[a-z0-9.:-]+$ ]] ||
+    die_usage "--service-account: '$SERVICE_ACCOUNT' is not a service account email"
+}
+
+validate_secret_name() {
+  [[ "$SECRET" =~ ^[A-Za-z0-9_-]{1,255}$ ]] ||
+    die_usage "--secret: '$SECRET' is not a Secret Manager secret name (letters, digits, - and _)"
+}
+
+# A domain-scoped project "example.com:proj" has accounts at proj.example.com.iam.gserviceaccount.com.
+default_service_account() {
+  local id="$PROJECT"
+  [[ "$id" != *:* ]] || id="${id#*:}.${id%%:*}"
+  echo "storage-notifier@${id}.iam.gserviceaccount.com"
+}
+
+# TRIGGER or "all" → SELECTED_TRIGGERS, or a usage error.
+select_triggers() {
+  if [[ "$1" == all ]]; then
+    SELECTED_TRIGGERS=("${TRIGGERS[@]}")
+  elif [[ -n "$1" && -v "GEN2_EVENT_TYPE[$1]" ]]; then
+    SELECTED_TRIGGERS=("$1")
+  else
+    die_usage "unknown trigger '$1': expected one of ${TRIGGERS[*]} or all"
+  fi
+}
+
+function_name() { echo "${NAME_PREFIX}-$1"; }
+
+gen2_event_type() { echo "${GEN2_EVENT_TYPE[$1]}"; }
+
+gen1_event_type() { echo "${GEN1_EVENT_TYPE[$1]}"; }
+
+gen_flag() { if [[ "$GEN" == 2 ]]; then echo --gen2; else echo --no-gen2; fi; }
+
+# Bucket names: 3-63 characters (222 with dots), lowercase letters, digits, - _ and ., starting and
+# ending with a letter or digit; not an IP address. Strips a gs:// prefix from BUCKET.
+validate_bucket() {
+  local given="$BUCKET"
+  BUCKET="${BUCKET#gs://}"
+  BUCKET="${BUCKET%/}"
+  [[ -n "$BUCKET" ]] || die_usage "no bucket: pass --bucket NAME or set NOTIFIER_BUCKET"
+  if [[ ! "$BUCKET" =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ || "$BUCKET" =~ ^[0-9.]+$ ||
+    "$BUCKET" == goog* || "$BUCKET" == *..* ]] ||
+    { [[ "$BUCKET" != *.* ]] && ((${#BUCKET} > 63)); }; then
+    die_usage "--bucket: '$given' is not a valid Cloud Storage bucket name"
+  fi
+}
+
+require_gcloud() {
+  if ! command -v gcloud >/dev/null 2>&1; then
+    echo "gcloud not found: install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), then run 'gcloud auth login'." >&2
+    exit 127
+  fi
+}
+
+# Quote one word so a POSIX shell reads it back unchanged.
+shell_quote() {
+  if [[ "$1" == "$RAW"* ]]; then
+    printf '%s' "${1#"$RAW"}"
+  elif [[ "$1" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then
+    printf '%s' "$1"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
+print_command() {
+  local word out=""
+  for word in "$@"; do out+="$(shell_quote "$word") "; done
+  printf '%s\n' "${out% }"
+}
+
+# Under --dry-run print "describe || create" as one runnable line; otherwise create only if the
+# describe command fails. Arguments: the describe command, "--", the create command.
+ensure() {
+  local describe=() create=()
+  while [[ "$1" != -- ]]; do describe+=("$1"); shift; done
+  shift
+  create=("$@")
+  if ((DRY_RUN)); then
+    printf '%s >/dev/null 2>&1 || %s\n' "$(print_command "${describe[@]}")" "$(print_command "${create[@]}")"
+  elif "${describe[@]}" >/dev/null 2>&1; then
+    printf '= exists: %s\n' "$(print_command "${describe[@]:0:5}")" >&2
+  else
+    run "${create[@]}"
+  fi
+}
+
+# Run a command, or print it under --dry-run.
+run() {
+  if ((DRY_RUN)); then
+    print_command "$@"
+  else
+    printf '+ %s\n' "$(print_command "$@")" >&2
+    "$@"
+  fi
+}

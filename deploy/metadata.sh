@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Deploy the metadata trigger: same code and entry point as every trigger. Options: deploy.sh --help.
+set -euo pipefail
+exec "$(dirname "${BASH_SOURCE[0]}")/deploy.sh" metadata "$@"

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# One-time, idempotent project set-up for storage-notifier: APIs, the runtime service account and
+# its roles, the Cloud Storage service agent's Pub/Sub role, the SendGrid secret, and optionally
+# the state bucket. Safe to run again: what exists is left as it is.
+set -euo pipefail
+# shellcheck source=deploy/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+STATE_BUCKET="${NOTIFY_STATE_BUCKET:-}"
+KEEP_SECRET=0
+APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
+  artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com
+  storage.googleapis.com logging.googleapis.com secretmanager.googleapis.com)
+# What the runtime (and trigger) identity needs on the project. run.invoker is granted per
+# function by deploy.sh; the secret and the state bucket are granted on those resources only.
+PROJECT_ROLES=(roles/eventarc.eventReceiver roles/logging.logWriter)
+
+usage() {
+  cat <<EOF
+Usage: $0 [options]
+
+Prepare a Google Cloud project for storage-notifier. Reads the SendGrid API key from standard
+input ('$0 --project P < key.txt') or asks for it without showing it; never from the command line.
+
+$(common_help)
+  --secret NAME         Secret Manager secret for the SendGrid key (or NOTIFIER_SECRET;
+                        default sendgrid-api-key)
+  --keep-secret         leave an existing secret's value as it is (no key is read)
+  --service-account SA  runtime identity to create (or NOTIFIER_SERVICE_ACCOUNT; default
+                        storage-notifier@PROJECT.iam.gserviceaccount.com)
+  --state-bucket NAME   also create this bucket for delivery state (or NOTIFY_STATE_BUCKET),
+                        readable and writable by the service account only
+EOF
+}
+
+while (($#)); do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --secret) need_value "$@"; SECRET="$2"; shift 2 ;;
+    --service-account) need_value "$@"; SERVICE_ACCOUNT="$2"; shift 2 ;;
+    --state-bucket) need_value "$@"; STATE_BUCKET="$2"; shift 2 ;;
+    --keep-secret) KEEP_SECRET=1; shift ;;
+    *)
+      if parse_common_option "$@"; then shift "$CONSUMED"; else die_usage "unknown argument $1"; fi
+      ;;
+  esac
+done
+
+validate_common
+validate_secret_name
+if [[ -n "$STATE_BUCKET" ]]; then
+  BUCKET="$STATE_BUCKET"
+  validate_bucket
+  STATE_BUCKET="$BUCKET"
+fi
+((DRY_RUN)) || require_gcloud
+member="serviceAccount:$SERVICE_ACCOUNT"
+
+run gcloud services enable "${APIS[@]}" "--project=$PROJECT"
+
+ensure gcloud iam service-accounts describe "$SERVICE_ACCOUNT" "--project=$PROJECT" -- \
+  gcloud iam service-accounts create "${SERVICE_ACCOUNT%%@*}" "--project=$PROJECT" \
+  "--display-name=storage-notifier runtime"
+for role in "${PROJECT_ROLES[@]}"; do
+  run gcloud projects add-iam-policy-binding "$PROJECT" "--member=$member" "--role=$role" \
+    --condition=None --quiet
+done
+
+# Cloud Storage publishes its events through Pub/Sub as its own service agent.
+if ((DRY_RUN)); then
+  # shellcheck disable=SC2016  # printed for the user's shell to expand
+  printf 'storage_agent=$(%s)\n' "$(print_command gcloud storage service-agent "--project=$PROJECT")"
+  storage_member="${RAW}--member=\"serviceAccount:\$storage_agent\""
+else
+  storage_member="--member=serviceAccount:$(gcloud storage service-agent "--project=$PROJECT")"
+fi
+run gcloud projects add-iam-policy-binding "$PROJECT" "$storage_member" \
+  --role=roles/pubsub.publisher --condition=None --quiet
+
+# The SendGrid key: a new version of the secret, read from stdin or a silent prompt, never argv.
+secret_exists=0
+if ((!DRY_RUN)) && gcloud secrets describe "$SECRET" "--project=$PROJECT" >/dev/null 2>&1; then
+  secret_exists=1
+fi
+ensure gcloud secrets describe "$SECRET" "--project=$PROJECT" -- \
+  gcloud secrets create "$SECRET" "--project=$PROJECT" --replication-policy=automatic
+add_version=(gcloud secrets versions add "$SECRET" "--project=$PROJECT" --data-file=-)
+if ((KEEP_SECRET && (secret_exists || DRY_RUN))); then
+  echo "# keeping the current value of secret $SECRET" >&2
+elif ((DRY_RUN)); then
+  printf '%s  # the key on standard input\n' "$(print_command "${add_version[@]}")"
+else
+  if [[ -t 0 ]]; then
+    read -r -s -p "SendGrid API key (Mail Send permission only; not shown): " key
+    echo >&2
+  else
+    key="$(cat)"
+  fi
+  key="${key//[$'\t\r\n ']/}"
+  [[ -n "$key" ]] || { echo "no SendGrid API key on standard input or at the prompt" >&2; exit 2; }
+  printf '+ %s  # the key, from standard input\n' "$(print_command "${add_version[@]}")" >&2
+  # printf is a shell builtin: the key goes through a pipe, never into any process's argv.
+  printf '%s' "$key" | "${add_version[@]}"
+  unset key
+fi
+run gcloud secrets add-iam-policy-binding "$SECRET" "--project=$PROJECT" "--member=$member" \
+  --role=roles/secretmanager.secretAccessor --condition=None --quiet
+
+if [[ -n "$STATE_BUCKET" ]]; then
+  ensure gcloud storage buckets describe "gs://$STATE_BUCKET" "--project=$PROJECT" -- \
+    gcloud storage buckets create "gs://$STATE_BUCKET" "--project=$PROJECT" "--location=$REGION" \
+    --uniform-bucket-level-access
+  run gcloud storage buckets add-iam-policy-binding "gs://$STATE_BUCKET" "--member=$member" \
+    --role=roles/storage.objectAdmin --quiet
+fi
+
+if ((!DRY_RUN)); then
+  echo "Set-up done. Next: deploy/deploy.sh finalize --project $PROJECT --bucket BUCKET" >&2
+fi
