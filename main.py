@@ -6,18 +6,17 @@ with a clear message instead of failing every event.
 
 import functions_framework
 
-from notifier.pipeline import Pipeline, error_response
+from notifier.http import error_response, sent_in_binary_mode
+from notifier.pipeline import Pipeline
 
 pipeline = Pipeline.from_environment()
 
 
 @functions_framework.cloud_event
 def handle_storage_event(cloud_event):
-    pipeline.handle(cloud_event)
+    pipeline.handle(cloud_event, percent_encoded=sent_in_binary_mode())
 
 
 @functions_framework.errorhandler(Exception)
 def _answer_error(error):
-    # Requests the framework cannot parse as events are acknowledged (2xx) after one ERROR line:
-    # redelivering them could never succeed. Only RetryLater answers 500.
     return error_response(pipeline, error)

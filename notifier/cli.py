@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from notifier.events import KINDS, Kind, background_event, cloud_event_attributes, object_resource
 
 DEFAULT_URL = "http://localhost:8080"
+_HEADER_SAFE = "!#$&'()*+,/:;<=>?@[\\]^_`{|}~"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +62,8 @@ def preview(args: argparse.Namespace) -> int:
     from notifier.render import Renderer
     from notifier.rules import route
 
-    settings = load_settings()
+    # Nothing is sent, so the delivery settings (a SendGrid key and its requirements) don't matter.
+    settings = load_settings({**os.environ, "NOTIFY_BACKEND": "console"})
     bucket, name = parse_gs_uri(args.uri)
     data = object_resource(
         args.kind, bucket, name, size=args.size, content_type=args.content_type, metadata=dict(args.meta)
@@ -111,8 +115,13 @@ def build_request(
             background_event(kind, data, event_id)
         ).encode()
     event = CloudEvent(cloud_event_attributes(kind, data, event_id), data)
-    headers, body = (to_structured if mode == "structured" else to_binary)(event)
-    return dict(headers), body
+    if mode == "structured":
+        headers, body = to_structured(event)
+        return dict(headers), body
+    headers, body = to_binary(event)
+    # The HTTP binding percent-encodes ce-* values (space, '"', '%' and anything not printable
+    # ASCII); the SDK does not, and a non-ASCII object name would not even fit in a header.
+    return {k: quote(v, safe=_HEADER_SAFE) if k.startswith("ce-") else v for k, v in headers.items()}, body
 
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:
@@ -122,6 +131,12 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
     if not bucket or not name:
         raise ValueError(f"expected gs://BUCKET/OBJECT, got {uri!r}")
     return bucket, name
+
+
+def _size(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a size in bytes (0 or more), got {text!r}")
+    return int(text)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -139,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("kind", choices=KINDS, help="what happened to the object")
         sub.add_argument("uri", metavar="gs://BUCKET/OBJECT")
-        sub.add_argument("--size", type=int, default=1234, help="object size in bytes (default 1234)")
+        sub.add_argument("--size", type=_size, default=1234, help="object size in bytes (default 1234)")
         sub.add_argument("--content-type", default="text/csv", help="object content type")
         sub.add_argument(
             "--meta",

@@ -104,6 +104,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     deadline = _number(env, "NOTIFY_DEADLINE_SECONDS", 45.0, problems)
     attempts = _number(env, "NOTIFY_MAX_ATTEMPTS", 5, problems, integer=True)
 
+    outbox_dir = Path(env.get("NOTIFY_OUTBOX_DIR", "").strip() or "outbox")
+    if backend == "outbox":
+        problems.extend(_writable_directory_problems(outbox_dir, "NOTIFY_OUTBOX_DIR"))
+
     if problems:
         if api_key:  # a key pasted into the wrong variable must not be echoed back
             problems = [p.replace(api_key, "[redacted]") for p in problems]
@@ -112,7 +116,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sender=sender[0],
         recipients=tuple(recipients),
         backend=backend,
-        outbox_dir=Path(env.get("NOTIFY_OUTBOX_DIR", "").strip() or "outbox"),
+        outbox_dir=outbox_dir,
         templates_dir=templates_dir,
         sendgrid_api_host=host,
         sendgrid_timeout=timeout,
@@ -150,6 +154,20 @@ def _addresses(env: Mapping[str, str], var: str, default: str, problems: list[st
     except ValueError as error:
         problems.append(str(error))
         return [Address("invalid@invalid")]
+
+
+def _writable_directory_problems(path: Path, var: str) -> list[str]:
+    """A directory we can write to, or can create: checked now rather than on every event."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        return [f"{var}: {str(path)!r} exists and is not a directory"]
+    if not existing.is_dir():
+        return [f"{var}: cannot create {str(path)!r}: {str(existing)!r} is not a directory"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"{var}: {str(existing)!r} is not writable"]
+    return []
 
 
 def _number(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import unquote
 
 Kind = Literal["finalize", "delete", "archive", "metadata"]
 KINDS: tuple[Kind, ...] = ("finalize", "delete", "archive", "metadata")
@@ -97,11 +98,17 @@ class StorageEvent:
         return f"gs://{self.bucket}/{self.name}"
 
 
-def decode(cloud_event: Any) -> StorageEvent:
-    """Turn the framework's CloudEvent into a :class:`StorageEvent`; raise :class:`InvalidEvent`."""
+def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
+    """Turn the framework's CloudEvent into a :class:`StorageEvent`; raise :class:`InvalidEvent`.
+
+    ``percent_encoded``: the attributes came from binary-mode ``ce-*`` headers, whose values the
+    CloudEvents HTTP binding percent-encodes (the SDK leaves them encoded).
+    """
+    attribute = _percent_decoded if percent_encoded else _as_is
     try:
-        event_type = cloud_event["type"]
-        event_id = cloud_event["id"]
+        event_type = attribute(cloud_event["type"], "type")
+        event_id = attribute(cloud_event["id"], "id")
+        event_time = attribute(cloud_event.get("time"), "time")
     except KeyError as error:
         raise InvalidEvent(f"CloudEvent attribute {error.args[0]!r} is missing") from None
     if event_type == _PUBSUB_CE_TYPE:
@@ -119,9 +126,9 @@ def decode(cloud_event: Any) -> StorageEvent:
         kind=kind,
         bucket=_required_text(data, "bucket"),
         name=_required_text(data, "name"),
-        event_id=_unicode(str(event_id), "id"),
+        event_id=_unicode(event_id, "id"),
         event_type=event_type,
-        event_time=_parse_time(cloud_event.get("time"), "time"),
+        event_time=_parse_time(event_time, "time"),
         metadata=_metadata(data),
         **{
             attr: _PARSERS[how](data.get(key), f"data.{key}") for key, (attr, how) in _OPTIONAL_FIELDS.items()
@@ -201,6 +208,22 @@ def background_event(kind: Kind, data: dict[str, Any], event_id: str) -> dict[st
 
 # ---------------------------------------------------------------------------------------------
 # Private helpers: each turns one piece of untrusted input into a checked value or InvalidEvent.
+
+
+def _as_is(value: Any, where: str) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
+    return value
+
+
+def _percent_decoded(value: Any, where: str) -> Any:
+    value = _as_is(value, where)
+    if not value or "%" not in value:
+        return value
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidEvent(f"{where}: percent-encoding is not UTF-8") from None
 
 
 def _as_object(data: Any, where: str) -> dict[str, Any]:

@@ -23,11 +23,14 @@ from notifier.rules import Notification
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATE_FILES = ("subject.txt", "body.txt", "body.html")
 SUBJECT_LIMIT = 200  # characters; clients cut long subjects anyway, and RFC 5322 lines are ≤ 998
+METADATA_SHOWN = 50
+METADATA_TEXT_LIMIT = 500
 
 _CONSOLE_OBJECT_URL = "https://console.cloud.google.com/storage/browser/_details/{bucket}/{name}"
 # Bidirectional overrides and isolates can make a subject read differently from what it says.
 _BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 _WHITESPACE = re.compile(r"\s+")
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 class TemplateError(ValueError):
@@ -47,6 +50,7 @@ class Renderer:
         )
         self._env.filters["utc"] = format_utc
         self._env.filters["size"] = format_size
+        self._env.filters["line"] = visible_line_breaks
         self._templates = {
             (kind, part): self._load(f"{kind}/{part}") for kind in KINDS for part in TEMPLATE_FILES
         }
@@ -82,10 +86,13 @@ class Renderer:
 
 def template_context(event: StorageEvent) -> dict[str, Any]:
     """Every variable a template can use."""
+    shown = dict(list(event.metadata.items())[:METADATA_SHOWN])
     return {
         "event": event,
         "object": event,
-        "metadata": dict(event.metadata),
+        # Real custom metadata is at most 8 KiB; a forged event must not produce a huge email.
+        "metadata": {k[:METADATA_TEXT_LIMIT]: v[:METADATA_TEXT_LIMIT] for k, v in shown.items()},
+        "metadata_hidden": len(event.metadata) - len(shown),
         "console_url": console_url(event.bucket, event.name),
         "gs_uri": event.gs_uri,
         "gs_url": f"gs://{quote(event.bucket, safe='')}/{encode_object_name(event.name)}",
@@ -114,6 +121,11 @@ def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
     text = _WHITESPACE.sub(" ", text.translate(_BIDI_CONTROLS))
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc").strip()
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def visible_line_breaks(text: Any) -> str:
+    """One line for the plain-text body: a line break inside a value could forge a line."""
+    return _LINE_BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
 
 
 def format_utc(value: datetime | None) -> str:

@@ -98,3 +98,19 @@ def test_demo_ends_with_four_emails_one_per_kind(tmp_path):
     assert kinds == ["archive", "delete", "finalize", "metadata"]
     for path in emails:
         assert str(path) in result.stdout
+
+
+def test_negative_size_is_refused_before_anything_is_sent(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["emit", "finalize", "gs://b/o", "--size", "-1", "--url", "http://127.0.0.1:9"])
+    assert caught.value.code == 2
+    assert "expected a size in bytes" in capsys.readouterr().err
+
+
+def test_preview_needs_no_delivery_settings(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.preview-key")
+    monkeypatch.delenv("NOTIFY_FROM", raising=False)
+    monkeypatch.delenv("NOTIFY_TO", raising=False)
+    assert main(["preview", "finalize", "gs://acme/x.csv", "--out", str(tmp_path)]) == 0
+    assert len(list(tmp_path.glob("*.eml"))) == 1
+    assert "SG.preview-key" not in capsys.readouterr().out

@@ -258,3 +258,25 @@ def test_the_key_pasted_into_the_wrong_variable_is_not_echoed(var):
 @pytest.mark.parametrize("raw", ["Jane <jane@exa mple.com>", "jane@example.com <evil@example.com>"])
 def test_a_malformed_address_is_rejected_not_rewritten(raw):
     assert variables(problems_of({"NOTIFY_TO": raw})) == ["NOTIFY_TO"]
+
+
+@pytest.mark.parametrize(
+    ("directory", "problem"),
+    [
+        ("/etc/passwd", "NOTIFY_OUTBOX_DIR: '/etc/passwd' exists and is not a directory"),
+        (
+            "/etc/passwd/outbox",
+            "NOTIFY_OUTBOX_DIR: cannot create '/etc/passwd/outbox': '/etc/passwd' is not a directory",
+        ),
+    ],
+)
+def test_an_unusable_outbox_dir_stops_start_up(directory, problem):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"NOTIFY_OUTBOX_DIR": directory})
+    assert caught.value.problems == [problem]
+
+
+def test_the_outbox_dir_is_not_checked_for_other_backends():
+    assert (
+        load_settings({"NOTIFY_OUTBOX_DIR": "/etc/passwd", "NOTIFY_BACKEND": "console"}).backend == "console"
+    )

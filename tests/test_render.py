@@ -193,3 +193,20 @@ def test_templates_are_compiled_once_not_loaded_per_event(renderer, monkeypatch)
     monkeypatch.setattr(jinja2.FileSystemLoader, "load", no_loading)
     _render(renderer)
     _render(renderer, "metadata")
+
+
+def test_line_breaks_in_values_cannot_forge_lines_in_the_text_body(renderer):
+    name = "evil\r\nBcc: victim@example.com\u2028Object: fake.csv"
+    _, message = _render(renderer, name=name, metadata={"k\nFake": "v\rBcc: x"})
+    lines = message.text.splitlines()
+    assert not [line for line in lines if line.startswith(("Bcc:", "Object: fake"))]
+    assert "Object:         evil\\r\\nBcc: victim@example.com\\u2028Object: fake.csv" in lines
+
+
+def test_huge_metadata_is_cut_short(renderer):
+    metadata = {f"key{i:05}": "v" * 2000 for i in range(1000)}
+    _, message = _render(renderer, metadata=metadata)
+    assert "... and 950 more" in message.text
+    assert "and 950 more" in message.html
+    assert len(message.text) < 50_000
+    assert "v" * 501 not in message.text

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
+import python_http_client
+import sendgrid
 from werkzeug import Response
 
 from notifier.config import Address
@@ -208,27 +211,103 @@ def test_a_hung_connection_times_out_and_is_retried(httpserver, backend_for):
     assert elapsed < 4, "the client must not wait for the hung server"
 
 
-def test_connection_refused_is_transient(backend_for, httpserver):
-    backend = backend_for(NOTIFY_MAX_ATTEMPTS="3")
-    backend._client.client.host = "http://127.0.0.1:9"  # discard port: nothing listens
+def test_connection_refused_is_transient():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    backend = SendGridBackend(
+        settings_for(SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=closed, NOTIFY_MAX_ATTEMPTS="3")
+    )
+    sleeps = []
+    backend.sleep = sleeps.append
 
     with pytest.raises(DeliveryError, match="unreachable") as caught:
         backend.send(MESSAGE, deadline=_deadline())
 
     assert (caught.value.transient, caught.value.attempts) == (True, 3)
-    assert len(backend.sleeps) == 2
+    assert len(sleeps) == 2
 
 
-def test_default_timeout_is_ten_seconds_and_is_passed_on_every_request(httpserver, backend_for, monkeypatch):
+def test_a_trickling_answer_is_cut_off_at_the_deadline(httpserver, backend_for):
+    release = threading.Event()
+
+    def trickle(_request):
+        def body():
+            for _ in range(20):
+                if release.wait(0.2):
+                    return
+                yield b" "
+
+        return Response(body(), status=202, direct_passthrough=True)
+
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(trickle)
+    backend = backend_for(SENDGRID_TIMEOUT_SECONDS="1")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError, match="no complete answer") as caught:
+            backend.send(MESSAGE, deadline=_deadline(1.5))
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+
+    assert caught.value.transient is True
+    assert elapsed < 2.5, "each read was quick, but the whole answer must not outlast the deadline"
+
+
+def test_backoff_is_jittered(httpserver, backend_for):
+    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=500)
+    runs = []
+    for _ in range(2):
+        backend = backend_for(NOTIFY_MAX_ATTEMPTS="5")
+        with pytest.raises(DeliveryError):
+            backend.send(MESSAGE, deadline=_deadline())
+        runs.append(backend.sleeps)
+    assert runs[0] != runs[1], "identical waits would make every instance retry in lock-step"
+
+
+def test_the_request_timeout_never_reaches_past_the_deadline(httpserver, backend_for, monkeypatch):
     seen = []
-    backend = backend_for()
-    original = type(backend._client.client)._make_request
+    original = python_http_client.Client._make_request
 
     def spy(self, opener, request, timeout=None):
         seen.append(timeout)
         return original(self, opener, request, timeout=timeout)
 
-    monkeypatch.setattr(type(backend._client.client), "_make_request", spy)
+    monkeypatch.setattr(python_http_client.Client, "_make_request", spy)
+    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202)
+
+    backend_for().send(MESSAGE, deadline=_deadline(3))
+
+    (timeout,) = seen
+    assert 2 < timeout <= 3
+
+
+def test_the_client_is_created_once_per_instance(httpserver, backend_for, monkeypatch):
+    created = []
+    original = sendgrid.SendGridAPIClient.__init__
+    monkeypatch.setattr(
+        sendgrid.SendGridAPIClient,
+        "__init__",
+        lambda self, *a, **k: created.append(1) or original(self, *a, **k),
+    )
+    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202)
+    backend = backend_for()
+    for _ in range(3):
+        backend.send(MESSAGE, deadline=_deadline())
+    assert len(created) == 1
+    assert len(httpserver.log) == 3
+
+
+def test_default_timeout_is_ten_seconds_and_is_passed_on_every_request(httpserver, backend_for, monkeypatch):
+    seen = []
+    backend = backend_for()
+    original = python_http_client.Client._make_request
+
+    def spy(self, opener, request, timeout=None):
+        seen.append(timeout)
+        return original(self, opener, request, timeout=timeout)
+
+    monkeypatch.setattr(python_http_client.Client, "_make_request", spy)
     httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202)
 
     backend.send(MESSAGE, deadline=_deadline())

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -21,16 +23,14 @@ from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail, To
 from tenacity import (
     RetryCallState,
     Retrying,
-    before_sleep_log,
     retry_if_exception,
     stop_after_attempt,
+    stop_before_delay,
     wait_random_exponential,
 )
 
 from notifier.config import Settings
 from notifier.mail.base import Backend, DeliveryError, Message, Receipt
-
-_log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # What a permanent status means for the person reading the log.
@@ -60,9 +60,10 @@ class SendGridBackend(Backend):
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             wait=_wait_for_rate_limit_or_backoff,
-            stop=stop_after_attempt(self._max_attempts) | _stop_before_deadline(deadline),
+            # Never start an attempt that could not finish before the deadline.
+            stop=stop_after_attempt(self._max_attempts)
+            | stop_before_delay(deadline - time.monotonic() - _MIN_ATTEMPT_SECONDS),
             sleep=self.sleep,
-            before_sleep=before_sleep_log(_log, logging.DEBUG),
             reraise=True,
         )
         try:
@@ -79,8 +80,11 @@ class SendGridBackend(Backend):
         return Receipt(self.name, message_id, retrying.statistics["attempt_number"])
 
     def _post(self, payload: dict[str, Any], deadline: float) -> Any:
-        timeout = max(0.1, min(self._timeout, deadline - time.monotonic()))
-        return self._client.client.mail.send.post(request_body=payload, timeout=timeout)
+        remaining = deadline - time.monotonic()
+        timeout = max(0.1, min(self._timeout, remaining))
+        return _finish_before(
+            remaining, lambda: self._client.client.mail.send.post(request_body=payload, timeout=timeout)
+        )
 
 
 def build_payload(message: Message) -> dict[str, Any]:
@@ -101,6 +105,28 @@ def build_payload(message: Message) -> dict[str, Any]:
     return mail.get()
 
 
+def _finish_before(seconds: float, request: Callable[[], Any]) -> Any:
+    """Run ``request``, giving up after ``seconds``.
+
+    The client's timeout bounds each socket read, not the whole answer: a server that trickles its
+    body could hold a request past the function timeout. The request runs in a daemon thread that
+    is abandoned (it ends at its next read timeout) if it outlives the budget.
+    """
+    outcome: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(request())
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting caller as it is
+            outcome.set_exception(error)
+
+    threading.Thread(target=run, name="sendgrid-request", daemon=True).start()
+    try:
+        return outcome.result(timeout=max(0.0, seconds))
+    except FutureTimeout:
+        raise TimeoutError(f"no complete answer within {seconds:.1f}s") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # Retry policy: what is transient, how long to wait, when to give up.
 
@@ -119,13 +145,6 @@ def _wait_for_rate_limit_or_backoff(retry_state: RetryCallState) -> float:
         if reset is not None:
             return min(_MAX_RATE_LIMIT_WAIT, reset) + random.uniform(0, 0.5)
     return _BACKOFF(retry_state)
-
-
-def _stop_before_deadline(deadline: float) -> Callable[[RetryCallState], bool]:
-    def stop(retry_state: RetryCallState) -> bool:
-        return time.monotonic() + retry_state.upcoming_sleep + _MIN_ATTEMPT_SECONDS >= deadline
-
-    return stop
 
 
 def _rate_limit_reset(headers: Any) -> float | None:
@@ -192,5 +211,6 @@ def _describe_network_error(error: BaseException) -> str:
     if isinstance(reason, BaseException):
         error = reason
     if isinstance(error, TimeoutError):
-        return "timed out"
+        detail = str(error)
+        return "timed out" if detail in ("", "timed out") else f"timed out: {detail}"
     return f"{type(error).__name__}: {error}"[:300]
