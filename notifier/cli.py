@@ -11,9 +11,15 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from notifier.events import KINDS, Kind, background_event, cloud_event_attributes, object_resource
+from notifier.events import KINDS, Kind, StorageEvent, background_event, cloud_event_attributes, object_resource
+
+if TYPE_CHECKING:
+    from notifier.config import Settings
+    from notifier.render import Renderer
+    from notifier.rules import Notification
 
 DEFAULT_URL = "http://localhost:8080"
 _HEADER_SAFE = "!#$&'()*+,/:;<=>?@[\\]^_`{|}~"
@@ -54,33 +60,70 @@ def emit(args: argparse.Namespace) -> int:
 
 def preview(args: argparse.Namespace) -> int:
     """Render the email for an event to .txt, .html and .eml files without sending it."""
-    from cloudevents.http import CloudEvent
-
-    from notifier.config import load_settings
-    from notifier.events import decode
     from notifier.mail.base import as_mime
-    from notifier.render import Renderer
-    from notifier.rules import route
 
-    # Nothing is sent, so the delivery settings (a SendGrid key and its requirements) don't matter.
-    settings = load_settings({**os.environ, "NOTIFY_BACKEND": "console"})
-    bucket, name = parse_gs_uri(args.uri)
-    data = object_resource(
-        args.kind, bucket, name, size=args.size, content_type=args.content_type, metadata=dict(args.meta)
-    )
-    event = decode(CloudEvent(cloud_event_attributes(args.kind, data, "preview"), data))
-    renderer = Renderer(settings.templates_dir)
+    settings, renderer = _local_pipeline_parts()
+    event = _event_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for notification in route(event, settings):
+    for notification in _routed(settings, event):
         message = renderer.render(notification)
-        stem = out / f"{args.kind}-{notification.id}"
-        files = {".txt": message.text, ".html": message.html, ".eml": as_mime(message).as_string()}
+        stem = out / f"{args.kind}-{notification.rule.name}-{notification.id}"
+        eml = as_mime(message, message.envelopes[0]).as_string()  # the first recipient's copy
+        files = {".txt": message.text, ".html": message.html, ".eml": eml}
         for suffix, content in files.items():
             stem.with_suffix(suffix).write_text(content, encoding="utf-8")
         print(f"Subject: {message.subject}")
         for suffix in files:
             print(f"  {stem.with_suffix(suffix)}")
+    return 0
+
+
+def route(args: argparse.Namespace) -> int:
+    """Show which rules match an event and who would get which email; sends nothing."""
+    settings, renderer = _local_pipeline_parts()
+    event = _event_from_args(args)
+    source = settings.rules_file or "NOTIFY_TO (no rules file)"
+    print(f"{event.kind} {event.gs_uri} ({event.size} bytes, {event.content_type}) against {source}:")
+    notifications = _routed(settings, event)
+    for notification in notifications:
+        message = renderer.render(notification)
+        recipients = notification.recipients
+        how = "each their own copy" if recipients.separate_envelopes else "one shared message"
+        print(f"  rule {notification.rule.name}{' (stop)' if notification.rule.stop else ''}:")
+        print(f"    subject: {message.subject}")
+        for field in ("to", "cc", "bcc"):
+            if addresses := getattr(recipients, field):
+                print(f"    {field}: {', '.join(str(a) for a in addresses)}")
+        print(f"    {message.recipient_count} recipient(s), {how}")
+    print(f"{len(notifications)} email(s) would be sent.")
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate the environment and the rules file as the function would at start-up."""
+    from notifier.config import ConfigError, load_settings
+    from notifier.render import Renderer, TemplateError
+
+    environ = dict(os.environ)
+    if args.file:
+        environ["NOTIFY_CONFIG"] = args.file
+    try:
+        settings = load_settings(environ)
+        Renderer(settings.templates_dir, settings.rules.rules)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(error.problems)} problem(s) found.", file=sys.stderr)
+        return 1
+    except TemplateError as error:
+        print(error, file=sys.stderr)
+        return 1
+    rules = settings.rules.rules
+    print(f"{settings.rules_file or 'environment'}: OK, {len(rules)} rule(s), backend {settings.backend}")
+    for rule in rules:
+        events = ",".join(k for k in KINDS if k in rule.events)
+        print(f"  {rule.name}: {events} → {len(rule.recipients.everyone)} recipient(s)")
     return 0
 
 
@@ -111,9 +154,7 @@ def build_request(
     event_id = event_id or str(uuid.uuid4())
     data = object_resource(kind, bucket, name, size=size, content_type=content_type, metadata=metadata)
     if mode == "gen1":
-        return {"Content-Type": "application/json"}, json.dumps(
-            background_event(kind, data, event_id)
-        ).encode()
+        return {"Content-Type": "application/json"}, json.dumps(background_event(kind, data, event_id)).encode()
     event = CloudEvent(cloud_event_attributes(kind, data, event_id), data)
     if mode == "structured":
         headers, body = to_structured(event)
@@ -122,6 +163,37 @@ def build_request(
     # The HTTP binding percent-encodes ce-* values (space, '"', '%' and anything not printable
     # ASCII); the SDK does not, and a non-ASCII object name would not even fit in a header.
     return {k: quote(v, safe=_HEADER_SAFE) if k.startswith("ce-") else v for k, v in headers.items()}, body
+
+
+def _local_pipeline_parts() -> tuple[Settings, Renderer]:
+    """Settings and renderer as the function builds them; nothing is sent, so the delivery
+    settings (a SendGrid key and what it requires) don't matter."""
+    from notifier.config import load_settings
+    from notifier.render import Renderer
+
+    settings = load_settings({**os.environ, "NOTIFY_BACKEND": "console"})
+    return settings, Renderer(settings.templates_dir, settings.rules.rules)
+
+
+def _event_from_args(args: argparse.Namespace) -> StorageEvent:
+    from cloudevents.http import CloudEvent
+
+    from notifier.events import decode
+
+    bucket, name = parse_gs_uri(args.uri)
+    metadata = dict(args.meta)
+    data = object_resource(args.kind, bucket, name, size=args.size, content_type=args.content_type, metadata=metadata)
+    return decode(CloudEvent(cloud_event_attributes(args.kind, data, "cli"), data))
+
+
+def _routed(settings: Settings, event: StorageEvent) -> list[Notification]:
+    if reason := settings.rules.ignore_reason(event):
+        print(f"No email: ignored: {reason}")
+        return []
+    notifications = settings.rules.route(event)
+    if not notifications:
+        print("No email: no rule matches.")
+    return notifications
 
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:
@@ -181,6 +253,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = event_command("preview", "render the email for an event to files, without sending")
     sub.add_argument("--out", default="preview", help="directory for .txt/.html/.eml (default ./preview)")
     sub.set_defaults(run=preview)
+
+    sub = event_command("route", "show which rules match an event and who would be emailed")
+    sub.set_defaults(run=route)
+
+    sub = commands.add_parser("check-config", help="validate the environment and notify.toml")
+    sub.add_argument("file", nargs="?", help="rules file (default: NOTIFY_CONFIG or notify.toml beside main.py)")
+    sub.set_defaults(run=check_config)
 
     sub = commands.add_parser("demo", help="serve the function locally, emit one event of each kind")
     sub.add_argument("--outbox", default="outbox/demo", help="where the .eml files go (emptied first)")

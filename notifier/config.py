@@ -1,4 +1,5 @@
-"""Environment → :class:`Settings`, validated once at start-up with every problem reported at once.
+"""Environment (+ ``notify.toml``) → :class:`Settings`, validated once at start-up with every
+problem reported at once.
 
 This is the only module that reads the environment. Error messages name the variable and what was
 expected, and never repeat a secret's value.
@@ -10,22 +11,19 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email import errors
-from email.policy import default as default_policy
-from email.utils import formataddr
 from pathlib import Path
+
+from notifier.addresses import Address, parse_addresses
+from notifier.rules import RuleSet
+from notifier.rulesfile import EnvDefaults, default_rules, load_rules
 
 BACKENDS = ("sendgrid", "outbox", "console")
 
-# The WHATWG "valid e-mail address" grammar: what browsers accept in <input type=email>. Strict
-# enough to catch typos, loose enough for every real address; stdlib only, so no import cost.
-_ADDR_SPEC = re.compile(
-    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
-)
-
-_LOCAL_FROM = "Storage Notifier <storage-notifier@example.com>"
-_LOCAL_TO = "you@example.com"
+ROOT = Path(__file__).resolve().parent.parent  # where main.py is
+BUILTIN_TEMPLATES = ROOT / "templates"
+_LOCAL_FROM = Address("storage-notifier@example.com", "Storage Notifier")
+_LOCAL_TO = Address("you@example.com")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 
 class ConfigError(ValueError):
@@ -37,20 +35,9 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Address:
-    """A mailbox: the address proper and an optional display name."""
-
-    email: str
-    name: str = ""
-
-    def __str__(self) -> str:
-        return formataddr((self.name, self.email))
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
-    sender: Address
-    recipients: tuple[Address, ...]
+    rules: RuleSet
+    rules_file: Path | None  # None: every event goes to NOTIFY_TO
     backend: str
     outbox_dir: Path
     templates_dir: Path | None
@@ -85,10 +72,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
     local = backend != "sendgrid"
 
-    sender = _addresses(env, "NOTIFY_FROM", _LOCAL_FROM if local else "", problems)
-    if len(sender) > 1:
-        problems.append(f"NOTIFY_FROM: expected one address, got {len(sender)}")
-    recipients = _addresses(env, "NOTIFY_TO", _LOCAL_TO if local else "", problems)
+    env_sender = _env_addresses(env, "NOTIFY_FROM", problems)
+    if env_sender is not None and len(env_sender) > 1:
+        problems.append(f"NOTIFY_FROM: expected one address, got {len(env_sender)}")
+    env_to = _env_addresses(env, "NOTIFY_TO", problems)
 
     templates_dir = None
     if raw := env.get("NOTIFY_TEMPLATES_DIR", "").strip():
@@ -108,13 +95,35 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if backend == "outbox":
         problems.extend(_writable_directory_problems(outbox_dir, "NOTIFY_OUTBOX_DIR"))
 
+    state_bucket = env.get("NOTIFY_STATE_BUCKET", "").strip().removeprefix("gs://").rstrip("/") or None
+    if state_bucket is not None and not _BUCKET.fullmatch(state_bucket):
+        problems.append(f"NOTIFY_STATE_BUCKET: {state_bucket!r} is not a bucket name")
+
+    # Where the environment is silent, local backends need no addresses: the mail stays here.
+    defaults = EnvDefaults(
+        sender=env_sender[0] if env_sender else (_LOCAL_FROM if local else None),
+        to=tuple(env_to) if env_to else ((_LOCAL_TO,) if local else ()),
+    )
+    rules_file = _rules_file(env, problems)
+    if rules_file is not None:
+        rules, file_problems = load_rules(
+            rules_file, defaults, [d for d in (templates_dir, BUILTIN_TEMPLATES) if d], state_bucket
+        )
+        problems.extend(file_problems)
+    else:
+        for var, value in (("NOTIFY_FROM", defaults.sender), ("NOTIFY_TO", defaults.to)):
+            if not value and (env_sender if var == "NOTIFY_FROM" else env_to) is None:
+                problems.append(f"{var}: required when NOTIFY_BACKEND is sendgrid (or use a notify.toml)")
+        rules = default_rules(defaults, state_bucket) if defaults.sender and defaults.to else None
+
     if problems:
         if api_key:  # a key pasted into the wrong variable must not be echoed back
             problems = [p.replace(api_key, "[redacted]") for p in problems]
         raise ConfigError(problems)
+    assert rules is not None
     return Settings(
-        sender=sender[0],
-        recipients=tuple(recipients),
+        rules=rules,
+        rules_file=rules_file,
         backend=backend,
         outbox_dir=outbox_dir,
         templates_dir=templates_dir,
@@ -126,34 +135,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def parse_addresses(raw: str, where: str) -> list[Address]:
-    """Parse a comma-separated address list; raise ``ValueError`` naming ``where`` and the culprit."""
-    if "\r" in raw or "\n" in raw:
-        raise ValueError(f"{where}: must not contain line breaks")
-    # The email package's RFC 5322 parser: it records defects instead of guessing silently.
-    header = default_policy.header_factory("to", raw)
-    if any(not isinstance(d, errors.ObsoleteHeaderDefect) for d in header.defects):
-        raise ValueError(f"{where}: {raw!r} is not a valid email address list")
-    parsed = []
-    for mailbox in header.addresses:
-        if not _ADDR_SPEC.fullmatch(mailbox.addr_spec):
-            raise ValueError(f"{where}: {mailbox.addr_spec or raw!r} is not a valid email address")
-        parsed.append(Address(email=mailbox.addr_spec, name=mailbox.display_name))
-    if not parsed:
-        raise ValueError(f"{where}: expected at least one email address")
-    return parsed
-
-
-def _addresses(env: Mapping[str, str], var: str, default: str, problems: list[str]) -> list[Address]:
-    raw = env.get(var, "").strip() or default
+def _env_addresses(env: Mapping[str, str], var: str, problems: list[str]) -> list[Address] | None:
+    """The addresses in ``var``; None when it is unset, [] when it is invalid (a problem noted)."""
+    raw = env.get(var, "").strip()
     if not raw:
-        problems.append(f"{var}: required when NOTIFY_BACKEND is sendgrid")
-        return [Address("invalid@invalid")]
+        return None
     try:
         return parse_addresses(raw, var)
     except ValueError as error:
         problems.append(str(error))
-        return [Address("invalid@invalid")]
+        return []
+
+
+def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
+    """NOTIFY_CONFIG if set (it must exist), else notify.toml beside main.py if there is one."""
+    if raw := env.get("NOTIFY_CONFIG", "").strip():
+        path = Path(raw)
+        if not path.is_file():
+            problems.append(f"NOTIFY_CONFIG: {raw!r} is not a file")
+            return None
+        return path
+    beside_main = ROOT / "notify.toml"
+    return beside_main if beside_main.is_file() else None
 
 
 def _writable_directory_problems(path: Path, var: str) -> list[str]:
@@ -170,9 +173,7 @@ def _writable_directory_problems(path: Path, var: str) -> list[str]:
     return []
 
 
-def _number(
-    env: Mapping[str, str], var: str, default: float, problems: list[str], *, integer: bool = False
-) -> float:
+def _number(env: Mapping[str, str], var: str, default: float, problems: list[str], *, integer: bool = False) -> float:
     raw = env.get(var, "").strip()
     if not raw:
         return default

@@ -41,7 +41,7 @@ def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
         "NOTIFY_BACKEND": "outbox",
         "NOTIFY_OUTBOX_DIR": str(outbox),
         "NOTIFY_FROM": os.environ.get("NOTIFY_FROM", "Storage Alerts <alerts@example.com>"),
-        "NOTIFY_TO": os.environ.get("NOTIFY_TO", "finance@example.com, data-team@example.com"),
+        "NOTIFY_TO": os.environ.get("NOTIFY_TO", "Data Team <data-team@example.com>"),
     }
     print(f"Starting the function on {url} (outbox backend, {outbox})")
     with tempfile.TemporaryFile() as server_log:

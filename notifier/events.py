@@ -119,8 +119,7 @@ def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
         kind = _LEGACY_RESOURCE_STATE_TO_KIND.get(state, kind)
     else:
         raise InvalidEvent(
-            f"type: unsupported event type {event_type!r}; expected one of "
-            + ", ".join(sorted(_CE_TYPE_TO_KIND))
+            f"type: unsupported event type {event_type!r}; expected one of " + ", ".join(sorted(_CE_TYPE_TO_KIND))
         )
     return StorageEvent(
         kind=kind,
@@ -130,9 +129,7 @@ def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
         event_type=event_type,
         event_time=_parse_time(event_time, "time"),
         metadata=_metadata(data),
-        **{
-            attr: _PARSERS[how](data.get(key), f"data.{key}") for key, (attr, how) in _OPTIONAL_FIELDS.items()
-        },
+        **{attr: _PARSERS[how](data.get(key), f"data.{key}") for key, (attr, how) in _OPTIONAL_FIELDS.items()},
     )
 
 

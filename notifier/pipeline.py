@@ -18,9 +18,9 @@ from notifier.config import Settings, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.mail import Backend, DeliveryError, create_backend
 from notifier.render import Renderer
-from notifier.rules import Notification, route
+from notifier.rules import Notification
 
-SENT, INVALID, FAILED, RETRYING = "sent", "invalid", "failed", "retrying"
+SENT, INVALID, IGNORED, FAILED, RETRYING = "sent", "invalid", "ignored", "failed", "retrying"
 
 
 class RetryLater(Exception):
@@ -45,7 +45,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.backend = backend or create_backend(settings)
-        self.renderer = renderer or Renderer(settings.templates_dir)
+        self.renderer = renderer or Renderer(settings.templates_dir, settings.rules.rules)
         self._clock = clock
         self._log = log.get_logger()
 
@@ -67,18 +67,33 @@ class Pipeline:
         try:
             event = decode(cloud_event, percent_encoded=percent_encoded)
         except InvalidEvent as error:
-            self.reject(
-                str(error), event_id=_attribute(cloud_event, "id"), event_type=_attribute(cloud_event, "type")
-            )
+            self.reject(str(error), event_id=_attribute(cloud_event, "id"), event_type=_attribute(cloud_event, "type"))
             return [Outcome(INVALID)]
         except Exception as error:  # noqa: BLE001 - a decoding bug: log it, never redeliver forever
             self.reject(f"could not be decoded ({type(error).__name__}: {error})", exc_info=True)
             return [Outcome(INVALID)]
-        outcomes = [self._deliver(n, started) for n in route(event, self.settings)]
+        rules = self.settings.rules
+        reason = rules.ignore_reason(event)
+        notifications = [] if reason else rules.route(event)
+        if not notifications:
+            self._ignored(event, reason or "no rule matches", started)
+            return [Outcome(IGNORED)]
+        outcomes = [self._deliver(n, started) for n in notifications]
         retrying = sum(o.outcome == RETRYING for o in outcomes)
         if retrying:
             raise RetryLater(f"{retrying} notification(s) for event {event.event_id} failed transiently")
         return outcomes
+
+    def _ignored(self, event: StorageEvent, reason: str, started: float) -> None:
+        log.log(
+            self._log,
+            logging.INFO,
+            f"ignored: {event.kind} {event.gs_uri}: {reason}",
+            **_event_fields(event),
+            outcome=IGNORED,
+            reason=reason,
+            duration_ms=round((self._clock() - started) * 1000, 1),
+        )
 
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""
@@ -140,10 +155,8 @@ class Pipeline:
     ) -> None:
         event = notification.event
         duration_ms = round((self._clock() - started) * 1000, 1)
-        recipients = len(notification.recipients)
-        summary = (
-            f"{outcome}: {event.kind} {event.gs_uri} → {recipients} recipient(s) via {self.backend.name}"
-        )
+        recipients = len(notification.recipients.everyone)
+        summary = f"{outcome}: {event.kind} {event.gs_uri} → {recipients} recipient(s) via {self.backend.name}"
         if "error" in fields:
             summary += f": {fields['error']}"
         log.log(
@@ -153,7 +166,7 @@ class Pipeline:
             exc_info=exc_info,
             **_event_fields(event),
             notification_id=notification.id,
-            rule=notification.rule,
+            rule=notification.rule.name,
             recipients=recipients,
             backend=self.backend.name,
             outcome=outcome,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,11 @@ from urllib.parse import quote
 import css_inline
 import jinja2
 
+from notifier.config import BUILTIN_TEMPLATES
 from notifier.events import KINDS, StorageEvent
 from notifier.mail.base import Message
-from notifier.rules import Notification
+from notifier.rules import Notification, Rule
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATE_FILES = ("subject.txt", "body.txt", "body.html")
 SUBJECT_LIMIT = 200  # characters; clients cut long subjects anyway, and RFC 5322 lines are ≤ 998
 METADATA_SHOWN = 50
@@ -38,7 +39,9 @@ class TemplateError(ValueError):
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path | None = None) -> None:
+    """Compiles every template the rules can use, once; renders notifications into messages."""
+
+    def __init__(self, templates_dir: Path | None = None, rules: Iterable[Rule] = ()) -> None:
         # User templates override ours file by file.
         search_path = [str(p) for p in (templates_dir, BUILTIN_TEMPLATES) if p is not None]
         self._env = jinja2.Environment(
@@ -51,23 +54,36 @@ class Renderer:
         self._env.filters["utc"] = format_utc
         self._env.filters["size"] = format_size
         self._env.filters["line"] = visible_line_breaks
-        self._templates = {
-            (kind, part): self._load(f"{kind}/{part}") for kind in KINDS for part in TEMPLATE_FILES
+        # (template set or None for the kind's own, kind) → (subject, text, html) templates.
+        self._sets: dict[tuple[str | None, str], tuple[jinja2.Template, ...]] = {
+            (None, kind): self._load_set(None, kind) for kind in KINDS
         }
+        self._subjects: dict[str, jinja2.Template] = {}
+        for rule in rules:
+            for kind in rule.events:
+                if (rule.template, kind) not in self._sets:
+                    self._sets[rule.template, kind] = self._load_set(rule.template, kind)
+            if rule.subject is not None:
+                self._subjects[rule.name] = self._compile_subject(rule)
         self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
     def render(self, notification: Notification) -> Message:
-        event = notification.event
+        event, rule = notification.event, notification.rule
+        subject_template, text_template, html_template = self._sets[rule.template, event.kind]
+        subject_template = self._subjects.get(rule.name, subject_template)
         context = template_context(event)
         try:
-            subject, text, html = (
-                self._templates[event.kind, part].render(context) for part in TEMPLATE_FILES
-            )
+            subject = subject_template.render(context)
+            text = text_template.render(context)
+            html = html_template.render(context)
         except jinja2.TemplateError as error:
-            raise TemplateError(f"templates/{event.kind}: {type(error).__name__}: {error}") from error
+            where = f"rule {rule.name!r}, templates/{rule.template or event.kind}"
+            raise TemplateError(f"{where}: {type(error).__name__}: {error}") from error
+        recipients = rule.recipients
         return Message(
-            sender=notification.sender,
-            to=notification.recipients,
+            sender=recipients.sender,
+            envelopes=recipients.envelopes(),
+            reply_to=recipients.reply_to,
             subject=one_line(subject),
             text=text.strip() + "\n",
             html=self._inliner.inline(html),
@@ -75,13 +91,27 @@ class Renderer:
             categories=("storage-notifier", event.kind),
         )
 
-    def _load(self, name: str) -> jinja2.Template:
+    def _load_set(self, name: str | None, kind: str) -> tuple[jinja2.Template, ...]:
+        """A named set's file where it has one, else the kind's own."""
+
+        def candidates(part: str) -> list[str]:
+            return ([f"{name}/{part}"] if name else []) + [f"{kind}/{part}"]
+
+        return tuple(self._load(candidates(part)) for part in TEMPLATE_FILES)
+
+    def _load(self, names: list[str]) -> jinja2.Template:
         try:
-            return self._env.get_template(name)
-        except jinja2.TemplateNotFound:
-            raise TemplateError(f"template {name!r} not found in {self._env.loader.searchpath}") from None
+            return self._env.select_template(names)
+        except jinja2.TemplatesNotFound:
+            raise TemplateError(f"template {names[0]!r} not found in {self._env.loader.searchpath}") from None
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(f"{error.filename}:{error.lineno}: {error.message}") from None
+
+    def _compile_subject(self, rule: Rule) -> jinja2.Template:
+        try:
+            return self._env.from_string(rule.subject)
+        except jinja2.TemplateSyntaxError as error:
+            raise TemplateError(f"rule {rule.name!r}: subject: {error.message}") from None
 
 
 def template_context(event: StorageEvent) -> dict[str, Any]:

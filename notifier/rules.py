@@ -1,41 +1,228 @@
-"""Who hears about an event: :func:`route` turns a :class:`StorageEvent` into notifications.
+"""Who hears about an event: compiled rules, the global ignores, and :meth:`RuleSet.route`.
 
-For now every event goes to the configured ``NOTIFY_TO`` list under one rule, ``default``.
+Everything here is built once at start-up (by :mod:`notifier.rulesfile` or from the environment)
+and only read afterwards, so matching an event is a few dictionary look-ups, ``str.startswith``
+calls and compiled regular expressions.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
-from notifier.config import Address, Settings
-from notifier.events import StorageEvent
+from notifier.addresses import Address, unique
+from notifier.events import KINDS, StorageEvent
+from notifier.mail.base import Envelope
 
-DEFAULT_RULE = "default"
+_GLOB_SPECIAL = "*?[\\"
+
+
+class GlobError(ValueError):
+    """A pattern that is not a valid glob; the message says what is wrong."""
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Translate one glob over object names into a regular expression (to be full-matched).
+
+    ``*`` matches within one path segment, ``?`` one character other than ``/``, ``[abc]`` /
+    ``[!abc]`` one character of (or not of) a set, ``**`` as a whole segment any number of
+    segments (``a/**/b`` matches ``a/b`` and ``a/x/y/b``), and ``\\`` makes the next character
+    literal. Matching is case-sensitive, like Cloud Storage names.
+    """
+    if not pattern:
+        raise GlobError("empty pattern")
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if pattern.startswith("**", i):
+            at_start, at_end = i == 0 or pattern[i - 1] == "/", i + 2 == n or pattern[i + 2] == "/"
+            if not (at_start and at_end) or pattern.startswith("***", i):
+                raise GlobError(f"'**' must be a whole path segment, as in 'a/**/b' (in {pattern!r})")
+            if i + 2 == n:  # trailing: everything below
+                out.append(".*")
+                i += 2
+            else:  # leading or inner "**/": zero or more whole segments
+                out.append("(?:[^/]*/)*")
+                i += 3
+        elif char == "*":
+            out.append("[^/]*")
+            i += 1
+        elif char == "?":
+            out.append("[^/]")
+            i += 1
+        elif char == "[":
+            j = i + 1
+            j += pattern[j : j + 1] == "!"
+            j += pattern[j : j + 1] == "]"  # a "]" first in the set is literal
+            end = pattern.find("]", j)
+            if end < 0:
+                raise GlobError(f"unclosed '[' at position {i} (in {pattern!r}); write '\\[' for a literal '['")
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = (body[1:] if negate else body).replace("\\", "\\\\").replace("[", "\\[").replace("^", "\\^")
+            out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
+            i = end + 1
+        elif char == "\\":
+            if i + 1 == n:
+                raise GlobError(f"'\\' at the end escapes nothing (in {pattern!r})")
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(char))
+            i += 1
+    return "".join(out)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The characters every match must start with (up to the first wildcard or escape)."""
+    cut = min((pattern.find(c) for c in _GLOB_SPECIAL if c in pattern), default=len(pattern))
+    return pattern[:cut]
+
+
+@dataclass(frozen=True)
+class Globs:
+    """Several globs compiled into one matcher: a name matches if any pattern matches it."""
+
+    patterns: tuple[str, ...]
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # When every pattern has a literal prefix, a name without one of them is rejected cheaply.
+    _prefixes: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = "|".join(f"(?:{glob_to_regex(p)})" for p in self.patterns)
+        try:
+            compiled = re.compile(regex, re.DOTALL)
+        except re.error as error:  # e.g. a reversed range such as [z-a]
+            raise GlobError(f"invalid character set in {self.patterns!r}: {error.msg}") from None
+        prefixes = tuple(literal_prefix(p) for p in self.patterns)
+        object.__setattr__(self, "_regex", compiled)
+        object.__setattr__(self, "_prefixes", prefixes if all(prefixes) else None)
+
+    def matches(self, name: str) -> bool:
+        if self._prefixes is not None and not name.startswith(self._prefixes):
+            return False
+        return self._regex.fullmatch(name) is not None
+
+
+def media_type(content_type: str | None) -> str:
+    """``Text/CSV; charset=utf-8`` → ``text/csv``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    sender: Address
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    bcc: tuple[Address, ...] = ()
+    reply_to: Address | None = None
+    # Every recipient gets a message addressed to them alone, so nobody sees the others.
+    separate_envelopes: bool = True
+
+    def __post_init__(self) -> None:
+        # De-duplicated within the message: an address is in To, else Cc, else Bcc, never twice.
+        seen: set[str] = set()
+        for name in ("to", "cc", "bcc"):
+            object.__setattr__(self, name, unique(getattr(self, name), seen))
+
+    @property
+    def everyone(self) -> tuple[Address, ...]:
+        return self.to + self.cc + self.bcc
+
+    def envelopes(self) -> tuple[Envelope, ...]:
+        if self.separate_envelopes:
+            return tuple(Envelope(to=(address,)) for address in self.everyone)
+        return (Envelope(to=self.to, cc=self.cc, bcc=self.bcc),)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One ``[[rules]]`` entry: an event matches when every condition that is set holds."""
+
+    name: str
+    recipients: Recipients
+    events: frozenset[str] = frozenset(KINDS)
+    buckets: frozenset[str] | None = None
+    include: Globs | None = None
+    exclude: Globs | None = None
+    content_types: tuple[str, ...] = ()  # "type/subtype" or "type/*", lower case
+    min_size: int | None = None
+    max_size: int | None = None
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    subject: str | None = None  # a Jinja template overriding the template set's subject.txt
+    template: str | None = None  # templates/<template>/ instead of templates/<kind>/
+    stop: bool = False
+
+    def matches(self, event: StorageEvent) -> bool:
+        if self.buckets is not None and event.bucket not in self.buckets:
+            return False
+        if self.include is not None and not self.include.matches(event.name):
+            return False
+        if self.exclude is not None and self.exclude.matches(event.name):
+            return False
+        if self.content_types and not self._content_type_matches(media_type(event.content_type)):
+            return False
+        if self.min_size is not None and (event.size is None or event.size < self.min_size):
+            return False
+        if self.max_size is not None and (event.size is None or event.size > self.max_size):
+            return False
+        return all(event.metadata.get(key) == value for key, value in self.metadata.items())
+
+    def _content_type_matches(self, actual: str) -> bool:
+        family = actual.split("/", 1)[0] + "/*"
+        return any(wanted in (actual, family, "*/*") for wanted in self.content_types) and bool(actual)
 
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One email to send about one event."""
+    """One email to send about one event, for one rule."""
 
     id: str
     event: StorageEvent
-    rule: str
-    sender: Address
-    recipients: tuple[Address, ...]
+    rule: Rule
+
+    @property
+    def recipients(self) -> Recipients:
+        return self.rule.recipients
 
 
-def route(event: StorageEvent, settings: Settings) -> list[Notification]:
-    return [_notification(event, DEFAULT_RULE, settings.sender, settings.recipients)]
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    ignore: Globs | None = None  # extra ignore patterns from the rules file
+    state_bucket: str | None = None  # the function's own bucket: never notify about it
+    _by_kind: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_kind = {kind: tuple(r for r in self.rules if kind in r.events) for kind in KINDS}
+        object.__setattr__(self, "_by_kind", by_kind)
+
+    def ignore_reason(self, event: StorageEvent) -> str | None:
+        """Why no rule is even asked about ``event``, or None."""
+        if event.name.endswith("/") and not event.size:
+            return "folder placeholder (name ends with '/', size 0)"
+        if self.state_bucket is not None and event.bucket == self.state_bucket:
+            return f"the function's own state bucket {self.state_bucket!r}"
+        if self.ignore is not None and self.ignore.matches(event.name):
+            return "matches an ignore pattern of the rules file"
+        return None
+
+    def route(self, event: StorageEvent) -> list[Notification]:
+        """One notification per matching rule, in file order; a matching ``stop`` rule ends it."""
+        notifications = []
+        for rule in self._by_kind.get(event.kind, ()):
+            if rule.matches(event):
+                notifications.append(Notification(notification_id(event, rule), event, rule))
+                if rule.stop:
+                    break
+        return notifications
 
 
-def notification_id(event: StorageEvent, recipients: tuple[Address, ...]) -> str:
-    """Stable across redeliveries of the same event: same event id and recipients, same id."""
-    key = "\n".join([event.event_id, *sorted(a.email.lower() for a in recipients)])
+def notification_id(event: StorageEvent, rule: Rule) -> str:
+    """Stable across redeliveries: the same event, rule and recipients give the same id."""
+    recipients: Iterable[str] = sorted(a.key for a in rule.recipients.everyone)
+    key = "\n".join([event.event_id, rule.name, *recipients])
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _notification(
-    event: StorageEvent, rule: str, sender: Address, recipients: tuple[Address, ...]
-) -> Notification:
-    return Notification(notification_id(event, recipients), event, rule, sender, recipients)

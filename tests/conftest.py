@@ -96,7 +96,7 @@ def function_server_factory() -> Iterator:
         full_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "SENDGRID_"))},
             "NOTIFY_FROM": "Storage Alerts <alerts@example.com>",
-            "NOTIFY_TO": "ops@example.com, data@example.com",
+            "NOTIFY_TO": "ops@example.com",
             "NOTIFY_OUTBOX_DIR": str(outbox),
             **env,
         }

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import Address, ConfigError, Settings, load_settings
+from notifier.addresses import Address
+from notifier.config import ConfigError, Settings, load_settings
+
+
+def sender_of(settings):
+    (rule,) = settings.rules.rules
+    return rule.recipients.sender
+
+
+def to_of(settings):
+    (rule,) = settings.rules.rules
+    return rule.recipients.to
+
 
 KEY = "SG.test-secret-key-must-never-be-printed.0123456789"
 MAIL = {"NOTIFY_FROM": "Alerts <alerts@example.com>", "NOTIFY_TO": "ops@example.com"}
@@ -30,8 +42,8 @@ def test_defaults_without_a_key_are_local_and_complete():
     settings = load_settings({})
 
     assert settings.backend == "outbox"
-    assert settings.sender == Address("storage-notifier@example.com", "Storage Notifier")
-    assert settings.recipients == (Address("you@example.com"),)
+    assert sender_of(settings) == Address("storage-notifier@example.com", "Storage Notifier")
+    assert to_of(settings) == (Address("you@example.com"),)
     assert settings.outbox_dir == Path("outbox")
     assert settings.templates_dir is None
     assert settings.sendgrid_api_host == "https://api.sendgrid.com"
@@ -46,8 +58,8 @@ def test_a_key_selects_sendgrid():
     settings = load_settings({"SENDGRID_API_KEY": KEY, **MAIL})
 
     assert (settings.backend, settings.sendgrid_api_key) == ("sendgrid", KEY)
-    assert settings.sender == Address("alerts@example.com", "Alerts")
-    assert settings.recipients == (Address("ops@example.com"),)
+    assert sender_of(settings) == Address("alerts@example.com", "Alerts")
+    assert to_of(settings) == (Address("ops@example.com"),)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +79,7 @@ def test_notify_backend_overrides_the_default_case_insensitively(env, backend):
 
 def test_local_backend_with_a_key_still_gets_local_addresses():
     settings = load_settings({"NOTIFY_BACKEND": "console", "SENDGRID_API_KEY": KEY})
-    assert settings.recipients == (Address("you@example.com"),)
+    assert to_of(settings) == (Address("you@example.com"),)
 
 
 @pytest.mark.parametrize(
@@ -110,12 +122,12 @@ def test_templates_dir_that_exists_is_kept(tmp_path):
     ],
 )
 def test_notify_to_is_a_comma_separated_address_list(raw, expected):
-    recipients = load_settings({"NOTIFY_TO": raw}).recipients
+    recipients = to_of(load_settings({"NOTIFY_TO": raw}))
     assert [(a.name, a.email) for a in recipients] == expected
 
 
 def test_address_with_quoted_comma_formats_back_quoted():
-    (jane, _) = load_settings({"NOTIFY_TO": '"Doe, Jane" <jane@example.com>, ops@example.com'}).recipients
+    (jane, _) = to_of(load_settings({"NOTIFY_TO": '"Doe, Jane" <jane@example.com>, ops@example.com'}))
     assert str(jane) == '"Doe, Jane" <jane@example.com>'
 
 
@@ -132,15 +144,9 @@ INVALID = [
     pytest.param({"NOTIFY_BACKEND": "smtp"}, ["NOTIFY_BACKEND"], id="backend-unknown"),
     pytest.param({"NOTIFY_BACKEND": "sendgrid", **MAIL}, ["SENDGRID_API_KEY"], id="sendgrid-no-key"),
     pytest.param({"SENDGRID_API_KEY": KEY}, ["NOTIFY_FROM", "NOTIFY_TO"], id="sendgrid-no-addresses"),
-    pytest.param(
-        {"SENDGRID_API_KEY": KEY, "NOTIFY_FROM": "a@example.com"}, ["NOTIFY_TO"], id="sendgrid-no-to"
-    ),
-    pytest.param(
-        {"SENDGRID_API_KEY": KEY, "NOTIFY_TO": "a@example.com"}, ["NOTIFY_FROM"], id="sendgrid-no-from"
-    ),
-    pytest.param(
-        {"NOTIFY_TEMPLATES_DIR": "/nonexistent/templates"}, ["NOTIFY_TEMPLATES_DIR"], id="tpl-missing"
-    ),
+    pytest.param({"SENDGRID_API_KEY": KEY, "NOTIFY_FROM": "a@example.com"}, ["NOTIFY_TO"], id="sendgrid-no-to"),
+    pytest.param({"SENDGRID_API_KEY": KEY, "NOTIFY_TO": "a@example.com"}, ["NOTIFY_FROM"], id="sendgrid-no-from"),
+    pytest.param({"NOTIFY_TEMPLATES_DIR": "/nonexistent/templates"}, ["NOTIFY_TEMPLATES_DIR"], id="tpl-missing"),
     pytest.param({"SENDGRID_API_HOST": "not a url"}, ["SENDGRID_API_HOST"], id="host-words"),
     pytest.param({"SENDGRID_API_HOST": "ftp://api.sendgrid.com"}, ["SENDGRID_API_HOST"], id="host-ftp"),
     pytest.param({"SENDGRID_API_HOST": "api.sendgrid.com"}, ["SENDGRID_API_HOST"], id="host-no-scheme"),
@@ -208,7 +214,7 @@ def test_without_an_argument_the_process_environment_is_read(monkeypatch):
 
     settings = load_settings()
 
-    assert (settings.recipients, settings.max_attempts) == ((Address("env@example.com"),), 2)
+    assert (to_of(settings), settings.max_attempts) == ((Address("env@example.com"),), 2)
 
 
 @pytest.mark.parametrize("raw", [KEY + "\n", KEY + "\r\n", f"  {KEY}\n\n"])
@@ -277,6 +283,4 @@ def test_an_unusable_outbox_dir_stops_start_up(directory, problem):
 
 
 def test_the_outbox_dir_is_not_checked_for_other_backends():
-    assert (
-        load_settings({"NOTIFY_OUTBOX_DIR": "/etc/passwd", "NOTIFY_BACKEND": "console"}).backend == "console"
-    )
+    assert load_settings({"NOTIFY_OUTBOX_DIR": "/etc/passwd", "NOTIFY_BACKEND": "console"}).backend == "console"

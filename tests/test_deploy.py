@@ -41,9 +41,7 @@ KEY = "SG.deploy-test-key-never-in-argv.abcdefghijklmnop"
 def run_script(script, *args, tmp_path, stdin="", parse_check=False, path_dirs=None, **env):
     log = tmp_path / "gcloud-calls.jsonl"
     log.unlink(missing_ok=True)
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("NOTIFIER_", "GOOGLE_CLOUD", "NOTIFY_"))
-    }
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFIER_", "GOOGLE_CLOUD", "NOTIFY_"))}
     system_path = [p for p in os.environ["PATH"].split(os.pathsep) if p]
     full_env.update(
         PATH=os.pathsep.join(path_dirs if path_dirs is not None else [str(FAKE_BIN), *system_path]),
@@ -338,10 +336,7 @@ def test_setup_creates_what_is_missing_and_sends_the_key_through_stdin(tmp_path)
         "roles/storage.objectAdmin",
     }
     publisher = next(a for a in argvs if "--role=roles/pubsub.publisher" in a)
-    assert (
-        "--member=serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com"
-        in publisher
-    )
+    assert "--member=serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com" in publisher
     assert [
         "secrets",
         "create",
@@ -381,9 +376,7 @@ def test_setup_without_a_key_on_stdin_stops(tmp_path):
 
 
 def test_setup_dry_run_reads_no_key_and_runs_nothing(tmp_path):
-    result, calls = run_script(
-        "setup.sh", "--project", "acme-prod", "--dry-run", tmp_path=tmp_path, stdin=KEY
-    )
+    result, calls = run_script("setup.sh", "--project", "acme-prod", "--dry-run", tmp_path=tmp_path, stdin=KEY)
     assert result.returncode == 0, result.stderr
     assert calls == []
     assert "gcloud secrets versions add sendgrid-api-key --project=acme-prod --data-file=-" in result.stdout

@@ -222,9 +222,7 @@ INVALID = [
     pytest.param(make_event([1], PUBSUB), "data", id="pubsub-envelope-list"),
     pytest.param(make_event({}, PUBSUB), "data.message", id="pubsub-no-message"),
     pytest.param(ps("OBJECT_COPY"), "data.message.attributes.eventType", id="pubsub-unknown-type"),
-    pytest.param(
-        make_event({"message": {}}, PUBSUB), "data.message.attributes.eventType", id="ps-no-attributes"
-    ),
+    pytest.param(make_event({"message": {}}, PUBSUB), "data.message.attributes.eventType", id="ps-no-attributes"),
     pytest.param(ps(payload="!!not base64!!"), "data.message.data", id="pubsub-not-base64"),
     pytest.param(ps(payload=b64json([1])), "data.message.data", id="pubsub-payload-list"),
     pytest.param(ps(payload=""), "data.message.data", id="pubsub-empty-payload"),
@@ -291,9 +289,7 @@ NOW = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=UTC)
 @pytest.mark.parametrize("kind", KINDS)
 def test_built_cloudevent_round_trips_through_decode(kind):
     name, meta = "in/ü report.csv", {"owner": "ana"}
-    data = object_resource(
-        kind, "acme-uploads", name, size=2048, content_type="text/csv", metadata=meta, now=NOW
-    )
+    data = object_resource(kind, "acme-uploads", name, size=2048, content_type="text/csv", metadata=meta, now=NOW)
     attributes = cloud_event_attributes(kind, data, "evt-9")
     assert attributes["type"] == CE_TYPES[kind]
 

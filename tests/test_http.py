@@ -49,9 +49,7 @@ def _only_new_email(server, before):
 def test_cloudevent_of_each_kind_and_mode_becomes_one_email(server, kind, mode):
     before = server.emails()
     server.new_log_lines()
-    event = storage_cloud_event(
-        kind, bucket="acme-uploads", name=f"in/{mode}/{kind}.csv", event_id=f"{mode}-{kind}"
-    )
+    event = storage_cloud_event(kind, bucket="acme-uploads", name=f"in/{mode}/{kind}.csv", event_id=f"{mode}-{kind}")
     assert event["type"] == CE_TYPES[kind]
     headers, body = (to_binary if mode == "binary" else to_structured)(event)
     if mode == "binary":
@@ -76,9 +74,7 @@ def test_cloudevent_of_each_kind_and_mode_becomes_one_email(server, kind, mode):
 def test_first_gen_background_event_of_each_type_is_converted_by_the_framework(server, kind):
     before = server.emails()
     server.new_log_lines()
-    headers, body = build_request(
-        kind, "legacy-bucket", f"gen1/{kind}.bin", mode="gen1", event_id=f"g1-{kind}"
-    )
+    headers, body = build_request(kind, "legacy-bucket", f"gen1/{kind}.bin", mode="gen1", event_id=f"g1-{kind}")
     assert json.loads(body)["context"]["eventType"] == GEN1_TYPES[kind]
 
     status, _ = server.post(body, headers)
@@ -116,18 +112,10 @@ def test_conformance_suite_storage_payloads(server, fixture, kind, name):
 
 
 MALFORMED = [
-    pytest.param(
-        b"this is not json", {"Content-Type": "application/json"}, "neither a CloudEvent", id="not-json"
-    ),
-    pytest.param(
-        b"[1, 2, 3]", {"Content-Type": "application/json"}, "is not the JSON object", id="json-array"
-    ),
-    pytest.param(
-        b'"just a string"', {"Content-Type": "application/json"}, "is not the JSON object", id="json-string"
-    ),
-    pytest.param(
-        b"[" * 5000 + b"]" * 5000, {"Content-Type": "application/json"}, "is not the JSON object", id="deep"
-    ),
+    pytest.param(b"this is not json", {"Content-Type": "application/json"}, "neither a CloudEvent", id="not-json"),
+    pytest.param(b"[1, 2, 3]", {"Content-Type": "application/json"}, "is not the JSON object", id="json-array"),
+    pytest.param(b'"just a string"', {"Content-Type": "application/json"}, "is not the JSON object", id="json-string"),
+    pytest.param(b"[" * 5000 + b"]" * 5000, {"Content-Type": "application/json"}, "is not the JSON object", id="deep"),
     pytest.param(b"\xff\xfe\xfa", {"Content-Type": "application/json"}, "", id="invalid-utf8"),
     pytest.param(b"", {"Content-Type": "application/json"}, "", id="empty"),
     pytest.param(
@@ -257,9 +245,7 @@ MALFORMED += [
 
 
 @pytest.mark.parametrize(("body", "headers", "reason"), MALFORMED)
-def test_malformed_request_is_acknowledged_with_one_error_line_and_server_keeps_serving(
-    server, body, headers, reason
-):
+def test_malformed_request_is_acknowledged_with_one_error_line_and_server_keeps_serving(server, body, headers, reason):
     before = server.emails()
     server.new_log_lines()
 
@@ -321,9 +307,7 @@ def test_sendgrid_backend_over_http_never_prints_the_key(function_server_factory
 
     # A transient failure answers 500 so the platform redelivers; a permanent one is acknowledged.
     httpserver.clear()
-    httpserver.expect_request("/v3/mail/send").respond_with_json(
-        {"errors": [{"message": "down"}]}, status=503
-    )
+    httpserver.expect_request("/v3/mail/send").respond_with_json({"errors": [{"message": "down"}]}, status=503)
     assert server.post(*reversed(to_binary(storage_cloud_event(event_id="sg-503"))))[0] == 500
     httpserver.clear()
     httpserver.expect_request("/v3/mail/send").respond_with_json(

@@ -5,16 +5,16 @@ from __future__ import annotations
 import io
 import time
 
-from notifier.config import Address
+from notifier.addresses import Address
 from notifier.mail import create_backend
-from notifier.mail.base import Message
+from notifier.mail.base import Envelope, Message
 from notifier.mail.console import ConsoleBackend
 from notifier.mail.outbox import OutboxBackend
 from tests.conftest import read_eml, settings_for
 
 MESSAGE = Message(
     sender=Address("alerts@example.com", "Storage Alerts"),
-    to=(Address("ops@example.com"), Address("jane@example.com", "Doe, Jane")),
+    envelopes=(Envelope(to=(Address("ops@example.com"), Address("jane@example.com", "Doe, Jane"))),),
     subject="Uploaded: données/q3 ✓.csv (acme)",
     text="Plain text with ünïcode and a long line " + "x" * 200 + "\n",
     html="<p>HTML with ünïcode</p>",

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from notifier.config import Address
+from notifier.addresses import Address
 from notifier.events import decode
 from notifier.mail.base import Backend, DeliveryError, Receipt
 from notifier.pipeline import Pipeline, RetryLater
-from notifier.rules import notification_id
+from notifier.rules import Recipients, Rule, notification_id
 from tests.conftest import settings_for, storage_cloud_event
 
 
@@ -100,9 +100,7 @@ def test_transient_failure_logs_retrying_and_raises_so_the_platform_redelivers(c
 
 
 def test_permanent_failure_is_logged_as_error_and_acknowledged(capsys):
-    error = DeliveryError(
-        "the SendGrid API key is invalid or revoked (HTTP 401)", transient=False, status=401
-    )
+    error = DeliveryError("the SendGrid API key is invalid or revoked (HTTP 401)", transient=False, status=401)
     pipeline, _ = _pipeline(error)
 
     (outcome,) = pipeline.handle(storage_cloud_event())
@@ -139,7 +137,7 @@ def test_message_carries_sender_recipients_id_and_category():
     pipeline.handle(storage_cloud_event("archive"))
 
     (message,) = backend.sent
-    assert [a.email for a in message.to] == ["a@example.com", "b@example.com"]
+    assert [[a.email for a in e.to] for e in message.envelopes] == [["a@example.com"], ["b@example.com"]]
     assert message.sender == Address("alerts@example.com", "Alerts")
     assert "archive" in message.categories
     assert len(message.notification_id) == 32
@@ -149,11 +147,17 @@ def test_notification_id_is_stable_for_redelivery_and_distinct_otherwise():
     event = decode(storage_cloud_event(event_id="same"))
     redelivered = decode(storage_cloud_event(event_id="same", size="999"))
     other = decode(storage_cloud_event(event_id="other"))
-    ops = (Address("ops@example.com"), Address("data@example.com"))
-    reordered = (Address("DATA@example.com", "Data"), Address("ops@example.com"))
+    sender = Address("alerts@example.com")
 
-    assert (
-        notification_id(event, ops) == notification_id(redelivered, ops) == notification_id(event, reordered)
-    )
+    def rule(name, *to):
+        return Rule(name, Recipients(sender, to=tuple(Address(*a) for a in to)))
+
+    ops = rule("r", ("ops@example.com",), ("data@example.com",))
+    reordered = rule("r", ("DATA@example.com", "Data"), ("ops@example.com",))
+
+    assert notification_id(event, ops) == notification_id(redelivered, ops) == notification_id(event, reordered)
     assert notification_id(event, ops) != notification_id(other, ops)
-    assert notification_id(event, ops) != notification_id(event, ops[:1])
+    assert notification_id(event, ops) != notification_id(event, rule("r", ("ops@example.com",)))
+    assert notification_id(event, ops) != notification_id(
+        event, rule("other-rule", *[(a.email,) for a in ops.recipients.to])
+    )

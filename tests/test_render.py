@@ -11,7 +11,6 @@ import pytest
 
 from notifier.events import KINDS, decode
 from notifier.render import Renderer, TemplateError, console_url, encode_object_name, format_size, one_line
-from notifier.rules import route
 from tests.conftest import settings_for, storage_cloud_event
 
 SETTINGS = settings_for()
@@ -24,7 +23,7 @@ def renderer():
 
 def _render(renderer, kind="finalize", name="reports/q3.csv", **overrides):
     event = decode(storage_cloud_event(kind, name=name, **overrides))
-    (notification,) = route(event, SETTINGS)
+    (notification,) = SETTINGS.rules.route(event)
     return event, renderer.render(notification)
 
 
@@ -120,9 +119,7 @@ def test_hostile_names_are_escaped_in_html_and_encoded_in_links(renderer, name):
     assert unquote(gs) == f"gs://{event.bucket}/{name}"
 
 
-@pytest.mark.parametrize(
-    "name", ["a\u2028b", "a\u0085b", "tab\there", "bell\x07", "rtl\u202eevil", "x" * 1024]
-)
+@pytest.mark.parametrize("name", ["a\u2028b", "a\u0085b", "tab\there", "bell\x07", "rtl\u202eevil", "x" * 1024])
 def test_subject_is_one_capped_line_without_controls(renderer, name):
     _, message = _render(renderer, name=name)
     assert not re.search(r"[\x00-\x1f\x7f\u0085\u2028\u2029\u202a-\u202e\u2066-\u2069]", message.subject)

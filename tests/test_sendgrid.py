@@ -11,14 +11,14 @@ import python_http_client
 import sendgrid
 from werkzeug import Response
 
-from notifier.config import Address
-from notifier.mail.base import DeliveryError, Message
+from notifier.addresses import Address
+from notifier.mail.base import DeliveryError, Envelope, Message
 from notifier.mail.sendgrid import SendGridBackend
 from tests.conftest import SECRET_KEY, settings_for
 
 MESSAGE = Message(
     sender=Address("alerts@example.com", "Storage Alerts"),
-    to=(Address("ops@example.com"), Address("data@example.com", "Data Team")),
+    envelopes=(Envelope(to=(Address("ops@example.com"), Address("data@example.com", "Data Team"))),),
     subject="Uploaded: reports/q3.csv (acme)",
     text="plain body\n",
     html="<p>html body</p>",
@@ -105,9 +105,7 @@ def test_400_is_permanent_not_retried_and_carries_sendgrids_error_body(httpserve
     ],
 )
 def test_other_permanent_statuses_are_not_retried_and_say_what_to_do(httpserver, backend_for, status, hint):
-    httpserver.expect_request("/v3/mail/send").respond_with_json(
-        {"errors": [{"message": "nope"}]}, status=status
-    )
+    httpserver.expect_request("/v3/mail/send").respond_with_json({"errors": [{"message": "nope"}]}, status=status)
     backend = backend_for()
 
     with pytest.raises(DeliveryError, match=hint) as caught:
@@ -135,9 +133,7 @@ def test_server_errors_are_retried_with_jittered_backoff_up_to_max_attempts(http
 def test_transient_error_then_success_returns_the_receipt_of_the_success(httpserver, backend_for):
     httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=503)
     httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=500)
-    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data(
-        "", status=202, headers={"X-Message-Id": "m3"}
-    )
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=202, headers={"X-Message-Id": "m3"})
     backend = backend_for()
 
     receipt = backend.send(MESSAGE, deadline=_deadline())
@@ -164,9 +160,7 @@ def test_429_waits_until_x_ratelimit_reset(httpserver, backend_for):
 
 
 def test_429_honours_retry_after_seconds(httpserver, backend_for):
-    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data(
-        "", status=429, headers={"Retry-After": "3"}
-    )
+    httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=429, headers={"Retry-After": "3"})
     httpserver.expect_ordered_request("/v3/mail/send").respond_with_data("", status=202)
     backend = backend_for()
 
@@ -177,9 +171,7 @@ def test_429_honours_retry_after_seconds(httpserver, backend_for):
 
 
 def test_rate_limit_wait_past_the_deadline_gives_up_at_once_so_the_platform_retries(httpserver, backend_for):
-    httpserver.expect_request("/v3/mail/send").respond_with_data(
-        "", status=429, headers={"Retry-After": "30"}
-    )
+    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=429, headers={"Retry-After": "30"})
     backend = backend_for()
 
     with pytest.raises(DeliveryError) as caught:

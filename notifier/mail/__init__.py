@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from notifier.config import Settings
+from typing import TYPE_CHECKING
+
 from notifier.mail.base import Backend, DeliveryError, Message, Receipt
+
+if TYPE_CHECKING:
+    from notifier.config import Settings
 
 __all__ = ["Backend", "DeliveryError", "Message", "Receipt", "create_backend"]
 

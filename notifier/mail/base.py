@@ -9,7 +9,20 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from types import MappingProxyType
 
-from notifier.config import Address
+from notifier.addresses import Address
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One copy of a message: its recipients see each other (except Bcc), not other envelopes."""
+
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    bcc: tuple[Address, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.to) + len(self.cc) + len(self.bcc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,13 +30,18 @@ class Message:
     """A rendered email, independent of any provider. Header values are already single-line."""
 
     sender: Address
-    to: tuple[Address, ...]
+    envelopes: tuple[Envelope, ...]
     subject: str
     text: str
     html: str
     notification_id: str
     categories: tuple[str, ...]
+    reply_to: Address | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def recipient_count(self) -> int:
+        return sum(e.count for e in self.envelopes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +81,17 @@ class Backend(ABC):
         :class:`DeliveryError`."""
 
 
-def as_mime(message: Message) -> EmailMessage:
-    """``message`` as an RFC 5322 email (multipart/alternative: text first, then HTML)."""
+def as_mime(message: Message, envelope: Envelope) -> EmailMessage:
+    """One envelope's copy of ``message`` as an RFC 5322 email (multipart/alternative: text first,
+    then HTML). Bcc recipients are not written into the headers, as a mail server would not."""
     mime = EmailMessage()
     mime["From"] = str(message.sender)
-    mime["To"] = ", ".join(str(a) for a in message.to)
+    if envelope.to:
+        mime["To"] = ", ".join(str(a) for a in envelope.to)
+    if envelope.cc:
+        mime["Cc"] = ", ".join(str(a) for a in envelope.cc)
+    if message.reply_to is not None:
+        mime["Reply-To"] = str(message.reply_to)
     mime["Subject"] = message.subject
     mime["Date"] = formatdate(localtime=False, usegmt=True)
     mime["Message-ID"] = f"<{message.notification_id}@storage-notifier>"

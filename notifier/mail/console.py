@@ -16,6 +16,7 @@ class ConsoleBackend(Backend):
 
     def send(self, message: Message, *, deadline: float = 0.0) -> Receipt:
         stream = self._stream or sys.stderr
-        stream.write(f"{as_mime(message).as_string()}\n{'-' * 72}\n")
+        for envelope in message.envelopes:
+            stream.write(f"{as_mime(message, envelope).as_string()}\n{'-' * 72}\n")
         stream.flush()
         return Receipt(self.name, message.notification_id)

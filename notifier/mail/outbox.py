@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from email.policy import SMTP
 from pathlib import Path
 
-from notifier.mail.base import Backend, Message, Receipt, as_mime
+from notifier.mail.base import Backend, Envelope, Message, Receipt, as_mime
 
 
 class OutboxBackend(Backend):
@@ -18,16 +18,21 @@ class OutboxBackend(Backend):
         self.directory = directory
 
     def send(self, message: Message, *, deadline: float = 0.0) -> Receipt:
-        path = write_eml(message, self.directory)
-        return Receipt(self.name, str(path))
+        envelopes = message.envelopes
+        paths = [
+            write_eml(message, envelope, self.directory, f"-{i}" if len(envelopes) > 1 else "")
+            for i, envelope in enumerate(envelopes, 1)
+        ]
+        return Receipt(self.name, ",".join(str(p) for p in paths))
 
 
-def write_eml(message: Message, directory: Path) -> Path:
-    """Write ``message`` to ``directory`` atomically; the name sorts by time and is unique."""
+def write_eml(message: Message, envelope: Envelope, directory: Path, suffix: str = "") -> Path:
+    """Write one envelope's copy to ``directory`` atomically; the name sorts by time, is unique,
+    and carries the notification id."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    path = directory / f"{stamp}-{message.notification_id}.eml"
-    data = as_mime(message).as_bytes(policy=SMTP)
+    path = directory / f"{stamp}-{message.notification_id}{suffix}.eml"
+    data = as_mime(message, envelope).as_bytes(policy=SMTP)
     # Write then rename, so a reader never sees half a file.
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
     try:

@@ -11,7 +11,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from email.utils import parsedate_to_datetime
@@ -19,7 +19,18 @@ from typing import Any
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail, To
+from sendgrid.helpers.mail import (
+    Bcc,
+    Category,
+    Cc,
+    CustomArg,
+    Email,
+    Header,
+    Mail,
+    Personalization,
+    ReplyTo,
+    To,
+)
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -30,8 +41,9 @@ from tenacity import (
 )
 
 from notifier.config import Settings
-from notifier.mail.base import Backend, DeliveryError, Message, Receipt
+from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
 
+MAX_RECIPIENTS = 1000  # per request, across personalizations (to + cc + bcc)
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # What a permanent status means for the person reading the log.
 _PERMANENT_HINTS = {
@@ -56,7 +68,14 @@ class SendGridBackend(Backend):
         self.sleep = sleep  # tests swap this for a recorder
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
-        payload = build_payload(message)
+        message_ids, attempts = [], 0
+        for batch in _batches(message.envelopes):
+            response, tries = self._send_payload(build_payload(message, batch), deadline, attempts)
+            attempts += tries
+            message_ids.append(response.headers.get("X-Message-Id", "") if response.headers else "")
+        return Receipt(self.name, ",".join(message_ids), attempts)
+
+    def _send_payload(self, payload: dict[str, Any], deadline: float, earlier: int) -> tuple[Any, int]:
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             wait=_wait_for_rate_limit_or_backoff,
@@ -69,15 +88,14 @@ class SendGridBackend(Backend):
         try:
             response = retrying(self._post, payload, deadline)
         except HTTPError as error:
-            raise _delivery_error(error, retrying.statistics["attempt_number"]) from None
+            raise _delivery_error(error, earlier + retrying.statistics["attempt_number"]) from None
         except (OSError, http.client.HTTPException) as error:
             raise DeliveryError(
                 f"SendGrid unreachable: {_describe_network_error(error)}",
                 transient=True,
-                attempts=retrying.statistics["attempt_number"],
+                attempts=earlier + retrying.statistics["attempt_number"],
             ) from None
-        message_id = response.headers.get("X-Message-Id", "") if response.headers else ""
-        return Receipt(self.name, message_id, retrying.statistics["attempt_number"])
+        return response, retrying.statistics["attempt_number"]
 
     def _post(self, payload: dict[str, Any], deadline: float) -> Any:
         remaining = deadline - time.monotonic()
@@ -87,15 +105,25 @@ class SendGridBackend(Backend):
         )
 
 
-def build_payload(message: Message) -> dict[str, Any]:
-    """The v3 Mail Send body for ``message``."""
+def build_payload(message: Message, envelopes: Iterable[Envelope]) -> dict[str, Any]:
+    """The v3 Mail Send body for ``message``: one personalization per envelope."""
     mail = Mail(
         from_email=Email(message.sender.email, message.sender.name or None),
-        to_emails=[To(a.email, a.name or None) for a in message.to],
         subject=message.subject,
         plain_text_content=message.text,
         html_content=message.html,
     )
+    for envelope in envelopes:
+        personalization = Personalization()
+        for address in envelope.to:
+            personalization.add_to(To(address.email, address.name or None))
+        for address in envelope.cc:
+            personalization.add_cc(Cc(address.email, address.name or None))
+        for address in envelope.bcc:
+            personalization.add_bcc(Bcc(address.email, address.name or None))
+        mail.add_personalization(personalization)
+    if message.reply_to is not None:
+        mail.reply_to = ReplyTo(message.reply_to.email, message.reply_to.name or None)
     mail.header = Header("X-Notification-Id", message.notification_id)
     for key, value in message.headers.items():
         mail.header = Header(key, value)
@@ -103,6 +131,37 @@ def build_payload(message: Message) -> dict[str, Any]:
     for category in message.categories:
         mail.category = Category(category)
     return mail.get()
+
+
+def _batches(envelopes: Iterable[Envelope]) -> list[list[Envelope]]:
+    """Group envelopes into requests of at most MAX_RECIPIENTS recipients (SendGrid's limit),
+    splitting an envelope that alone is larger."""
+    batches: list[list[Envelope]] = [[]]
+    count = 0
+    for envelope in _split_large(envelopes):
+        if count + envelope.count > MAX_RECIPIENTS:
+            batches.append([])
+            count = 0
+        batches[-1].append(envelope)
+        count += envelope.count
+    return [batch for batch in batches if batch]
+
+
+def _split_large(envelopes: Iterable[Envelope]) -> Iterator[Envelope]:
+    for envelope in envelopes:
+        if envelope.count <= MAX_RECIPIENTS:
+            yield envelope
+            continue
+        # Each part keeps some of the To addresses (SendGrid needs one) and its share of Cc/Bcc.
+        everyone = [("to", a) for a in envelope.to] + [("cc", a) for a in envelope.cc]
+        everyone += [("bcc", a) for a in envelope.bcc]
+        for start in range(0, len(everyone), MAX_RECIPIENTS):
+            part = everyone[start : start + MAX_RECIPIENTS]
+            yield Envelope(
+                to=tuple(a for kind, a in part if kind == "to") or envelope.to[:1],
+                cc=tuple(a for kind, a in part if kind == "cc"),
+                bcc=tuple(a for kind, a in part if kind == "bcc"),
+            )
 
 
 def _finish_before(seconds: float, request: Callable[[], Any]) -> Any:
