@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8080
 
-.PHONY: demo test lint format run preview clean help
+.PHONY: demo test bench format run clean help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -23,6 +23,9 @@ test: $(VENV)/.installed  ## lint, format check, then the whole test suite
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed  ## benchmarks (speed targets live here, not in tests)
+	$(PY) -m bench.routing --json bench/results-routing.json
 
 run: $(VENV)/.installed  ## serve the function on :8080 (outbox backend unless SENDGRID_API_KEY is set)
 	$(VENV)/bin/functions-framework --target handle_storage_event --source main.py --port $(PORT)

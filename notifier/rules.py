@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from notifier.addresses import Address, unique
 from notifier.events import KINDS, StorageEvent
@@ -157,6 +158,8 @@ class Rule:
     stop: bool = False
 
     def matches(self, event: StorageEvent) -> bool:
+        if event.kind not in self.events:
+            return False
         if self.buckets is not None and event.bucket not in self.buckets:
             return False
         if self.include is not None and not self.include.matches(event.name):
@@ -194,11 +197,10 @@ class RuleSet:
     rules: tuple[Rule, ...]
     ignore: Globs | None = None  # extra ignore patterns from the rules file
     state_bucket: str | None = None  # the function's own bucket: never notify about it
-    _by_kind: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+    _index: dict[str, _KindIndex] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_kind = {kind: tuple(r for r in self.rules if kind in r.events) for kind in KINDS}
-        object.__setattr__(self, "_by_kind", by_kind)
+        object.__setattr__(self, "_index", {kind: _KindIndex.build(self.rules, kind) for kind in KINDS})
 
     def ignore_reason(self, event: StorageEvent) -> str | None:
         """Why no rule is even asked about ``event``, or None."""
@@ -213,12 +215,81 @@ class RuleSet:
     def route(self, event: StorageEvent) -> list[Notification]:
         """One notification per matching rule, in file order; a matching ``stop`` rule ends it."""
         notifications = []
-        for rule in self._by_kind.get(event.kind, ()):
+        for rule in self._index[event.kind].candidates(event):
             if rule.matches(event):
                 notifications.append(Notification(notification_id(event, rule), event, rule))
                 if rule.stop:
                     break
         return notifications
+
+
+@dataclass(frozen=True, slots=True)
+class _KindIndex:
+    """The rules for one event kind, filed so that most rules that cannot match are never asked.
+
+    Each rule is filed under the most selective thing every match must have: the top-level folder
+    its include patterns start with (``team42/**/*.csv``), else the extension they end with
+    (``**/*.part``), else its content types, else its first metadata pair. The rest are always
+    asked. :meth:`candidates` returns the rules to ask, in file order; ``Rule.matches`` decides.
+    """
+
+    rules: tuple[Rule, ...]
+    always: frozenset[int]
+    folders: dict[str, frozenset[int]]
+    extensions: dict[str, frozenset[int]]
+    media_types: dict[str, frozenset[int]]
+    metadata: dict[tuple[str, str], frozenset[int]]
+
+    @classmethod
+    def build(cls, rules: Iterable[Rule], kind: str) -> _KindIndex:
+        kept = tuple(r for r in rules if kind in r.events)
+        files: dict[str, dict[Any, set[int]]] = {"folders": {}, "extensions": {}, "media_types": {}, "metadata": {}}
+        always = set()
+        for position, rule in enumerate(kept):
+            index, keys = _filing(rule)
+            if index is None:
+                always.add(position)
+            for key in keys:
+                files[index].setdefault(key, set()).add(position)
+        frozen = {name: {k: frozenset(v) for k, v in table.items()} for name, table in files.items()}
+        return cls(kept, frozenset(always), **frozen)
+
+    def candidates(self, event: StorageEvent) -> list[Rule]:
+        name = event.name
+        found = set(self.always)
+        if "/" in name:
+            found.update(self.folders.get(name.split("/", 1)[0], ()))
+        dot = name.rfind(".")
+        if dot >= 0 and "/" not in name[dot:]:
+            found.update(self.extensions.get(name[dot:], ()))
+        if self.media_types and (media := media_type(event.content_type)):
+            for key in (media, media.split("/", 1)[0] + "/*", "*/*"):
+                found.update(self.media_types.get(key, ()))
+        if self.metadata:
+            for pair in event.metadata.items():
+                found.update(self.metadata.get(pair, ()))
+        return [self.rules[position] for position in sorted(found)]
+
+
+def _filing(rule: Rule) -> tuple[str | None, tuple[Any, ...]]:
+    """Which index a rule goes in, and under which keys (see :class:`_KindIndex`)."""
+    patterns = rule.include.patterns if rule.include else ()
+    prefixes = [literal_prefix(p) for p in patterns]
+    if patterns and all("/" in prefix for prefix in prefixes):
+        return "folders", tuple({prefix.split("/", 1)[0] for prefix in prefixes})
+    suffixes = [_literal_suffix(p) for p in patterns]
+    if patterns and all("." in suffix for suffix in suffixes):
+        return "extensions", tuple({suffix[suffix.rfind(".") :] for suffix in suffixes})
+    if rule.content_types:
+        return "media_types", rule.content_types
+    if rule.metadata:
+        return "metadata", (next(iter(rule.metadata.items())),)
+    return None, ()
+
+
+def _literal_suffix(pattern: str) -> str:
+    """The characters every match must end with (after the last wildcard, class or escape)."""
+    return pattern[max(pattern.rfind(c) for c in "*?]\\") + 1 :]
 
 
 def notification_id(event: StorageEvent, rule: Rule) -> str:

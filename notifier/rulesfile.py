@@ -27,6 +27,7 @@ RULE_KEYS = (
     "metadata", "subject", "template", "stop", *DEFAULT_KEYS,
 )  # fmt: skip
 TOP_KEYS = ("defaults", "rules", "ignore")
+_LISTS = ("to", "cc", "bcc")
 
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
 _SIZE_UNITS = {
@@ -115,8 +116,7 @@ class _Parser:
             where = f"rules[{index}] ({name}): "
         before = len(self.problems)
         self._unknown_keys(raw, RULE_KEYS, where)
-        merged = {**defaults, **raw}
-        recipients = self._recipients(merged, where, env)
+        recipients = self._recipients(raw, defaults, where, env)
         events = self._choices(raw.get("events", list(KINDS)), KINDS, "events", "event", where)
         buckets = self._strings(raw["buckets"], "buckets", where) if "buckets" in raw else None
         include = self._globs(raw["include"], "include", where) if "include" in raw else None
@@ -139,13 +139,19 @@ class _Parser:
             metadata=MappingProxyType(metadata), subject=subject, template=template, stop=stop,
         )  # fmt: skip
 
-    def _recipients(self, merged: dict[str, Any], where: str, env: EnvDefaults) -> Recipients | None:
-        """Sender and recipients after [defaults] and the environment; None (and a problem) if unusable."""
+    def _recipients(
+        self, raw: dict[str, Any], defaults: dict[str, Any], where: str, env: EnvDefaults
+    ) -> Recipients | None:
+        """Sender and recipients from the rule, else [defaults], else the environment; None (and a
+        problem) if unusable. A rule setting any of to/cc/bcc replaces all three defaults."""
         before = len(self.problems)
+        merged = {**defaults, **raw}
         sender = self._addresses(merged["from"], "from", where) if "from" in merged else [env.sender]
-        lists = {key: tuple(self._addresses(merged.get(key, []), key, where)) for key in ("to", "cc", "bcc")}
-        if not any(key in merged for key in ("to", "cc", "bcc")):
-            lists["to"] = env.to
+        lists_from = next((t for t in (raw, defaults) if any(k in t for k in _LISTS)), None)
+        if lists_from is None:
+            lists = {"to": env.to, "cc": (), "bcc": ()}
+        else:
+            lists = {key: tuple(self._addresses(lists_from.get(key, []), key, where)) for key in _LISTS}
         reply_to = self._addresses(merged.get("reply_to", []), "reply_to", where)
         separate = self._bool(merged.get("separate_envelopes", True), "separate_envelopes", where)
         if len(self.problems) > before:  # a bad address or value: already said

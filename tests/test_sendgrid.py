@@ -305,3 +305,54 @@ def test_default_timeout_is_ten_seconds_and_is_passed_on_every_request(httpserve
     backend.send(MESSAGE, deadline=_deadline())
 
     assert seen == [10.0]
+
+
+def _message_with(envelopes, **fields):
+    return Message(**{**{f: getattr(MESSAGE, f) for f in Message.__slots__}, "envelopes": tuple(envelopes), **fields})
+
+
+def test_each_envelope_is_a_personalization_and_reply_to_is_set(httpserver, backend_for):
+    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202, headers={"X-Message-Id": "m"})
+    a, b, c = Address("a@example.com"), Address("b@example.com", "Bee"), Address("c@example.com")
+    message = _message_with(
+        [Envelope(to=(a,)), Envelope(to=(b,), cc=(c,), bcc=(Address("d@example.com"),))],
+        reply_to=Address("help@example.com", "Help"),
+    )
+
+    backend_for().send(message, deadline=_deadline())
+
+    ((request, _),) = httpserver.log
+    body = request.get_json()
+    assert body["personalizations"] == [
+        {"to": [{"email": "a@example.com"}]},
+        {"to": [{"email": "b@example.com", "name": "Bee"}], "cc": [{"email": "c@example.com"}],
+         "bcc": [{"email": "d@example.com"}]},
+    ]  # fmt: skip
+    assert body["reply_to"] == {"email": "help@example.com", "name": "Help"}
+
+
+@pytest.mark.parametrize(
+    ("envelopes", "requests"),
+    [
+        ([Envelope(to=(Address(f"u{i}@example.com"),)) for i in range(1000)], [1000]),
+        ([Envelope(to=(Address(f"u{i}@example.com"),)) for i in range(2500)], [1000, 1000, 500]),
+        ([Envelope(to=tuple(Address(f"u{i}@example.com") for i in range(1500)))], [1000, 500]),
+        (
+            [Envelope(to=(Address("boss@example.com"),), bcc=tuple(Address(f"u{i}@example.com") for i in range(1200)))],
+            [1000, 202],
+        ),
+    ],
+)
+def test_more_than_1000_recipients_are_split_across_requests(httpserver, backend_for, envelopes, requests):
+    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202, headers={"X-Message-Id": "id"})
+
+    receipt = backend_for().send(_message_with(envelopes), deadline=_deadline())
+
+    counts = []
+    for request, _ in httpserver.log:
+        body = request.get_json()
+        counts.append(sum(len(p.get(f, [])) for p in body["personalizations"] for f in ("to", "cc", "bcc")))
+        assert all(p.get("to") for p in body["personalizations"]), "SendGrid needs a To in every envelope"
+    assert counts == requests
+    assert receipt.attempts == len(requests)
+    assert receipt.message_id == ",".join(["id"] * len(requests))

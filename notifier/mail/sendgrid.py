@@ -113,7 +113,7 @@ def build_payload(message: Message, envelopes: Iterable[Envelope]) -> dict[str, 
         plain_text_content=message.text,
         html_content=message.html,
     )
-    for envelope in envelopes:
+    for position, envelope in enumerate(envelopes):
         personalization = Personalization()
         for address in envelope.to:
             personalization.add_to(To(address.email, address.name or None))
@@ -121,7 +121,7 @@ def build_payload(message: Message, envelopes: Iterable[Envelope]) -> dict[str, 
             personalization.add_cc(Cc(address.email, address.name or None))
         for address in envelope.bcc:
             personalization.add_bcc(Bcc(address.email, address.name or None))
-        mail.add_personalization(personalization)
+        mail.add_personalization(personalization, index=position)  # the helper prepends by default
     if message.reply_to is not None:
         mail.reply_to = ReplyTo(message.reply_to.email, message.reply_to.name or None)
     mail.header = Header("X-Notification-Id", message.notification_id)

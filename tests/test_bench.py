@@ -1,0 +1,20 @@
+"""A tiny run of the benchmarks, so their code cannot rot. No figure is asserted here."""
+
+from __future__ import annotations
+
+import json
+
+from bench import routing
+
+
+def test_routing_benchmark_runs_and_reports_every_size(tmp_path, capsys):
+    out = tmp_path / "routing.json"
+    assert routing.main(["--repeats", "1", "--loops", "2", "--json", str(out)]) == 0
+    assert [r["rules"] for r in json.loads(out.read_text())["routing"]] == [10, 100, 1000]
+    assert "1,000 rules:" in capsys.readouterr().out
+
+
+def test_benchmark_rules_route_as_intended():
+    rules = routing.build_rules(100)
+    matched = [len(rules.route(e)) for e in routing.sample_events(100) if rules.ignore_reason(e) is None]
+    assert matched == [1, 0, 1], "one hit by folder, one miss, one hit by extension; the .part is ignored"
