@@ -38,9 +38,12 @@ def parse_addresses(raw: str, where: str) -> list[Address]:
     if "\r" in raw or "\n" in raw:
         raise ValueError(f"{where}: must not contain line breaks")
     # The email package's RFC 5322 parser: it records defects instead of guessing silently.
-    header = default_policy.header_factory("to", raw)
+    what = "email address list" if "," in raw else "email address"
+    try:
+        header = default_policy.header_factory("to", raw)
+    except Exception:  # noqa: BLE001 - the stdlib parser trips on some malformed input ("ops@")
+        raise ValueError(f"{where}: {raw!r} is not a valid {what}") from None
     if any(not isinstance(d, errors.ObsoleteHeaderDefect) for d in header.defects):
-        what = "email address list" if "," in raw else "email address"
         raise ValueError(f"{where}: {raw!r} is not a valid {what}")
     parsed = []
     for mailbox in header.addresses:

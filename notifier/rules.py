@@ -64,6 +64,10 @@ def glob_to_regex(pattern: str) -> str:
             body = pattern[i + 1 : end]
             negate = body.startswith("!")
             body = (body[1:] if negate else body).replace("\\", "\\\\").replace("[", "\\[").replace("^", "\\^")
+            try:
+                re.compile(f"[{body}]")
+            except re.error as error:  # e.g. a reversed range such as [z-a]
+                raise GlobError(f"{error.msg} in {pattern!r}") from None
             out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
             i = end + 1
         elif char == "\\":
@@ -93,11 +97,7 @@ class Globs:
     _prefixes: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = "|".join(f"(?:{glob_to_regex(p)})" for p in self.patterns)
-        try:
-            compiled = re.compile(regex, re.DOTALL)
-        except re.error as error:  # e.g. a reversed range such as [z-a]
-            raise GlobError(f"invalid character set in {self.patterns!r}: {error.msg}") from None
+        compiled = re.compile("|".join(f"(?:{glob_to_regex(p)})" for p in self.patterns), re.DOTALL)
         prefixes = tuple(literal_prefix(p) for p in self.patterns)
         object.__setattr__(self, "_regex", compiled)
         object.__setattr__(self, "_prefixes", prefixes if all(prefixes) else None)
