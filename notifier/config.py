@@ -46,7 +46,19 @@ class Settings:
     # Time budget for delivering one event, retries included; must stay under the function timeout.
     deadline_seconds: float
     max_attempts: int
+    # Delivery state (see notifier/ledger): the bucket, else an SQLite file, else memory.
+    state_bucket: str | None = None
+    storage_emulator_host: str | None = None
+    ledger_file: Path | None = None
+    dead_letter_dir: Path = Path("deadletter")
+    max_event_age: float = 24 * 3600.0  # seconds; older events are dropped as "expired"
+    max_backoff: float = 8.0  # seconds between in-process retries, at most
     sendgrid_api_key: str = field(default="", repr=False)
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim protects a notification: longer than any delivery attempt can take."""
+        return self.deadline_seconds + 60.0
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +103,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     deadline = _number(env, "NOTIFY_DEADLINE_SECONDS", 45.0, problems)
     attempts = _number(env, "NOTIFY_MAX_ATTEMPTS", 5, problems, integer=True)
 
+    max_event_age = _duration(env, "NOTIFY_MAX_EVENT_AGE", 24 * 3600.0, problems)
+    max_backoff = _number(env, "NOTIFY_MAX_BACKOFF_SECONDS", 8.0, problems)
     outbox_dir = Path(env.get("NOTIFY_OUTBOX_DIR", "").strip() or "outbox")
     if backend == "outbox":
         problems.extend(_writable_directory_problems(outbox_dir, "NOTIFY_OUTBOX_DIR"))
@@ -120,8 +134,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if api_key:  # a key pasted into the wrong variable must not be echoed back
             problems = [p.replace(api_key, "[redacted]") for p in problems]
         raise ConfigError(problems)
+    # Local runs keep the ledger in an SQLite file beside the outbox, so duplicates are caught
+    # across restarts too; deployed without a state bucket it is per-instance memory.
+    ledger_file = Path(raw) if (raw := env.get("NOTIFY_LEDGER_FILE", "").strip()) else None
+    if ledger_file is None and backend == "outbox" and state_bucket is None:
+        ledger_file = outbox_dir / "ledger.sqlite3"
+    dead_letter_default = outbox_dir / "deadletter" if backend == "outbox" else Path("deadletter")
+    dead_letter_dir = Path(env.get("NOTIFY_DEAD_LETTER_DIR", "").strip() or dead_letter_default)
+
     assert rules is not None
     return Settings(
+        state_bucket=state_bucket,
+        storage_emulator_host=env.get("STORAGE_EMULATOR_HOST") or None,
+        ledger_file=ledger_file,
+        dead_letter_dir=dead_letter_dir,
+        max_event_age=max_event_age,
+        max_backoff=max_backoff,
         rules=rules,
         rules_file=rules_file,
         backend=backend,
@@ -157,6 +185,22 @@ def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
         return path
     beside_main = ROOT / "notify.toml"
     return beside_main if beside_main.is_file() else None
+
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*")
+_DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(env: Mapping[str, str], var: str, default: float, problems: list[str]) -> float:
+    """Seconds from "90", "30m", "12h" or "7d"."""
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    match = _DURATION.fullmatch(raw.lower())
+    if match is None or float(match.group(1)) <= 0:
+        problems.append(f"{var}: expected a duration such as 90 (seconds), 30m, 12h or 7d, got {raw!r}")
+        return default
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def _writable_directory_problems(path: Path, var: str) -> list[str]:

@@ -13,7 +13,7 @@ import base64
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
@@ -63,6 +63,7 @@ _OPTIONAL_FIELDS: dict[str, tuple[str, str]] = {
     "crc32c": ("crc32c", "str"),
 }
 
+_TIME_FIELDS = frozenset({"event_time", "time_created", "updated", "time_deleted"})
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
@@ -96,6 +97,27 @@ class StorageEvent:
     def gs_uri(self) -> str:
         """The object as gsutil and gcloud storage name it (raw, not URL-encoded)."""
         return f"gs://{self.bucket}/{self.name}"
+
+    @property
+    def change_key(self) -> tuple[str, ...]:
+        """What identifies the change itself, however and however often it was delivered: a 1st-gen
+        and a 2nd-gen delivery of one upload have different event ids but the same key."""
+        if self.generation is None:  # not a real GCS object resource: fall back to the event id
+            return (self.kind, self.bucket, self.name, "event", self.event_id)
+        return (self.kind, self.bucket, self.name, str(self.generation), str(self.metageneration))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values (times as ISO 8601), for dead letters; :func:`from_dict` reverses it."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["metadata"] = dict(self.metadata)
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+def from_dict(values: dict[str, Any]) -> StorageEvent:
+    known = {f.name for f in fields(StorageEvent)}
+    parsed = {k: datetime.fromisoformat(v) if k in _TIME_FIELDS and v else v for k, v in values.items() if k in known}
+    parsed["metadata"] = MappingProxyType(dict(values.get("metadata") or {}))
+    return StorageEvent(**parsed)
 
 
 def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:

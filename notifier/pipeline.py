@@ -1,8 +1,12 @@
-"""The one-way pipeline: CloudEvent → StorageEvent → notifications → messages → backend → log.
+"""The one-way pipeline: CloudEvent → StorageEvent → filters → rules → ledger → message → backend → log.
 
-:class:`Pipeline` is built once per instance from validated settings. :meth:`Pipeline.handle`
-logs exactly one outcome line per notification (or one ``invalid`` line per unusable event) and
-raises :class:`RetryLater` only when a retry by the platform can help.
+:class:`Pipeline` is built once per instance from validated settings. :meth:`Pipeline.handle` logs
+exactly one outcome line per notification (one per event when it is invalid, expired or ignored)
+and raises :class:`RetryLater` only when a redelivery by the platform can help.
+
+Outcomes: ``sent``, ``duplicate`` (the ledger says it was sent or dead-lettered already),
+``ignored``, ``expired``, ``invalid``, ``dead-lettered`` (permanent failure, kept for replay) and
+``retrying`` (transient failure: the function answers 500 and the platform redelivers).
 """
 
 from __future__ import annotations
@@ -11,16 +15,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from notifier import log
 from notifier.config import Settings, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
-from notifier.mail import Backend, DeliveryError, create_backend
+from notifier.ledger import Claim, ClaimStatus, DeadLetters, Ledger, LedgerError, create_state
+from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.render import Renderer
 from notifier.rules import Notification
 
-SENT, INVALID, IGNORED, FAILED, RETRYING = "sent", "invalid", "ignored", "failed", "retrying"
+SENT, DUPLICATE, IGNORED, EXPIRED = "sent", "duplicate", "ignored", "expired"
+INVALID, DEAD_LETTERED, RETRYING = "invalid", "dead-lettered", "retrying"
 
 
 class RetryLater(Exception):
@@ -41,12 +48,20 @@ class Pipeline:
         *,
         backend: Backend | None = None,
         renderer: Renderer | None = None,
+        ledger: Ledger | None = None,
+        dead_letters: DeadLetters | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.backend = backend or create_backend(settings)
         self.renderer = renderer or Renderer(settings.templates_dir, settings.rules.rules)
+        if ledger is None or dead_letters is None:
+            default_ledger, default_dead_letters = create_state(settings)
+            ledger, dead_letters = ledger or default_ledger, dead_letters or default_dead_letters
+        self.ledger, self.dead_letters = ledger, dead_letters
         self._clock = clock
+        self._wall_clock = wall_clock
         self._log = log.get_logger()
 
     @classmethod
@@ -72,28 +87,22 @@ class Pipeline:
         except Exception as error:  # noqa: BLE001 - a decoding bug: log it, never redeliver forever
             self.reject(f"could not be decoded ({type(error).__name__}: {error})", exc_info=True)
             return [Outcome(INVALID)]
+        age = self._age(event)
+        if age is not None and age > self.settings.max_event_age:
+            limit = f"NOTIFY_MAX_EVENT_AGE={self.settings.max_event_age:.0f}s"
+            self._event_line(event, EXPIRED, f"event is {age:.0f}s old, older than {limit}", started)
+            return [Outcome(EXPIRED)]
         rules = self.settings.rules
         reason = rules.ignore_reason(event)
         notifications = [] if reason else rules.route(event)
         if not notifications:
-            self._ignored(event, reason or "no rule matches", started)
+            self._event_line(event, IGNORED, reason or "no rule matches", started)
             return [Outcome(IGNORED)]
         outcomes = [self._deliver(n, started) for n in notifications]
         retrying = sum(o.outcome == RETRYING for o in outcomes)
         if retrying:
             raise RetryLater(f"{retrying} notification(s) for event {event.event_id} failed transiently")
         return outcomes
-
-    def _ignored(self, event: StorageEvent, reason: str, started: float) -> None:
-        log.log(
-            self._log,
-            logging.INFO,
-            f"ignored: {event.kind} {event.gs_uri}: {reason}",
-            **_event_fields(event),
-            outcome=IGNORED,
-            reason=reason,
-            duration_ms=round((self._clock() - started) * 1000, 1),
-        )
 
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""
@@ -107,72 +116,112 @@ class Pipeline:
             **fields,
         )
 
-    def _deliver(self, notification: Notification, started: float) -> Outcome:
+    def deliver(self, notification: Notification, message: Message | None, claim: Claim, started: float) -> Outcome:
+        """Render (unless ``message`` is given), send and record one claimed notification."""
         deadline = started + self.settings.deadline_seconds
         try:
-            receipt = self.backend.send(self.renderer.render(notification), deadline=deadline)
+            message = message or self.renderer.render(notification)
+            receipt = self.backend.send(message, deadline=deadline)
         except DeliveryError as error:
-            outcome = RETRYING if error.transient else FAILED
-            self._outcome(
-                notification,
-                outcome,
-                started,
-                logging.WARNING if error.transient else logging.ERROR,
-                attempts=error.attempts,
-                status=error.status,
-                error=str(error),
-            )
-            return Outcome(outcome, notification.id)
+            if error.transient:
+                self._ledger_quietly(self.ledger.release, claim)
+                fields = {"attempts": error.attempts, "status": error.status, "error": str(error)}
+                self._line(notification, RETRYING, started, logging.WARNING, **fields)
+                return Outcome(RETRYING, notification.id)
+            return self._dead_letter(notification, message, claim, started, error, status=error.status)
         except Exception as error:  # noqa: BLE001 - a bug must not turn into endless redelivery
-            self._outcome(
-                notification,
-                FAILED,
-                started,
-                logging.ERROR,
-                error=f"{type(error).__name__}: {error}",
-                exc_info=True,
-            )
-            return Outcome(FAILED, notification.id)
-        self._outcome(
-            notification,
-            SENT,
-            started,
-            logging.INFO,
-            attempts=receipt.attempts,
-            message_id=receipt.message_id,
-        )
+            return self._dead_letter(notification, message, claim, started, error, exc_info=True)
+        ledger_error = self._ledger_quietly(self.ledger.mark_sent, claim, receipt.message_id)
+        self._line(
+            notification, SENT, started, logging.INFO,
+            attempts=receipt.attempts, message_id=receipt.message_id, ledger_error=ledger_error,
+        )  # fmt: skip
         return Outcome(SENT, notification.id, receipt.message_id)
 
-    def _outcome(
-        self,
-        notification: Notification,
-        outcome: str,
-        started: float,
-        level: int,
-        *,
-        exc_info: bool = False,
+    def _deliver(self, notification: Notification, started: float) -> Outcome:
+        try:
+            claim = self.ledger.claim(notification.id, lease_seconds=self.settings.lease_seconds)
+        except LedgerError as error:
+            self._line(notification, RETRYING, started, logging.WARNING, error=f"ledger unavailable: {error}")
+            return Outcome(RETRYING, notification.id)
+        if claim.status is ClaimStatus.SENT:
+            self._line(
+                notification, DUPLICATE, started, logging.INFO, reason="already sent", message_id=claim.message_id
+            )
+            return Outcome(DUPLICATE, notification.id, claim.message_id)
+        if claim.status is ClaimStatus.DEAD:
+            reason = "already dead-lettered; `python -m notifier replay` sends it"
+            self._line(notification, DUPLICATE, started, logging.INFO, reason=reason)
+            return Outcome(DUPLICATE, notification.id)
+        if claim.status is ClaimStatus.BUSY:
+            # Another delivery is sending it now; if that one fails, this redelivery must not be lost.
+            reason = "another delivery holds the claim; the platform will redeliver"
+            self._line(notification, RETRYING, started, logging.WARNING, reason=reason)
+            return Outcome(RETRYING, notification.id)
+        return self.deliver(notification, None, claim, started)
+
+    def _dead_letter(
+        self, notification: Notification, message: Message | None, claim: Claim, started: float,
+        error: Exception, *, status: int | None = None, exc_info: bool = False,
+    ) -> Outcome:  # fmt: skip
+        detail = str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}"
+        record = {
+            "notification_id": notification.id,
+            "rule": notification.rule.name,
+            "event": notification.event.to_dict(),
+            "message": message.to_dict() if message is not None else None,
+            "error": detail,
+            "status": status,
+        }
+        try:
+            stored_at: str | None = self.dead_letters.put(notification.id, record)
+        except (LedgerError, OSError) as store_error:
+            # Nothing is lost silently: the line below still carries what failed and why.
+            stored_at, detail = None, f"{detail} (dead letter NOT stored: {store_error})"
+        self._ledger_quietly(self.ledger.mark_dead, claim)
+        self._line(
+            notification, DEAD_LETTERED, started, logging.ERROR, exc_info=exc_info,
+            status=status, error=detail, dead_letter=stored_at,
+            subject=message.subject if message is not None else None,
+        )  # fmt: skip
+        return Outcome(DEAD_LETTERED, notification.id)
+
+    def _ledger_quietly(self, operation: Callable[..., None], *args: Any) -> str | None:
+        """Record a result in the ledger; a failure there is reported in the outcome line instead."""
+        try:
+            operation(*args)
+        except LedgerError as error:
+            return str(error)
+        return None
+
+    def _age(self, event: StorageEvent) -> float | None:
+        happened = event.event_time or event.updated
+        return None if happened is None else (self._wall_clock() - happened).total_seconds()
+
+    def _event_line(self, event: StorageEvent, outcome: str, reason: str, started: float) -> None:
+        log.log(
+            self._log, logging.INFO, f"{outcome}: {event.kind} {event.gs_uri}: {reason}",
+            **_event_fields(event), outcome=outcome, reason=reason, duration_ms=self._elapsed_ms(started),
+        )  # fmt: skip
+
+    def _line(
+        self, notification: Notification, outcome: str, started: float, level: int, *, exc_info: bool = False,
         **fields: Any,
-    ) -> None:
+    ) -> None:  # fmt: skip
         event = notification.event
-        duration_ms = round((self._clock() - started) * 1000, 1)
         recipients = len(notification.recipients.everyone)
         summary = f"{outcome}: {event.kind} {event.gs_uri} → {recipients} recipient(s) via {self.backend.name}"
-        if "error" in fields:
-            summary += f": {fields['error']}"
+        if detail := fields.get("error") or fields.get("reason"):
+            summary += f": {detail}"
         log.log(
-            self._log,
-            level,
-            summary,
-            exc_info=exc_info,
-            **_event_fields(event),
-            notification_id=notification.id,
-            rule=notification.rule.name,
-            recipients=recipients,
-            backend=self.backend.name,
-            outcome=outcome,
-            duration_ms=duration_ms,
-            **fields,
-        )
+            self._log, level, summary, exc_info=exc_info,
+            **_event_fields(event), notification_id=notification.id, rule=notification.rule.name,
+            recipients=recipients, backend=self.backend.name, ledger=self.ledger.name, outcome=outcome,
+            duration_ms=self._elapsed_ms(started), **fields,
+        )  # fmt: skip
+
+    def _elapsed_ms(self, started: float) -> float:
+        return round((self._clock() - started) * 1000, 1)
 
 
 def _event_fields(event: StorageEvent) -> dict[str, Any]:

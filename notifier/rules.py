@@ -293,7 +293,8 @@ def _literal_suffix(pattern: str) -> str:
 
 
 def notification_id(event: StorageEvent, rule: Rule) -> str:
-    """Stable across redeliveries: the same event, rule and recipients give the same id."""
-    recipients: Iterable[str] = sorted(a.key for a in rule.recipients.everyone)
-    key = "\n".join([event.event_id, rule.name, *recipients])
+    """One id per object change, rule and recipients: a redelivery, or a 1st-gen and a 2nd-gen
+    function on the same bucket, compute the same id for the same email."""
+    recipients = sorted(a.key for a in rule.recipients.everyone)
+    key = "\n".join([*event.change_key, rule.name, *recipients])
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]

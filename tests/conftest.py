@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -114,3 +115,24 @@ def function_server_factory() -> Iterator:
     yield start
     for server in servers:
         stop_server(server.process)
+
+
+@dataclass(frozen=True)
+class StorageEmulator:
+    url: str
+    bucket: str
+
+
+@pytest.fixture(scope="session")
+def storage_emulator() -> Iterator[StorageEmulator]:
+    """gcp-storage-emulator, in memory, with the state bucket made."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
+               "--port", str(port), "--in-memory", "--default-bucket", "notifier-state"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process)
+        yield StorageEmulator(url, "notifier-state")
+    finally:
+        stop_server(process)

@@ -86,29 +86,40 @@ def test_first_gen_background_event_of_each_type_is_converted_by_the_framework(s
     assert f"gen1/{kind}.bin" in email.get_body(("plain",)).get_content()
 
 
-@pytest.mark.parametrize(
-    ("fixture", "kind", "name"),
-    [
-        ("storage-cloudevent-input.json", "finalize", "folder/Test.cs"),
-        ("storage-legacy-input.json", "finalize", "folder/Test.cs"),
-        ("legacy_storage_change-legacy-input.json", "delete", "MyFile"),
-        ("legacy_storage_change-cloudevent-input.json", "delete", "MyFile"),
-    ],
-)
-def test_conformance_suite_storage_payloads(server, fixture, kind, name):
-    """Payloads from Google's functions-framework conformance suite, posted as they are."""
+CONFORMANCE = [
+    # (file, content type, kind, object): Google's functions-framework conformance payloads.
+    ("storage-cloudevent-input.json", "application/cloudevents+json", "finalize", "folder/Test.cs"),
+    ("storage-legacy-input.json", "application/json", "finalize", "folder/Test.cs"),
+    ("legacy_storage_change-legacy-input.json", "application/json", "delete", "MyFile"),
+    ("legacy_storage_change-cloudevent-input.json", "application/cloudevents+json", "delete", "MyFile"),
+]
+
+
+def test_conformance_payloads_and_one_email_per_object_change(function_server_factory):
+    """Posted as they are. Each pair is one change delivered 2nd-gen and 1st-gen style: one email."""
+    server = function_server_factory(NOTIFY_MAX_EVENT_AGE="36500d")  # the payloads date from 2020
+    outcomes = []
+    for fixture, content_type, kind, name in CONFORMANCE:
+        status, _ = server.post((DATA / fixture).read_bytes(), {"Content-Type": content_type})
+        assert status == 200
+        (line,) = [line for line in server.new_log_lines() if "outcome" in line]
+        assert (line["kind"], line["object"]) == (kind, name)
+        outcomes.append(line["outcome"])
+    assert outcomes == ["sent", "duplicate", "sent", "duplicate"]
+    first, second = (read_eml(p) for p in server.emails())
+    assert "352 bytes" in first.get_body(("plain",)).get_content()
+    assert second["Subject"].startswith("Deleted: MyFile")
+
+
+def test_an_event_older_than_the_age_limit_is_acknowledged_as_expired(server):
     before = server.emails()
     server.new_log_lines()
-    body = (DATA / fixture).read_bytes()
-    content_type = "application/cloudevents+json" if "cloudevent" in fixture else "application/json"
-
-    status, _ = server.post(body, {"Content-Type": content_type})
-
+    status, _ = server.post((DATA / CONFORMANCE[0][0]).read_bytes(), {"Content-Type": CONFORMANCE[0][1]})
     assert status == 200
-    email = _only_new_email(server, before)
-    (line,) = _outcome_lines(server)
-    assert (line["outcome"], line["kind"], line["object"]) == ("sent", kind, name)
-    assert "352 bytes" in email.get_body(("plain",)).get_content() or kind == "delete"
+    (line,) = server.new_log_lines()
+    assert (line["outcome"], line["severity"]) == ("expired", "INFO")
+    assert "older than NOTIFY_MAX_EVENT_AGE=86400s" in line["message"]
+    assert server.emails() == before
 
 
 MALFORMED = [
@@ -315,7 +326,7 @@ def test_sendgrid_backend_over_http_never_prints_the_key(function_server_factory
     )
     assert server.post(*reversed(to_binary(storage_cloud_event(event_id="sg-401"))))[0] == 200
     lines = [line for line in server.new_log_lines() if "outcome" in line]
-    assert [line["outcome"] for line in lines] == ["retrying", "failed"]
+    assert [line["outcome"] for line in lines] == ["retrying", "dead-lettered"]
     assert "invalid or revoked" in lines[1]["message"]
     assert "authorization grant is invalid" in lines[1]["message"]
     assert SECRET_KEY not in server.output()
@@ -379,7 +390,8 @@ def test_binary_mode_attributes_are_percent_decoded_like_the_http_binding_says(s
     assert server.post(body, headers)[0] == 200
 
     structured_line, binary_line = [line for line in server.new_log_lines() if "outcome" in line]
-    assert binary_line["outcome"] == structured_line["outcome"] == "sent"
+    # The same event in either mode: the same notification, so the second is a duplicate.
+    assert (structured_line["outcome"], binary_line["outcome"]) == ("sent", "duplicate")
     assert binary_line["event_id"] == structured_line["event_id"] == "id with space%"
     assert binary_line["notification_id"] == structured_line["notification_id"]
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from notifier.addresses import Address
 from notifier.events import decode
+from notifier.ledger.local import LocalDeadLetters
+from notifier.ledger.memory import MemoryLedger
 from notifier.mail.base import Backend, DeliveryError, Receipt
 from notifier.pipeline import Pipeline, RetryLater
 from notifier.rules import Recipients, Rule, notification_id
@@ -42,9 +46,16 @@ class FakeClock:
         return self.now
 
 
-def _pipeline(*results, **env):
+def _pipeline(*results, dead_letters=None, **env):
     backend = ScriptedBackend(*results)
-    return Pipeline(settings_for(**env), backend=backend, clock=FakeClock()), backend
+    pipeline = Pipeline(
+        settings_for(**env),
+        backend=backend,
+        clock=FakeClock(),
+        ledger=MemoryLedger(),
+        dead_letters=dead_letters or LocalDeadLetters(Path(tempfile.mkdtemp(prefix="deadletters-"))),
+    )
+    return pipeline, backend
 
 
 def _lines(capsys):
@@ -105,9 +116,9 @@ def test_permanent_failure_is_logged_as_error_and_acknowledged(capsys):
 
     (outcome,) = pipeline.handle(storage_cloud_event())
 
-    assert outcome.outcome == "failed"
+    assert outcome.outcome == "dead-lettered"
     (line,) = _lines(capsys)
-    assert (line["severity"], line["outcome"], line["status"]) == ("ERROR", "failed", 401)
+    assert (line["severity"], line["outcome"], line["status"]) == ("ERROR", "dead-lettered", 401)
     assert "invalid or revoked" in line["message"]
 
 
@@ -116,7 +127,7 @@ def test_unexpected_error_is_logged_with_traceback_and_not_retried_forever(capsy
 
     (outcome,) = pipeline.handle(storage_cloud_event())
 
-    assert outcome.outcome == "failed"
+    assert outcome.outcome == "dead-lettered"
     (line,) = _lines(capsys)
     assert line["severity"] == "ERROR"
     assert "RuntimeError: bug" in line["message"]
@@ -144,9 +155,9 @@ def test_message_carries_sender_recipients_id_and_category():
 
 
 def test_notification_id_is_stable_for_redelivery_and_distinct_otherwise():
-    event = decode(storage_cloud_event(event_id="same"))
-    redelivered = decode(storage_cloud_event(event_id="same", size="999"))
-    other = decode(storage_cloud_event(event_id="other"))
+    event = decode(storage_cloud_event(event_id="first", generation="7"))
+    redelivered = decode(storage_cloud_event(event_id="another-delivery", generation="7", size="999"))
+    other = decode(storage_cloud_event(event_id="first", generation="8"))
     sender = Address("alerts@example.com")
 
     def rule(name, *to):

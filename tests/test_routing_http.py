@@ -32,10 +32,12 @@ separate_envelopes = false
 
 
 @pytest.fixture(scope="module")
-def server(function_server_factory, tmp_path_factory):
+def server(function_server_factory, tmp_path_factory, storage_emulator):
     rules = tmp_path_factory.mktemp("rules") / "notify.toml"
     rules.write_text(RULES)
-    return function_server_factory(NOTIFY_CONFIG=str(rules), NOTIFY_STATE_BUCKET="notifier-state")
+    return function_server_factory(
+        NOTIFY_CONFIG=str(rules), NOTIFY_STATE_BUCKET="notifier-state", STORAGE_EMULATOR_HOST=storage_emulator.url
+    )
 
 
 def _send(server, kind, name, bucket="acme-uploads", **data):

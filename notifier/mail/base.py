@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from email.message import EmailMessage
 from email.utils import formatdate
 from types import MappingProxyType
+from typing import Any
 
 from notifier.addresses import Address
 
@@ -42,6 +43,32 @@ class Message:
     @property
     def recipient_count(self) -> int:
         return sum(e.count for e in self.envelopes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values, for dead letters; :meth:`from_dict` reverses it."""
+        return {**asdict(replace(self, headers={})), "headers": dict(self.headers)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Message:
+        def address(value: dict[str, str] | None) -> Address | None:
+            return Address(**value) if value else None
+
+        def addresses(values: list[dict[str, str]]) -> tuple[Address, ...]:
+            return tuple(Address(**v) for v in values)
+
+        return cls(
+            sender=Address(**values["sender"]),
+            envelopes=tuple(
+                Envelope(addresses(e["to"]), addresses(e["cc"]), addresses(e["bcc"])) for e in values["envelopes"]
+            ),
+            subject=values["subject"],
+            text=values["text"],
+            html=values["html"],
+            notification_id=values["notification_id"],
+            categories=tuple(values["categories"]),
+            reply_to=address(values.get("reply_to")),
+            headers=MappingProxyType(dict(values.get("headers") or {})),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,6 @@ _PERMANENT_HINTS = {
 }
 _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
 _MIN_ATTEMPT_SECONDS = 1.0  # don't start an attempt that cannot finish before the deadline
-_BACKOFF = wait_random_exponential(multiplier=0.5, max=8)
 
 
 class SendGridBackend(Backend):
@@ -65,6 +64,7 @@ class SendGridBackend(Backend):
         self._client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_api_host)
         self._timeout = settings.sendgrid_timeout
         self._max_attempts = settings.max_attempts
+        self._backoff = wait_random_exponential(multiplier=0.5, max=settings.max_backoff)
         self.sleep = sleep  # tests swap this for a recorder
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
@@ -78,7 +78,7 @@ class SendGridBackend(Backend):
     def _send_payload(self, payload: dict[str, Any], deadline: float, earlier: int) -> tuple[Any, int]:
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
-            wait=_wait_for_rate_limit_or_backoff,
+            wait=lambda state: _wait_for_rate_limit(state) or self._backoff(state),
             # Never start an attempt that could not finish before the deadline.
             stop=stop_after_attempt(self._max_attempts)
             | stop_before_delay(deadline - time.monotonic() - _MIN_ATTEMPT_SECONDS),
@@ -196,14 +196,14 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError | http.client.HTTPException)
 
 
-def _wait_for_rate_limit_or_backoff(retry_state: RetryCallState) -> float:
-    """Honour ``Retry-After`` / ``X-RateLimit-Reset`` on a 429, else jittered exponential."""
+def _wait_for_rate_limit(retry_state: RetryCallState) -> float | None:
+    """On a 429, as long as ``Retry-After`` / ``X-RateLimit-Reset`` say (capped, lightly jittered)."""
     error = retry_state.outcome.exception() if retry_state.outcome else None
     if isinstance(error, HTTPError) and error.status_code == 429:
         reset = _rate_limit_reset(error.headers)
         if reset is not None:
             return min(_MAX_RATE_LIMIT_WAIT, reset) + random.uniform(0, 0.5)
-    return _BACKOFF(retry_state)
+    return None
 
 
 def _rate_limit_reset(headers: Any) -> float | None:

@@ -1,0 +1,172 @@
+"""The ledger and dead letters in the state bucket: shared by every instance and deployment.
+
+A claim is the object ``ledger/<notification-id>``, created with ``if_generation_match=0``: an
+atomic create-if-absent in Cloud Storage, so of two deliveries racing for the same notification
+exactly one wins. Every later change names the generation it read, so an instance only ever
+changes its own claim. Cloud Storage is imported only when a state bucket is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
+from google.auth import exceptions as auth_exceptions
+from google.cloud import storage
+from google.cloud.storage import retry as storage_retry
+
+from notifier.ledger import (
+    Claim,
+    ClaimStatus,
+    DeadLetter,
+    DeadLetters,
+    Ledger,
+    LedgerError,
+    encode_record,
+    new_token,
+    now_utc,
+)
+
+if TYPE_CHECKING:
+    from notifier.config import Settings
+
+LEDGER_PREFIX = "ledger/"
+DEAD_LETTER_PREFIX = "deadletter/"
+LEDGER_TTL = timedelta(days=30)  # the hint on every record; a bucket lifecycle rule acts on it
+_TRANSIENT = (gexc.GoogleAPICallError, gexc.RetryError, auth_exceptions.TransportError, OSError)
+
+
+def storage_client(settings: Settings) -> storage.Client:
+    if settings.storage_emulator_host:  # tests and local runs against gcp-storage-emulator
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project="local", credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+# The client retries conditional requests by itself; bound it well inside a delivery's deadline.
+DEFAULT_RETRY = storage_retry.DEFAULT_RETRY.with_timeout(8.0)
+REQUEST_TIMEOUT = 5.0
+
+
+class GcsLedger(Ledger):
+    name = "gcs"
+
+    def __init__(self, bucket: storage.Bucket, clock=time.time, retry: Retry | None = DEFAULT_RETRY) -> None:
+        self._bucket = bucket
+        self._clock = clock
+        self._call = {"retry": retry, "timeout": REQUEST_TIMEOUT}
+
+    def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
+        blob = self._bucket.blob(LEDGER_PREFIX + notification_id)
+        token = new_token()
+        record = {"state": "claimed", "token": token, "lease_until": self._clock() + lease_seconds}
+        try:
+            for _ in range(3):  # create; or read what is there and maybe take it over
+                generation = self._write(blob, record, if_generation_match=0)
+                if generation is not None:
+                    return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
+                existing = self._read(blob.name)
+                if existing is None:
+                    continue  # released, or changed, between our two calls: start again
+                generation, held = existing
+                if held.get("state") == "sent":
+                    return Claim(notification_id, ClaimStatus.SENT, message_id=held.get("message_id", ""))
+                if held.get("state") == "dead" and not replay:
+                    return Claim(notification_id, ClaimStatus.DEAD)
+                if held.get("state") == "claimed" and held.get("lease_until", 0) > self._clock():
+                    return Claim(notification_id, ClaimStatus.BUSY)
+                generation = self._write(blob, record, if_generation_match=generation)
+                if generation is not None:  # took over an expired lease (or a dead letter, to replay)
+                    return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
+                return Claim(notification_id, ClaimStatus.BUSY)  # someone else took it over first
+            return Claim(notification_id, ClaimStatus.BUSY)
+        except _TRANSIENT as error:
+            raise LedgerError(f"state bucket {self._bucket.name}: {type(error).__name__}: {error}") from error
+
+    def mark_sent(self, claim: Claim, message_id: str) -> None:
+        self._replace(claim, {"state": "sent", "token": claim.token, "message_id": message_id})
+
+    def mark_dead(self, claim: Claim) -> None:
+        self._replace(claim, {"state": "dead", "token": claim.token})
+
+    def release(self, claim: Claim) -> None:
+        try:
+            blob = self._bucket.blob(LEDGER_PREFIX + claim.notification_id)
+            blob.delete(if_generation_match=claim.version, **self._call)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            pass  # already gone, or no longer ours
+        except _TRANSIENT as error:
+            raise LedgerError(f"state bucket {self._bucket.name}: {error}") from error
+
+    def _replace(self, claim: Claim, record: dict[str, Any]) -> None:
+        blob = self._bucket.blob(LEDGER_PREFIX + claim.notification_id)
+        try:
+            self._write(blob, record, if_generation_match=claim.version)  # None: taken over; nothing to do
+        except _TRANSIENT as error:
+            raise LedgerError(f"state bucket {self._bucket.name}: {error}") from error
+
+    def _read(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """The record and its generation, or None if it is gone or changed while we read it."""
+        try:
+            blob = self._bucket.get_blob(name, **self._call)
+            if blob is None:
+                return None
+            return blob.generation, _record(blob.download_as_bytes(if_generation_match=blob.generation, **self._call))
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return None
+
+    def _write(self, blob: storage.Blob, record: dict[str, Any], *, if_generation_match: int) -> int | None:
+        """Upload ``record`` if the object is at that generation; its new generation, or None."""
+        blob.metadata = {"expires": (now_utc() + LEDGER_TTL).isoformat(timespec="seconds")}
+        try:
+            blob.upload_from_string(
+                json.dumps(record),
+                content_type="application/json",
+                if_generation_match=if_generation_match,
+                **self._call,
+            )
+        except gexc.PreconditionFailed:
+            return None
+        return blob.generation
+
+
+class GcsDeadLetters(DeadLetters):
+    def __init__(self, bucket: storage.Bucket) -> None:
+        self._bucket = bucket
+        self.location = f"gs://{bucket.name}/{DEAD_LETTER_PREFIX}"
+
+    def put(self, notification_id: str, record: dict[str, Any]) -> str:
+        blob = self._bucket.blob(f"{DEAD_LETTER_PREFIX}{notification_id}.json")
+        try:
+            blob.upload_from_string(
+                encode_record({"created": now_utc().isoformat(), **record}), content_type="application/json"
+            )
+        except _TRANSIENT as error:
+            raise LedgerError(f"state bucket {self._bucket.name}: {error}") from error
+        return f"gs://{self._bucket.name}/{blob.name}"
+
+    def list(self) -> Iterator[DeadLetter]:
+        for blob in self._bucket.client.list_blobs(self._bucket, prefix=DEAD_LETTER_PREFIX):
+            record = json.loads(blob.download_as_bytes())
+            notification_id = blob.name.removeprefix(DEAD_LETTER_PREFIX).removesuffix(".json")
+            yield DeadLetter(notification_id, record.get("created", ""), record)
+
+    def remove(self, notification_id: str) -> None:
+        with contextlib.suppress(gexc.NotFound):
+            self._bucket.blob(f"{DEAD_LETTER_PREFIX}{notification_id}.json").delete()
+
+
+def _record(data: bytes) -> dict[str, Any]:
+    """A ledger record; an unreadable one counts as an expired claim, so it gets taken over."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -1,0 +1,96 @@
+"""An SQLite ledger file: local runs (the outbox backend), shared by every thread and process."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from notifier.ledger import Claim, ClaimStatus, Ledger, LedgerError, new_token
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger (
+    notification_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,          -- claimed | sent | dead
+    token TEXT NOT NULL,
+    lease_until REAL NOT NULL,    -- Unix time: leases are shared between processes
+    message_id TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+)
+"""
+
+
+class SqliteLedger(Ledger):
+    name = "sqlite"
+
+    def __init__(self, path: Path, clock=time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._local = threading.local()  # sqlite3 connections are not shared between threads
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connection() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
+        now = self._clock()
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")  # one claimer at a time, across processes
+            row = db.execute(
+                "SELECT state, lease_until, message_id FROM ledger WHERE notification_id = ?", (notification_id,)
+            ).fetchone()
+            if row is not None:
+                state, lease_until, message_id = row
+                busy = {
+                    "sent": Claim(notification_id, ClaimStatus.SENT, message_id=message_id),
+                    "dead": None if replay else Claim(notification_id, ClaimStatus.DEAD),
+                    "claimed": Claim(notification_id, ClaimStatus.BUSY) if lease_until > now else None,
+                }.get(state)
+                if busy is not None:
+                    db.execute("COMMIT")
+                    return busy
+            token = new_token()
+            db.execute(
+                "INSERT OR REPLACE INTO ledger (notification_id, state, token, lease_until, updated)"
+                " VALUES (?, 'claimed', ?, ?, ?)",
+                (notification_id, token, now + lease_seconds, now),
+            )
+            db.execute("COMMIT")
+            return Claim(notification_id, ClaimStatus.CLAIMED, token=token)
+        except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise LedgerError(f"ledger {self.path}: {error}") from error
+
+    def mark_sent(self, claim: Claim, message_id: str) -> None:
+        self._update(claim, "UPDATE ledger SET state = 'sent', message_id = ?, updated = ?", message_id)
+
+    def mark_dead(self, claim: Claim) -> None:
+        self._update(claim, "UPDATE ledger SET state = 'dead', message_id = ?, updated = ?", "")
+
+    def release(self, claim: Claim) -> None:
+        try:
+            self._connection().execute(
+                "DELETE FROM ledger WHERE notification_id = ? AND token = ?", (claim.notification_id, claim.token)
+            )
+        except sqlite3.Error as error:
+            raise LedgerError(f"ledger {self.path}: {error}") from error
+
+    def _update(self, claim: Claim, statement: str, message_id: str) -> None:
+        try:
+            self._connection().execute(
+                f"{statement} WHERE notification_id = ? AND token = ?",
+                (message_id, self._clock(), claim.notification_id, claim.token),
+            )
+        except sqlite3.Error as error:
+            raise LedgerError(f"ledger {self.path}: {error}") from error
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # Autocommit; claims open their own IMMEDIATE transaction.
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+            self._local.db = db
+        return db

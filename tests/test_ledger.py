@@ -1,0 +1,221 @@
+"""The ledger's promises, for every place it can live.
+
+Memory and SQLite run as they are; the state-bucket ledger runs with the real google-cloud-storage
+client against gcp-storage-emulator (the normal flow) and against tests/fake_gcs.py, which enforces
+generation preconditions like real GCS (the emulator does not), for every "someone else got there
+first" path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from google.api_core.retry import Retry
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from notifier.ledger import ClaimStatus, LedgerError
+from notifier.ledger.gcs import DEFAULT_RETRY, GcsDeadLetters, GcsLedger
+from notifier.ledger.local import LocalDeadLetters
+from notifier.ledger.memory import MemoryLedger
+from notifier.ledger.sqlite import SqliteLedger
+from tests.fake_gcs import FakeGcs
+
+LEASE = 60.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_gcs(httpserver, monkeypatch):
+    fake = FakeGcs()
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(fake)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", httpserver.url_for("").rstrip("/"))
+    return fake
+
+
+def _bucket(name="notifier-state"):
+    return storage.Client(project="local", credentials=AnonymousCredentials()).bucket(name)
+
+
+@pytest.fixture(params=["memory", "sqlite", "gcs"])
+def ledger_and_clock(request, tmp_path):
+    clock = Clock()
+    if request.param == "memory":
+        return MemoryLedger(clock=clock), clock
+    if request.param == "sqlite":
+        return SqliteLedger(tmp_path / "ledger.sqlite3", clock=clock), clock
+    request.getfixturevalue("fake_gcs")
+    return GcsLedger(_bucket(), clock=clock, retry=None), clock
+
+
+def test_the_first_claim_wins_and_a_second_is_busy(ledger_and_clock):
+    ledger, _ = ledger_and_clock
+    first = ledger.claim("n1", lease_seconds=LEASE)
+    assert first.status is ClaimStatus.CLAIMED
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.BUSY
+    assert ledger.claim("n2", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
+
+
+def test_a_sent_notification_is_a_duplicate_with_its_message_id(ledger_and_clock):
+    ledger, clock = ledger_and_clock
+    ledger.mark_sent(ledger.claim("n1", lease_seconds=LEASE), "sg-123")
+    clock.now += 10 * LEASE  # however long after
+    again = ledger.claim("n1", lease_seconds=LEASE)
+    assert (again.status, again.message_id) == (ClaimStatus.SENT, "sg-123")
+
+
+def test_a_released_claim_can_be_claimed_at_once(ledger_and_clock):
+    ledger, _ = ledger_and_clock
+    ledger.release(ledger.claim("n1", lease_seconds=LEASE))
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_overwrite(ledger_and_clock):
+    ledger, clock = ledger_and_clock
+    crashed = ledger.claim("n1", lease_seconds=LEASE)
+    clock.now += LEASE - 1
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.BUSY
+    clock.now += 2
+    takeover = ledger.claim("n1", lease_seconds=LEASE)
+    assert takeover.status is ClaimStatus.CLAIMED
+    ledger.release(crashed)  # the crashed instance wakes up: its release must not free our claim
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.BUSY
+    ledger.mark_sent(takeover, "sg-2")
+    assert ledger.claim("n1", lease_seconds=LEASE).message_id == "sg-2"
+
+
+def test_a_dead_letter_is_claimed_again_only_by_replay(ledger_and_clock):
+    ledger, _ = ledger_and_clock
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE))
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.DEAD
+    replay = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert replay.status is ClaimStatus.CLAIMED
+    ledger.mark_sent(replay, "sg-replayed")
+    assert ledger.claim("n1", lease_seconds=LEASE, replay=True).status is ClaimStatus.SENT
+
+
+def test_the_gcs_claim_is_a_conditional_create(fake_gcs):
+    ledger = GcsLedger(_bucket(), retry=None)
+    ledger.claim("abc", lease_seconds=LEASE)
+    uploads = [args for method, path, args in fake_gcs.requests if path.startswith("/upload/")]
+    assert uploads[0]["ifGenerationMatch"] == "0"
+    record = fake_gcs.read("notifier-state", "ledger/abc")
+    assert record["state"] == "claimed"
+    assert fake_gcs.objects["notifier-state", "ledger/abc"][2]["metadata"]["expires"] > "2026"
+
+
+def test_losing_a_takeover_race_is_busy_not_a_second_claim(fake_gcs, monkeypatch):
+    clock = Clock()
+    winner = GcsLedger(_bucket(), clock=clock, retry=None)
+    loser = GcsLedger(_bucket(), clock=clock, retry=None)
+    winner.claim("n1", lease_seconds=LEASE)
+    clock.now += 2 * LEASE
+    stale = loser._read("ledger/n1")  # the loser reads the expired claim ...
+    assert winner.claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # ... the winner takes it
+    monkeypatch.setattr(loser, "_read", lambda name: stale)
+    assert loser.claim("n1", lease_seconds=LEASE).status is ClaimStatus.BUSY  # its takeover answers 412
+    assert ("POST", str(stale[0])) in [(m, args.get("ifGenerationMatch")) for m, _, args in fake_gcs.requests]
+    assert fake_gcs.read("notifier-state", "ledger/n1")["state"] == "claimed"
+
+
+def test_a_record_changing_while_read_is_read_again(fake_gcs, monkeypatch):
+    ledger = GcsLedger(_bucket(), retry=None)
+    ledger.mark_sent(ledger.claim("n1", lease_seconds=LEASE), "sg-1")
+    reads = []
+    original = GcsLedger._read
+    monkeypatch.setattr(
+        GcsLedger, "_read", lambda self, name: reads.append(name) or (None if len(reads) == 1 else original(self, name))
+    )
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.SENT
+    assert len(reads) == 2
+
+
+def test_a_corrupt_record_counts_as_an_expired_claim(fake_gcs):
+    fake_gcs.put("notifier-state", "ledger/n1", b"not json")
+    assert GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_gcs_errors_become_ledger_errors(fake_gcs, status):
+    fake_gcs.fail_next = [status]
+    with pytest.raises(LedgerError, match="state bucket notifier-state"):
+        GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE)
+
+
+def test_the_clients_own_retries_are_bounded_well_inside_a_delivery():
+    assert DEFAULT_RETRY.timeout <= 10
+    assert isinstance(DEFAULT_RETRY, Retry)
+
+
+def test_sqlite_claims_are_exclusive_across_threads(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    ids = [f"n{i}" for i in range(40)]
+    barrier = threading.Barrier(8)
+
+    def worker(_):
+        ledger = SqliteLedger(path)  # its own connection, as another process would have
+        barrier.wait()
+        return [(i, ledger.claim(i, lease_seconds=LEASE).status) for i in ids]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for batch in pool.map(worker, range(8)) for r in batch]
+    for notification_id in ids:
+        statuses = [s for i, s in results if i == notification_id]
+        assert statuses.count(ClaimStatus.CLAIMED) == 1, notification_id
+        assert statuses.count(ClaimStatus.BUSY) == 7
+
+
+def test_memory_ledger_is_bounded():
+    ledger = MemoryLedger(capacity=3)
+    for i in range(5):
+        ledger.mark_sent(ledger.claim(f"n{i}", lease_seconds=LEASE), "m")
+    assert ledger.claim("n0", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # forgotten
+    assert ledger.claim("n4", lease_seconds=LEASE).status is ClaimStatus.SENT
+
+
+@pytest.mark.parametrize("store", ["local", "gcs"])
+def test_dead_letters_round_trip(store, tmp_path, request):
+    if store == "gcs":
+        request.getfixturevalue("fake_gcs")
+        dead_letters = GcsDeadLetters(_bucket())
+    else:
+        dead_letters = LocalDeadLetters(tmp_path / "deadletter")
+    where = dead_letters.put("n1", {"error": "HTTP 401", "message": {"subject": "ü"}})
+    assert "n1.json" in where
+    (letter,) = dead_letters.list()
+    assert (letter.notification_id, letter.record["error"], letter.record["message"]) == (
+        "n1",
+        "HTTP 401",
+        {"subject": "ü"},
+    )
+    assert letter.created.startswith("20")
+    dead_letters.remove("n1")
+    assert list(dead_letters.list()) == []
+
+
+def test_gcs_ledger_normal_flow_against_the_storage_emulator(storage_emulator, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage_emulator.url)
+    bucket = _bucket(storage_emulator.bucket)
+    ledger = GcsLedger(bucket, retry=None)
+    claim = ledger.claim("emu-1", lease_seconds=LEASE)
+    assert claim.status is ClaimStatus.CLAIMED
+    assert json.loads(bucket.blob("ledger/emu-1").download_as_bytes())["state"] == "claimed"
+    ledger.mark_sent(claim, "sg-emu")
+    assert json.loads(bucket.blob("ledger/emu-1").download_as_bytes())["message_id"] == "sg-emu"
+    other = ledger.claim("emu-2", lease_seconds=LEASE)
+    ledger.release(other)
+    assert bucket.get_blob("ledger/emu-2") is None
+    dead_letters = GcsDeadLetters(bucket)
+    dead_letters.put("emu-3", {"error": "x"})
+    assert [d.notification_id for d in dead_letters.list()] == ["emu-3"]
