@@ -29,7 +29,8 @@ $(common_help)
   --service-account SA  runtime identity to create (or NOTIFIER_SERVICE_ACCOUNT; default
                         storage-notifier@PROJECT.iam.gserviceaccount.com)
   --state-bucket NAME   also create this bucket for delivery state (or NOTIFY_STATE_BUCKET),
-                        readable and writable by the service account only
+                        readable and writable by the service account only, with a lifecycle
+                        rule deleting ledger records after 30 days (deploy/state-lifecycle.json)
 EOF
 }
 
@@ -112,6 +113,9 @@ if [[ -n "$STATE_BUCKET" ]]; then
     --uniform-bucket-level-access
   run gcloud storage buckets add-iam-policy-binding "gs://$STATE_BUCKET" "--member=$member" \
     --role=roles/storage.objectAdmin --quiet
+  # Ledger records are only needed while an event can still be redelivered; dead letters are kept.
+  run gcloud storage buckets update "gs://$STATE_BUCKET" "--project=$PROJECT" \
+    "--lifecycle-file=$NOTIFIER_ROOT/deploy/state-lifecycle.json"
 fi
 
 if ((!DRY_RUN)); then

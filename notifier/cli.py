@@ -127,6 +127,48 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay(args: argparse.Namespace) -> int:
+    """Send dead letters again, after their cause is fixed; the ledger prevents second copies."""
+    from notifier.pipeline import DUPLICATE, SENT, Pipeline
+
+    pipeline = Pipeline.from_environment()
+    since = _since(args.since) if args.since else None
+    letters = [
+        letter
+        for letter in pipeline.dead_letters.list()
+        if (args.id is None or letter.notification_id == args.id) and (since is None or letter.created >= since)
+    ]
+    if not letters:
+        print(f"No dead letters to replay in {pipeline.dead_letters.location}.")
+        return 0
+    failed = 0
+    for letter in letters:
+        subject = (letter.record.get("message") or {}).get("subject", "(not rendered)")
+        if args.dry_run:
+            print(f"would replay {letter.notification_id} ({letter.created}): {subject} — {letter.record.get('error')}")
+            continue
+        outcome = pipeline.replay(letter)
+        failed += outcome.outcome not in (SENT, DUPLICATE)
+        print(f"{outcome.outcome:<13} {letter.notification_id}: {subject}")
+    if not args.dry_run:
+        print(f"{len(letters) - failed} of {len(letters)} dead letter(s) delivered or already sent.")
+    return 1 if failed else 0
+
+
+def _since(text: str) -> str:
+    """An ISO 8601 time, or a duration back from now ("2h", "7d"), as an ISO string to compare."""
+    from datetime import UTC, datetime, timedelta
+
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return (datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})).isoformat()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since: expected an ISO 8601 time or a duration like 2h or 7d, got {text!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
 def demo(args: argparse.Namespace) -> int:
     from notifier.demo import run_demo
 
@@ -260,6 +302,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("check-config", help="validate the environment and notify.toml")
     sub.add_argument("file", nargs="?", help="rules file (default: NOTIFY_CONFIG or notify.toml beside main.py)")
     sub.set_defaults(run=check_config)
+
+    sub = commands.add_parser("replay", help="send dead letters again once their cause is fixed")
+    sub.add_argument("--since", help="only letters written since this ISO time or duration (2h, 7d)")
+    sub.add_argument("--id", help="only this notification id")
+    sub.add_argument("--dry-run", action="store_true", help="list what would be replayed; send nothing")
+    sub.set_defaults(run=replay)
 
     sub = commands.add_parser("demo", help="serve the function locally, emit one event of each kind")
     sub.add_argument("--outbox", default="outbox/demo", help="where the .eml files go (emptied first)")

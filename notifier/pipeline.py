@@ -20,11 +20,11 @@ from typing import Any
 
 from notifier import log
 from notifier.config import Settings, load_settings
-from notifier.events import InvalidEvent, StorageEvent, decode
-from notifier.ledger import Claim, ClaimStatus, DeadLetters, Ledger, LedgerError, create_state
+from notifier.events import InvalidEvent, StorageEvent, decode, from_dict
+from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
 from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.render import Renderer
-from notifier.rules import Notification
+from notifier.rules import Notification, Recipients, Rule
 
 SENT, DUPLICATE, IGNORED, EXPIRED = "sent", "duplicate", "ignored", "expired"
 INVALID, DEAD_LETTERED, RETRYING = "invalid", "dead-lettered", "retrying"
@@ -115,6 +115,43 @@ class Pipeline:
             error=reason,
             **fields,
         )
+
+    def replay(self, letter: DeadLetter) -> Outcome:
+        """Send a dead letter again, through the ledger: never a second copy of a sent message."""
+        started = self._clock()
+        record = letter.record
+        message = Message.from_dict(record["message"]) if record.get("message") else None
+        rule = self.settings.rules.by_name(record.get("rule", ""))
+        if rule is None and message is None:
+            reason = f"rule {record.get('rule')!r} no longer exists and the message was never rendered"
+            self._replay_line(letter, DEAD_LETTERED, logging.ERROR, reason)
+            return Outcome(DEAD_LETTERED, letter.notification_id)
+        if rule is None:  # the rule is gone: the stored message still says who gets what
+            everyone = tuple(a for e in message.envelopes for a in (*e.to, *e.cc, *e.bcc))
+            rule = Rule(record.get("rule", "replay"), Recipients(message.sender, to=everyone))
+        notification = Notification(letter.notification_id, from_dict(record["event"]), rule)
+        try:
+            claim = self.ledger.claim(letter.notification_id, lease_seconds=self.settings.lease_seconds, replay=True)
+        except LedgerError as error:
+            self._line(notification, RETRYING, started, logging.WARNING, error=f"ledger unavailable: {error}")
+            return Outcome(RETRYING, notification.id)
+        if claim.status is ClaimStatus.SENT:
+            self.dead_letters.remove(letter.notification_id)
+            self._line(
+                notification, DUPLICATE, started, logging.INFO, reason="already sent", message_id=claim.message_id
+            )
+            return Outcome(DUPLICATE, notification.id, claim.message_id)
+        if claim.status is not ClaimStatus.CLAIMED:
+            self._line(notification, RETRYING, started, logging.WARNING, reason="another delivery holds the claim")
+            return Outcome(RETRYING, notification.id)
+        outcome = self.deliver(notification, message, claim, started)
+        if outcome.outcome == SENT:
+            self.dead_letters.remove(letter.notification_id)
+        return outcome
+
+    def _replay_line(self, letter: DeadLetter, outcome: str, level: int, reason: str) -> None:
+        log.log(self._log, level, f"{outcome}: replay of {letter.notification_id}: {reason}",
+                notification_id=letter.notification_id, outcome=outcome, reason=reason)  # fmt: skip
 
     def deliver(self, notification: Notification, message: Message | None, claim: Claim, started: float) -> Outcome:
         """Render (unless ``message`` is given), send and record one claimed notification."""

@@ -202,6 +202,9 @@ class RuleSet:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {kind: _KindIndex.build(self.rules, kind) for kind in KINDS})
 
+    def by_name(self, name: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.name == name), None)
+
     def ignore_reason(self, event: StorageEvent) -> str | None:
         """Why no rule is even asked about ``event``, or None."""
         if event.name.endswith("/") and not event.size:

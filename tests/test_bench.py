@@ -18,3 +18,13 @@ def test_benchmark_rules_route_as_intended():
     rules = routing.build_rules(100)
     matched = [len(rules.route(e)) for e in routing.sample_events(100) if rules.ignore_reason(e) is None]
     assert matched == [1, 0, 1], "one hit by folder, one miss, one hit by extension; the .part is ignored"
+
+
+def test_a_small_chaos_run_loses_nothing_and_duplicates_only_what_it_can_explain(capsys):
+    from bench import chaos
+
+    assert chaos.main(["--events", "120", "--concurrency", "8", "--seed", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "lost:                        0" in out
+    assert "unexplained duplicates:      0" in out
+    assert "PASS" in out

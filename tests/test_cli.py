@@ -114,3 +114,41 @@ def test_preview_needs_no_delivery_settings(tmp_path, monkeypatch, capsys):
     assert main(["preview", "finalize", "gs://acme/x.csv", "--out", str(tmp_path)]) == 0
     assert len(list(tmp_path.glob("*.eml"))) == 1
     assert "SG.preview-key" not in capsys.readouterr().out
+
+
+def test_replay_sends_dead_letters_once_through_the_ledger(tmp_path, monkeypatch, capsys):
+    from notifier.events import decode
+    from notifier.ledger.local import LocalDeadLetters
+    from notifier.pipeline import Pipeline
+    from tests.conftest import settings_for, storage_cloud_event
+
+    env = {"NOTIFY_OUTBOX_DIR": str(tmp_path / "out"), "NOTIFY_DEAD_LETTER_DIR": str(tmp_path / "dead"),
+           "NOTIFY_TO": "ops@example.com", "NOTIFY_BACKEND": "outbox"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = settings_for(**env)
+    event = decode(storage_cloud_event(name="reports/lost.csv", generation="9"))
+    (notification,) = settings.rules.route(event)
+    message = Pipeline(settings).renderer.render(notification)
+    LocalDeadLetters(tmp_path / "dead").put(notification.id, {
+        "notification_id": notification.id, "rule": "default", "event": event.to_dict(),
+        "message": message.to_dict(), "error": "HTTP 401", "status": 401,
+    })  # fmt: skip
+
+    assert main(["replay", "--dry-run"]) == 0
+    assert f"would replay {notification.id}" in capsys.readouterr().out
+    assert main(["replay", "--since", "1h"]) == 0
+    out = capsys.readouterr().out
+    assert f"sent          {notification.id}: Uploaded: reports/lost.csv (acme)" in out
+    assert "1 of 1 dead letter(s) delivered" in out
+    (eml,) = (tmp_path / "out").glob("*.eml")
+    assert read_eml(eml)["X-Notification-Id"] == notification.id
+    assert main(["replay"]) == 0
+    assert "No dead letters to replay" in capsys.readouterr().out
+    assert len(list((tmp_path / "out").glob("*.eml"))) == 1
+
+
+def test_replay_rejects_a_bad_since(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTIFY_OUTBOX_DIR", str(tmp_path))
+    assert main(["replay", "--since", "last tuesday"]) == 1
+    assert "--since: expected an ISO 8601 time or a duration" in capsys.readouterr().err

@@ -350,6 +350,12 @@ def test_setup_creates_what_is_missing_and_sends_the_key_through_stdin(tmp_path)
     assert accessor[:3] == ["secrets", "add-iam-policy-binding", "sendgrid-api-key"]
     assert f"--member=serviceAccount:{SA}" in accessor
     assert any(a[:3] == ["storage", "buckets", "create"] and "gs://acme-state" in a for a in argvs)
+    assert [
+        "storage", "buckets", "update", "gs://acme-state", "--project=acme-prod",
+        f"--lifecycle-file={ROOT}/deploy/state-lifecycle.json",
+    ] in argvs  # fmt: skip
+    lifecycle = json.loads((ROOT / "deploy/state-lifecycle.json").read_text())
+    assert lifecycle["rule"][0]["condition"]["matchesPrefix"] == ["ledger/"]
     assert KEY not in json.dumps(argvs) + result.stdout + result.stderr
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from notifier.addresses import Address
 from notifier.events import decode
+from notifier.ledger import LedgerError
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
 from notifier.mail.base import Backend, DeliveryError, Receipt
@@ -172,3 +174,132 @@ def test_notification_id_is_stable_for_redelivery_and_distinct_otherwise():
     assert notification_id(event, ops) != notification_id(
         event, rule("other-rule", *[(a.email,) for a in ops.recipients.to])
     )
+
+
+# --- the ledger in the pipeline ---------------------------------------------------------------
+
+
+def test_a_redelivered_event_is_a_duplicate_not_a_second_email(capsys):
+    pipeline, backend = _pipeline(Receipt("scripted", "sg-1"))
+    event = storage_cloud_event(event_id="first-delivery", generation="42")
+
+    pipeline.handle(event)
+    (outcome,) = pipeline.handle(storage_cloud_event(event_id="second-delivery", generation="42"))
+
+    assert outcome.outcome == "duplicate"
+    assert len(backend.sent) == 1
+    sent, duplicate = _lines(capsys)
+    assert (sent["outcome"], duplicate["outcome"], duplicate["message_id"]) == ("sent", "duplicate", "sg-1")
+    assert duplicate["notification_id"] == sent["notification_id"]
+
+
+def test_a_notification_claimed_elsewhere_is_redelivered_later_not_dropped(capsys):
+    pipeline, backend = _pipeline()
+    event = storage_cloud_event(generation="42")
+    (notification,) = pipeline.settings.rules.route(decode(event))
+    pipeline.ledger.claim(notification.id, lease_seconds=600)  # another instance is sending it
+
+    with pytest.raises(RetryLater):
+        pipeline.handle(event)
+
+    (line,) = _lines(capsys)
+    assert (line["outcome"], line["severity"]) == ("retrying", "WARNING")
+    assert "another delivery holds the claim" in line["message"]
+    assert backend.sent == []
+
+
+def test_a_transient_failure_releases_the_claim_for_the_redelivery(capsys):
+    pipeline, backend = _pipeline(DeliveryError("503", transient=True, status=503), Receipt("scripted", "sg-2"))
+    event = storage_cloud_event(generation="42")
+    with pytest.raises(RetryLater):
+        pipeline.handle(event)
+    (outcome,) = pipeline.handle(event)
+    assert outcome.outcome == "sent"
+    assert len(backend.sent) == 2
+
+
+def test_a_permanent_failure_is_dead_lettered_then_replayed_once(capsys, tmp_path):
+    dead_letters = LocalDeadLetters(tmp_path / "dead")
+    error = DeliveryError("the SendGrid API key is invalid or revoked (HTTP 401)", transient=False, status=401)
+    pipeline, backend = _pipeline(error, Receipt("scripted", "sg-replayed"), dead_letters=dead_letters)
+    event = storage_cloud_event(generation="42", name="reports/q3.csv")
+
+    (first,) = pipeline.handle(event)
+    (again,) = pipeline.handle(event)  # the platform redelivers: still no second attempt
+    (letter,) = dead_letters.list()
+    replayed = pipeline.replay(letter)
+    replayed_again = pipeline.replay(letter)  # e.g. two operators ran replay: one email
+
+    assert [first.outcome, again.outcome, replayed.outcome, replayed_again.outcome] == [
+        "dead-lettered", "duplicate", "sent", "duplicate",
+    ]  # fmt: skip
+    assert letter.record["error"] == str(error)
+    assert letter.record["message"]["subject"] == "Uploaded: reports/q3.csv (acme)"
+    assert len(backend.sent) == 2  # the failed try and the replay
+    assert backend.sent[1] == backend.sent[0], "the replay sends the message that was kept"
+    assert list(dead_letters.list()) == []
+    lines = _lines(capsys)
+    assert lines[0]["dead_letter"].endswith(f"{letter.notification_id}.json")
+    assert "already dead-lettered" in lines[1]["message"]
+
+
+class BrokenLedger(MemoryLedger):
+    def __init__(self, fail):
+        super().__init__()
+        self.fail = fail
+
+    def claim(self, *args, **kwargs):
+        if "claim" in self.fail:
+            raise LedgerError("state bucket s: 503 Service Unavailable")
+        return super().claim(*args, **kwargs)
+
+    def mark_sent(self, *args):
+        if "mark_sent" in self.fail:
+            raise LedgerError("state bucket s: timeout")
+        super().mark_sent(*args)
+
+
+def test_an_unreachable_ledger_means_retry_later_not_send_blind(capsys):
+    pipeline, backend = _pipeline()
+    pipeline.ledger = BrokenLedger({"claim"})
+    with pytest.raises(RetryLater):
+        pipeline.handle(storage_cloud_event())
+    (line,) = _lines(capsys)
+    assert line["outcome"] == "retrying"
+    assert "ledger unavailable" in line["message"]
+    assert backend.sent == []
+
+
+def test_a_ledger_failure_after_sending_is_reported_on_the_sent_line(capsys):
+    pipeline, _ = _pipeline(Receipt("scripted", "sg-1"))
+    pipeline.ledger = BrokenLedger({"mark_sent"})
+    (outcome,) = pipeline.handle(storage_cloud_event())
+    assert outcome.outcome == "sent"
+    (line,) = _lines(capsys)
+    assert line["ledger_error"] == "state bucket s: timeout"
+
+
+def test_a_dead_letter_that_cannot_be_stored_is_still_in_the_log(capsys, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    error = DeliveryError("HTTP 400: from.email: invalid", transient=False, status=400)
+    pipeline, _ = _pipeline(error, dead_letters=LocalDeadLetters(blocked / "dead"))
+    pipeline.handle(storage_cloud_event())
+    (line,) = _lines(capsys)
+    assert line["outcome"] == "dead-lettered"
+    assert "dead letter NOT stored" in line["message"]
+    assert line["subject"].startswith("Uploaded:")
+
+
+@pytest.mark.parametrize(("age_hours", "outcome"), [(1, "sent"), (23, "sent"), (25, "expired")])
+def test_events_older_than_the_age_limit_expire(capsys, age_hours, outcome):
+    pipeline, backend = _pipeline(Receipt("scripted", "m"))
+    happened = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    pipeline._wall_clock = lambda: happened + timedelta(hours=age_hours)
+    event = storage_cloud_event()
+    event["time"] = happened.isoformat()
+
+    (result,) = pipeline.handle(event)
+
+    assert result.outcome == outcome
+    assert len(backend.sent) == (outcome == "sent")

@@ -1,0 +1,127 @@
+"""A local SendGrid stand-in for chaos runs and benchmarks: it answers /v3/mail/send, optionally
+injecting faults, and remembers every message it accepted.
+
+Faults, each with its own probability: 500/503, 429 with rate-limit headers, a connection reset
+(no answer at all), and "accepted then timed out" (the message counts as accepted, but the answer
+comes after the client gave up, so the client cannot know it was sent).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Faults:
+    server_error: float = 0.0  # 500 or 503
+    rate_limit: float = 0.0  # 429 with X-RateLimit-Reset one second ahead
+    reset: float = 0.0  # close the connection without answering
+    accepted_then_timeout: float = 0.0  # accept, then answer only after `hang` seconds
+    hang: float = 2.0
+    latency: float = 0.0  # added to every answer
+
+
+@dataclass
+class Acceptance:
+    notification_id: str
+    subject: str
+    ambiguous: bool  # the client was never told
+
+
+@dataclass
+class StandIn:
+    faults: Faults = field(default_factory=Faults)
+    seed: int = 1
+    accepted: list[Acceptance] = field(default_factory=list)
+    requests: int = 0
+    answered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> StandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _decide(self) -> str:
+        with self._lock:
+            self.requests += 1
+            roll, f = self._random.random(), self.faults
+            for name, chance in (("server_error", f.server_error), ("rate_limit", f.rate_limit),
+                                 ("reset", f.reset), ("accepted_then_timeout", f.accepted_then_timeout)):  # fmt: skip
+                if roll < chance:
+                    self.answered[name] += 1
+                    return name
+                roll -= chance
+            self.answered["accepted"] += 1
+            return "accepted"
+
+    def _accept(self, payload: dict, ambiguous: bool) -> None:
+        with self._lock:
+            self.accepted.append(
+                Acceptance(
+                    payload.get("custom_args", {}).get("notification_id", ""), payload.get("subject", ""), ambiguous
+                )
+            )
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if stand_in.faults.latency:
+                    time.sleep(stand_in.faults.latency)
+                decision = stand_in._decide()
+                if decision == "reset":
+                    # SO_LINGER 0: close with a TCP reset, as a dropped connection looks to the client.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                if decision == "server_error":
+                    self._answer(stand_in._random.choice((500, 503)), b'{"errors":[{"message":"chaos"}]}')
+                    return
+                if decision == "rate_limit":
+                    reset = str(int(time.time()) + 1)
+                    self._answer(429, b'{"errors":[{"message":"too many"}]}', {"X-RateLimit-Reset": reset})
+                    return
+                payload = json.loads(body)
+                stand_in._accept(payload, ambiguous=decision == "accepted_then_timeout")
+                if decision == "accepted_then_timeout":
+                    time.sleep(stand_in.faults.hang)
+                self._answer(202, b"", {"X-Message-Id": f"standin-{stand_in.requests}"})
+
+            def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client gave up first (accepted-then-timeout)
+
+        return Handler
