@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,8 @@ def test_demo_ends_with_four_emails_one_per_kind(tmp_path):
     assert kinds == ["archive", "delete", "finalize", "metadata"]
     for path in emails:
         assert str(path) in result.stdout
+    outcomes = re.findall(r"^  (?:INFO|WARNING|ERROR)\s+(\S+):", result.stdout, re.MULTILINE)
+    assert outcomes == ["sent", "sent", "sent", "sent", "duplicate"], result.stdout
 
 
 def test_negative_size_is_refused_before_anything_is_sent(capsys):
