@@ -25,6 +25,20 @@ from notifier.demo import free_port, start_server, stop_server, wait_until_servi
 from notifier.events import cloud_event_attributes, object_resource
 
 DATA = Path(__file__).parent / "data"
+# The platform's event types, written out here rather than imported from the code under test,
+# so a typo in its tables fails a test.
+CE_TYPES = {
+    "finalize": "google.cloud.storage.object.v1.finalized",
+    "delete": "google.cloud.storage.object.v1.deleted",
+    "archive": "google.cloud.storage.object.v1.archived",
+    "metadata": "google.cloud.storage.object.v1.metadataUpdated",
+}
+GEN1_TYPES = {
+    "finalize": "google.storage.object.finalize",
+    "delete": "google.storage.object.delete",
+    "archive": "google.storage.object.archive",
+    "metadata": "google.storage.object.metadataUpdate",
+}
 SECRET_KEY = "SG.test-secret-key-must-never-be-printed.0123456789"
 
 

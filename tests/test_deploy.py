@@ -17,23 +17,14 @@ from pathlib import Path
 import pathspec
 import pytest
 
+from tests.conftest import CE_TYPES as GEN2_TYPES
+from tests.conftest import GEN1_TYPES
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 FAKE_BIN = Path(__file__).parent / "fake_gcloud"
 REAL_GCLOUD = shutil.which("gcloud")
 TRIGGERS = ["finalize", "delete", "archive", "metadata"]
-GEN2_TYPES = {
-    "finalize": "google.cloud.storage.object.v1.finalized",
-    "delete": "google.cloud.storage.object.v1.deleted",
-    "archive": "google.cloud.storage.object.v1.archived",
-    "metadata": "google.cloud.storage.object.v1.metadataUpdated",
-}
-GEN1_TYPES = {
-    "finalize": "google.storage.object.finalize",
-    "delete": "google.storage.object.delete",
-    "archive": "google.storage.object.archive",
-    "metadata": "google.storage.object.metadataUpdate",
-}
 SA = "storage-notifier@acme-prod.iam.gserviceaccount.com"
 KEY = "SG.deploy-test-key-never-in-argv.abcdefghijklmnop"
 

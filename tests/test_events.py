@@ -21,20 +21,8 @@ from notifier.events import (
     decode,
     object_resource,
 )
+from tests.conftest import CE_TYPES, GEN1_TYPES
 
-# Written out here rather than imported, so a typo in the module's tables fails a test.
-CE_TYPES = {
-    "finalize": "google.cloud.storage.object.v1.finalized",
-    "delete": "google.cloud.storage.object.v1.deleted",
-    "archive": "google.cloud.storage.object.v1.archived",
-    "metadata": "google.cloud.storage.object.v1.metadataUpdated",
-}
-GEN1_TYPES = {
-    "finalize": "google.storage.object.finalize",
-    "delete": "google.storage.object.delete",
-    "archive": "google.storage.object.archive",
-    "metadata": "google.storage.object.metadataUpdate",
-}
 PUBSUB_KINDS = {
     "OBJECT_FINALIZE": "finalize",
     "OBJECT_DELETE": "delete",

@@ -9,20 +9,7 @@ from cloudevents.conversion import to_binary, to_structured
 
 from notifier.cli import build_request
 from notifier.events import KINDS
-from tests.conftest import DATA, SECRET_KEY, read_eml, storage_cloud_event
-
-CE_TYPES = {
-    "finalize": "google.cloud.storage.object.v1.finalized",
-    "delete": "google.cloud.storage.object.v1.deleted",
-    "archive": "google.cloud.storage.object.v1.archived",
-    "metadata": "google.cloud.storage.object.v1.metadataUpdated",
-}
-GEN1_TYPES = {
-    "finalize": "google.storage.object.finalize",
-    "delete": "google.storage.object.delete",
-    "archive": "google.storage.object.archive",
-    "metadata": "google.storage.object.metadataUpdate",
-}
+from tests.conftest import CE_TYPES, DATA, GEN1_TYPES, SECRET_KEY, read_eml, storage_cloud_event
 
 
 @pytest.fixture(scope="module")
