@@ -110,7 +110,7 @@ def check_config(args: argparse.Namespace) -> int:
         environ["NOTIFY_CONFIG"] = args.file
     try:
         settings = load_settings(environ)
-        Renderer(settings.templates_dir, settings.rules.rules)
+        Renderer.for_settings(settings)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
@@ -169,6 +169,14 @@ def _since(text: str) -> str:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
+def variables(args: argparse.Namespace) -> int:
+    """Print the documented list of template variables (docs/template-variables.md)."""
+    from notifier.render import variables_markdown
+
+    print(variables_markdown(), end="")
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from notifier.demo import run_demo
 
@@ -214,7 +222,7 @@ def _local_pipeline_parts() -> tuple[Settings, Renderer]:
     from notifier.render import Renderer
 
     settings = load_settings({**os.environ, "NOTIFY_BACKEND": "console"})
-    return settings, Renderer(settings.templates_dir, settings.rules.rules)
+    return settings, Renderer.for_settings(settings)
 
 
 def _event_from_args(args: argparse.Namespace) -> StorageEvent:
@@ -308,6 +316,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--id", help="only this notification id")
     sub.add_argument("--dry-run", action="store_true", help="list what would be replayed; send nothing")
     sub.set_defaults(run=replay)
+
+    sub = commands.add_parser("variables", help="list every variable and filter a template can use")
+    sub.set_defaults(run=variables)
 
     sub = commands.add_parser("demo", help="serve the function locally, emit one event of each kind")
     sub.add_argument("--outbox", default="outbox/demo", help="where the .eml files go (emptied first)")

@@ -12,12 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifier.addresses import Address, parse_addresses
 from notifier.rules import RuleSet
 from notifier.rulesfile import EnvDefaults, default_rules, load_rules
 
-BACKENDS = ("sendgrid", "outbox", "console")
+BACKENDS = ("sendgrid", "smtp", "outbox", "console")
 
 ROOT = Path(__file__).resolve().parent.parent  # where main.py is
 BUILTIN_TEMPLATES = ROOT / "templates"
@@ -53,6 +54,11 @@ class Settings:
     dead_letter_dir: Path = Path("deadletter")
     max_event_age: float = 24 * 3600.0  # seconds; older events are dropped as "expired"
     max_backoff: float = 8.0  # seconds between in-process retries, at most
+    timezone: ZoneInfo | None = None  # NOTIFY_TIMEZONE: emails show local time too
+    redirect_to: Address | None = None  # NOTIFY_REDIRECT_TO: every message goes here instead
+    sendgrid_sandbox: bool = False  # SendGrid validates, sends nothing
+    smtp_url: str | None = None
+    smtp_password: str = field(default="", repr=False)
     sendgrid_api_key: str = field(default="", repr=False)
 
     @property
@@ -77,12 +83,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "SENDGRID_API_KEY: not set, and this is a deployed function (K_SERVICE is set); set the "
             "secret, or NOTIFY_BACKEND=console to only log the emails"
         )
-    backend = backend or ("sendgrid" if api_key else "outbox")
+    smtp_url = env.get("SMTP_URL", "").strip()
+    backend = backend or ("sendgrid" if api_key else "smtp" if smtp_url else "outbox")
     if backend not in BACKENDS:
         problems.append(f"NOTIFY_BACKEND: expected one of {', '.join(BACKENDS)}, got {raw_backend!r}")
     elif backend == "sendgrid" and not api_key:
         problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
-    local = backend != "sendgrid"
+    elif backend == "smtp" and not smtp_url:
+        problems.append("SMTP_URL: required when NOTIFY_BACKEND is smtp (smtp://user@host:587 or smtps://host:465)")
+    smtp_password = env.get("SMTP_PASSWORD", "")
+    if smtp_url and not re.fullmatch(r"smtps?://(?:[^@/\s]+@)?[^:/\s@]+(?::\d{1,5})?/?", smtp_url):
+        shown = _without_password(smtp_url)
+        problems.append(f"SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got {shown!r}")
+    local = backend not in ("sendgrid", "smtp")
 
     env_sender = _env_addresses(env, "NOTIFY_FROM", problems)
     if env_sender is not None and len(env_sender) > 1:
@@ -105,6 +118,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     max_event_age = _duration(env, "NOTIFY_MAX_EVENT_AGE", 24 * 3600.0, problems)
     max_backoff = _number(env, "NOTIFY_MAX_BACKOFF_SECONDS", 8.0, problems)
+    timezone = _timezone(env, problems)
+    redirect = _env_addresses(env, "NOTIFY_REDIRECT_TO", problems)
+    if redirect is not None and len(redirect) > 1:
+        problems.append(f"NOTIFY_REDIRECT_TO: expected one address, got {len(redirect)}")
+    sandbox = _boolean(env, "SENDGRID_SANDBOX", problems)
     outbox_dir = Path(env.get("NOTIFY_OUTBOX_DIR", "").strip() or "outbox")
     if backend == "outbox":
         problems.extend(_writable_directory_problems(outbox_dir, "NOTIFY_OUTBOX_DIR"))
@@ -127,12 +145,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     else:
         for var, value in (("NOTIFY_FROM", defaults.sender), ("NOTIFY_TO", defaults.to)):
             if not value and (env_sender if var == "NOTIFY_FROM" else env_to) is None:
-                problems.append(f"{var}: required when NOTIFY_BACKEND is sendgrid (or use a notify.toml)")
+                problems.append(f"{var}: required when NOTIFY_BACKEND is {backend} (or use a notify.toml)")
         rules = default_rules(defaults, state_bucket) if defaults.sender and defaults.to else None
 
     if problems:
-        if api_key:  # a key pasted into the wrong variable must not be echoed back
-            problems = [p.replace(api_key, "[redacted]") for p in problems]
+        for secret in (api_key, smtp_password):  # a secret pasted into the wrong variable is not echoed
+            if secret:
+                problems = [p.replace(secret, "[redacted]") for p in problems]
         raise ConfigError(problems)
     # Local runs keep the ledger in an SQLite file beside the outbox, so duplicates are caught
     # across restarts too; deployed without a state bucket it is per-instance memory.
@@ -150,6 +169,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dead_letter_dir=dead_letter_dir,
         max_event_age=max_event_age,
         max_backoff=max_backoff,
+        timezone=timezone,
+        redirect_to=redirect[0] if redirect else None,
+        sendgrid_sandbox=sandbox,
+        smtp_url=smtp_url or None,
+        smtp_password=smtp_password,
         rules=rules,
         rules_file=rules_file,
         backend=backend,
@@ -201,6 +225,31 @@ def _duration(env: Mapping[str, str], var: str, default: float, problems: list[s
         problems.append(f"{var}: expected a duration such as 90 (seconds), 30m, 12h or 7d, got {raw!r}")
         return default
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _timezone(env: Mapping[str, str], problems: list[str]) -> ZoneInfo | None:
+    raw = env.get("NOTIFY_TIMEZONE", "").strip()
+    if not raw:
+        return None
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"NOTIFY_TIMEZONE: {raw!r} is not an IANA time zone such as Europe/Paris")
+        return None
+
+
+def _boolean(env: Mapping[str, str], var: str, problems: list[str]) -> bool:
+    raw = env.get(var, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    problems.append(f"{var}: expected true or false, got {raw!r}")
+    return False
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
 
 
 def _writable_directory_problems(path: Path, var: str) -> list[str]:

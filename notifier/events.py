@@ -61,9 +61,19 @@ _OPTIONAL_FIELDS: dict[str, tuple[str, str]] = {
     "timeDeleted": ("time_deleted", "time"),
     "md5Hash": ("md5", "str"),
     "crc32c": ("crc32c", "str"),
+    # Set when soft delete keeps a deleted object restorable until hardDeleteTime.
+    "softDeleteTime": ("soft_delete_time", "time"),
+    "hardDeleteTime": ("hard_delete_time", "time"),
+    # Pub/Sub notifications only (copied from the message attributes): what an upload replaced.
+    "overwroteGeneration": ("overwrote_generation", "int"),
+    "overwrittenByGeneration": ("overwritten_by_generation", "int"),
 }
+# Pub/Sub notification attributes that say more than the object resource does.
+_PUBSUB_ATTRIBUTES = ("overwroteGeneration", "overwrittenByGeneration")
 
-_TIME_FIELDS = frozenset({"event_time", "time_created", "updated", "time_deleted"})
+_TIME_FIELDS = frozenset(
+    {"event_time", "time_created", "updated", "time_deleted", "soft_delete_time", "hard_delete_time"}
+)
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
@@ -91,6 +101,10 @@ class StorageEvent:
     time_deleted: datetime | None = None
     md5: str | None = None
     crc32c: str | None = None
+    soft_delete_time: datetime | None = None
+    hard_delete_time: datetime | None = None
+    overwrote_generation: int | None = None
+    overwritten_by_generation: int | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -269,7 +283,9 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
         payload = base64.b64decode(message.get("data") or "", validate=True)
     except (ValueError, TypeError):
         raise InvalidEvent("data.message.data: expected base64-encoded JSON") from None
-    return _PUBSUB_EVENT_TO_KIND[notification], _as_object(payload, "data.message.data")
+    data = _as_object(payload, "data.message.data")
+    data.update({key: attributes[key] for key in _PUBSUB_ATTRIBUTES if key in attributes})
+    return _PUBSUB_EVENT_TO_KIND[notification], data
 
 
 def _required_text(data: dict[str, Any], key: str) -> str:

@@ -23,6 +23,7 @@ from notifier.config import Settings, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode, from_dict
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
 from notifier.mail import Backend, DeliveryError, Message, create_backend
+from notifier.objects import ObjectAccess
 from notifier.render import Renderer
 from notifier.rules import Notification, Recipients, Rule
 
@@ -55,7 +56,8 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.backend = backend or create_backend(settings)
-        self.renderer = renderer or Renderer(settings.templates_dir, settings.rules.rules)
+        self.renderer = renderer or Renderer.for_settings(settings)
+        self.objects = ObjectAccess(settings)
         if ledger is None or dead_letters is None:
             default_ledger, default_dead_letters = create_state(settings)
             ledger, dead_letters = ledger or default_ledger, dead_letters or default_dead_letters
@@ -73,6 +75,7 @@ class Pipeline:
             log.log(log.get_logger(), logging.CRITICAL, f"storage-notifier cannot start: {error}")
             raise
         log.register_secret(settings.sendgrid_api_key)
+        log.register_secret(settings.smtp_password)
         return cls(settings)
 
     def handle(self, cloud_event: Any, *, percent_encoded: bool = False) -> list[Outcome]:
@@ -157,7 +160,9 @@ class Pipeline:
         """Render (unless ``message`` is given), send and record one claimed notification."""
         deadline = started + self.settings.deadline_seconds
         try:
-            message = message or self.renderer.render(notification)
+            if message is None:
+                extras = self.objects.extras(notification.event, notification.rule)
+                message = self.renderer.render(notification, extras)
             receipt = self.backend.send(message, deadline=deadline)
         except DeliveryError as error:
             if error.transient:

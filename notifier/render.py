@@ -9,17 +9,20 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import css_inline
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
-from notifier.config import BUILTIN_TEMPLATES
+from notifier.addresses import Address
+from notifier.config import BUILTIN_TEMPLATES, Settings
 from notifier.events import KINDS, StorageEvent
-from notifier.mail.base import Message
+from notifier.mail.base import Envelope, Message
+from notifier.objects import NO_EXTRAS, Extras
 from notifier.rules import Notification, Rule
 
 TEMPLATE_FILES = ("subject.txt", "body.txt", "body.html")
@@ -39,12 +42,23 @@ class TemplateError(ValueError):
 
 
 class Renderer:
-    """Compiles every template the rules can use, once; renders notifications into messages."""
+    """Compiles every template the rules can use, once; renders notifications into messages.
 
-    def __init__(self, templates_dir: Path | None = None, rules: Iterable[Rule] = ()) -> None:
+    Templates run in Jinja's sandbox: user templates (NOTIFY_TEMPLATES_DIR, rule subjects) can
+    read the values they are given but not reach into Python.
+    """
+
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        rules: Iterable[Rule] = (),
+        *,
+        timezone: tzinfo | None = None,
+        redirect_to: Address | None = None,
+    ) -> None:
         # User templates override ours file by file.
         search_path = [str(p) for p in (templates_dir, BUILTIN_TEMPLATES) if p is not None]
-        self._env = jinja2.Environment(
+        self._env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(search_path),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=jinja2.StrictUndefined,
@@ -52,8 +66,10 @@ class Renderer:
             keep_trailing_newline=False,
         )
         self._env.filters["utc"] = format_utc
+        self._env.filters["local"] = lambda value: format_local(value, timezone)
         self._env.filters["size"] = format_size
         self._env.filters["line"] = visible_line_breaks
+        self._redirect_to = redirect_to
         # (template set or None for the kind's own, kind) → (subject, text, html) templates.
         self._sets: dict[tuple[str | None, str], tuple[jinja2.Template, ...]] = {
             (None, kind): self._load_set(None, kind) for kind in KINDS
@@ -67,11 +83,25 @@ class Renderer:
                 self._subjects[rule.name] = self._compile_subject(rule)
         self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
-    def render(self, notification: Notification) -> Message:
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Renderer:
+        return cls(
+            settings.templates_dir, settings.rules.rules, timezone=settings.timezone, redirect_to=settings.redirect_to
+        )
+
+    def render(self, notification: Notification, extras: Extras = NO_EXTRAS) -> Message:
         event, rule = notification.event, notification.rule
         subject_template, text_template, html_template = self._sets[rule.template, event.kind]
         subject_template = self._subjects.get(rule.name, subject_template)
-        context = template_context(event)
+        recipients = rule.recipients
+        envelopes = recipients.envelopes()
+        headers: dict[str, str] = {}
+        redirected_from: list[str] = []
+        if self._redirect_to is not None:  # staging: one address gets everything, and is told for whom
+            redirected_from = [str(a) for a in recipients.everyone]
+            envelopes = (Envelope(to=(self._redirect_to,)),)
+            headers["X-Original-Recipients"] = one_line(", ".join(redirected_from), limit=2000)
+        context = template_context(event, extras, redirected_from)
         try:
             subject = subject_template.render(context)
             text = text_template.render(context)
@@ -79,16 +109,19 @@ class Renderer:
         except jinja2.TemplateError as error:
             where = f"rule {rule.name!r}, templates/{rule.template or event.kind}"
             raise TemplateError(f"{where}: {type(error).__name__}: {error}") from error
-        recipients = rule.recipients
         return Message(
             sender=recipients.sender,
-            envelopes=recipients.envelopes(),
+            envelopes=envelopes,
             reply_to=recipients.reply_to,
             subject=one_line(subject),
             text=text.strip() + "\n",
             html=self._inliner.inline(html),
             notification_id=notification.id,
             categories=("storage-notifier", event.kind),
+            headers=headers,
+            attachments=extras.attachments,
+            template_id=rule.sendgrid_template_id,
+            template_data=provider_data(context, subject) if rule.sendgrid_template_id else {},
         )
 
     def _load_set(self, name: str | None, kind: str) -> tuple[jinja2.Template, ...]:
@@ -114,8 +147,37 @@ class Renderer:
             raise TemplateError(f"rule {rule.name!r}: subject: {error.message}") from None
 
 
-def template_context(event: StorageEvent) -> dict[str, Any]:
-    """Every variable a template can use."""
+# Every variable a template can use, with what it holds: `python -m notifier variables` prints this
+# table and docs/template-variables.md is generated from it, so the documentation cannot drift.
+TEMPLATE_VARIABLES: dict[str, str] = {
+    "event": "The event (a StorageEvent): `kind`, `bucket`, `name`, `generation`, `metageneration`, "
+    "`size`, `content_type`, `storage_class`, `time_created`, `updated`, `time_deleted`, "
+    "`soft_delete_time`, `hard_delete_time`, `overwrote_generation`, `overwritten_by_generation`, "
+    "`event_id`, `event_type`, `event_time`, `md5`, `crc32c`, `metadata`, `gs_uri`.",
+    "object": "The same as `event`, for templates that read better as `object.name`.",
+    "metadata": "The object's custom metadata: a dict, at most 50 entries of 500 characters.",
+    "metadata_hidden": "How many metadata entries were left out (0 normally).",
+    "console_url": "The object's Cloud Console page, URL-encoded.",
+    "gs_uri": "`gs://bucket/name` as `gcloud storage` takes it (raw: for text, not links).",
+    "gs_url": "The same URI URL-encoded, for `href`s.",
+    "occurred_at": "When it happened (the event time, else the object's update time), a datetime in UTC.",
+    "download_url": 'A signed download link (rules with `link = "signed"`), or none.',
+    "attachments": "What is attached (rules with `attach = true`): a list of `{filename, size}`.",
+    "notes": "Sentences the email must carry, e.g. why a file was not attached.",
+    "redirected_from": "With NOTIFY_REDIRECT_TO: the recipients this message was meant for.",
+}
+TEMPLATE_FILTERS: dict[str, str] = {
+    "size": "`1.2 MiB (1,234,567 bytes)`",
+    "utc": "`2026-11-25T19:57:03Z`",
+    "local": "the time in NOTIFY_TIMEZONE, `2026-11-25 20:57 CET`; empty without it",
+    "line": "a value on one line: line breaks shown as `\\n` (for text bodies)",
+}
+
+
+def template_context(
+    event: StorageEvent, extras: Extras = NO_EXTRAS, redirected_from: list[str] | None = None
+) -> dict[str, Any]:
+    """Every variable a template can use (documented in TEMPLATE_VARIABLES)."""
     shown = dict(list(event.metadata.items())[:METADATA_SHOWN])
     return {
         "event": event,
@@ -127,7 +189,30 @@ def template_context(event: StorageEvent) -> dict[str, Any]:
         "gs_uri": event.gs_uri,
         "gs_url": f"gs://{quote(event.bucket, safe='')}/{encode_object_name(event.name)}",
         "occurred_at": event.event_time or event.updated or event.time_created,
+        **extras.as_context(),
+        "redirected_from": redirected_from or [],
     }
+
+
+def provider_data(context: dict[str, Any], subject: str) -> dict[str, Any]:
+    """The template context as JSON values, for a provider's own templates (SendGrid dynamic
+    templates): the same data our templates get, plus the subject we would have used."""
+    data = {k: v for k, v in context.items() if k not in ("event", "object")}
+    data["object"] = context["event"].to_dict()
+    data["occurred_at"] = format_utc(context["occurred_at"])
+    data["subject"] = one_line(subject)
+    return data
+
+
+def variables_markdown() -> str:
+    rows = "\n".join(f"| `{name}` | {text} |" for name, text in TEMPLATE_VARIABLES.items())
+    filters = "\n".join(f"| `{name}` | {text} |" for name, text in TEMPLATE_FILTERS.items())
+    return (
+        "# Template variables\n\n"
+        "Generated by `python -m notifier variables` from `notifier/render.py`; do not edit by hand.\n\n"
+        f"| variable | what it holds |\n|---|---|\n{rows}\n\n"
+        f"| filter | gives |\n|---|---|\n{filters}\n"
+    )
 
 
 def console_url(bucket: str, name: str) -> str:
@@ -163,6 +248,13 @@ def format_utc(value: datetime | None) -> str:
     if value is None:
         return "unknown"
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_local(value: datetime | None, timezone: tzinfo | None) -> str:
+    """The time in NOTIFY_TIMEZONE, e.g. ``2026-11-25 20:57 CET``; empty when none is set."""
+    if value is None or timezone is None:
+        return ""
+    return value.astimezone(timezone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def format_size(size: int | None) -> str:

@@ -156,6 +156,9 @@ class Rule:
     subject: str | None = None  # a Jinja template overriding the template set's subject.txt
     template: str | None = None  # templates/<template>/ instead of templates/<kind>/
     stop: bool = False
+    signed_link_ttl: float | None = None  # seconds; a V4 signed download link (never for deletes)
+    attach_max_size: int | None = None  # bytes; attach objects up to this size
+    sendgrid_template_id: str | None = None  # a SendGrid dynamic template instead of ours
 
     def matches(self, event: StorageEvent) -> bool:
         if event.kind not in self.events:

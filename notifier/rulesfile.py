@@ -26,7 +26,14 @@ from notifier.rules import GlobError, Globs, Recipients, Rule, RuleSet
 TOP_KEYS = ("defaults", "rules", "ignore")
 DEFAULT_KEYS = ("from", "to", "cc", "bcc", "reply_to", "separate_envelopes")
 RULE_KEYS = ("name", "events", "buckets", "include", "exclude", "content_types", "min_size", "max_size",
-             "metadata", "subject", "template", "stop", *DEFAULT_KEYS)  # fmt: skip
+             "metadata", "subject", "template", "stop", "link", "link_ttl", "attach", "attach_max_size",
+             "sendgrid_template_id", *DEFAULT_KEYS)  # fmt: skip
+# Rule keys that set something other than a Rule field of the same name.
+_SHAPING_KEYS = ("link", "link_ttl", "attach", "attach_max_size")
+MAX_LINK_TTL = 7 * 86400.0  # V4 signed URLs live at most 7 days
+DEFAULT_LINK_TTL = 86400.0
+MAX_ATTACHMENT = 20 * 1024**2  # base64 grows it by a third; SendGrid takes 30 MB in all
+DEFAULT_ATTACHMENT = 5 * 1024**2
 _LISTS = ("to", "cc", "bcc")
 _BAD = object()  # a value whose problem has been reported
 
@@ -35,6 +42,8 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 102
                "gb": 1000**3, "gib": 1024**3, "tb": 1000**4, "tib": 1024**4}  # fmt: skip
 _MEDIA_TYPE = re.compile(r"(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*))")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +145,17 @@ class _Parser:
         min_size, max_size = own.get("min_size"), own.get("max_size")
         if isinstance(min_size, int) and isinstance(max_size, int) and min_size > max_size:
             self.problem(where, f"min_size ({min_size} bytes) is larger than max_size ({max_size} bytes)")
+        if "link_ttl" in own and own.get("link") not in ("signed", _BAD):
+            self.problem(where, 'link_ttl: only means something with link = "signed"')
+        if "attach_max_size" in own and own.get("attach") is not True and own.get("attach") is not _BAD:
+            self.problem(where, "attach_max_size: only means something with attach = true")
         if len(self.problems) > before or recipients is None or _BAD in own.values() or not isinstance(name, str):
             return None
-        fields = {k: v for k, v in own.items() if k not in DEFAULT_KEYS}
+        fields = {k: v for k, v in own.items() if k not in DEFAULT_KEYS and k not in _SHAPING_KEYS}
+        if own.get("link") == "signed":
+            fields["signed_link_ttl"] = own.get("link_ttl", DEFAULT_LINK_TTL)
+        if own.get("attach"):
+            fields["attach_max_size"] = own.get("attach_max_size", DEFAULT_ATTACHMENT)
         for key in ("events", "buckets"):
             if key in fields:
                 fields[key] = frozenset(fields[key])
@@ -269,6 +286,35 @@ class _Parser:
             return _BAD
         return value
 
+    def link(self, value: Any, key: str, where: str) -> Any:
+        if value in ("console", "signed"):
+            return value
+        self.problem(where, f'{key}: expected "console" or "signed", got {_kind(value)}')
+        return _BAD
+
+    def link_ttl(self, value: Any, key: str, where: str) -> Any:
+        match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+        seconds = float(match[1]) * _DURATION_UNITS[match[2] or "s"] if match else 0
+        if not 0 < seconds <= MAX_LINK_TTL:
+            self.problem(where, f'{key}: expected a duration up to 7 days such as "24h" or "30m", got {_kind(value)}')
+            return _BAD
+        return seconds
+
+    def attachment_size(self, value: Any, key: str, where: str) -> Any:
+        size = self.size(value, key, where)
+        if size is not _BAD and size > MAX_ATTACHMENT:
+            self.problem(where, f"{key}: at most 20 MiB ({MAX_ATTACHMENT} bytes): SendGrid takes 30 MB per message")
+            return _BAD
+        return size
+
+    def template_id(self, value: Any, key: str, where: str) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"d-[0-9a-f]{32}", value):
+            return value
+        self.problem(
+            where, f'{key}: expected a SendGrid dynamic template id like "d-" and 32 hex digits, got {_kind(value)}'
+        )
+        return _BAD
+
     def boolean(self, value: Any, key: str, where: str) -> Any:
         if isinstance(value, bool):
             return value
@@ -294,6 +340,11 @@ _CHECKS: dict[str, Callable[[_Parser, Any, str, str], Any]] = {
     "bcc": _Parser.addresses,
     "reply_to": _Parser.one_address,
     "separate_envelopes": _Parser.boolean,
+    "link": _Parser.link,
+    "link_ttl": _Parser.link_ttl,
+    "attach": _Parser.boolean,
+    "attach_max_size": _Parser.attachment_size,
+    "sendgrid_template_id": _Parser.template_id,
 }
 
 

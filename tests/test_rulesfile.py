@@ -193,7 +193,7 @@ def test_one_rule_with_many_problems_reports_each(tmp_path):
 def test_environment_problems_come_first_then_the_file(tmp_path):
     found = problems(tmp_path, R + "colour = 1\n", NOTIFY_BACKEND="pigeon")
     assert found == [
-        "NOTIFY_BACKEND: expected one of sendgrid, outbox, console, got 'pigeon'",
+        "NOTIFY_BACKEND: expected one of sendgrid, smtp, outbox, console, got 'pigeon'",
         W + "colour: unknown key",
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +28,13 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str  # already safe: no path, no line breaks
+    content_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A rendered email, independent of any provider. Header values are already single-line."""
 
@@ -39,6 +47,10 @@ class Message:
     categories: tuple[str, ...]
     reply_to: Address | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    attachments: tuple[Attachment, ...] = ()
+    # A provider-side template (SendGrid dynamic template) and the data it is rendered with.
+    template_id: str | None = None
+    template_data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def recipient_count(self) -> int:
@@ -46,7 +58,14 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON values, for dead letters; :meth:`from_dict` reverses it."""
-        return {**asdict(replace(self, headers={})), "headers": dict(self.headers)}
+        values = asdict(replace(self, headers={}, attachments=(), template_data={}))
+        values["headers"] = dict(self.headers)
+        values["template_data"] = dict(self.template_data)
+        values["attachments"] = [
+            {"filename": a.filename, "content_type": a.content_type, "data": base64.b64encode(a.data).decode()}
+            for a in self.attachments
+        ]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Message:
@@ -68,6 +87,12 @@ class Message:
             categories=tuple(values["categories"]),
             reply_to=address(values.get("reply_to")),
             headers=MappingProxyType(dict(values.get("headers") or {})),
+            attachments=tuple(
+                Attachment(a["filename"], a["content_type"], base64.b64decode(a["data"]))
+                for a in values.get("attachments") or ()
+            ),
+            template_id=values.get("template_id"),
+            template_data=MappingProxyType(dict(values.get("template_data") or {})),
         )
 
 
@@ -128,4 +153,10 @@ def as_mime(message: Message, envelope: Envelope) -> EmailMessage:
         mime[key] = value
     mime.set_content(message.text, cte="quoted-printable")
     mime.add_alternative(message.html, subtype="html", cte="quoted-printable")
+    for attachment in message.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        mime.add_attachment(
+            attachment.data, maintype=maintype or "application", subtype=subtype or "octet-stream",
+            filename=attachment.filename,
+        )  # fmt: skip
     return mime

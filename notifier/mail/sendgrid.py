@@ -6,6 +6,7 @@ rate-limit headers are read, and how error bodies are summarised for the log.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import random
@@ -19,16 +20,24 @@ from typing import Any
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import Attachment as SendGridAttachment
 from sendgrid.helpers.mail import (
     Bcc,
     Category,
     Cc,
     CustomArg,
+    Disposition,
     Email,
+    FileContent,
+    FileName,
+    FileType,
     Header,
     Mail,
+    MailSettings,
     Personalization,
     ReplyTo,
+    SandBoxMode,
+    TemplateId,
     To,
 )
 from tenacity import (
@@ -64,13 +73,15 @@ class SendGridBackend(Backend):
         self._client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_api_host)
         self._timeout = settings.sendgrid_timeout
         self._max_attempts = settings.max_attempts
+        self._sandbox = settings.sendgrid_sandbox
         self._backoff = wait_random_exponential(multiplier=0.5, max=settings.max_backoff)
         self.sleep = sleep  # tests swap this for a recorder
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
         message_ids, attempts = [], 0
         for batch in _batches(message.envelopes):
-            response, tries = self._send_payload(build_payload(message, batch), deadline, attempts)
+            payload = build_payload(message, batch, sandbox=self._sandbox)
+            response, tries = self._send_payload(payload, deadline, attempts)
             attempts += tries
             message_ids.append(response.headers.get("X-Message-Id", "") if response.headers else "")
         return Receipt(self.name, ",".join(message_ids), attempts)
@@ -105,13 +116,18 @@ class SendGridBackend(Backend):
         )
 
 
-def build_payload(message: Message, envelopes: Iterable[Envelope]) -> dict[str, Any]:
-    """The v3 Mail Send body for ``message``: one personalization per envelope."""
+def build_payload(message: Message, envelopes: Iterable[Envelope], *, sandbox: bool = False) -> dict[str, Any]:
+    """The v3 Mail Send body for ``message``: one personalization per envelope.
+
+    With a dynamic template, SendGrid renders subject and body from ``template_data``; otherwise
+    our rendered subject, text and HTML are sent. ``sandbox``: SendGrid validates, sends nothing.
+    """
+    templated = message.template_id is not None
     mail = Mail(
         from_email=Email(message.sender.email, message.sender.name or None),
-        subject=message.subject,
-        plain_text_content=message.text,
-        html_content=message.html,
+        subject=None if templated else message.subject,
+        plain_text_content=None if templated else message.text,
+        html_content=None if templated else message.html,
     )
     for position, envelope in enumerate(envelopes):
         personalization = Personalization()
@@ -121,7 +137,11 @@ def build_payload(message: Message, envelopes: Iterable[Envelope]) -> dict[str, 
             personalization.add_cc(Cc(address.email, address.name or None))
         for address in envelope.bcc:
             personalization.add_bcc(Bcc(address.email, address.name or None))
+        if templated:
+            personalization.dynamic_template_data = dict(message.template_data)
         mail.add_personalization(personalization, index=position)  # the helper prepends by default
+    if templated:
+        mail.template_id = TemplateId(message.template_id)
     if message.reply_to is not None:
         mail.reply_to = ReplyTo(message.reply_to.email, message.reply_to.name or None)
     mail.header = Header("X-Notification-Id", message.notification_id)
@@ -130,6 +150,17 @@ def build_payload(message: Message, envelopes: Iterable[Envelope]) -> dict[str, 
     mail.custom_arg = CustomArg("notification_id", message.notification_id)
     for category in message.categories:
         mail.category = Category(category)
+    for attachment in message.attachments:
+        mail.add_attachment(
+            SendGridAttachment(
+                FileContent(base64.b64encode(attachment.data).decode()),
+                FileName(attachment.filename),
+                FileType(attachment.content_type),
+                Disposition("attachment"),
+            )
+        )
+    if sandbox:
+        mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
     return mail.get()
 
 
