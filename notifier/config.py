@@ -92,7 +92,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     elif backend == "smtp" and not smtp_url:
         problems.append("SMTP_URL: required when NOTIFY_BACKEND is smtp (smtp://user@host:587 or smtps://host:465)")
     smtp_password = env.get("SMTP_PASSWORD", "")
-    if smtp_url and not re.fullmatch(r"smtps?://(?:[^@/\s]+@)?[^:/\s@]+(?::\d{1,5})?/?", smtp_url):
+    if re.match(r"smtps?://[^@/]*:[^@/]*@", smtp_url):
+        problems.append("SMTP_URL: holds a password; put it in SMTP_PASSWORD (from Secret Manager) instead")
+    if smtp_url and not re.fullmatch(r"smtps?://(?:[^@/\s]+@)?[^:/\s@?]+(?::\d{1,5})?/?(?:\?tls=none)?", smtp_url):
         shown = _without_password(smtp_url)
         problems.append(f"SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got {shown!r}")
     local = backend not in ("sendgrid", "smtp")

@@ -18,6 +18,10 @@ def create_backend(settings: Settings) -> Backend:
         from notifier.mail.sendgrid import SendGridBackend
 
         return SendGridBackend(settings)
+    if settings.backend == "smtp":
+        from notifier.mail.smtp import SmtpBackend
+
+        return SmtpBackend(settings)
     if settings.backend == "console":
         from notifier.mail.console import ConsoleBackend
 

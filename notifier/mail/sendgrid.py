@@ -40,17 +40,11 @@ from sendgrid.helpers.mail import (
     TemplateId,
     To,
 )
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_random_exponential,
-)
+from tenacity import RetryCallState
 
 from notifier.config import Settings
 from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
+from notifier.mail.retry import retry_policy
 
 MAX_RECIPIENTS = 1000  # per request, across personalizations (to + cc + bcc)
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -63,7 +57,6 @@ _PERMANENT_HINTS = {
     413: "the message is larger than SendGrid accepts (30 MB)",
 }
 _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
-_MIN_ATTEMPT_SECONDS = 1.0  # don't start an attempt that cannot finish before the deadline
 
 
 class SendGridBackend(Backend):
@@ -74,7 +67,7 @@ class SendGridBackend(Backend):
         self._timeout = settings.sendgrid_timeout
         self._max_attempts = settings.max_attempts
         self._sandbox = settings.sendgrid_sandbox
-        self._backoff = wait_random_exponential(multiplier=0.5, max=settings.max_backoff)
+        self._max_backoff = settings.max_backoff
         self.sleep = sleep  # tests swap this for a recorder
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
@@ -87,14 +80,13 @@ class SendGridBackend(Backend):
         return Receipt(self.name, ",".join(message_ids), attempts)
 
     def _send_payload(self, payload: dict[str, Any], deadline: float, earlier: int) -> tuple[Any, int]:
-        retrying = Retrying(
-            retry=retry_if_exception(_is_transient),
-            wait=lambda state: _wait_for_rate_limit(state) or self._backoff(state),
-            # Never start an attempt that could not finish before the deadline.
-            stop=stop_after_attempt(self._max_attempts)
-            | stop_before_delay(deadline - time.monotonic() - _MIN_ATTEMPT_SECONDS),
+        retrying = retry_policy(
+            transient=_is_transient,
+            max_attempts=self._max_attempts,
+            max_backoff=self._max_backoff,
+            deadline=deadline,
             sleep=self.sleep,
-            reraise=True,
+            wait_first=_wait_for_rate_limit,
         )
         try:
             response = retrying(self._post, payload, deadline)
