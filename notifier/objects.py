@@ -77,6 +77,8 @@ class ObjectAccess:
         client = self._storage()
         blob = client.bucket(event.bucket).blob(event.name, generation=event.generation)
         options: dict[str, Any] = {"version": "v4", "method": "GET", "expiration": timedelta(seconds=ttl_seconds)}
+        if event.generation is not None:  # the version the email is about, not whatever is live later
+            options["generation"] = event.generation
         credentials = client._credentials
         if not isinstance(credentials, auth_credentials.Signing):
             if not credentials.valid:
