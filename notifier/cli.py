@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
@@ -76,6 +76,10 @@ def preview(args: argparse.Namespace) -> int:
         print(f"Subject: {message.subject}")
         for suffix in files:
             print(f"  {stem.with_suffix(suffix)}")
+        if args.png:
+            from notifier.browser import screenshot
+
+            print(f"  {screenshot(stem.with_suffix('.html'), stem.with_suffix('.png'), width=args.width)}")
     return 0
 
 
@@ -233,7 +237,7 @@ def _event_from_args(args: argparse.Namespace) -> StorageEvent:
     bucket, name = parse_gs_uri(args.uri)
     metadata = dict(args.meta)
     data = object_resource(args.kind, bucket, name, size=args.size, content_type=args.content_type, metadata=metadata)
-    return decode(CloudEvent(cloud_event_attributes(args.kind, data, "cli"), data))
+    return decode(CloudEvent(cloud_event_attributes(args.kind, data, f"{args.command}-{uuid.uuid4()}"), data))
 
 
 def _routed(settings: Settings, event: StorageEvent) -> list[Notification]:
@@ -270,7 +274,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m notifier", description=__doc__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", dest="command")
 
     def event_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -302,6 +306,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = event_command("preview", "render the email for an event to files, without sending")
     sub.add_argument("--out", default="preview", help="directory for .txt/.html/.eml (default ./preview)")
+    sub.add_argument("--png", action="store_true", help="also a screenshot taken by headless Chromium")
+    sub.add_argument("--width", type=int, default=600, help="screenshot width in pixels (default 600)")
     sub.set_defaults(run=preview)
 
     sub = event_command("route", "show which rules match an event and who would be emailed")
