@@ -32,10 +32,35 @@ def glob_to_regex(pattern: str) -> str:
     ``[!abc]`` one character of (or not of) a set, ``**`` as a whole segment any number of
     segments (``a/**/b`` matches ``a/b`` and ``a/x/y/b``), and ``\\`` makes the next character
     literal. Matching is case-sensitive, like Cloud Storage names.
+
+    Object names are chosen by whoever uploads, so the regex must not backtrack badly: like
+    ``fnmatch``, each ``*`` and the fixed characters after it become one atomic group that takes
+    the earliest match, which is always a right one when what follows is another wildcard.
     """
+    tokens = _glob_tokens(pattern)
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        kind, regex = tokens[i]
+        i += 1
+        if kind != "star":
+            out.append(regex)
+            continue
+        run = []
+        while i < len(tokens) and tokens[i][0] == "one":
+            run.append(tokens[i][1])
+            i += 1
+        fixed = "".join(run)
+        out.append(f"[^/]*{fixed}" if i == len(tokens) else f"(?>[^/]*?{fixed})")
+    return "".join(out)
+
+
+def _glob_tokens(pattern: str) -> list[tuple[str, str]]:
+    """("one", regex of one character) | ("star", "") | ("dirs", regex) | ("all", regex)."""
     if not pattern:
         raise GlobError("empty pattern")
-    out, i, n = [], 0, len(pattern)
+    tokens: list[tuple[str, str]] = []
+    i, n = 0, len(pattern)
     while i < n:
         char = pattern[i]
         if pattern.startswith("**", i):
@@ -43,16 +68,17 @@ def glob_to_regex(pattern: str) -> str:
             if not (at_start and at_end) or pattern.startswith("***", i):
                 raise GlobError(f"'**' must be a whole path segment, as in 'a/**/b' (in {pattern!r})")
             if i + 2 == n:  # trailing: everything below
-                out.append(".*")
+                tokens.append(("all", ".*"))
                 i += 2
-            else:  # leading or inner "**/": zero or more whole segments
-                out.append("(?:[^/]*/)*")
+            else:  # leading or inner "**/": zero or more whole segments (each one is unambiguous)
+                if not tokens or tokens[-1][0] != "dirs":  # "**/**/" means the same as "**/"
+                    tokens.append(("dirs", "(?:[^/]*/)*"))
                 i += 3
         elif char == "*":
-            out.append("[^/]*")
+            tokens.append(("star", ""))
             i += 1
         elif char == "?":
-            out.append("[^/]")
+            tokens.append(("one", "[^/]"))
             i += 1
         elif char == "[":
             j = i + 1
@@ -68,17 +94,17 @@ def glob_to_regex(pattern: str) -> str:
                 re.compile(f"[{body}]")
             except re.error as error:  # e.g. a reversed range such as [z-a]
                 raise GlobError(f"{error.msg} in {pattern!r}") from None
-            out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
+            tokens.append(("one", f"[^/{body}]" if negate else f"(?!/)[{body}]"))
             i = end + 1
         elif char == "\\":
             if i + 1 == n:
                 raise GlobError(f"'\\' at the end escapes nothing (in {pattern!r})")
-            out.append(re.escape(pattern[i + 1]))
+            tokens.append(("one", re.escape(pattern[i + 1])))
             i += 2
         else:
-            out.append(re.escape(char))
+            tokens.append(("one", re.escape(char)))
             i += 1
-    return "".join(out)
+    return tokens
 
 
 def literal_prefix(pattern: str) -> str:
@@ -92,20 +118,64 @@ class Globs:
     """Several globs compiled into one matcher: a name matches if any pattern matches it."""
 
     patterns: tuple[str, ...]
-    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _by_segment: tuple[_SegmentGlob, ...] = field(init=False, repr=False, compare=False)
     # When every pattern has a literal prefix, a name without one of them is rejected cheaply.
     _prefixes: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        compiled = re.compile("|".join(f"(?:{glob_to_regex(p)})" for p in self.patterns), re.DOTALL)
+        # One regex for the usual patterns; several "**" could make a regex backtrack without end
+        # on a hostile name, so those are matched segment by segment instead.
+        simple = [p for p in self.patterns if p.split("/").count("**") <= 1]
+        regex = "|".join(f"(?:{glob_to_regex(p)})" for p in simple)
+        segmented = tuple(_SegmentGlob.compile(p) for p in self.patterns if p not in simple)
         prefixes = tuple(literal_prefix(p) for p in self.patterns)
-        object.__setattr__(self, "_regex", compiled)
+        object.__setattr__(self, "_regex", re.compile(regex, re.DOTALL) if simple else None)
+        object.__setattr__(self, "_by_segment", segmented)
         object.__setattr__(self, "_prefixes", prefixes if all(prefixes) else None)
 
     def matches(self, name: str) -> bool:
         if self._prefixes is not None and not name.startswith(self._prefixes):
             return False
-        return self._regex.fullmatch(name) is not None
+        if self._regex is not None and self._regex.fullmatch(name) is not None:
+            return True
+        return any(glob.matches(name) for glob in self._by_segment)
+
+
+@dataclass(frozen=True, slots=True)
+class _SegmentGlob:
+    """A glob as one regex per path segment (None for ``**``), matched by dynamic programming:
+    time proportional to pattern segments × name segments, whatever the name."""
+
+    segments: tuple[re.Pattern[str] | None, ...]
+
+    @classmethod
+    def compile(cls, pattern: str) -> _SegmentGlob:
+        parts: list[re.Pattern[str] | None] = []
+        for part in pattern.split("/"):
+            if part == "**":
+                if not parts or parts[-1] is not None:  # "**/**" is "**"
+                    parts.append(None)
+            else:
+                parts.append(re.compile(glob_to_regex(part), re.DOTALL) if part else re.compile(""))
+        return cls(tuple(parts))
+
+    def matches(self, name: str) -> bool:
+        names = name.split("/")
+        count = len(names)
+        # reachable[j]: the pattern so far matches names[:j] exactly.
+        reachable = [True] + [False] * count
+        for position, segment in enumerate(self.segments):
+            if segment is None:
+                last = position == len(self.segments) - 1  # a trailing "**" needs one segment or more
+                following, seen = [False] * (count + 1), False
+                for j in range(count + 1):
+                    following[j] = seen if last else (seen or reachable[j])
+                    seen = seen or reachable[j]
+                reachable = following
+            else:
+                reachable = [False] + [reachable[j] and segment.fullmatch(names[j]) is not None for j in range(count)]
+        return reachable[count]
 
 
 def media_type(content_type: str | None) -> str:
@@ -235,21 +305,24 @@ class _KindIndex:
 
     Each rule is filed under the most selective thing every match must have: the top-level folder
     its include patterns start with (``team42/**/*.csv``), else the extension they end with
-    (``**/*.part``), else its content types, else its first metadata pair. The rest are always
-    asked. :meth:`candidates` returns the rules to ask, in file order; ``Rule.matches`` decides.
+    (``**/*.part``), else its buckets, else its content types, else its first metadata pair. The
+    rest are always asked. :meth:`candidates` returns the rules to ask, in file order; ``Rule.matches`` decides.
     """
 
     rules: tuple[Rule, ...]
     always: frozenset[int]
     folders: dict[str, frozenset[int]]
     extensions: dict[str, frozenset[int]]
+    buckets: dict[str, frozenset[int]]
     media_types: dict[str, frozenset[int]]
     metadata: dict[tuple[str, str], frozenset[int]]
 
     @classmethod
     def build(cls, rules: Iterable[Rule], kind: str) -> _KindIndex:
         kept = tuple(r for r in rules if kind in r.events)
-        files: dict[str, dict[Any, set[int]]] = {"folders": {}, "extensions": {}, "media_types": {}, "metadata": {}}
+        files: dict[str, dict[Any, set[int]]] = {
+            "folders": {}, "extensions": {}, "buckets": {}, "media_types": {}, "metadata": {}
+        }  # fmt: skip
         always = set()
         for position, rule in enumerate(kept):
             index, keys = _filing(rule)
@@ -268,6 +341,7 @@ class _KindIndex:
         dot = name.rfind(".")
         if dot >= 0 and "/" not in name[dot:]:
             found.update(self.extensions.get(name[dot:], ()))
+        found.update(self.buckets.get(event.bucket, ()))
         if self.media_types and (media := media_type(event.content_type)):
             for key in (media, media.split("/", 1)[0] + "/*", "*/*"):
                 found.update(self.media_types.get(key, ()))
@@ -283,9 +357,12 @@ def _filing(rule: Rule) -> tuple[str | None, tuple[Any, ...]]:
     prefixes = [literal_prefix(p) for p in patterns]
     if patterns and all("/" in prefix for prefix in prefixes):
         return "folders", tuple({prefix.split("/", 1)[0] for prefix in prefixes})
-    suffixes = [_literal_suffix(p) for p in patterns]
-    if patterns and all("." in suffix for suffix in suffixes):
-        return "extensions", tuple({suffix[suffix.rfind(".") :] for suffix in suffixes})
+    # The extension is what follows the last dot of the last segment: "*.d/config" has none.
+    endings = [_literal_suffix(p).rsplit("/", 1)[-1] for p in patterns]
+    if patterns and all("." in ending for ending in endings):
+        return "extensions", tuple({ending[ending.rfind(".") :] for ending in endings})
+    if rule.buckets:
+        return "buckets", tuple(rule.buckets)
     if rule.content_types:
         return "media_types", rule.content_types
     if rule.metadata:

@@ -113,6 +113,7 @@ def function_server_factory() -> Iterator:
             "NOTIFY_FROM": "Storage Alerts <alerts@example.com>",
             "NOTIFY_TO": "ops@example.com",
             "NOTIFY_OUTBOX_DIR": str(outbox),
+            "NOTIFY_DEAD_LETTER_DIR": str(tmp / f"deadletter-{index}"),
             **env,
         }
         port = free_port()
@@ -150,3 +151,14 @@ def storage_emulator() -> Iterator[StorageEmulator]:
         yield StorageEmulator(url, "notifier-state")
     finally:
         stop_server(process)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_suite_leaves_the_checkout_alone():
+    """Tests write to temporary folders only: no outbox, dead letters or previews in the repo."""
+    root = Path(__file__).resolve().parent.parent
+    watched = [root / name for name in ("outbox", "deadletter", "preview")]
+    before = {path: path.exists() for path in watched}
+    yield
+    created = [str(path) for path in watched if path.exists() and not before[path]]
+    assert not created, f"tests wrote into the checkout: {created}"
