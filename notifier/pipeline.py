@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
 from notifier import log
 from notifier.config import Settings, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode, from_dict
@@ -64,6 +66,7 @@ class Pipeline:
         self.ledger, self.dead_letters = ledger, dead_letters
         self._clock = clock
         self._wall_clock = wall_clock
+        self.sleep = time.sleep  # tests swap this for a recorder
         self._log = log.get_logger()
 
     @classmethod
@@ -133,20 +136,11 @@ class Pipeline:
             everyone = tuple(a for e in message.envelopes for a in (*e.to, *e.cc, *e.bcc))
             rule = Rule(record.get("rule", "replay"), Recipients(message.sender, to=everyone))
         notification = Notification(letter.notification_id, from_dict(record["event"]), rule)
-        try:
-            claim = self.ledger.claim(letter.notification_id, lease_seconds=self.settings.lease_seconds, replay=True)
-        except LedgerError as error:
-            self._line(notification, RETRYING, started, logging.WARNING, error=f"ledger unavailable: {error}")
-            return Outcome(RETRYING, notification.id)
-        if claim.status is ClaimStatus.SENT:
-            self.dead_letters.remove(letter.notification_id)
-            self._line(
-                notification, DUPLICATE, started, logging.INFO, reason="already sent", message_id=claim.message_id
-            )
-            return Outcome(DUPLICATE, notification.id, claim.message_id)
-        if claim.status is not ClaimStatus.CLAIMED:
-            self._line(notification, RETRYING, started, logging.WARNING, reason="another delivery holds the claim")
-            return Outcome(RETRYING, notification.id)
+        claim = self._claim(notification, started, replay=True)
+        if isinstance(claim, Outcome):
+            if claim.outcome == DUPLICATE:  # sent meanwhile (another replay, or a redelivery)
+                self.dead_letters.remove(letter.notification_id)
+            return claim
         outcome = self.deliver(notification, message, claim, started)
         if outcome.outcome == SENT:
             self.dead_letters.remove(letter.notification_id)
@@ -173,7 +167,10 @@ class Pipeline:
             return self._dead_letter(notification, message, claim, started, error, status=error.status)
         except Exception as error:  # noqa: BLE001 - a bug must not turn into endless redelivery
             return self._dead_letter(notification, message, claim, started, error, exc_info=True)
-        ledger_error = self._ledger_quietly(self.ledger.mark_sent, claim, receipt.message_id)
+        # A lost "sent" mark would let a redelivery after the lease send again: try it a few times.
+        ledger_error = self._ledger_quietly(
+            self._mark_sent_policy().wraps(self.ledger.mark_sent), claim, receipt.message_id
+        )
         self._line(
             notification, SENT, started, logging.INFO,
             attempts=receipt.attempts, message_id=receipt.message_id, ledger_error=ledger_error,
@@ -181,16 +178,21 @@ class Pipeline:
         return Outcome(SENT, notification.id, receipt.message_id)
 
     def _deliver(self, notification: Notification, started: float) -> Outcome:
+        claim = self._claim(notification, started)
+        return claim if isinstance(claim, Outcome) else self.deliver(notification, None, claim, started)
+
+    def _claim(self, notification: Notification, started: float, *, replay: bool = False) -> Claim | Outcome:
+        """Our claim on the notification, or the outcome (logged) when we must not send it now."""
         try:
-            claim = self.ledger.claim(notification.id, lease_seconds=self.settings.lease_seconds)
+            claim = self.ledger.claim(notification.id, lease_seconds=self.settings.lease_seconds, replay=replay)
         except LedgerError as error:
-            self._line(notification, RETRYING, started, logging.WARNING, error=f"ledger unavailable: {error}")
+            level = logging.ERROR if error.misconfigured else logging.WARNING
+            self._line(notification, RETRYING, started, level, error=f"ledger unavailable: {error}")
             return Outcome(RETRYING, notification.id)
         if claim.status is ClaimStatus.SENT:
-            self._line(
-                notification, DUPLICATE, started, logging.INFO, reason="already sent", message_id=claim.message_id
-            )
-            return Outcome(DUPLICATE, notification.id, claim.message_id)
+            reason, message_id = "already sent", claim.message_id
+            self._line(notification, DUPLICATE, started, logging.INFO, reason=reason, message_id=message_id)
+            return Outcome(DUPLICATE, notification.id, message_id)
         if claim.status is ClaimStatus.DEAD:
             reason = "already dead-lettered; `python -m notifier replay` sends it"
             self._line(notification, DUPLICATE, started, logging.INFO, reason=reason)
@@ -200,7 +202,7 @@ class Pipeline:
             reason = "another delivery holds the claim; the platform will redeliver"
             self._line(notification, RETRYING, started, logging.WARNING, reason=reason)
             return Outcome(RETRYING, notification.id)
-        return self.deliver(notification, None, claim, started)
+        return claim
 
     def _dead_letter(
         self, notification: Notification, message: Message | None, claim: Claim, started: float,
@@ -216,10 +218,16 @@ class Pipeline:
             "status": status,
         }
         try:
-            stored_at: str | None = self.dead_letters.put(notification.id, record)
+            stored_at = self.dead_letters.put(notification.id, record)
         except (LedgerError, OSError) as store_error:
-            # Nothing is lost silently: the line below still carries what failed and why.
-            stored_at, detail = None, f"{detail} (dead letter NOT stored: {store_error})"
+            # Without its dead letter the message would be lost: leave it to the platform's retry.
+            self._ledger_quietly(self.ledger.release, claim)
+            self._line(
+                notification, RETRYING, started, logging.ERROR, exc_info=exc_info, status=status,
+                error=f"{detail}; and the dead letter could not be stored ({store_error}), so it will be redelivered",
+                subject=message.subject if message is not None else None,
+            )  # fmt: skip
+            return Outcome(RETRYING, notification.id)
         self._ledger_quietly(self.ledger.mark_dead, claim)
         self._line(
             notification, DEAD_LETTERED, started, logging.ERROR, exc_info=exc_info,
@@ -227,6 +235,12 @@ class Pipeline:
             subject=message.subject if message is not None else None,
         )  # fmt: skip
         return Outcome(DEAD_LETTERED, notification.id)
+
+    def _mark_sent_policy(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception_type(LedgerError), stop=stop_after_attempt(3), wait=wait_fixed(0.2),
+            sleep=self.sleep, reraise=True,
+        )  # fmt: skip
 
     def _ledger_quietly(self, operation: Callable[..., None], *args: Any) -> str | None:
         """Record a result in the ledger; a failure there is reported in the outcome line instead."""

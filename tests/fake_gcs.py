@@ -29,6 +29,7 @@ class FakeGcs:
         self._generations = itertools.count(1_700_000_000_000_000)
         self._lock = threading.Lock()
         self.fail_next: list[int] = []  # statuses to answer object requests with, before behaving normally
+        self.fail_message = "injected"
 
     def put(self, bucket: str, name: str, data: bytes) -> int:
         with self._lock:
@@ -43,7 +44,7 @@ class FakeGcs:
     def __call__(self, request: Request) -> Response:
         self.requests.append((request.method, request.path, dict(request.args)))
         if self.fail_next and "/o" in request.path:  # not the client's background bucket lookups
-            return _json({"error": {"code": self.fail_next[0], "message": "injected"}}, self.fail_next.pop(0))
+            return _json({"error": {"code": self.fail_next[0], "message": self.fail_message}}, self.fail_next.pop(0))
         with self._lock:
             if match := _UPLOAD.match(request.path):
                 return self._upload(match["bucket"], request)

@@ -219,3 +219,34 @@ def test_gcs_ledger_normal_flow_against_the_storage_emulator(storage_emulator, m
     dead_letters = GcsDeadLetters(bucket)
     dead_letters.put("emu-3", {"error": "x"})
     assert [d.notification_id for d in dead_letters.list()] == ["emu-3"]
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (403, "the function's service account may not use gs://notifier-state: grant it roles/storage.objectAdmin"),
+        (404, "bucket 'notifier-state' does not exist: create it with deploy/setup.sh --state-bucket notifier-state"),
+    ],
+)
+def test_a_misconfigured_state_bucket_says_what_to_fix(fake_gcs, status, message):
+    fake_gcs.fail_next = [status]
+    fake_gcs.fail_message = "The specified bucket does not exist." if status == 404 else "Forbidden"
+    with pytest.raises(LedgerError) as caught:
+        GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE)
+    assert caught.value.misconfigured
+    assert str(caught.value).startswith("NOTIFY_STATE_BUCKET: ")
+    assert message in str(caught.value)
+
+
+def test_our_own_claim_is_recognised_when_the_create_answer_was_lost(fake_gcs, monkeypatch):
+    ledger = GcsLedger(_bucket(), retry=None)
+    original = GcsLedger._write
+    calls = []
+
+    def lost_answer(self, blob, record, *, if_generation_match):
+        calls.append(if_generation_match)
+        generation = original(self, blob, record, if_generation_match=if_generation_match)
+        return None if len(calls) == 1 else generation  # the create succeeded, its answer got lost
+
+    monkeypatch.setattr(GcsLedger, "_write", lost_answer)
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED

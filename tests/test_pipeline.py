@@ -57,6 +57,8 @@ def _pipeline(*results, dead_letters=None, **env):
         ledger=MemoryLedger(),
         dead_letters=dead_letters or LocalDeadLetters(Path(tempfile.mkdtemp(prefix="deadletters-"))),
     )
+    pipeline.sleeps = []
+    pipeline.sleep = pipeline.sleeps.append
     return pipeline, backend
 
 
@@ -279,23 +281,50 @@ def test_a_ledger_failure_after_sending_is_reported_on_the_sent_line(capsys):
     assert line["ledger_error"] == "state bucket s: timeout"
 
 
-def test_a_dead_letter_that_cannot_be_stored_is_still_in_the_log(capsys, tmp_path):
+def test_a_dead_letter_that_cannot_be_stored_is_left_to_the_platform_not_lost(capsys, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     error = DeliveryError("HTTP 400: from.email: invalid", transient=False, status=400)
-    pipeline, _ = _pipeline(error, dead_letters=LocalDeadLetters(blocked / "dead"))
-    pipeline.handle(storage_cloud_event())
+    pipeline, _ = _pipeline(error, Receipt("scripted", "sg-later"), dead_letters=LocalDeadLetters(blocked / "dead"))
+    event = storage_cloud_event(generation="5")
+
+    with pytest.raises(RetryLater):
+        pipeline.handle(event)
+    (outcome,) = pipeline.handle(event)  # the redelivery (here, the cause went away): sent, not "duplicate"
+
+    first, second = _lines(capsys)
+    assert (first["outcome"], first["severity"]) == ("retrying", "ERROR")
+    assert "dead letter could not be stored" in first["message"]
+    assert first["subject"].startswith("Uploaded:")
+    assert (outcome.outcome, second["outcome"]) == ("sent", "sent")
+
+
+def test_a_lost_sent_mark_is_retried(capsys):
+    pipeline, _ = _pipeline(Receipt("scripted", "sg-1"))
+    ledger = BrokenLedger({"mark_sent"})
+    fails = iter([True, False])
+    original = MemoryLedger.mark_sent
+
+    def flaky(self, *args):
+        if next(fails):
+            raise LedgerError("state bucket s: timeout")
+        original(self, *args)
+
+    ledger.mark_sent = flaky.__get__(ledger)
+    pipeline.ledger = ledger
+    event = storage_cloud_event(generation="6")
+    pipeline.handle(event)
     (line,) = _lines(capsys)
-    assert line["outcome"] == "dead-lettered"
-    assert "dead letter NOT stored" in line["message"]
-    assert line["subject"].startswith("Uploaded:")
+    assert "ledger_error" not in line
+    assert pipeline.handle(event)[0].outcome == "duplicate"
+    assert pipeline.sleeps == [0.2]
 
 
 @pytest.mark.parametrize(("age_hours", "outcome"), [(1, "sent"), (23, "sent"), (25, "expired")])
 def test_events_older_than_the_age_limit_expire(capsys, age_hours, outcome):
     pipeline, backend = _pipeline(Receipt("scripted", "m"))
     happened = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-    pipeline._wall_clock = lambda: happened + timedelta(hours=age_hours)
+    pipeline._wall_clock = lambda: happened + timedelta(hours=age_hours)  # as if injected
     event = storage_cloud_event()
     event["time"] = happened.isoformat()
 

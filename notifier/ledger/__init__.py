@@ -40,7 +40,29 @@ class Claim:
 
 
 class LedgerError(Exception):
-    """The state store could not be read or written; retrying later may succeed."""
+    """The state store could not be read or written; retrying later may succeed.
+
+    ``misconfigured``: it will keep failing until someone fixes the setting or permission the
+    message names (logged as an ERROR, not a passing WARNING).
+    """
+
+    def __init__(self, message: str, *, misconfigured: bool = False) -> None:
+        super().__init__(message)
+        self.misconfigured = misconfigured
+
+
+def held_status(record: dict[str, Any], now: float, *, replay: bool) -> Claim | None:
+    """What an existing ledger record means for a new claim: a Claim to return as it is (sent,
+    dead, or busy), or None when the claim may be taken (expired lease, or a dead letter being
+    replayed). Every store decides with this one function."""
+    state, notification_id = record.get("state"), record.get("notification_id", "")
+    if state == "sent":
+        return Claim(notification_id, ClaimStatus.SENT, message_id=record.get("message_id", ""))
+    if state == "dead" and not replay:
+        return Claim(notification_id, ClaimStatus.DEAD)
+    if state == "claimed" and record.get("lease_until", 0) > now:
+        return Claim(notification_id, ClaimStatus.BUSY)
+    return None
 
 
 class Ledger(ABC):

@@ -29,6 +29,7 @@ from notifier.ledger import (
     Ledger,
     LedgerError,
     encode_record,
+    held_status,
     new_token,
     now_utc,
 )
@@ -76,19 +77,18 @@ class GcsLedger(Ledger):
                 if existing is None:
                     continue  # released, or changed, between our two calls: start again
                 generation, held = existing
-                if held.get("state") == "sent":
-                    return Claim(notification_id, ClaimStatus.SENT, message_id=held.get("message_id", ""))
-                if held.get("state") == "dead" and not replay:
-                    return Claim(notification_id, ClaimStatus.DEAD)
-                if held.get("state") == "claimed" and held.get("lease_until", 0) > self._clock():
-                    return Claim(notification_id, ClaimStatus.BUSY)
+                if held.get("token") == token:  # our own create, retried after a lost answer
+                    return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
+                if (status := held_status({**held, "notification_id": notification_id}, self._clock(),
+                                          replay=replay)) is not None:  # fmt: skip
+                    return status
                 generation = self._write(blob, record, if_generation_match=generation)
                 if generation is not None:  # took over an expired lease (or a dead letter, to replay)
                     return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
                 return Claim(notification_id, ClaimStatus.BUSY)  # someone else took it over first
             return Claim(notification_id, ClaimStatus.BUSY)
         except _TRANSIENT as error:
-            raise LedgerError(f"state bucket {self._bucket.name}: {type(error).__name__}: {error}") from error
+            raise _ledger_error(self._bucket.name, error) from error
 
     def mark_sent(self, claim: Claim, message_id: str) -> None:
         self._replace(claim, {"state": "sent", "token": claim.token, "message_id": message_id})
@@ -103,14 +103,14 @@ class GcsLedger(Ledger):
         except (gexc.NotFound, gexc.PreconditionFailed):
             pass  # already gone, or no longer ours
         except _TRANSIENT as error:
-            raise LedgerError(f"state bucket {self._bucket.name}: {error}") from error
+            raise _ledger_error(self._bucket.name, error) from error
 
     def _replace(self, claim: Claim, record: dict[str, Any]) -> None:
         blob = self._bucket.blob(LEDGER_PREFIX + claim.notification_id)
         try:
             self._write(blob, record, if_generation_match=claim.version)  # None: taken over; nothing to do
         except _TRANSIENT as error:
-            raise LedgerError(f"state bucket {self._bucket.name}: {error}") from error
+            raise _ledger_error(self._bucket.name, error) from error
 
     def _read(self, name: str) -> tuple[int, dict[str, Any]] | None:
         """The record and its generation, or None if it is gone or changed while we read it."""
@@ -149,7 +149,7 @@ class GcsDeadLetters(DeadLetters):
                 encode_record({"created": now_utc().isoformat(), **record}), content_type="application/json"
             )
         except _TRANSIENT as error:
-            raise LedgerError(f"state bucket {self._bucket.name}: {error}") from error
+            raise _ledger_error(self._bucket.name, error) from error
         return f"gs://{self._bucket.name}/{blob.name}"
 
     def list(self) -> Iterator[DeadLetter]:
@@ -170,3 +170,20 @@ def _record(data: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def _ledger_error(bucket: str, error: BaseException) -> LedgerError:
+    """One message shape for every state-bucket failure; a missing bucket or permission says what to do."""
+    if isinstance(error, gexc.NotFound) and "bucket" in str(error).lower():
+        return LedgerError(
+            f"NOTIFY_STATE_BUCKET: bucket {bucket!r} does not exist: create it with"
+            f" deploy/setup.sh --state-bucket {bucket}",
+            misconfigured=True,
+        )
+    if isinstance(error, gexc.Forbidden | gexc.Unauthorized):
+        return LedgerError(
+            f"NOTIFY_STATE_BUCKET: the function's service account may not use gs://{bucket}: grant it"
+            f" roles/storage.objectAdmin on the bucket (deploy/setup.sh --state-bucket {bucket}): {error}",
+            misconfigured=True,
+        )
+    return LedgerError(f"state bucket {bucket}: {type(error).__name__}: {error}")

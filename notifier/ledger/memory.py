@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from notifier.ledger import Claim, ClaimStatus, Ledger, new_token
+from notifier.ledger import Claim, ClaimStatus, Ledger, held_status, new_token
 
 
 @dataclass(slots=True)
@@ -32,12 +32,10 @@ class MemoryLedger(Ledger):
         with self._lock:
             entry = self._entries.get(notification_id)
             if entry is not None:
-                if entry.state == "sent":
-                    return Claim(notification_id, ClaimStatus.SENT, message_id=entry.message_id)
-                if entry.state == "dead" and not replay:
-                    return Claim(notification_id, ClaimStatus.DEAD)
-                if entry.state == "claimed" and entry.lease_until > now:
-                    return Claim(notification_id, ClaimStatus.BUSY)
+                record = {"notification_id": notification_id, "state": entry.state,
+                          "lease_until": entry.lease_until, "message_id": entry.message_id}  # fmt: skip
+                if (held := held_status(record, now, replay=replay)) is not None:
+                    return held
             token = new_token()
             self._entries[notification_id] = _Entry("claimed", token, now + lease_seconds)
             self._entries.move_to_end(notification_id)

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from notifier.ledger import Claim, ClaimStatus, Ledger, LedgerError, new_token
+from notifier.ledger import Claim, ClaimStatus, Ledger, LedgerError, held_status, new_token
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -43,14 +43,11 @@ class SqliteLedger(Ledger):
             ).fetchone()
             if row is not None:
                 state, lease_until, message_id = row
-                busy = {
-                    "sent": Claim(notification_id, ClaimStatus.SENT, message_id=message_id),
-                    "dead": None if replay else Claim(notification_id, ClaimStatus.DEAD),
-                    "claimed": Claim(notification_id, ClaimStatus.BUSY) if lease_until > now else None,
-                }.get(state)
-                if busy is not None:
+                record = {"notification_id": notification_id, "state": state,
+                          "lease_until": lease_until, "message_id": message_id}  # fmt: skip
+                if (held := held_status(record, now, replay=replay)) is not None:
                     db.execute("COMMIT")
-                    return busy
+                    return held
             token = new_token()
             db.execute(
                 "INSERT OR REPLACE INTO ledger (notification_id, state, token, lease_until, updated)"
