@@ -87,6 +87,12 @@ if [[ -z "$MEMORY" ]]; then
   if [[ "$GEN" == 2 ]]; then MEMORY=256Mi; else MEMORY=256MB; fi
 fi
 [[ "$MEMORY" =~ ^[0-9]+([kKmMgG]i?)?[bB]?$ ]] || die_usage "--memory: expected a size such as 256Mi or 1Gi, got '$MEMORY'"
+if ((CONCURRENCY > 1)); then
+  # Cloud Run functions need a whole vCPU for concurrent requests: 2 GiB of memory brings one.
+  [[ "$MEMORY" =~ ^([0-9]+)([kKmMgG]?) ]]
+  case "${BASH_REMATCH[2],,}" in g) mib=$((BASH_REMATCH[1] * 1024)) ;; k) mib=$((BASH_REMATCH[1] / 1024)) ;; *) mib=${BASH_REMATCH[1]} ;; esac
+  ((GEN == 1 || mib >= 2048)) || die_usage "--concurrency $CONCURRENCY needs at least 1 vCPU: use --memory 2Gi or more"
+fi
 if [[ -z "$ENV_FILE" && -f "$NOTIFIER_ROOT/deploy/env.yaml" ]]; then
   ENV_FILE="$NOTIFIER_ROOT/deploy/env.yaml"
 fi
@@ -103,10 +109,11 @@ deploy_env="$(mktemp "${TMPDIR:-/tmp}/storage-notifier-env.XXXXXX")"
 trap 'rm -f "$deploy_env"' EXIT
 {
   if [[ -n "$ENV_FILE" ]]; then
-    grep -Ev '^[[:space:]]*NOTIFY_DEADLINE_SECONDS[[:space:]]*:' "$ENV_FILE" || true
+    grep -Ev '^[[:space:]]*(NOTIFY_DEADLINE_SECONDS|NOTIFY_KEY_SECRET)[[:space:]]*:' "$ENV_FILE" || true
     echo
   fi
   echo "NOTIFY_DEADLINE_SECONDS: \"$((timeout_s - 15))\""
+  echo "NOTIFY_KEY_SECRET: \"$SECRET\""  # its name only, so error messages can say which secret to fix
 } >"$deploy_env"
 if ((DRY_RUN)); then
   # Print a script that runs as it stands: the env file first, then the commands.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mimetypes
 import os
 import sys
 import urllib.error
@@ -36,11 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def emit(args: argparse.Namespace) -> int:
     """POST one realistic storage event to a running function."""
+    bucket, name = parse_gs_uri(args.uri)
     headers, body = build_request(
         args.kind,
-        *parse_gs_uri(args.uri),
+        bucket,
+        name,
         size=args.size,
-        content_type=args.content_type,
+        content_type=args.content_type or guess_content_type(name),
         metadata=dict(args.meta),
         mode="gen1" if args.gen1 else args.mode,
     )
@@ -88,7 +91,8 @@ def route(args: argparse.Namespace) -> int:
     settings, renderer = _local_pipeline_parts()
     event = _event_from_args(args)
     source = settings.rules_file or "NOTIFY_TO (no rules file)"
-    print(f"{event.kind} {event.gs_uri} ({event.size} bytes, {event.content_type}) against {source}:")
+    size = "size unknown" if event.size is None else f"{event.size} bytes"
+    print(f"{event.kind} {event.gs_uri} ({size}, {event.content_type}) against {source}:")
     notifications = _routed(settings, event)
     for notification in notifications:
         message = renderer.render(notification)
@@ -236,7 +240,8 @@ def _event_from_args(args: argparse.Namespace) -> StorageEvent:
 
     bucket, name = parse_gs_uri(args.uri)
     metadata = dict(args.meta)
-    data = object_resource(args.kind, bucket, name, size=args.size, content_type=args.content_type, metadata=metadata)
+    content_type = args.content_type or guess_content_type(name)
+    data = object_resource(args.kind, bucket, name, size=args.size, content_type=content_type, metadata=metadata)
     return decode(CloudEvent(cloud_event_attributes(args.kind, data, f"{args.command}-{uuid.uuid4()}"), data))
 
 
@@ -248,6 +253,10 @@ def _routed(settings: Settings, event: StorageEvent) -> list[Notification]:
     if not notifications:
         print("No email: no rule matches.")
     return notifications
+
+
+def guess_content_type(name: str) -> str:
+    return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
 
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:
@@ -280,8 +289,14 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("kind", choices=KINDS, help="what happened to the object")
         sub.add_argument("uri", metavar="gs://BUCKET/OBJECT")
-        sub.add_argument("--size", type=_size, default=1234, help="object size in bytes (default 1234)")
-        sub.add_argument("--content-type", default="text/csv", help="object content type")
+        size_default = None if name == "route" else 1234
+        sub.add_argument(
+            "--size",
+            type=_size,
+            default=size_default,
+            help=f"object size in bytes (default {size_default or 'unknown'})",
+        )
+        sub.add_argument("--content-type", help="object content type (default: guessed from the name)")
         sub.add_argument(
             "--meta",
             type=_key_value,

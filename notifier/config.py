@@ -59,6 +59,8 @@ class Settings:
     sendgrid_sandbox: bool = False  # SendGrid validates, sends nothing
     smtp_url: str | None = None
     smtp_password: str = field(default="", repr=False)
+    deployed: bool = False  # running on Cloud Run functions (K_SERVICE is set)
+    key_secret: str | None = None  # the Secret Manager secret holding the key, for messages
     sendgrid_api_key: str = field(default="", repr=False)
 
     @property
@@ -176,6 +178,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sendgrid_sandbox=sandbox,
         smtp_url=smtp_url or None,
         smtp_password=smtp_password,
+        deployed=bool(env.get("K_SERVICE")),
+        key_secret=env.get("NOTIFY_KEY_SECRET", "").strip() or None,
         rules=rules,
         rules_file=rules_file,
         backend=backend,

@@ -178,7 +178,7 @@ def object_resource(
     bucket: str,
     name: str,
     *,
-    size: int = 0,
+    size: int | None = 0,
     content_type: str = "application/octet-stream",
     metadata: Mapping[str, str] | None = None,
     now: datetime | None = None,
@@ -202,6 +202,8 @@ def object_resource(
         "md5Hash": base64.b64encode(b"\0" * 16).decode(),
         "crc32c": "AAAAAA==",
     }
+    if size is None:  # unknown, as `route` is asked without --size
+        del resource["size"]
     if kind in ("delete", "archive"):
         resource["timeDeleted"] = stamp
     if metadata:

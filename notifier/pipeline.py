@@ -72,14 +72,22 @@ class Pipeline:
     @classmethod
     def from_environment(cls) -> Pipeline:
         """Read and validate the environment; a bad setting is logged once and raised."""
+        logger = log.get_logger()
         try:
             settings = load_settings()
+            log.register_secret(settings.sendgrid_api_key)
+            log.register_secret(settings.smtp_password)
+            pipeline = cls(settings)  # compiles and tries every template
         except ValueError as error:
-            log.log(log.get_logger(), logging.CRITICAL, f"storage-notifier cannot start: {error}")
+            log.log(logger, logging.CRITICAL, f"storage-notifier cannot start: {error}")
             raise
-        log.register_secret(settings.sendgrid_api_key)
-        log.register_secret(settings.smtp_password)
-        return cls(settings)
+        if settings.deployed and settings.state_bucket is None:
+            log.log(
+                logger, logging.WARNING,
+                "no NOTIFY_STATE_BUCKET: each instance keeps its own ledger (duplicates across instances are"
+                " possible) and dead letters stay on its disk; create one with deploy/setup.sh --state-bucket",
+            )  # fmt: skip
+        return pipeline
 
     def handle(self, cloud_event: Any, *, percent_encoded: bool = False) -> list[Outcome]:
         """Deliver every notification for one event. ``percent_encoded``: the attributes came from

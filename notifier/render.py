@@ -82,6 +82,29 @@ class Renderer:
             if rule.subject is not None:
                 self._subjects[rule.name] = self._compile_subject(rule)
         self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+        self._try_every_template(rules)
+
+    def _try_every_template(self, rules: Iterable[Rule]) -> None:
+        """Render each template once with a sample event, so that a typo (StrictUndefined) or a
+        bad filter stops the start-up with its file named, instead of dead-lettering every email."""
+        samples = {kind: _sample_event(kind) for kind in KINDS}
+        checks = [(f"templates/{name or kind}/", name, kind, None) for name, kind in self._sets]
+        checks += [
+            (f"rule {r.name!r}: subject", r.template, kind, r.name) for r in rules if r.subject for kind in r.events
+        ]
+        for where, name, kind, subject_of in checks:
+            context = template_context(samples[kind])
+            templates = self._sets[name, kind]
+            try:
+                if subject_of is not None:
+                    self._subjects[subject_of].render(context)
+                else:
+                    for template in templates:
+                        template.render(context)
+            except jinja2.TemplateError as error:
+                raise TemplateError(
+                    f"{where}: {type(error).__name__}: {error} (checked with a sample {kind} event)"
+                ) from None
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Renderer:
@@ -213,6 +236,16 @@ def variables_markdown() -> str:
         f"| variable | what it holds |\n|---|---|\n{rows}\n\n"
         f"| filter | gives |\n|---|---|\n{filters}\n"
     )
+
+
+def _sample_event(kind: str) -> StorageEvent:
+    from cloudevents.http import CloudEvent
+
+    from notifier.events import cloud_event_attributes, decode, object_resource
+
+    data = object_resource(kind, "sample-bucket", "sample/object.csv", size=1024, content_type="text/csv",
+                           metadata={"sample": "value"})  # fmt: skip
+    return decode(CloudEvent(cloud_event_attributes(kind, data, "sample"), data))
 
 
 def console_url(bucket: str, name: str) -> str:

@@ -35,6 +35,7 @@ DEFAULT_LINK_TTL = 86400.0
 MAX_ATTACHMENT = 20 * 1024**2  # base64 grows it by a third; SendGrid takes 30 MB in all
 DEFAULT_ATTACHMENT = 5 * 1024**2
 _LISTS = ("to", "cc", "bcc")
+_NEVER_EMPTY = ("events", "buckets", "include", "content_types")
 _BAD = object()  # a value whose problem has been reported
 
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
@@ -188,6 +189,9 @@ class _Parser:
         if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
             self.problem(where, f"{key}: expected a string or a list of non-empty strings, got {_kind(value)}")
             return _BAD
+        if not values and key in _NEVER_EMPTY:
+            self.problem(where, f"{key}: an empty list matches nothing; leave the key out to match everything")
+            return _BAD
         return values
 
     def events(self, value: Any, key: str, where: str) -> Any:
@@ -217,13 +221,14 @@ class _Parser:
         if items is _BAD:
             return _BAD
         found: list[Address] = []
+        bad = False
         for item in items:
             try:
                 found.extend(parse_addresses(item, key))
             except ValueError as error:
                 self.problem(where, str(error))
-                return _BAD
-        return tuple(found)
+                bad = True
+        return _BAD if bad else tuple(found)
 
     def one_address(self, value: Any, key: str, where: str) -> Any:
         found = self.addresses(value, key, where)

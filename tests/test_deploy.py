@@ -193,6 +193,7 @@ def test_options_and_environment_shape_the_command(tmp_path):
     assert "--retry" not in argv
     assert 'NOTIFY_TO: "finance@example.com"' in deploy["env_file"]
     assert 'NOTIFY_DEADLINE_SECONDS: "105"' in deploy["env_file"], "deadline = timeout - 15 s"
+    assert 'NOTIFY_KEY_SECRET: "sg-key"' in deploy["env_file"], "messages name the secret to fix"
     assert "999" not in deploy["env_file"]
 
 
@@ -501,6 +502,8 @@ def test_gcloudignore_uploads_exactly_what_runs():
         "notifier/__pycache__/cli.cpython-311.pyc",
         "deploy/env.yaml",
         "README.md",
+        "notifier/.env",
+        "notifier/ledger.sqlite3",
     ):
         assert spec.match_file(never), never
 

@@ -56,7 +56,8 @@ class _Html(HTMLParser):
         self.hrefs += [value for key, value in attrs if key == "href"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so CI is repeatable; a failure names its example.
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(name=names, meta=metadata)
 def test_any_name_and_metadata_give_a_safe_email(name, meta):
     meta = {k: v for k, v in meta.items() if not any(0xD800 <= ord(c) <= 0xDFFF for c in k + v)}
@@ -73,7 +74,8 @@ def test_any_name_and_metadata_give_a_safe_email(name, meta):
     raw = as_mime(message, message.envelopes[0]).as_bytes(policy=SMTP)
     parsed = message_from_bytes(raw, policy=policy.default)
     assert set(parsed.keys()) == HEADERS, set(parsed.keys()) - HEADERS
-    assert " ".join(parsed["Subject"].split()) == " ".join(message.subject.split())  # folding may add spaces
+    # Folding and RFC 2047 encoded words may add or drop whitespace between words; nothing else changes.
+    assert "".join(parsed["Subject"].split()) == "".join(message.subject.split())
     assert parsed.get_body(("plain",)) is not None and parsed.get_body(("html",)) is not None
 
     # The HTML: only our own tags, so nothing of the name became markup.

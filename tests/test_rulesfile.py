@@ -540,3 +540,42 @@ def test_bad_default_recipients_are_reported_even_when_every_rule_overrides_them
 )  # fmt: skip
 def test_problems_follow_file_order_everywhere(tmp_path, text, expected):
     assert problems(tmp_path, text) == expected
+
+
+def test_link_and_attachment_keys(tmp_path):
+    text = (
+        '[[rules]]\nname = "a"\nto = "x@example.com"\nlink = "signed"\nlink_ttl = "48h"\nattach = true\n'
+        'attach_max_size = "2 MiB"\nsendgrid_template_id = "d-0123456789abcdef0123456789abcdef"\n'
+        '[[rules]]\nname = "b"\nto = "x@example.com"\nlink = "signed"\nattach = true\n'
+    )
+    a, b = load(tmp_path, text).rules.rules
+    assert (a.signed_link_ttl, a.attach_max_size, a.sendgrid_template_id) == (
+        172800.0,
+        2 * 1024**2,
+        "d-0123456789abcdef0123456789abcdef",
+    )
+    assert (b.signed_link_ttl, b.attach_max_size) == (86400.0, 5 * 1024**2), "the documented defaults"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('link = "signd"', "link: expected \"console\" or \"signed\", got the string 'signd'"),
+        ('link = "signed"\nlink_ttl = "9d"', 'link_ttl: expected a duration up to 7 days such as "24h" or "30m", got the string \'9d\''),
+        ('link_ttl = "1h"', 'link_ttl: only means something with link = "signed"'),
+        ('attach = true\nattach_max_size = "30 MiB"', "attach_max_size: at most 20 MiB (20971520 bytes): SendGrid takes 30 MB per message"),
+        ('attach_max_size = "1 MiB"', "attach_max_size: only means something with attach = true"),
+        ('sendgrid_template_id = "x"', 'sendgrid_template_id: expected a SendGrid dynamic template id like "d-" and 32 hex digits, got the string \'x\''),
+        ("events = []", "events: an empty list matches nothing; leave the key out to match everything"),
+        ("include = []", "include: an empty list matches nothing; leave the key out to match everything"),
+    ],
+)  # fmt: skip
+def test_link_attachment_and_empty_list_problems(tmp_path, line, problem):
+    assert problems(tmp_path, R + line + "\n") == [W + problem]
+
+
+def test_every_bad_address_of_a_list_is_reported(tmp_path):
+    assert problems(tmp_path, R + 'to = ["nope", "ok@example.com", "also-bad"]\n') == [
+        W + "to: 'nope' is not a valid email address",
+        W + "to: 'also-bad' is not a valid email address",
+    ]

@@ -356,3 +356,12 @@ def test_more_than_1000_recipients_are_split_across_requests(httpserver, backend
     assert counts == requests
     assert receipt.attempts == len(requests)
     assert receipt.message_id == ",".join(["id"] * len(requests))
+
+
+def test_a_revoked_key_names_the_secret_to_update(httpserver, backend_for):
+    httpserver.expect_request("/v3/mail/send").respond_with_json({"errors": [{"message": "bad key"}]}, status=401)
+    with pytest.raises(DeliveryError) as caught:
+        backend_for(NOTIFY_KEY_SECRET="sendgrid-api-key").send(MESSAGE, deadline=_deadline())
+    assert "update the Secret Manager secret 'sendgrid-api-key' (deploy/setup.sh), redeploy, then replay" in str(
+        caught.value
+    )

@@ -51,7 +51,7 @@ TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # What a permanent status means for the person reading the log.
 _PERMANENT_HINTS = {
     400: "SendGrid rejected the request",
-    401: "the SendGrid API key is invalid or revoked: update the SENDGRID_API_KEY secret",
+    401: "the SendGrid API key is invalid or revoked: update {secret} (deploy/setup.sh), redeploy, then replay",
     403: "the SendGrid API key lacks the Mail Send permission, or the sender is not verified",
     404: "the SendGrid API host or path is wrong: check SENDGRID_API_HOST",
     413: "the message is larger than SendGrid accepts (30 MB)",
@@ -67,6 +67,7 @@ class SendGridBackend(Backend):
         self._timeout = settings.sendgrid_timeout
         self._max_attempts = settings.max_attempts
         self._sandbox = settings.sendgrid_sandbox
+        self._key_secret = settings.key_secret
         self._max_backoff = settings.max_backoff
         self.sleep = sleep  # tests swap this for a recorder
 
@@ -91,7 +92,7 @@ class SendGridBackend(Backend):
         try:
             response = retrying(self._post, payload, deadline)
         except HTTPError as error:
-            raise _delivery_error(error, earlier + retrying.statistics["attempt_number"]) from None
+            raise _delivery_error(error, earlier + retrying.statistics["attempt_number"], self._key_secret) from None
         except (OSError, http.client.HTTPException) as error:
             raise DeliveryError(
                 f"SendGrid unreachable: {_describe_network_error(error)}",
@@ -255,14 +256,16 @@ def _rate_limit_reset(headers: Any) -> float | None:
 # Turning client exceptions into DeliveryError with a message a person can act on.
 
 
-def _delivery_error(error: HTTPError, attempts: int) -> DeliveryError:
+def _delivery_error(error: HTTPError, attempts: int, key_secret: str | None = None) -> DeliveryError:
     status = error.status_code
     detail = _summarise_body(error.body)
     transient = status in TRANSIENT_STATUSES
     if transient:
         what = f"SendGrid answered {status} after {attempts} attempt(s)"
     else:
-        what = f"{_PERMANENT_HINTS.get(status, 'SendGrid refused the message')} (HTTP {status})"
+        secret = f"the Secret Manager secret {key_secret!r}" if key_secret else "the secret mounted as SENDGRID_API_KEY"
+        hint = _PERMANENT_HINTS.get(status, "SendGrid refused the message").format(secret=secret)
+        what = f"{hint} (HTTP {status})"
     return DeliveryError(
         f"{what}: {detail}" if detail else what,
         transient=transient,
