@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tenacity import (
     RetryCallState,
@@ -13,6 +14,9 @@ from tenacity import (
     stop_before_delay,
     wait_random_exponential,
 )
+
+if TYPE_CHECKING:
+    from notifier.config import Settings
 
 MIN_ATTEMPT_SECONDS = 1.0  # never start an attempt that could not finish before the deadline
 
@@ -42,3 +46,23 @@ def retry_policy(
         sleep=sleep,
         reraise=True,
     )
+
+
+class RetryingSender:
+    """What a retrying backend keeps from the settings; ``sleep`` is swapped by tests."""
+
+    def __init__(self, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._max_attempts = settings.max_attempts
+        self._max_backoff = settings.max_backoff
+        self.sleep = sleep
+
+    def _retrying(
+        self,
+        transient: Callable[[BaseException], bool],
+        deadline: float,
+        wait_first: Callable[[RetryCallState], float | None] | None = None,
+    ) -> Retrying:
+        return retry_policy(
+            transient=transient, max_attempts=self._max_attempts, max_backoff=self._max_backoff,
+            deadline=deadline, sleep=self.sleep, wait_first=wait_first,
+        )  # fmt: skip

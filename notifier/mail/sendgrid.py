@@ -44,7 +44,7 @@ from tenacity import RetryCallState
 
 from notifier.config import Settings
 from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
-from notifier.mail.retry import retry_policy
+from notifier.mail.retry import RetryingSender
 
 MAX_RECIPIENTS = 1000  # per request, across personalizations (to + cc + bcc)
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -59,17 +59,15 @@ _PERMANENT_HINTS = {
 _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
 
 
-class SendGridBackend(Backend):
+class SendGridBackend(RetryingSender, Backend):
     name = "sendgrid"
 
     def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self._client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_api_host)
         self._timeout = settings.sendgrid_timeout
-        self._max_attempts = settings.max_attempts
         self._sandbox = settings.sendgrid_sandbox
         self._key_secret = settings.key_secret
-        self._max_backoff = settings.max_backoff
-        self.sleep = sleep  # tests swap this for a recorder
+        super().__init__(settings, sleep)
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
         message_ids, attempts = [], 0
@@ -81,14 +79,7 @@ class SendGridBackend(Backend):
         return Receipt(self.name, ",".join(message_ids), attempts)
 
     def _send_payload(self, payload: dict[str, Any], deadline: float, earlier: int) -> tuple[Any, int]:
-        retrying = retry_policy(
-            transient=_is_transient,
-            max_attempts=self._max_attempts,
-            max_backoff=self._max_backoff,
-            deadline=deadline,
-            sleep=self.sleep,
-            wait_first=_wait_for_rate_limit,
-        )
+        retrying = self._retrying(_is_transient, deadline, wait_first=_wait_for_rate_limit)
         try:
             response = retrying(self._post, payload, deadline)
         except HTTPError as error:

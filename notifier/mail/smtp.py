@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from notifier.mail.base import Backend, DeliveryError, Message, Receipt, as_mime
-from notifier.mail.retry import retry_policy
+from notifier.mail.retry import RetryingSender
 
 if TYPE_CHECKING:
     from notifier.config import Settings
 
 
-class SmtpBackend(Backend):
+class SmtpBackend(RetryingSender, Backend):
     name = "smtp"
 
     def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -34,19 +34,11 @@ class SmtpBackend(Backend):
         self._user = unquote(url.username) if url.username else None
         self._password = settings.smtp_password
         self._timeout = settings.sendgrid_timeout
-        self._max_attempts = settings.max_attempts
-        self._max_backoff = settings.max_backoff
-        self.sleep = sleep
+        super().__init__(settings, sleep)
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
         pending = list(message.envelopes)  # envelopes already accepted are not sent again on retry
-        retrying = retry_policy(
-            transient=_is_transient,
-            max_attempts=self._max_attempts,
-            max_backoff=self._max_backoff,
-            deadline=deadline,
-            sleep=self.sleep,
-        )
+        retrying = self._retrying(_is_transient, deadline)
         try:
             retrying(self._deliver, message, pending, deadline)
         except smtplib.SMTPException as error:
