@@ -24,8 +24,8 @@ test: $(VENV)/.installed  ## lint, format check, then the whole test suite
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed  ## benchmarks (speed targets live here, not in tests)
-	$(PY) -m bench.routing --json bench/results-routing.json
+bench: $(VENV)/.installed  ## benchmarks beside the floor and textbook references: bench/results.md
+	$(PY) -m bench.run
 
 chaos: $(VENV)/.installed  ## 5,000 events delivered twice against a failing SendGrid: 0 lost, 0 unexplained duplicates
 	$(PY) -m bench.chaos --events 5000

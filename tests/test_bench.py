@@ -28,3 +28,15 @@ def test_a_small_chaos_run_loses_nothing_and_duplicates_only_what_it_can_explain
     assert "lost:                        0" in out
     assert "unexplained duplicates:      0" in out
     assert "PASS" in out
+
+
+def test_the_benchmark_suite_runs_end_to_end_in_its_quick_form(tmp_path, capsys):
+    from bench import run
+
+    assert run.main(["--quick", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["cold_start_ms"]) >= {"floor", "textbook", "storage-notifier", "ratio_to_floor"}
+    assert {t["handler"] for t in results["throughput"]} == {"storage-notifier", "textbook"}
+    assert results["warm_in_process_ms"]["rules"] == 100
+    assert results["memory"]["peak_mib"] > 0
+    assert "| cold start" in (tmp_path / "results.md").read_text()

@@ -10,10 +10,9 @@ import base64
 import http.client
 import json
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -56,6 +55,9 @@ _PERMANENT_HINTS = {
     404: "the SendGrid API host or path is wrong: check SENDGRID_API_HOST",
     413: "the message is larger than SendGrid accepts (30 MB)",
 }
+# Requests run here so that a trickling answer cannot outlast the deadline (see _finish_before);
+# as many workers as gunicorn threads could ever need, created on demand.
+_REQUESTS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendgrid-request")
 _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
 
 
@@ -183,18 +185,11 @@ def _finish_before(seconds: float, request: Callable[[], Any]) -> Any:
     """Run ``request``, giving up after ``seconds``.
 
     The client's timeout bounds each socket read, not the whole answer: a server that trickles its
-    body could hold a request past the function timeout. The request runs in a daemon thread that
-    is abandoned (it ends at its next read timeout) if it outlives the budget.
+    body could hold a request past the function timeout. The request runs on a pooled thread (no
+    thread start per email) that is abandoned, ending at its next read timeout, if it outlives the
+    budget.
     """
-    outcome: Future[Any] = Future()
-
-    def run() -> None:
-        try:
-            outcome.set_result(request())
-        except BaseException as error:  # noqa: BLE001 - handed to the waiting caller as it is
-            outcome.set_exception(error)
-
-    threading.Thread(target=run, name="sendgrid-request", daemon=True).start()
+    outcome = _REQUESTS.submit(request)
     try:
         return outcome.result(timeout=max(0.0, seconds))
     except FutureTimeout:
