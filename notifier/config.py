@@ -52,7 +52,9 @@ class Settings:
     storage_emulator_host: str | None = None
     ledger_file: Path | None = None
     dead_letter_dir: Path = Path("deadletter")
-    max_event_age: float = 24 * 3600.0  # seconds; older events are dropped as "expired"
+    # Seconds; older events are dropped as "expired". None: no limit (local runs, where nothing
+    # redelivers); deployed, it defaults to the platform's 24-hour redelivery window.
+    max_event_age: float | None = 24 * 3600.0
     max_backoff: float = 8.0  # seconds between in-process retries, at most
     timezone: ZoneInfo | None = None  # NOTIFY_TIMEZONE: emails show local time too
     redirect_to: Address | None = None  # NOTIFY_REDIRECT_TO: every message goes here instead
@@ -120,7 +122,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     deadline = _number(env, "NOTIFY_DEADLINE_SECONDS", 45.0, problems)
     attempts = _number(env, "NOTIFY_MAX_ATTEMPTS", 5, problems, integer=True)
 
-    max_event_age = _duration(env, "NOTIFY_MAX_EVENT_AGE", 24 * 3600.0, problems)
+    deployed = bool(env.get("K_SERVICE"))
+    max_event_age = _duration(env, "NOTIFY_MAX_EVENT_AGE", 24 * 3600.0 if deployed else None, problems)
     max_backoff = _number(env, "NOTIFY_MAX_BACKOFF_SECONDS", 8.0, problems)
     timezone = _timezone(env, problems)
     redirect = _env_addresses(env, "NOTIFY_REDIRECT_TO", problems)
@@ -178,7 +181,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sendgrid_sandbox=sandbox,
         smtp_url=smtp_url or None,
         smtp_password=smtp_password,
-        deployed=bool(env.get("K_SERVICE")),
+        deployed=deployed,
         key_secret=env.get("NOTIFY_KEY_SECRET", "").strip() or None,
         rules=rules,
         rules_file=rules_file,
@@ -221,7 +224,7 @@ _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*")
 _DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _duration(env: Mapping[str, str], var: str, default: float, problems: list[str]) -> float:
+def _duration(env: Mapping[str, str], var: str, default: float | None, problems: list[str]) -> float | None:
     """Seconds from "90", "30m", "12h" or "7d"."""
     raw = env.get(var, "").strip()
     if not raw:

@@ -102,9 +102,10 @@ class Pipeline:
             self.reject(f"could not be decoded ({type(error).__name__}: {error})", exc_info=True)
             return [Outcome(INVALID)]
         age = self._age(event)
-        if age is not None and age > self.settings.max_event_age:
-            limit = f"NOTIFY_MAX_EVENT_AGE={self.settings.max_event_age:.0f}s"
-            self._event_line(event, EXPIRED, f"event is {age:.0f}s old, older than {limit}", started)
+        limit = self.settings.max_event_age
+        if age is not None and limit is not None and age > limit:
+            reason = f"event is {age:.0f}s old, older than NOTIFY_MAX_EVENT_AGE={limit:.0f}s"
+            self._event_line(event, EXPIRED, reason, started)
             return [Outcome(EXPIRED)]
         rules = self.settings.rules
         reason = rules.ignore_reason(event)

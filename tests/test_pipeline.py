@@ -322,7 +322,7 @@ def test_a_lost_sent_mark_is_retried(capsys):
 
 @pytest.mark.parametrize(("age_hours", "outcome"), [(1, "sent"), (23, "sent"), (25, "expired")])
 def test_events_older_than_the_age_limit_expire(capsys, age_hours, outcome):
-    pipeline, backend = _pipeline(Receipt("scripted", "m"))
+    pipeline, backend = _pipeline(Receipt("scripted", "m"), NOTIFY_MAX_EVENT_AGE="24h")
     happened = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     pipeline._wall_clock = lambda: happened + timedelta(hours=age_hours)  # as if injected
     event = storage_cloud_event()
@@ -332,3 +332,11 @@ def test_events_older_than_the_age_limit_expire(capsys, age_hours, outcome):
 
     assert result.outcome == outcome
     assert len(backend.sent) == (outcome == "sent")
+
+
+def test_locally_there_is_no_age_limit_and_deployed_it_is_a_day():
+    from notifier.config import load_settings
+
+    assert settings_for().max_event_age is None
+    assert load_settings({"K_SERVICE": "f", "SENDGRID_API_KEY": "SG.x", "NOTIFY_FROM": "a@example.com",
+                          "NOTIFY_TO": "b@example.com"}).max_event_age == 86400  # fmt: skip
