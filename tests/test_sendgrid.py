@@ -257,7 +257,9 @@ def test_backoff_is_jittered(httpserver, backend_for):
     assert runs[0] != runs[1], "identical waits would make every instance retry in lock-step"
 
 
-def test_the_request_timeout_never_reaches_past_the_deadline(httpserver, backend_for, monkeypatch):
+@pytest.fixture
+def request_timeouts(monkeypatch):
+    """The timeout the real client passes to urllib on each request, recorded."""
     seen = []
     original = python_http_client.Client._make_request
 
@@ -266,11 +268,15 @@ def test_the_request_timeout_never_reaches_past_the_deadline(httpserver, backend
         return original(self, opener, request, timeout=timeout)
 
     monkeypatch.setattr(python_http_client.Client, "_make_request", spy)
+    return seen
+
+
+def test_the_request_timeout_never_reaches_past_the_deadline(httpserver, backend_for, request_timeouts):
     httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202)
 
     backend_for().send(MESSAGE, deadline=_deadline(3))
 
-    (timeout,) = seen
+    (timeout,) = request_timeouts
     assert 2 < timeout <= 3
 
 
@@ -290,21 +296,13 @@ def test_the_client_is_created_once_per_instance(httpserver, backend_for, monkey
     assert len(httpserver.log) == 3
 
 
-def test_default_timeout_is_ten_seconds_and_is_passed_on_every_request(httpserver, backend_for, monkeypatch):
-    seen = []
+def test_default_timeout_is_ten_seconds_and_is_passed_on_every_request(httpserver, backend_for, request_timeouts):
     backend = backend_for()
-    original = python_http_client.Client._make_request
-
-    def spy(self, opener, request, timeout=None):
-        seen.append(timeout)
-        return original(self, opener, request, timeout=timeout)
-
-    monkeypatch.setattr(python_http_client.Client, "_make_request", spy)
     httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202)
 
     backend.send(MESSAGE, deadline=_deadline())
 
-    assert seen == [10.0]
+    assert request_timeouts == [10.0]
 
 
 def _message_with(envelopes, **fields):
