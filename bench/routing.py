@@ -13,10 +13,8 @@ import statistics
 import sys
 import time
 
-from cloudevents.http import CloudEvent
-
 from notifier.addresses import Address
-from notifier.events import cloud_event_attributes, decode, object_resource
+from notifier.events import decode, object_resource, storage_cloud_event
 from notifier.rules import Globs, Recipients, Rule, RuleSet
 
 TARGET_MS = 1.0
@@ -49,7 +47,7 @@ def sample_events(count: int) -> list:
     events = []
     for name in names:
         data = object_resource("finalize", "acme-uploads", name, size=4096, content_type="text/csv")
-        events.append(decode(CloudEvent(cloud_event_attributes("finalize", data, "bench"), data)))
+        events.append(decode(storage_cloud_event("finalize", data, "bench")))
     return events
 
 

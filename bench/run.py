@@ -90,10 +90,9 @@ def cold_start(launches: int, sendgrid_url: str) -> dict[str, Any]:
 
 def warm(events: int, rules: int) -> dict[str, Any]:
     """decode -> route -> render -> a null backend, in-process, with `rules` rules."""
-    from cloudevents.http import CloudEvent
 
     from notifier.config import load_settings
-    from notifier.events import cloud_event_attributes, object_resource
+    from notifier.events import object_resource, storage_cloud_event
     from notifier.ledger.local import LocalDeadLetters
     from notifier.ledger.memory import MemoryLedger
     from notifier.mail.base import Backend, Receipt
@@ -118,7 +117,7 @@ def warm(events: int, rules: int) -> dict[str, Any]:
         samples = []
         for index in range(events):
             data = object_resource("finalize", "bench", f"in/{index:06d}.csv", size=1024, content_type="text/csv")
-            event = CloudEvent(cloud_event_attributes("finalize", data, f"w{index}"), data)
+            event = storage_cloud_event("finalize", data, f"w{index}")
             started = time.perf_counter()
             pipeline.handle(event)
             samples.append((time.perf_counter() - started) * 1000)

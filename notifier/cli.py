@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from notifier.events import KINDS, Kind, StorageEvent, background_event, cloud_event_attributes, object_resource
+from notifier.events import KINDS, Kind, StorageEvent, background_event, object_resource, storage_cloud_event
 
 if TYPE_CHECKING:
     from notifier.config import Settings
@@ -207,13 +207,12 @@ def build_request(
 ) -> tuple[dict[str, str], bytes]:
     """Headers and body of an HTTP request delivering one storage event as the platform does."""
     from cloudevents.conversion import to_binary, to_structured
-    from cloudevents.http import CloudEvent
 
     event_id = event_id or str(uuid.uuid4())
     data = object_resource(kind, bucket, name, size=size, content_type=content_type, metadata=metadata)
     if mode == "gen1":
         return {"Content-Type": "application/json"}, json.dumps(background_event(kind, data, event_id)).encode()
-    event = CloudEvent(cloud_event_attributes(kind, data, event_id), data)
+    event = storage_cloud_event(kind, data, event_id)
     if mode == "structured":
         headers, body = to_structured(event)
         return dict(headers), body
@@ -234,7 +233,6 @@ def _local_pipeline_parts() -> tuple[Settings, Renderer]:
 
 
 def _event_from_args(args: argparse.Namespace) -> StorageEvent:
-    from cloudevents.http import CloudEvent
 
     from notifier.events import decode
 
@@ -242,7 +240,7 @@ def _event_from_args(args: argparse.Namespace) -> StorageEvent:
     metadata = dict(args.meta)
     content_type = args.content_type or guess_content_type(name)
     data = object_resource(args.kind, bucket, name, size=args.size, content_type=content_type, metadata=metadata)
-    return decode(CloudEvent(cloud_event_attributes(args.kind, data, f"{args.command}-{uuid.uuid4()}"), data))
+    return decode(storage_cloud_event(args.kind, data, f"{args.command}-{uuid.uuid4()}"))
 
 
 def _routed(settings: Settings, event: StorageEvent) -> list[Notification]:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifier.addresses import Address, parse_addresses
 from notifier.rules import RuleSet
-from notifier.rulesfile import EnvDefaults, default_rules, load_rules
+from notifier.rulesfile import EnvDefaults, default_rules, load_rules, parse_duration
 
 BACKENDS = ("sendgrid", "smtp", "outbox", "console")
 
@@ -220,20 +220,16 @@ def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
     return beside_main if beside_main.is_file() else None
 
 
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*")
-_DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _duration(env: Mapping[str, str], var: str, default: float | None, problems: list[str]) -> float | None:
     """Seconds from "90", "30m", "12h" or "7d"."""
     raw = env.get(var, "").strip()
     if not raw:
         return default
-    match = _DURATION.fullmatch(raw.lower())
-    if match is None or float(match.group(1)) <= 0:
+    seconds = parse_duration(raw.lower())
+    if seconds is None or seconds <= 0:
         problems.append(f"{var}: expected a duration such as 90 (seconds), 30m, 12h or 7d, got {raw!r}")
         return default
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return seconds
 
 
 def _timezone(env: Mapping[str, str], problems: list[str]) -> ZoneInfo | None:

@@ -20,8 +20,8 @@ from email import message_from_binary_file, policy
 from pathlib import Path
 
 from notifier.cli import build_request
+from notifier.config import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_EVENTS = (
     # kind, object, size, content type, delivery format
     ("finalize", "reports/2026/Q3 revenue.csv", 48_213, "text/csv", "binary"),

@@ -71,9 +71,8 @@ _OPTIONAL_FIELDS: dict[str, tuple[str, str]] = {
 # Pub/Sub notification attributes that say more than the object resource does.
 _PUBSUB_ATTRIBUTES = ("overwroteGeneration", "overwrittenByGeneration")
 
-_TIME_FIELDS = frozenset(
-    {"event_time", "time_created", "updated", "time_deleted", "soft_delete_time", "hard_delete_time"}
-)
+# The datetime attributes of StorageEvent, for from_dict: the table's time fields and the event time.
+_TIME_FIELDS = frozenset({attr for attr, how in _OPTIONAL_FIELDS.values() if how == "time"} | {"event_time"})
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
@@ -222,6 +221,13 @@ def cloud_event_attributes(kind: Kind, data: dict[str, Any], event_id: str) -> d
         "time": data["updated"],
         "datacontenttype": "application/json",
     }
+
+
+def storage_cloud_event(kind: Kind, data: dict[str, Any], event_id: str) -> Any:
+    """The CloudEvent Eventarc would deliver about ``data`` (a :func:`object_resource`)."""
+    from cloudevents.http import CloudEvent  # loaded by functions-framework anyway; not at import
+
+    return CloudEvent(cloud_event_attributes(kind, data, event_id), data)
 
 
 def background_event(kind: Kind, data: dict[str, Any], event_id: str) -> dict[str, Any]:

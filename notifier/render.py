@@ -239,13 +239,12 @@ def variables_markdown() -> str:
 
 
 def _sample_event(kind: str) -> StorageEvent:
-    from cloudevents.http import CloudEvent
 
-    from notifier.events import cloud_event_attributes, decode, object_resource
+    from notifier.events import decode, object_resource, storage_cloud_event
 
     data = object_resource(kind, "sample-bucket", "sample/object.csv", size=1024, content_type="text/csv",
                            metadata={"sample": "value"})  # fmt: skip
-    return decode(CloudEvent(cloud_event_attributes(kind, data, "sample"), data))
+    return decode(storage_cloud_event(kind, data, "sample"))
 
 
 def console_url(bucket: str, name: str) -> str:

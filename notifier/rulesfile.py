@@ -44,7 +44,13 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 102
 _MEDIA_TYPE = re.compile(r"(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*))")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from "90", "30m", "12h" or "7d"; None if it is not such a duration."""
+    match = _DURATION.fullmatch(text)
+    return float(match[1]) * _DURATION_UNITS[match[2]] if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,9 +304,8 @@ class _Parser:
         return _BAD
 
     def link_ttl(self, value: Any, key: str, where: str) -> Any:
-        match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-        seconds = float(match[1]) * _DURATION_UNITS[match[2] or "s"] if match else 0
-        if not 0 < seconds <= MAX_LINK_TTL:
+        seconds = parse_duration(value) if isinstance(value, str) else None
+        if seconds is None or not 0 < seconds <= MAX_LINK_TTL:
             self.problem(where, f'{key}: expected a duration up to 7 days such as "24h" or "30m", got {_kind(value)}')
             return _BAD
         return seconds

@@ -22,7 +22,8 @@ from cloudevents.http import CloudEvent
 
 from notifier.config import Settings, load_settings
 from notifier.demo import free_port, start_server, stop_server, wait_until_serving
-from notifier.events import cloud_event_attributes, object_resource
+from notifier.events import object_resource
+from notifier.events import storage_cloud_event as build_cloud_event
 
 DATA = Path(__file__).parent / "data"
 # The platform's event types, written out here rather than imported from the code under test,
@@ -56,7 +57,7 @@ def storage_cloud_event(
 ) -> CloudEvent:
     data = object_resource(kind, bucket, name, size=2048, content_type="text/csv")
     data.update(overrides)
-    return CloudEvent(cloud_event_attributes(kind, data, event_id), data)
+    return build_cloud_event(kind, data, event_id)
 
 
 def read_eml(path: Path) -> EmailMessage:
