@@ -4,6 +4,7 @@ References (bench/reference/): the floor, a bare functions-framework function th
 and the textbook handler (a SendGrid client and Mail built per event). Figures: cold start, warm
 per-event cost in-process, throughput over HTTP against a local SendGrid stand-in, memory, and
 routing cost. Ratios against the references are the headline; absolute numbers are context.
+How the functions are driven (a core of their own, keep-alive load): bench/harness.py.
 Writes bench/results.json and bench/results.md. `--quick` runs a tiny version (no targets).
 """
 
@@ -14,85 +15,73 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench import routing
-from bench.standin import Faults, StandIn
-from notifier.cli import build_request
-from notifier.demo import free_port, stop_server
+from bench.harness import ROOT, SOURCES, Function, function_env, harness_pinned, load, requests, serving, stand_in
+from bench.report import markdown
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCES = {
-    "floor": ROOT / "bench/reference/floor/main.py",
-    "textbook": ROOT / "bench/reference/textbook/main.py",
-    "storage-notifier": ROOT / "main.py",
-}
-
-
-def _env(sendgrid_url: str, threads: int = 8, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "SENDGRID_"))}
-    env.update(
-        SENDGRID_API_KEY="SG.bench-not-a-real-key", SENDGRID_API_HOST=sendgrid_url, NOTIFY_FROM="bench@example.com",
-        NOTIFY_TO="ops@example.com", THREADS=str(threads), PYTHONDONTWRITEBYTECODE="1", **extra,
-    )  # fmt: skip
-    return env
-
-
-def _start(source: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    command = [sys.executable, "-m", "functions_framework", "--target", "handle_storage_event",
-               "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return f"http://127.0.0.1:{port}", process
-
-
-def _post(url: str, index: int) -> int:
-    headers, body = build_request("finalize", "bench", f"in/{index:06d}.csv", size=1024, content_type="text/csv",
-                                  event_id=f"bench-{index}-{time.monotonic_ns()}")  # fmt: skip
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return response.status
+SEGMENTS = 5  # each throughput run is timed in this many parts, for min/median/max
 
 
 def cold_start(launches: int, sendgrid_url: str) -> dict[str, Any]:
-    """Process launch to the first 2xx answer to a finalize event."""
-    results = {}
-    for name, source in SOURCES.items():
-        times = []
-        for _ in range(launches):
+    """Process launch to the first 2xx answer to a finalize event; handlers take turns."""
+    times: dict[str, list[float]] = {name: [] for name in SOURCES}
+    for launch in range(launches):
+        for name, source in SOURCES.items():
             started = time.perf_counter()
-            url, process = _start(source, _env(sendgrid_url))
+            function = Function.launch(source, function_env(sendgrid_url))
             try:
-                while True:
-                    try:
-                        if _post(url, 0) < 300:
-                            break
-                    except OSError:
-                        time.sleep(0.005)
-                    if time.perf_counter() - started > 30:
-                        raise RuntimeError(f"{name} did not start")
-                times.append(time.perf_counter() - started)
+                function.wait_until_serving(requests(1, start=launch)[0])
+                times[name].append((time.perf_counter() - started) * 1000)
             finally:
-                stop_server(process)
-        results[name] = _stats([t * 1000 for t in times])
+                function.stop()
+    results: dict[str, Any] = {name: _stats(values) for name, values in times.items()}
     results["ratio_to_floor"] = results["storage-notifier"]["median"] / results["floor"]["median"]
     results["target"] = "<= 1.25x floor"
     return results
 
 
 def warm(events: int, rules: int) -> dict[str, Any]:
-    """decode -> route -> render -> a null backend, in-process, with `rules` rules."""
+    """decode -> route -> render -> a null backend, in-process, with `rules` rules; the textbook
+    handler's per-event cost in the same process (SendGrid's send() replaced by a no-op)."""
+    from cloudevents.http import CloudEvent
 
-    from notifier.config import load_settings
     from notifier.events import object_resource, storage_cloud_event
+
+    def event(index: int) -> CloudEvent:
+        data = object_resource("finalize", "bench", f"in/{index:06d}.csv", size=1024, content_type="text/csv")
+        return storage_cloud_event("finalize", data, f"w{index}")
+
+    ours, textbook = _our_handler(rules), _textbook_handler()
+    sink = open(os.devnull, "w")  # noqa: SIM115 - the log lines are part of the cost, not of the output
+    stdout, sys.stdout = sys.stdout, sink
+    try:
+        samples: dict[str, list[float]] = {"storage-notifier": [], "textbook": []}
+        for index in range(events):
+            for name, handle in (("storage-notifier", ours), ("textbook", textbook)):
+                cloud_event = event(index)
+                started = time.perf_counter()
+                handle(cloud_event)
+                samples[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        sys.stdout = stdout
+        sink.close()
+    figures = {}
+    for name, values in samples.items():
+        values = values[len(values) // 10 :]  # the first tenth warms caches
+        figures[name] = {"p50": _percentile(values, 50), "p99": _percentile(values, 99), "max": max(values)}
+    return {**figures, "rules": rules, "target": "p50 <= 1 ms, p99 <= 3 ms"}
+
+
+def _our_handler(rules: int):
+    from notifier.config import load_settings
     from notifier.ledger.local import LocalDeadLetters
     from notifier.ledger.memory import MemoryLedger
     from notifier.mail.base import Backend, Receipt
@@ -110,98 +99,76 @@ def warm(events: int, rules: int) -> dict[str, Any]:
     lines.append('[[rules]]\nname = "in"\ninclude = ["in/**"]\n')
     (folder / "notify.toml").write_text("".join(lines))
     settings = load_settings({"NOTIFY_CONFIG": str(folder / "notify.toml"), "NOTIFY_OUTBOX_DIR": str(folder)})
-    pipeline = Pipeline(settings, backend=NullBackend(), ledger=MemoryLedger(), dead_letters=LocalDeadLetters(folder))
-    sink = open(os.devnull, "w")  # noqa: SIM115 - the log lines are part of the cost, not of the output
-    stdout, sys.stdout = sys.stdout, sink
-    try:
-        samples = []
-        for index in range(events):
-            data = object_resource("finalize", "bench", f"in/{index:06d}.csv", size=1024, content_type="text/csv")
-            event = storage_cloud_event("finalize", data, f"w{index}")
-            started = time.perf_counter()
-            pipeline.handle(event)
-            samples.append((time.perf_counter() - started) * 1000)
-    finally:
-        sys.stdout = stdout
-    samples = samples[len(samples) // 10 :]  # the first tenth warms caches
-    return {**_stats(samples), "p99": _percentile(samples, 99), "rules": rules, "target": "p50 <= 1 ms, p99 <= 3 ms"}
+    return Pipeline(
+        settings, backend=NullBackend(), ledger=MemoryLedger(), dead_letters=LocalDeadLetters(folder)
+    ).handle
 
 
-def throughput(events: int, latency: float, threads: int, source: Path) -> dict[str, Any]:
-    with StandIn(Faults(latency=latency)) as sendgrid:
-        url, process = _start(source, _env(sendgrid.url, threads=threads))
-        try:
-            _wait(url)
-            latencies = []
+def _textbook_handler():
+    import importlib.util
 
-            def one(index: int) -> None:
-                started = time.perf_counter()
-                _post(url, index)
-                latencies.append((time.perf_counter() - started) * 1000)
+    from sendgrid import SendGridAPIClient
 
-            started = time.perf_counter()
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(one, range(events)))
-            seconds = time.perf_counter() - started
-        finally:
-            stop_server(process)
-    rate = events / seconds
+    os.environ.setdefault("NOTIFY_FROM", "a@example.com")
+    os.environ.setdefault("NOTIFY_TO", "b@example.com")
+    os.environ.setdefault("SENDGRID_API_KEY", "SG.bench-not-a-real-key")
+    os.environ.setdefault("SENDGRID_API_HOST", "http://127.0.0.1:9")
+    SendGridAPIClient.send = lambda self, message: message.get()  # a null backend, as ours gets
+    spec = importlib.util.spec_from_file_location("textbook_main", SOURCES["textbook"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.handle_storage_event
+
+
+def throughput(handler: str, count: int, latency: float, threads: int) -> dict[str, Any]:
+    """`count` events over HTTP with `threads` gunicorn threads and as many client connections,
+    in SEGMENTS equal parts timed one after another (min/median/max are over the parts)."""
+    batch = requests(count)
+    size = max(1, count // SEGMENTS)
+    rates, latencies = [], []
+    with stand_in(latency) as sendgrid_url, serving(SOURCES[handler], function_env(sendgrid_url, threads)) as function:
+        cpu_before, started = function.cpu_seconds(), time.perf_counter()
+        for first in range(0, count, size):
+            seconds, part = load(function, batch[first : first + size], threads)
+            rates.append(len(part) / seconds)
+            latencies += part
+        seconds, cpu = time.perf_counter() - started, function.cpu_seconds() - cpu_before
+    rate = count / seconds
     limit = threads / latency if latency else None
     return {
-        "events": events, "latency_ms": latency * 1000, "concurrency": threads, "events_per_s": rate,
+        "handler": handler, "events": count, "latency_ms": latency * 1000, "concurrency": threads,
+        "events_per_s": rate, "segments_per_s": _stats(rates),
         "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
+        "cpu_ms_per_event": cpu / count * 1000,  # the function's own CPU (server and worker)
         "littles_law_limit": limit, "ratio_to_limit": rate / limit if limit else None,
     }  # fmt: skip
 
 
-def memory(events: int, sendgrid_url: str) -> dict[str, Any]:
-    """Peak RSS (VmHWM) of the serving process after `events` events, and growth after warm-up."""
-    url, process = _start(SOURCES["storage-notifier"], _env(sendgrid_url, threads=8))
-    try:
-        _wait(url)
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: _post(url, i), range(events // 10)))
-            after_warmup = _rss_kib(process.pid)
-            list(pool.map(lambda i: _post(url, i), range(events // 10, events)))
-        peak, last = _hwm_kib(process.pid), _rss_kib(process.pid)
-    finally:
-        stop_server(process)
-    return {"events": events, "peak_mib": peak / 1024, "growth_mib": (last - after_warmup) / 1024,
-            "target": "peak <= 90 MiB, growth <= 2 MiB"}  # fmt: skip
+def memory(handler: str, events: int, sendgrid_url: str) -> dict[str, Any]:
+    """Peak memory of a serving instance over `events` events, and growth after the first tenth."""
+    with serving(SOURCES[handler], function_env(sendgrid_url, threads=8)) as function:
+        peak_pss = 0
+        done = threading.Event()
 
+        def sample() -> None:  # the kernel keeps no peak PSS; sample it
+            nonlocal peak_pss
+            while not done.wait(0.05):
+                peak_pss = max(peak_pss, function.memory_kib()["instance_pss"])
 
-def _tree(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = [int(p) for p in children.read_text().split()] if children.exists() else []
-    return [pid] + [k for kid in kids for k in _tree(kid)]
-
-
-def _status(pid: int, field: str) -> int:
-    return sum(
-        int(line.split()[1])
-        for p in _tree(pid)
-        for line in Path(f"/proc/{p}/status").read_text().splitlines()
-        if line.startswith(field)
-    )
-
-
-def _rss_kib(pid: int) -> int:
-    return _status(pid, "VmRSS:")
-
-
-def _hwm_kib(pid: int) -> int:
-    return _status(pid, "VmHWM:")
-
-
-def _wait(url: str) -> None:
-    give_up = time.monotonic() + 30
-    while time.monotonic() < give_up:
-        try:
-            _post(url, 0)
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"{url} did not start")
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        load(function, requests(events // 10), 8)
+        after_warmup = function.memory_kib()
+        load(function, requests(events - events // 10, start=events // 10), 8)
+        done.set()
+        sampler.join()
+        last = function.memory_kib()
+    return {
+        "handler": handler, "events": events, "worker_peak_rss_mib": last["worker_hwm"] / 1024,
+        "instance_peak_pss_mib": max(peak_pss, last["instance_pss"]) / 1024,
+        "growth_mib": (last["worker_rss"] - after_warmup["worker_rss"]) / 1024,
+        "target": "peak <= 90 MiB, growth <= 2 MiB",
+    }  # fmt: skip
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -214,55 +181,37 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    with harness_pinned():
+        return _run(quick)
+
+
+def _run(quick: bool) -> dict[str, Any]:
     scale = 0.02 if quick else 1.0
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": {p: metadata.version(p) for p in ("functions-framework", "sendgrid", "Jinja2", "tenacity")},
     }
-    with StandIn() as sendgrid:
-        results["cold_start_ms"] = cold_start(2 if quick else 5, sendgrid.url)
-        results["memory"] = memory(max(200, int(10_000 * scale)), sendgrid.url)
+    started = time.perf_counter()
+    with stand_in() as sendgrid_url:
+        results["cold_start_ms"] = cold_start(2 if quick else 5, sendgrid_url)
+        results["memory"] = [
+            memory("storage-notifier", max(200, int(10_000 * scale)), sendgrid_url),
+            memory("textbook", max(200, int(10_000 * scale)), sendgrid_url),
+        ]
     results["warm_in_process_ms"] = warm(max(100, int(3000 * scale)), 100)
+    plan = [("storage-notifier", 0.0, 1), ("storage-notifier", 0.0, 8), ("storage-notifier", 0.0, 32),
+            ("textbook", 0.0, 8), ("floor", 0.0, 8),
+            ("storage-notifier", 0.05, 1), ("storage-notifier", 0.05, 8), ("storage-notifier", 0.05, 32),
+            ("textbook", 0.05, 32)]  # fmt: skip
     results["throughput"] = []
-    for latency, threads, source in ((0.0, 1, "storage-notifier"), (0.0, 8, "storage-notifier"),
-                                     (0.0, 32, "storage-notifier"), (0.0, 8, "textbook"),
-                                     (0.05, 8, "storage-notifier"), (0.05, 32, "storage-notifier")):  # fmt: skip
-        # At 50 ms a request, fewer events keep the suite under five minutes; the rate is what counts.
-        count = max(50, int((5000 if latency == 0 else 1500) * scale))
-        results["throughput"].append({"handler": source, **throughput(count, latency, threads, SOURCES[source])})
+    for handler, latency, threads in plan:
+        # One request at a time at 50 ms a request takes 20 s per 400 events: fewer keep the
+        # suite under five minutes, and the rate is what counts.
+        count = 400 if latency and threads == 1 else 5000 if handler == "storage-notifier" else 2500
+        results["throughput"].append(throughput(handler, max(40, int(count * scale)), latency, threads))
     results["routing_us"] = [routing.measure(n, 3 if quick else 7, 50 if quick else 500) for n in (10, 100, 1000)]
+    results["seconds"] = time.perf_counter() - started
     return results
-
-
-def markdown(results: dict[str, Any]) -> str:
-    cold, warm_ms, mem = results["cold_start_ms"], results["warm_in_process_ms"], results["memory"]
-    ours = cold["storage-notifier"]
-    lines = [
-        "# Benchmark results", "",
-        f"Machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}, "
-        f"{results['machine']['platform']}. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in results["versions"].items()), "",
-        "| figure | storage-notifier | reference | ratio / target |", "|---|---|---|---|",
-        f"| cold start, launch to first 2xx (median ms, min-max) | {ours['median']:.0f} "
-        f"({ours['min']:.0f}-{ours['max']:.0f}) | floor {cold['floor']['median']:.0f}, "
-        f"textbook {cold['textbook']['median']:.0f} | {cold['ratio_to_floor']:.2f}x floor (target <= 1.25x) |",
-        f"| warm per event in-process, 100 rules (ms) | p50 {warm_ms['median']:.2f}, p99 {warm_ms['p99']:.2f} | - | "
-        "target p50 <= 1, p99 <= 3 |",
-        f"| memory after {mem['events']} events (MiB) | peak {mem['peak_mib']:.1f}, "
-        f"growth {mem['growth_mib']:.1f} | - | target peak <= 90, growth <= 2 |",
-    ]  # fmt: skip
-    for t in results["throughput"]:
-        limit = f"{t['ratio_to_limit']:.2f} of the {t['littles_law_limit']:.0f}/s limit" if t["ratio_to_limit"] else "-"
-        figure = f"{t['events_per_s']:.0f}/s, p50 {t['p50_ms']:.1f} ms, p99 {t['p99_ms']:.1f} ms"
-        lines.append(
-            f"| throughput {t['handler']}, {t['latency_ms']:.0f} ms SendGrid, {t['concurrency']} threads "
-            f"({t['events']} events) | {figure} | - | {limit} |"
-        )
-    for r in results["routing_us"]:
-        lines.append(
-            f"| routing, {r['rules']} rules (µs per event, median) | {r['median_us']:.1f} | - | target < 1000 |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.quick)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))

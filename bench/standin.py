@@ -42,6 +42,7 @@ class StandIn:
     seed: int = 1
     accepted: list[Acceptance] = field(default_factory=list)
     requests: int = 0
+    keep: bool = True  # remember each accepted message (chaos runs); benchmarks only count
     answered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def __post_init__(self) -> None:
@@ -74,6 +75,8 @@ class StandIn:
             return "accepted"
 
     def _accept(self, payload: dict, ambiguous: bool) -> None:
+        if not self.keep:
+            return
         with self._lock:
             self.accepted.append(
                 Acceptance(
@@ -125,3 +128,23 @@ class StandIn:
                     pass  # the client gave up first (accepted-then-timeout)
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve in this process until terminated; the first line printed is the URL."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description="A local SendGrid stand-in (accepts every message).")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    args = parser.parse_args(argv)
+    stand_in = StandIn(Faults(latency=args.latency), keep=False)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(stand_in.url, flush=True)
+    stand_in._server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

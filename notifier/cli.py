@@ -118,7 +118,7 @@ def check_config(args: argparse.Namespace) -> int:
         environ["NOTIFY_CONFIG"] = args.file
     try:
         settings = load_settings(environ)
-        Renderer.for_settings(settings)
+        Renderer.for_settings(settings, check_builtin=True)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)

@@ -12,11 +12,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
 
 from notifier.addresses import Address, parse_addresses
 from notifier.rules import RuleSet
 from notifier.rulesfile import EnvDefaults, default_rules, load_rules, parse_duration
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 BACKENDS = ("sendgrid", "smtp", "outbox", "console")
 
@@ -236,6 +239,8 @@ def _timezone(env: Mapping[str, str], problems: list[str]) -> ZoneInfo | None:
     raw = env.get("NOTIFY_TIMEZONE", "").strip()
     if not raw:
         return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when asked for: 5 ms of cold start
+
     try:
         return ZoneInfo(raw)
     except (ZoneInfoNotFoundError, ValueError):

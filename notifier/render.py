@@ -1,7 +1,8 @@
 """Notification → :class:`Message`: Jinja templates, safe subjects, links and inlined CSS.
 
-One :class:`Renderer` per instance: it compiles every template at start-up (so a broken template
-fails the deploy, not the first event) and is safe to share between threads.
+One :class:`Renderer` per instance: it compiles and tries every template a user wrote at start-up
+(so a broken template fails the deploy, not the first event), compiles each template once, and is
+safe to share between threads.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class TemplateError(ValueError):
 
 
 class Renderer:
-    """Compiles every template the rules can use, once; renders notifications into messages.
+    """Compiles each template the rules use, once; renders notifications into messages.
 
     Templates run in Jinja's sandbox: user templates (NOTIFY_TEMPLATES_DIR, rule subjects) can
     read the values they are given but not reach into Python.
@@ -55,6 +56,7 @@ class Renderer:
         *,
         timezone: tzinfo | None = None,
         redirect_to: Address | None = None,
+        check_builtin: bool = False,
     ) -> None:
         # User templates override ours file by file.
         search_path = [str(p) for p in (templates_dir, BUILTIN_TEMPLATES) if p is not None]
@@ -71,21 +73,23 @@ class Renderer:
         self._env.filters["line"] = visible_line_breaks
         self._redirect_to = redirect_to
         # (template set or None for the kind's own, kind) → (subject, text, html) templates.
-        self._sets: dict[tuple[str | None, str], tuple[jinja2.Template, ...]] = {
-            (None, kind): self._load_set(None, kind) for kind in KINDS
-        }
+        self._sets: dict[tuple[str | None, str], tuple[jinja2.Template, ...]] = {}
         self._subjects: dict[str, jinja2.Template] = {}
+        # What a user wrote (a templates directory, named sets, rule subjects) is compiled and
+        # tried now, so that a typo fails the deploy. Ours alone are tested in CI and compiled on
+        # first use, which keeps their compilation (tens of ms) off the cold start.
+        wanted = {(None, kind) for kind in KINDS} if templates_dir is not None or check_builtin else set()
         for rule in rules:
-            for kind in rule.events:
-                if (rule.template, kind) not in self._sets:
-                    self._sets[rule.template, kind] = self._load_set(rule.template, kind)
+            wanted.update((rule.template, kind) for kind in rule.events if rule.template is not None)
             if rule.subject is not None:
                 self._subjects[rule.name] = self._compile_subject(rule)
+        for name, kind in sorted(wanted, key=lambda key: (key[0] or "", key[1])):
+            self._sets[name, kind] = self._load_set(name, kind)
         self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
-        self._try_every_template(rules)
+        self._try_templates(rules)
 
-    def _try_every_template(self, rules: Iterable[Rule]) -> None:
-        """Render each template once with a sample event, so that a typo (StrictUndefined) or a
+    def _try_templates(self, rules: Iterable[Rule]) -> None:
+        """Render each template compiled so far once with a sample event, so that a typo (StrictUndefined) or a
         bad filter stops the start-up with its file named, instead of dead-lettering every email."""
         samples = {kind: _sample_event(kind) for kind in KINDS}
         checks = [(f"templates/{name or kind}/", name, kind, None) for name, kind in self._sets]
@@ -94,27 +98,25 @@ class Renderer:
         ]
         for where, name, kind, subject_of in checks:
             context = template_context(samples[kind])
-            templates = self._sets[name, kind]
+            templates = (self._subjects[subject_of],) if subject_of is not None else self._sets[name, kind]
             try:
-                if subject_of is not None:
-                    self._subjects[subject_of].render(context)
-                else:
-                    for template in templates:
-                        template.render(context)
+                for template in templates:
+                    template.render(context)
             except jinja2.TemplateError as error:
                 raise TemplateError(
                     f"{where}: {type(error).__name__}: {error} (checked with a sample {kind} event)"
                 ) from None
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> Renderer:
+    def for_settings(cls, settings: Settings, *, check_builtin: bool = False) -> Renderer:
         return cls(
-            settings.templates_dir, settings.rules.rules, timezone=settings.timezone, redirect_to=settings.redirect_to
-        )
+            settings.templates_dir, settings.rules.rules, timezone=settings.timezone,
+            redirect_to=settings.redirect_to, check_builtin=check_builtin,
+        )  # fmt: skip
 
     def render(self, notification: Notification, extras: Extras = NO_EXTRAS) -> Message:
         event, rule = notification.event, notification.rule
-        subject_template, text_template, html_template = self._sets[rule.template, event.kind]
+        subject_template, text_template, html_template = self._template_set(rule.template, event.kind)
         subject_template = self._subjects.get(rule.name, subject_template)
         recipients = rule.recipients
         envelopes = recipients.envelopes()
@@ -146,6 +148,12 @@ class Renderer:
             template_id=rule.sendgrid_template_id,
             template_data=provider_data(context, subject) if rule.sendgrid_template_id else {},
         )
+
+    def _template_set(self, name: str | None, kind: str) -> tuple[jinja2.Template, ...]:
+        templates = self._sets.get((name, kind))
+        if templates is None:  # first use of one of ours; two threads may both compile it, harmlessly
+            templates = self._sets[name, kind] = self._load_set(name, kind)
+        return templates
 
     def _load_set(self, name: str | None, kind: str) -> tuple[jinja2.Template, ...]:
         """A named set's file where it has one, else the kind's own."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -69,6 +68,8 @@ def load_rules(
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         return None, [f"{path}: cannot read: {error}"]
+    import tomllib  # only with a rules file: 4 ms of cold start
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

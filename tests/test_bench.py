@@ -36,7 +36,11 @@ def test_the_benchmark_suite_runs_end_to_end_in_its_quick_form(tmp_path, capsys)
     assert run.main(["--quick", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["cold_start_ms"]) >= {"floor", "textbook", "storage-notifier", "ratio_to_floor"}
-    assert {t["handler"] for t in results["throughput"]} == {"storage-notifier", "textbook"}
+    assert {t["handler"] for t in results["throughput"]} == {"storage-notifier", "textbook", "floor"}
+    assert all(t["cpu_ms_per_event"] > 0 and t["events_per_s"] > 0 for t in results["throughput"])
     assert results["warm_in_process_ms"]["rules"] == 100
-    assert results["memory"]["peak_mib"] > 0
-    assert "| cold start" in (tmp_path / "results.md").read_text()
+    assert results["warm_in_process_ms"]["textbook"]["p50"] > 0
+    assert {m["handler"] for m in results["memory"]} == {"storage-notifier", "textbook"}
+    assert all(m["instance_peak_pss_mib"] > m["worker_peak_rss_mib"] / 2 > 0 for m in results["memory"])
+    report = (tmp_path / "results.md").read_text()
+    assert "| cold start" in report and "## Every throughput run" in report

@@ -18,7 +18,7 @@ from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from notifier.ledger import ClaimStatus, LedgerError
+from notifier.ledger import Claim, ClaimStatus, LedgerError
 from notifier.ledger.gcs import DEFAULT_RETRY, GcsDeadLetters, GcsLedger
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
@@ -176,12 +176,36 @@ def test_sqlite_claims_are_exclusive_across_threads(tmp_path):
         assert statuses.count(ClaimStatus.BUSY) == 7
 
 
-def test_memory_ledger_is_bounded():
-    ledger = MemoryLedger(capacity=3)
+def test_memory_ledger_is_bounded_and_forgets_the_oldest_first():
+    ledger = MemoryLedger(capacity=4)  # two generations of two
     for i in range(5):
-        ledger.mark_sent(ledger.claim(f"n{i}", lease_seconds=LEASE), "m")
-    assert ledger.claim("n0", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # forgotten
-    assert ledger.claim("n4", lease_seconds=LEASE).status is ClaimStatus.SENT
+        ledger.mark_sent(ledger.claim(f"{i:032x}", lease_seconds=LEASE), f"m{i}")
+    assert ledger.claim(f"{0:032x}", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # forgotten
+    assert ledger.claim(f"{1:032x}", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # forgotten
+    assert ledger.claim(f"{4:032x}", lease_seconds=LEASE) == Claim(f"{4:032x}", ClaimStatus.SENT, message_id="m4")
+
+
+def test_memory_ledger_memory_stays_small_per_email():
+    import tracemalloc
+
+    ledger = MemoryLedger()
+    ids = [f"{i:032x}" for i in range(10_000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for notification_id in ids:
+        ledger.mark_sent(ledger.claim(notification_id, lease_seconds=LEASE), f"msg-{notification_id[:14]}")
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert used < 2_000_000, f"{used / 10_000:.0f} bytes per email"
+    assert ledger.claim(ids[0], lease_seconds=LEASE).status is ClaimStatus.SENT
+
+
+def test_memory_ledger_accepts_ids_that_are_not_hex():
+    ledger = MemoryLedger()
+    claim = ledger.claim("event-42/x", lease_seconds=LEASE)
+    ledger.mark_dead(claim)
+    assert ledger.claim("event-42/x", lease_seconds=LEASE).status is ClaimStatus.DEAD
+    assert ledger.claim("event-42/x", lease_seconds=LEASE, replay=True).status is ClaimStatus.CLAIMED
 
 
 @pytest.mark.parametrize("store", ["local", "gcs"])

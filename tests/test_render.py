@@ -182,6 +182,8 @@ def test_syntax_error_in_a_template_is_reported_at_construction_with_the_file(tm
 
 
 def test_templates_are_compiled_once_not_loaded_per_event(renderer, monkeypatch):
+    _render(renderer)  # ours are compiled on first use
+
     def no_loading(*_args):
         pytest.fail("a template was loaded while rendering an event")
 
@@ -206,3 +208,48 @@ def test_huge_metadata_is_cut_short(renderer):
     assert "and 950 more" in message.html
     assert len(message.text) < 50_000
     assert "v" * 501 not in message.text
+
+
+@pytest.fixture
+def loaded(monkeypatch):
+    """Names of the templates the loader compiles, in order."""
+    names = []
+    original = jinja2.FileSystemLoader.load
+
+    def spy(self, environment, name, globals=None):
+        names.append(name)
+        return original(self, environment, name, globals)
+
+    monkeypatch.setattr(jinja2.FileSystemLoader, "load", spy)
+    return names
+
+
+def test_our_own_templates_are_compiled_on_first_use_to_keep_them_off_the_cold_start(loaded):
+    renderer = Renderer()
+    assert loaded == [], "nothing of ours is compiled at start-up"
+
+    _render(renderer, "finalize")
+    assert _kinds(loaded) == {"finalize"}
+
+    loaded.clear()
+    _render(renderer, "finalize")
+    assert loaded == []
+
+
+def test_check_config_compiles_and_tries_our_templates_too(loaded):
+    Renderer(check_builtin=True)
+
+    assert _kinds(loaded) == set(KINDS)
+
+
+def test_a_templates_directory_makes_every_kind_compile_and_be_tried_at_start_up(tmp_path, loaded):
+    (tmp_path / "finalize").mkdir()
+    (tmp_path / "finalize" / "subject.txt").write_text("Custom: {{ event.name }}\n")
+
+    Renderer(tmp_path)
+
+    assert _kinds(loaded) == set(KINDS)
+
+
+def _kinds(names):
+    return {name.split("/")[0] for name in names if "/" in name}  # base.html and base.txt come along

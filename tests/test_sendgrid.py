@@ -7,12 +7,12 @@ import threading
 import time
 
 import pytest
-import python_http_client
 import sendgrid
 from werkzeug import Response
 
 from notifier.addresses import Address
 from notifier.mail.base import DeliveryError, Envelope, Message
+from notifier.mail.keepalive import KeepAlive
 from notifier.mail.sendgrid import SendGridBackend
 from tests.conftest import SECRET_KEY, settings_for
 
@@ -259,15 +259,15 @@ def test_backoff_is_jittered(httpserver, backend_for):
 
 @pytest.fixture
 def request_timeouts(monkeypatch):
-    """The timeout the real client passes to urllib on each request, recorded."""
+    """The timeout each request is sent with, recorded."""
     seen = []
-    original = python_http_client.Client._make_request
+    original = KeepAlive.post
 
-    def spy(self, opener, request, timeout=None):
+    def spy(self, body, headers, timeout, deadline):
         seen.append(timeout)
-        return original(self, opener, request, timeout=timeout)
+        return original(self, body, headers, timeout, deadline)
 
-    monkeypatch.setattr(python_http_client.Client, "_make_request", spy)
+    monkeypatch.setattr(KeepAlive, "post", spy)
     return seen
 
 

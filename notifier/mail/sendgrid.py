@@ -1,7 +1,9 @@
 """SendGrid v3 Mail Send through the official client, with the retry policy declared once.
 
 Everything SendGrid-specific lives here: the payload shape, which answers are worth retrying, how
-rate-limit headers are read, and how error bodies are summarised for the log.
+rate-limit headers are read, and how error bodies are summarised for the log. The client supplies
+the URL, the headers (the key), the payload helpers and the error types; its request goes out over
+a kept-alive connection (notifier.mail.keepalive) rather than a new one per email.
 """
 
 from __future__ import annotations
@@ -12,12 +14,10 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from python_http_client.exceptions import HTTPError
+from python_http_client.exceptions import HTTPError, err_dict
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Attachment as SendGridAttachment
 from sendgrid.helpers.mail import (
@@ -43,6 +43,7 @@ from tenacity import RetryCallState
 
 from notifier.config import Settings
 from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
+from notifier.mail.keepalive import KeepAlive
 from notifier.mail.retry import RetryingSender
 
 MAX_RECIPIENTS = 1000  # per request, across personalizations (to + cc + bcc)
@@ -55,9 +56,6 @@ _PERMANENT_HINTS = {
     404: "the SendGrid API host or path is wrong: check SENDGRID_API_HOST",
     413: "the message is larger than SendGrid accepts (30 MB)",
 }
-# Requests run here so that a trickling answer cannot outlast the deadline (see _finish_before);
-# as many workers as gunicorn threads could ever need, created on demand.
-_REQUESTS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendgrid-request")
 _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
 
 
@@ -65,7 +63,9 @@ class SendGridBackend(RetryingSender, Backend):
     name = "sendgrid"
 
     def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_api_host)
+        client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_api_host).client
+        self._connections = KeepAlive(client.mail.send._build_url(None))
+        self._headers = {**client.request_headers, "Content-Type": "application/json"}
         self._timeout = settings.sendgrid_timeout
         self._sandbox = settings.sendgrid_sandbox
         self._key_secret = settings.key_secret
@@ -97,9 +97,10 @@ class SendGridBackend(RetryingSender, Backend):
     def _post(self, payload: dict[str, Any], deadline: float) -> Any:
         remaining = deadline - time.monotonic()
         timeout = max(0.1, min(self._timeout, remaining))
-        return _finish_before(
-            remaining, lambda: self._client.client.mail.send.post(request_body=payload, timeout=timeout)
-        )
+        answer = self._connections.post(json.dumps(payload).encode(), self._headers, timeout, deadline)
+        if answer.status >= 400:
+            raise err_dict.get(answer.status, HTTPError)(answer.status, answer.reason, answer.body, answer.headers)
+        return answer
 
 
 def build_payload(message: Message, envelopes: Iterable[Envelope], *, sandbox: bool = False) -> dict[str, Any]:
@@ -179,21 +180,6 @@ def _split_large(envelopes: Iterable[Envelope]) -> Iterator[Envelope]:
                 cc=tuple(a for kind, a in part if kind == "cc"),
                 bcc=tuple(a for kind, a in part if kind == "bcc"),
             )
-
-
-def _finish_before(seconds: float, request: Callable[[], Any]) -> Any:
-    """Run ``request``, giving up after ``seconds``.
-
-    The client's timeout bounds each socket read, not the whole answer: a server that trickles its
-    body could hold a request past the function timeout. The request runs on a pooled thread (no
-    thread start per email) that is abandoned, ending at its next read timeout, if it outlives the
-    budget.
-    """
-    outcome = _REQUESTS.submit(request)
-    try:
-        return outcome.result(timeout=max(0.0, seconds))
-    except FutureTimeout:
-        raise TimeoutError(f"no complete answer within {seconds:.1f}s") from None
 
 
 # ---------------------------------------------------------------------------------------------

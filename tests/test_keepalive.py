@@ -1,0 +1,154 @@
+"""Kept-alive connections against a real local HTTP/1.1 server: reuse, expiry, deadlines, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.message import Message as Headers
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from notifier.mail.keepalive import IDLE_LIMIT, KeepAlive, _keep_alive_seconds
+
+
+class _Server:
+    """Answers each POST with its own body; remembers the client port of every request."""
+
+    def __init__(self, *, keep_alive_header: str | None = None, close_after_answer: bool = False) -> None:
+        self.ports: list[int] = []
+        self.trickle = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                server.ports.append(self.client_address[1])
+                self.send_response(202)
+                self.send_header("Content-Length", str(len(body)))
+                if keep_alive_header:
+                    self.send_header("Keep-Alive", keep_alive_header)
+                self.end_headers()
+                if server.trickle:  # every read is quick; the whole answer never comes in time
+                    for byte in body:
+                        time.sleep(0.2)
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                else:
+                    self.wfile.write(body)
+                if close_after_answer:  # as a server does when an idle connection times out
+                    self.close_connection = True
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v3/mail/send"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def make(**options) -> _Server:
+        servers.append(_Server(**options))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def _post(connections: KeepAlive, body: bytes, timeout: float = 5.0, within: float = 5.0):
+    return connections.post(body, {"Content-Type": "application/json"}, timeout, time.monotonic() + within)
+
+
+def test_successive_requests_from_one_thread_share_one_connection(server_factory):
+    server = server_factory()
+    connections = KeepAlive(server.url)
+
+    answers = [_post(connections, f'{{"n": {i}}}'.encode()) for i in range(3)]
+
+    assert [a.body for a in answers] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert {a.status for a in answers} == {202}
+    assert len(server.ports) == 3 and len(set(server.ports)) == 1, "one TCP connection for three requests"
+
+
+def test_a_short_keep_alive_timeout_from_the_server_means_a_new_connection(server_factory):
+    server = server_factory(keep_alive_header="timeout=1")  # less than our margin: never reuse
+    connections = KeepAlive(server.url)
+
+    _post(connections, b"1")
+    _post(connections, b"2")
+
+    assert len(set(server.ports)) == 2
+
+
+def test_a_connection_the_server_closed_fails_one_request_and_the_next_one_reconnects(server_factory):
+    server = server_factory(close_after_answer=True)
+    connections = KeepAlive(server.url)
+    assert _post(connections, b"first").body == b"first"
+    time.sleep(0.05)  # the server's close reaches us
+
+    try:
+        outcome = _post(connections, b"second").body  # the close may be noticed before sending
+    except OSError:  # or only when no answer comes: the backend retries it as transient
+        outcome = _post(connections, b"second").body
+
+    assert outcome == b"second"
+    assert len(set(server.ports)) == 2
+
+
+def test_an_answer_that_trickles_past_the_deadline_is_cut_off_there(server_factory):
+    server = server_factory()
+    server.trickle = True
+    connections = KeepAlive(server.url)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"no complete answer within 0\.5s"):
+        _post(connections, b"0123456789", timeout=1.0, within=0.5)
+    assert time.monotonic() - started < 1.5, "each read was quick, so only the deadline can stop it"
+
+    server.trickle = False
+    assert _post(connections, b"after").body == b"after", "the cut-off connection was dropped, not reused"
+
+
+def test_threads_each_use_their_own_connection_and_get_their_own_answers(server_factory):
+    server = server_factory()
+    connections = KeepAlive(server.url)
+
+    def send_five(thread: int) -> list[bytes]:
+        return [_post(connections, f"{thread}-{i}".encode()).body for i in range(5)]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send_five, range(8)))
+
+    assert answers == [[f"{t}-{i}".encode() for i in range(5)] for t in range(8)]
+    assert len(set(server.ports)) == 8, "one connection per thread, kept for its five requests"
+
+
+def test_the_keep_alive_header_caps_how_long_a_connection_idles():
+    def seconds(value: str | None) -> float:
+        headers = Headers()
+        if value is not None:
+            headers["Keep-Alive"] = value
+        return _keep_alive_seconds(headers)
+
+    assert seconds(None) == IDLE_LIMIT
+    assert seconds("timeout=5, max=100") == 4.0  # a second of margin
+    assert seconds("max=100, timeout=600") == IDLE_LIMIT
+    assert seconds("timeout=soon") == IDLE_LIMIT
+
+
+def test_only_http_urls_are_accepted():
+    with pytest.raises(ValueError, match=r"expected an http\(s\):// URL, got 'ftp://example.com'"):
+        KeepAlive("ftp://example.com")
