@@ -54,7 +54,8 @@ class JsonFormatter(logging.Formatter):
                 line.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates from hostile input: escape instead
                 line = json.dumps(entry, default=str)
-            line = line.translate(_LINE_SEPARATORS)
+            if "\u2028" in line or "\u2029" in line or "\x85" in line:  # translate() is slow on non-ASCII
+                line = line.translate(_LINE_SEPARATORS)
         return redact(line)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import css_inline
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -36,6 +35,30 @@ _CONSOLE_OBJECT_URL = "https://console.cloud.google.com/storage/browser/_details
 _BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 _WHITESPACE = re.compile(r"\s+")
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+_STYLE_BLOCK = re.compile(r"<style[\s>]", re.IGNORECASE)
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, deciding once per (type, attribute name) whether an attribute is safe.
+
+    Jinja's decision depends on nothing else, and repeating it on every access made a quarter of
+    the rendering time.
+    """
+
+    _MAX_DECISIONS = 4096  # templates name few attributes; a bound all the same
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._decisions: dict[tuple[type, str], bool] = {}
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        key = (type(obj), attr)
+        safe = self._decisions.get(key)
+        if safe is None:
+            safe = super().is_safe_attribute(obj, attr, value)
+            if len(self._decisions) < self._MAX_DECISIONS:
+                self._decisions[key] = safe
+        return safe
 
 
 class TemplateError(ValueError):
@@ -60,7 +83,7 @@ class Renderer:
     ) -> None:
         # User templates override ours file by file.
         search_path = [str(p) for p in (templates_dir, BUILTIN_TEMPLATES) if p is not None]
-        self._env = SandboxedEnvironment(
+        self._env = _Sandbox(
             loader=jinja2.FileSystemLoader(search_path),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=jinja2.StrictUndefined,
@@ -85,7 +108,7 @@ class Renderer:
                 self._subjects[rule.name] = self._compile_subject(rule)
         for name, kind in sorted(wanted, key=lambda key: (key[0] or "", key[1])):
             self._sets[name, kind] = self._load_set(name, kind)
-        self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+        self._inliner: Any = None  # created when a template first needs it
         self._try_templates(rules)
 
     def _try_templates(self, rules: Iterable[Rule]) -> None:
@@ -140,7 +163,7 @@ class Renderer:
             reply_to=recipients.reply_to,
             subject=one_line(subject),
             text=text.strip() + "\n",
-            html=self._inliner.inline(html),
+            html=self._inline_css(html),
             notification_id=notification.id,
             categories=("storage-notifier", event.kind),
             headers=headers,
@@ -148,6 +171,17 @@ class Renderer:
             template_id=rule.sendgrid_template_id,
             template_data=provider_data(context, subject) if rule.sendgrid_template_id else {},
         )
+
+    def _inline_css(self, html: str) -> str:
+        """Move a ``<style>`` block into ``style`` attributes, as Gmail and Outlook need. Ours are
+        written inline already; inlining costs a parse of the whole email (0.1-0.3 ms)."""
+        if not _STYLE_BLOCK.search(html):
+            return html
+        if self._inliner is None:
+            import css_inline
+
+            self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+        return self._inliner.inline(html)
 
     def _template_set(self, name: str | None, kind: str) -> tuple[jinja2.Template, ...]:
         templates = self._sets.get((name, kind))

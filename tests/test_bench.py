@@ -44,3 +44,12 @@ def test_the_benchmark_suite_runs_end_to_end_in_its_quick_form(tmp_path, capsys)
     assert all(m["instance_peak_pss_mib"] > m["worker_peak_rss_mib"] / 2 > 0 for m in results["memory"])
     report = (tmp_path / "results.md").read_text()
     assert "| cold start" in report and "## Every throughput run" in report
+
+
+def test_every_headline_target_has_its_explanation_ready_for_a_run_that_misses_it(tmp_path):
+    from bench import report, run
+
+    results = json.loads((run.ROOT / "bench/results.json").read_text())
+    keys = [row[0] for row in report.headline(results)]
+    assert set(keys) == set(report.WHY_NOT)
+    assert all(report.WHY_NOT[key] for key in keys), "a missed target needs its why"

@@ -73,11 +73,24 @@ def test_words_say_what_happened_per_kind(renderer):
     assert len(set(words.values())) == 4
 
 
-def test_css_is_inlined_and_style_block_removed(renderer):
+def test_our_emails_carry_their_styles_inline_and_no_style_block(renderer):
     _, message = _render(renderer)
     assert "<style" not in message.html
     assert 'style="' in message.html
     assert "max-width: 600px" in message.html
+    assert 'class="bar" style="height: 6px; border-radius: 8px 8px 0 0; background: #1e8e3e;' in message.html
+
+
+def test_a_style_block_in_a_template_of_your_own_is_inlined(tmp_path):
+    (tmp_path / "finalize").mkdir()
+    (tmp_path / "finalize" / "body.html").write_text(
+        "<html><head><STYLE>.name { color: #c5221f; } p { margin: 0; }</STYLE></head>"
+        '<body><p class="name">{{ event.name }}</p></body></html>'
+    )
+    _, message = _render(Renderer(tmp_path), name="<b>q3</b>.csv")
+
+    assert "<style" not in message.html.lower()
+    assert '<p class="name" style="margin: 0;color: #c5221f;">&lt;b&gt;q3&lt;/b&gt;.csv</p>' in message.html
 
 
 def test_plain_text_alternative_has_no_markup(renderer):
@@ -253,3 +266,17 @@ def test_a_templates_directory_makes_every_kind_compile_and_be_tried_at_start_up
 
 def _kinds(names):
     return {name.split("/")[0] for name in names if "/" in name}  # base.html and base.txt come along
+
+
+def test_the_sandbox_decides_as_jinjas_own_however_often_it_is_asked():
+    from jinja2.sandbox import SandboxedEnvironment
+
+    ours, jinjas = Renderer()._env, SandboxedEnvironment()
+    values = [decode(storage_cloud_event("finalize")), "text", {"a": 1}, len, str, Renderer.render, (i for i in ())]
+    for value in values:
+        for attr in ("name", "upper", "keys", "mro", "__class__", "_private", "__globals__", "gi_frame", "__code__"):
+            for _ in range(2):  # the second answer comes from the cache
+                assert ours.is_safe_attribute(value, attr, None) == jinjas.is_safe_attribute(value, attr, None), (
+                    type(value),
+                    attr,
+                )
