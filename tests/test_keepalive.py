@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +12,7 @@ from email.message import Message as Headers
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import trustme
 
 from notifier.mail.keepalive import IDLE_LIMIT, KeepAlive, _keep_alive_seconds
 
@@ -16,7 +20,13 @@ from notifier.mail.keepalive import IDLE_LIMIT, KeepAlive, _keep_alive_seconds
 class _Server:
     """Answers each POST with its own body; remembers the client port of every request."""
 
-    def __init__(self, *, keep_alive_header: str | None = None, close_after_answer: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        keep_alive_header: str | None = None,
+        close_after_answer: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.ports: list[int] = []
         self.trickle = False
         server = self
@@ -48,6 +58,9 @@ class _Server:
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.http.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v3/mail/send"
+        if tls is not None:
+            self.http.socket = tls.wrap_socket(self.http.socket, server_side=True)
+            self.url = f"https://localhost:{self.http.server_address[1]}/v3/mail/send"
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -152,3 +165,120 @@ def test_the_keep_alive_header_caps_how_long_a_connection_idles():
 def test_only_http_urls_are_accepted():
     with pytest.raises(ValueError, match=r"expected an http\(s\):// URL, got 'ftp://example.com'"):
         KeepAlive("ftp://example.com")
+
+
+class _Proxy:
+    """A forward proxy: CONNECT tunnels for https, absolute-URL requests for http (answered here)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []  # method, target, Proxy-Authorization
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_CONNECT(self) -> None:
+                proxy.seen.append(("CONNECT", self.path, self.headers.get("Proxy-Authorization")))
+                port = int(self.path.rsplit(":", 1)[1])  # every test origin listens on this machine
+                upstream = socket.create_connection(("127.0.0.1", port))
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                sockets = [self.connection, upstream]
+                while True:
+                    readable, _, _ = select.select(sockets, [], [], 5)
+                    chunks = [(s, s.recv(65536)) for s in readable]
+                    if not readable or any(not data for _, data in chunks):
+                        break
+                    for source, data in chunks:
+                        (upstream if source is self.connection else self.connection).sendall(data)
+                upstream.close()
+                self.close_connection = True
+
+            def do_POST(self) -> None:
+                proxy.seen.append(("POST", self.path, self.headers.get("Proxy-Authorization")))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(202)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def proxy():
+    server = _Proxy()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def tls_server(server_factory, tmp_path, monkeypatch):
+    """An HTTPS server with a certificate from a throwaway CA that the client trusts."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(context)
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    return server_factory(tls=context)
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_https_keeps_one_verified_connection_alive(tls_server, no_proxy_settings):
+    connections = KeepAlive(tls_server.url)
+
+    assert [_post(connections, b"a").body, _post(connections, b"b").body] == [b"a", b"b"]
+    assert len(set(tls_server.ports)) == 1
+
+
+def test_https_refuses_a_certificate_it_cannot_verify(server_factory, no_proxy_settings):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost").configure_cert(context)  # a CA nobody trusts
+    server = server_factory(tls=context)
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _post(KeepAlive(server.url), b"a")
+
+
+def test_https_goes_through_the_proxy_in_a_tunnel_with_its_credentials(
+    tls_server, proxy, no_proxy_settings, monkeypatch
+):
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("http://", "http://user:p%40ss@"))
+    connections = KeepAlive(tls_server.url)
+
+    assert [_post(connections, b"a").body, _post(connections, b"b").body] == [b"a", b"b"]
+    port = tls_server.url.split(":")[2].split("/")[0]
+    assert proxy.seen == [("CONNECT", f"localhost:{port}", "Basic dXNlcjpwQHNz")], "one tunnel, reused"
+
+
+def test_http_goes_through_the_proxy_with_the_absolute_url(server_factory, proxy, no_proxy_settings, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    server = server_factory()
+
+    assert _post(KeepAlive(server.url), b"a").body == b"a"
+    assert proxy.seen == [("POST", server.url, None)]
+    assert server.ports == [], "the proxy answered; the origin never saw a request"
+
+
+def test_no_proxy_exempts_a_host(server_factory, proxy, no_proxy_settings, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = server_factory()
+
+    assert _post(KeepAlive(server.url), b"a").body == b"a"
+    assert proxy.seen == [] and len(server.ports) == 1
