@@ -108,12 +108,15 @@ class Renderer:
                 self._subjects[rule.name] = self._compile_subject(rule)
         for name, kind in sorted(wanted, key=lambda key: (key[0] or "", key[1])):
             self._sets[name, kind] = self._load_set(name, kind)
+        if not wanted.issuperset((None, kind) for kind in KINDS):
+            _check_builtin_files()  # a stat per file: an incomplete upload still fails the deploy
         self._inliner: Any = None  # created when a template first needs it
         self._try_templates(rules)
 
     def _try_templates(self, rules: Iterable[Rule]) -> None:
-        """Render each template compiled so far once with a sample event, so that a typo (StrictUndefined) or a
-        bad filter stops the start-up with its file named, instead of dead-lettering every email."""
+        """Render each template compiled so far once with a sample event (HTML through the CSS
+        inliner too), so that a typo (StrictUndefined), a bad filter or bad CSS stops the start-up
+        with its file named, instead of dead-lettering every email."""
         samples = {kind: _sample_event(kind) for kind in KINDS}
         checks = [(f"templates/{name or kind}/", name, kind, None) for name, kind in self._sets]
         checks += [
@@ -123,12 +126,15 @@ class Renderer:
             context = template_context(samples[kind])
             templates = (self._subjects[subject_of],) if subject_of is not None else self._sets[name, kind]
             try:
-                for template in templates:
-                    template.render(context)
+                outputs = [template.render(context) for template in templates]
+                if subject_of is None:
+                    self._inline_css(outputs[-1])
             except jinja2.TemplateError as error:
                 raise TemplateError(
                     f"{where}: {type(error).__name__}: {error} (checked with a sample {kind} event)"
                 ) from None
+            except Exception as error:  # noqa: BLE001 - the CSS inliner's own errors, or its import failing
+                raise TemplateError(f"{where}body.html: CSS inlining failed: {type(error).__name__}: {error}") from None
 
     @classmethod
     def for_settings(cls, settings: Settings, *, check_builtin: bool = False) -> Renderer:
@@ -210,6 +216,13 @@ class Renderer:
             return self._env.from_string(rule.subject)
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(f"rule {rule.name!r}: subject: {error.message}") from None
+
+
+def _check_builtin_files() -> None:
+    names = [f"{kind}/{part}" for kind in KINDS for part in TEMPLATE_FILES] + ["base.html", "base.txt"]
+    missing = [name for name in names if not (BUILTIN_TEMPLATES / name).is_file()]
+    if missing:
+        raise TemplateError(f"{BUILTIN_TEMPLATES}: missing {', '.join(missing)} (was templates/ uploaded?)")
 
 
 # Every variable a template can use, with what it holds: `python -m notifier variables` prints this

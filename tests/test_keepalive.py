@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import os
 import select
 import socket
 import ssl
@@ -14,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import trustme
 
+from notifier.mail import keepalive
 from notifier.mail.keepalive import IDLE_LIMIT, KeepAlive, _keep_alive_seconds
 
 
@@ -26,6 +29,7 @@ class _Server:
         keep_alive_header: str | None = None,
         close_after_answer: bool = False,
         tls: ssl.SSLContext | None = None,
+        length: bool = True,
     ) -> None:
         self.ports: list[int] = []
         self.trickle = False
@@ -41,7 +45,10 @@ class _Server:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 server.ports.append(self.client_address[1])
                 self.send_response(202)
-                self.send_header("Content-Length", str(len(body)))
+                if length:
+                    self.send_header("Content-Length", str(len(body)))
+                else:  # the body ends when the connection closes
+                    self.close_connection = True
                 if keep_alive_header:
                     self.send_header("Keep-Alive", keep_alive_header)
                 self.end_headers()
@@ -106,18 +113,13 @@ def test_a_short_keep_alive_timeout_from_the_server_means_a_new_connection(serve
     assert len(set(server.ports)) == 2
 
 
-def test_a_connection_the_server_closed_fails_one_request_and_the_next_one_reconnects(server_factory):
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_it_is_used(server_factory):
     server = server_factory(close_after_answer=True)
     connections = KeepAlive(server.url)
     assert _post(connections, b"first").body == b"first"
     time.sleep(0.05)  # the server's close reaches us
 
-    try:
-        outcome = _post(connections, b"second").body  # the close may be noticed before sending
-    except OSError:  # or only when no answer comes: the backend retries it as transient
-        outcome = _post(connections, b"second").body
-
-    assert outcome == b"second"
+    assert _post(connections, b"second").body == b"second", "no request was spent on the dead connection"
     assert len(set(server.ports)) == 2
 
 
@@ -133,6 +135,49 @@ def test_an_answer_that_trickles_past_the_deadline_is_cut_off_there(server_facto
 
     server.trickle = False
     assert _post(connections, b"after").body == b"after", "the cut-off connection was dropped, not reused"
+
+
+@pytest.fixture
+def slow_after_reading(monkeypatch):
+    """Reading the body completes, then 0.3 s pass before the request is over."""
+    original = http.client.HTTPResponse.read
+
+    def read(self, *args):
+        data = original(self, *args)
+        time.sleep(0.3)
+        return data
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read", read)
+
+
+def test_an_answer_read_in_full_before_the_deadline_stands_even_if_the_deadline_passes_after(
+    server_factory, slow_after_reading
+):
+    server = server_factory()  # Content-Length: a cut-off read would have raised
+
+    assert _post(KeepAlive(server.url), b"accepted", within=0.15).body == b"accepted"
+
+
+def test_an_answer_that_ends_at_close_is_not_trusted_once_the_deadline_cut_the_socket(
+    server_factory, slow_after_reading
+):
+    server = server_factory(length=False)
+
+    with pytest.raises(TimeoutError, match="no complete answer"):
+        _post(KeepAlive(server.url), b"maybe cut short", within=0.15)
+
+
+def test_the_deadline_watchdog_starts_afresh_in_a_forked_child(server_factory):
+    server = server_factory()
+    _post(KeepAlive(server.url), b"starts the watchdog here")
+    assert keepalive._WATCHDOG._thread is not None
+
+    pid = os.fork()
+    if pid == 0:  # the child: no watchdog thread survived the fork; the first request starts one
+        ok = keepalive._WATCHDOG._thread is None and _post(KeepAlive(server.url), b"child").body == b"child"
+        os._exit(0 if ok and keepalive._WATCHDOG._thread is not None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_threads_each_use_their_own_connection_and_get_their_own_answers(server_factory):

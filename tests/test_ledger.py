@@ -177,12 +177,24 @@ def test_sqlite_claims_are_exclusive_across_threads(tmp_path):
 
 
 def test_memory_ledger_is_bounded_and_forgets_the_oldest_first():
-    ledger = MemoryLedger(capacity=4)  # two generations of two
-    for i in range(5):
-        ledger.mark_sent(ledger.claim(f"{i:032x}", lease_seconds=LEASE), f"m{i}")
-    assert ledger.claim(f"{0:032x}", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # forgotten
-    assert ledger.claim(f"{1:032x}", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # forgotten
-    assert ledger.claim(f"{4:032x}", lease_seconds=LEASE) == Claim(f"{4:032x}", ClaimStatus.SENT, message_id="m4")
+    ledger = MemoryLedger(capacity=2)  # two generations of two
+    ids = [f"{i:032x}" for i in range(5)]
+    for i, notification_id in enumerate(ids):
+        ledger.mark_sent(ledger.claim(notification_id, lease_seconds=LEASE), f"m{i}")
+    statuses = [ledger.claim(i, lease_seconds=LEASE).status for i in reversed(ids)]  # a forgotten id is re-claimed
+    assert statuses == [ClaimStatus.SENT] * 3 + [ClaimStatus.CLAIMED] * 2, "4-2 kept, 1 and 0 forgotten"
+    assert ledger.claim(ids[4], lease_seconds=LEASE) == Claim(ids[4], ClaimStatus.SENT, message_id="m4")
+
+
+def test_memory_ledger_always_remembers_the_last_capacity_claims():
+    ledger = MemoryLedger(capacity=10)
+    ids = [f"{i:032x}" for i in range(1, 200)]
+    for position, notification_id in enumerate(ids):
+        claim = ledger.claim(notification_id, lease_seconds=LEASE)
+        recent = ids[max(0, position - 9) : position + 1]
+        held = [ledger.claim(i, lease_seconds=LEASE).status for i in recent]
+        assert ClaimStatus.CLAIMED not in held, position  # each still busy or sent: none forgotten
+        ledger.mark_sent(claim, "m")
 
 
 def test_memory_ledger_memory_stays_small_per_email():

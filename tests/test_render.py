@@ -280,3 +280,35 @@ def test_the_sandbox_decides_as_jinjas_own_however_often_it_is_asked():
                     type(value),
                     attr,
                 )
+
+
+def test_a_missing_template_of_ours_still_stops_the_start_up(tmp_path, monkeypatch):
+    import shutil
+
+    from notifier import render
+
+    copy = tmp_path / "templates"
+    shutil.copytree(render.BUILTIN_TEMPLATES, copy)
+    (copy / "archive" / "body.txt").unlink()
+    monkeypatch.setattr(render, "BUILTIN_TEMPLATES", copy)
+
+    with pytest.raises(TemplateError, match=r"missing archive/body\.txt \(was templates/ uploaded\?\)"):
+        Renderer()
+
+
+def test_css_a_template_of_yours_cannot_inline_stops_the_start_up(tmp_path, monkeypatch):
+    import css_inline
+
+    (tmp_path / "finalize").mkdir()
+    (tmp_path / "finalize" / "body.html").write_text("<style>p { color: red }</style><p>{{ event.name }}</p>")
+
+    original = Renderer._inline_css
+
+    def broken(self, html):
+        if "<style>" in html:
+            raise css_inline.InlineError("cannot parse")
+        return original(self, html)
+
+    monkeypatch.setattr(Renderer, "_inline_css", broken)
+    with pytest.raises(TemplateError, match=r"templates/finalize/body\.html: CSS inlining failed: InlineError"):
+        Renderer(tmp_path)

@@ -1,9 +1,9 @@
 """A bounded in-memory ledger: per instance, for deployments without a state bucket.
 
-Entries live in two generations. When the newer one is full it becomes the older one and the
-older one is dropped, so the ledger holds between one and two generations of the most recent
-notifications, with no per-entry bookkeeping. A sent notification is kept as just its message id
-under a 16-byte key, about 150 bytes: 10,000 emails cost about 1.5 MB.
+Entries live in two generations of ``capacity`` entries. When the newer one is full it becomes the
+older one and the older one is dropped, so the last ``capacity`` notifications are always
+remembered (and at most twice as many), with no per-entry bookkeeping. A sent notification is kept
+as just its message id under a 16-byte key, about 150 bytes: 10,000 emails cost about 1.5 MB.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class MemoryLedger(Ledger):
     name = "memory"
 
     def __init__(self, capacity: int = 50_000, clock=time.monotonic) -> None:
-        self._generation = max(1, capacity // 2)  # the oldest generation is forgotten first
+        self._generation = max(1, capacity)  # the older generation is forgotten first
         self._newer: dict[bytes | str, _Value] = {}
         self._older: dict[bytes | str, _Value] = {}
         self._lock = threading.Lock()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import os
+import select
 import socket
 import ssl
 import threading
@@ -44,6 +46,7 @@ class Answer:
 class _Slot(threading.local):
     connection: http.client.HTTPConnection | None = None
     expires: float = 0.0
+    pid: int = 0
 
 
 class KeepAlive:
@@ -70,12 +73,17 @@ class KeepAlive:
         connection, started = self._connection(timeout), time.monotonic()
         try:
             if connection.sock is None:
-                connection.connect()
+                connection.connect()  # each step bounded by the timeout, the whole checked below
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
             with _WATCHDOG.watching(connection.sock, deadline) as watch:
                 connection.request("POST", self.path, body=body, headers=self._request_headers(headers))
                 response = connection.getresponse()
+                # A body with a length (or chunked) that the watchdog cut short raises IncompleteRead;
+                # one that ends when the connection closes would look complete when it is not.
+                ends_at_close = response.length is None and not response.chunked
                 answer = Answer(response.status, response.reason, response.headers, response.read())
-            if watch.fired:  # an answer read until the socket closed looks complete; it is not
+            if watch.fired and ends_at_close:
                 raise TimeoutError
         except BaseException as error:
             self._drop()
@@ -90,7 +98,9 @@ class KeepAlive:
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         slot = self._slot
-        if slot.connection is not None and time.monotonic() >= slot.expires:
+        if slot.pid != os.getpid():  # inherited across fork: the parent's socket, not ours to use
+            slot.connection, slot.pid = None, os.getpid()
+        if slot.connection is not None and (time.monotonic() >= slot.expires or _closed_by_peer(slot.connection)):
             self._drop()
         if slot.connection is None:
             host, port = (self._proxy.hostname, self._proxy.port) if self._proxy else (self._host, self._port)
@@ -124,6 +134,18 @@ class KeepAlive:
             connection.close()
 
 
+def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive socket that is readable has been closed (or spoken to out of turn) by
+    the server: reusing it would fail the next request and cost an attempt."""
+    if connection.sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([connection.sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def _proxy_for(scheme: str, host: str) -> SplitResult | None:
     """The proxy urllib would use for ``scheme://host``, from the environment, or None."""
     proxy = urllib.request.getproxies().get(scheme)
@@ -155,6 +177,10 @@ class _Watchdog:
     """Shuts the sockets of requests that outlive their deadline."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, with no thread yet; also in a forked child, where the thread did not survive."""
         self._watched: dict[int, _Watch] = {}
         self._wakes_at = float("inf")
         self._changed = threading.Condition()
@@ -167,8 +193,9 @@ class _Watchdog:
         with self._changed:
             self._watched[id(watch)] = watch
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
+                thread.start()
+                self._thread = thread
             if watch.deadline < self._wakes_at:  # rare: deadlines mostly come later than the ones watched
                 self._changed.notify()
 
@@ -203,8 +230,11 @@ class _Watch:
 
 
 def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, not SSLSocket's: that one drops the TLS state first, and a
+    # thread still writing could then send plaintext. This wakes the blocked read; the request fails.
     with contextlib.suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read; the request then fails
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG._reset)
