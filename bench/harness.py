@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -60,11 +63,12 @@ def requests(count: int, start: int = 0) -> list[Request]:
     ]  # fmt: skip
 
 
-def function_env(sendgrid_url: str, threads: int = 8, **extra: str) -> dict[str, str]:
+def function_env(sendgrid: StandInAddress, threads: int = 8, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "SENDGRID_"))}
     env.update(
-        SENDGRID_API_KEY="SG.bench-not-a-real-key", SENDGRID_API_HOST=sendgrid_url, NOTIFY_FROM="bench@example.com",
-        NOTIFY_TO="ops@example.com", THREADS=str(threads), PYTHONDONTWRITEBYTECODE="1", **extra,
+        SENDGRID_API_KEY="SG.bench-not-a-real-key", SENDGRID_API_HOST=sendgrid.url, SSL_CERT_FILE=sendgrid.ca_file,
+        NOTIFY_FROM="bench@example.com", NOTIFY_TO="ops@example.com", THREADS=str(threads),
+        PYTHONDONTWRITEBYTECODE="1", **extra,
     )  # fmt: skip
     return env
 
@@ -180,20 +184,42 @@ def load(function: Function, batch: Sequence[Request], concurrency: int) -> tupl
     return time.perf_counter() - started, latencies
 
 
+@dataclass(frozen=True)
+class StandInAddress:
+    url: str
+    ca_file: str  # the certificate authority that signed its certificate: SSL_CERT_FILE for clients
+
+
 @contextmanager
-def stand_in(latency: float = 0.0) -> Iterator[str]:
-    """The SendGrid stand-in in a process of its own; yields its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.standin", "--latency", str(latency)], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
+def stand_in(latency: float = 0.0, *, tls: bool = True) -> Iterator[StandInAddress]:
+    """The SendGrid stand-in in a process of its own, speaking HTTPS as SendGrid does (a TLS
+    handshake per connection is part of what a client pays), with a certificate from a throwaway CA.
+    ``tls=False``: plain HTTP, which no real SendGrid client gets, for comparison."""
+    import trustme
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-standin-"))
+    authority = trustme.CA()
+    certificate = authority.issue_cert("localhost")
+    # What clients trust: the system's CA store, as on the platform, plus the stand-in's CA. A client
+    # that builds an SSL context per connection pays for loading all of it every time, as it would.
+    system_store = ssl.get_default_verify_paths().cafile
+    system_cas = Path(system_store).read_bytes() if system_store and Path(system_store).is_file() else b""
+    (folder / "ca.pem").write_bytes(system_cas + b"\n" + authority.cert_pem.bytes())
+    certificate.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    certificate.private_key_pem.write_to_path(str(folder / "key.pem"))
+    command = [sys.executable, "-m", "bench.standin", "--latency", str(latency)]
+    if tls:
+        command += ["--tls", str(folder / "cert.pem"), str(folder / "key.pem")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         url = process.stdout.readline().strip()
-        if not url.startswith("http://"):
+        if not url.startswith("https://" if tls else "http://"):
             raise RuntimeError(f"the SendGrid stand-in did not start (exit code {process.poll()})")
-        yield url
+        yield StandInAddress(url, str(folder / "ca.pem"))
     finally:
         process.terminate()
         process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _tree(pid: int) -> list[int]:

@@ -138,8 +138,19 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="A local SendGrid stand-in (accepts every message).")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS, as SendGrid does")
     args = parser.parse_args(argv)
     stand_in = StandIn(Faults(latency=args.latency), keep=False)
+    if args.tls:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*args.tls)
+        # The handshake happens in the handler's thread, not in the accepting one.
+        stand_in._server.socket = context.wrap_socket(
+            stand_in._server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        stand_in.url = stand_in.url.replace("http://127.0.0.1", "https://localhost")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(stand_in.url, flush=True)
     stand_in._server.serve_forever()
