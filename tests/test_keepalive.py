@@ -20,7 +20,24 @@ from notifier.mail import keepalive
 from notifier.mail.keepalive import IDLE_LIMIT, KeepAlive, _keep_alive_seconds
 
 
-class _Server:
+class _Local:
+    """A ThreadingHTTPServer on a free local port, serving from a thread until closed."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None) -> None:
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.http.daemon_threads = True
+        self.origin = f"http://127.0.0.1:{self.http.server_address[1]}"
+        if tls is not None:
+            self.http.socket = tls.wrap_socket(self.http.socket, server_side=True)
+            self.origin = f"https://localhost:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+class _Server(_Local):
     """Answers each POST with its own body; remembers the client port of every request."""
 
     def __init__(
@@ -62,17 +79,8 @@ class _Server:
                 if close_after_answer:  # as a server does when an idle connection times out
                     self.close_connection = True
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v3/mail/send"
-        if tls is not None:
-            self.http.socket = tls.wrap_socket(self.http.socket, server_side=True)
-            self.url = f"https://localhost:{self.http.server_address[1]}/v3/mail/send"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        self._serve(Handler, tls)
+        self.url = f"{self.origin}/v3/mail/send"
 
 
 @pytest.fixture
@@ -212,7 +220,7 @@ def test_only_http_urls_are_accepted():
         KeepAlive("ftp://example.com")
 
 
-class _Proxy:
+class _Proxy(_Local):
     """A forward proxy: CONNECT tunnels for https, absolute-URL requests for http (answered here)."""
 
     def __init__(self) -> None:
@@ -250,14 +258,8 @@ class _Proxy:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        self._serve(Handler)
+        self.url = self.origin
 
 
 @pytest.fixture
