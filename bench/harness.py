@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from notifier.cli import build_request
-from notifier.demo import free_port, stop_server
+from notifier.demo import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
@@ -83,12 +83,7 @@ class Function:
     @classmethod
     def launch(cls, source: Path, env: dict[str, str]) -> Function:
         port = free_port()
-        command = [sys.executable, "-m", "functions_framework", "--target", "handle_storage_event",
-                   "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: os.sched_setaffinity(0, FUNCTION_CPUS),
-        )  # fmt: skip
+        process = start_server(port, env, subprocess.DEVNULL, source=source, preexec_fn=_pin_to_function_cpus)
         return cls(f"http://127.0.0.1:{port}", process)
 
     def post(self, request: Request, connection: http.client.HTTPConnection | None = None) -> int:
@@ -220,6 +215,10 @@ def stand_in(latency: float = 0.0, *, tls: bool = True) -> Iterator[StandInAddre
         process.terminate()
         process.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pin_to_function_cpus() -> None:  # runs in the child, before the function starts
+    os.sched_setaffinity(0, FUNCTION_CPUS)
 
 
 def _tree(pid: int) -> list[int]:

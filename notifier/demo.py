@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from email import message_from_binary_file, policy
 from pathlib import Path
+from typing import Any
 
 from notifier.cli import build_request
 from notifier.config import ROOT
@@ -95,8 +96,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, env: dict[str, str], log_file) -> subprocess.Popen:
-    """functions-framework serving ``main.handle_storage_event``, as Cloud Run functions does."""
+def start_server(
+    port: int, env: dict[str, str], log_file: Any, *, source: Path = ROOT / "main.py", **popen: Any
+) -> subprocess.Popen:
+    """functions-framework serving ``handle_storage_event`` from ``source``, as Cloud Run functions
+    does; ``popen``: more Popen options (the benchmarks pin the process to a CPU)."""
     command = [
         sys.executable,
         "-m",
@@ -104,13 +108,13 @@ def start_server(port: int, env: dict[str, str], log_file) -> subprocess.Popen:
         "--target",
         "handle_storage_event",
         "--source",
-        str(ROOT / "main.py"),
+        str(source),
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
     ]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, **popen)
 
 
 def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 30.0) -> None:
