@@ -71,8 +71,28 @@ _OPTIONAL_FIELDS: dict[str, tuple[str, str]] = {
 # Pub/Sub notification attributes that say more than the object resource does.
 _PUBSUB_ATTRIBUTES = ("overwroteGeneration", "overwrittenByGeneration")
 
+# The platform's own bounds on every string decoded here. Cloud Storage and Eventarc never send
+# more, so a longer value is a forged event: refused before it is copied into an email or a log line.
+# where → (most, unit, whose limit); characters are code points.
+_UTF8_BYTES = "bytes of UTF-8"
+_LIMITS: dict[str, tuple[int, str, str]] = {
+    "data.name": (1024, _UTF8_BYTES, "Cloud Storage object names"),
+    "data.bucket": (222, "characters", "Cloud Storage bucket names"),
+    "data.metadata": (8192, _UTF8_BYTES, "Cloud Storage custom metadata, keys and values together"),
+    "id": (1024, "characters", "event ids (Pub/Sub message ids are about 20 digits)"),
+    "type": (256, "characters", "event types"),
+    "data.contentType": (1024, "characters", "content types"),
+    "data.storageClass": (64, "characters", "storage class names"),
+    "data.md5Hash": (64, "characters", "base64 MD5 digests (24 characters)"),
+    "data.crc32c": (64, "characters", "base64 CRC32C checksums (8 characters)"),
+    "data.resourceState": (64, "characters", "1st-gen resource states"),
+}
+_TIME_LIMIT = (64, "characters", "RFC 3339 times")  # every time field: the event's and the object's
+_OTHER_LIMIT = (1024, "characters", "event attributes")  # a string field not named above
+
 # The datetime attributes of StorageEvent, for from_dict: the table's time fields and the event time.
 _TIME_FIELDS = frozenset({attr for attr, how in _OPTIONAL_FIELDS.values() if how == "time"} | {"event_time"})
+_TIME_KEYS = frozenset({key for key, (_, how) in _OPTIONAL_FIELDS.items() if how == "time"} | {"time"})
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
@@ -141,8 +161,8 @@ def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
     """
     attribute = _percent_decoded if percent_encoded else _as_is
     try:
-        event_type = attribute(cloud_event["type"], "type")
-        event_id = attribute(cloud_event["id"], "id")
+        event_type = _bounded(attribute(cloud_event["type"], "type"), "type")
+        event_id = _bounded(attribute(cloud_event["id"], "id"), "id")
         event_time = attribute(cloud_event.get("time"), "time")
     except KeyError as error:
         raise InvalidEvent(f"CloudEvent attribute {error.args[0]!r} is missing") from None
@@ -285,7 +305,7 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
     if not isinstance(notification, str) or notification not in _PUBSUB_EVENT_TO_KIND:
         raise InvalidEvent(
             f"data.message.attributes.eventType: expected one of {', '.join(_PUBSUB_EVENT_TO_KIND)},"
-            f" got {notification!r}"
+            f" got {_preview(notification)}"
         )
     try:
         payload = base64.b64decode(message.get("data") or "", validate=True)
@@ -302,7 +322,26 @@ def _required_text(data: dict[str, Any], key: str) -> str:
         raise InvalidEvent(f"data.{key}: required, but missing or empty")
     if not isinstance(value, str):
         raise InvalidEvent(f"data.{key}: expected a string, got {_type_name(value)}")
-    return _unicode(value, f"data.{key}")
+    return _unicode(_bounded(value, f"data.{key}"), f"data.{key}")
+
+
+def _bounded(value: Any, where: str) -> Any:
+    """``value`` unchanged if it is within the platform's limit for ``where``; else InvalidEvent."""
+    if not isinstance(value, str):
+        return value
+    most, unit, whose = _limit_of(where)
+    if len(value) <= most and (unit != _UTF8_BYTES or len(value) * 4 <= most):  # short: no need to encode
+        return value
+    length = len(value.encode("utf-8", "surrogatepass")) if unit == _UTF8_BYTES else len(value)
+    if length > most:
+        raise InvalidEvent(f"{where}: {length:,} {unit}, over the limit {most:,} ({whose}): {_preview(value)}")
+    return value
+
+
+def _limit_of(where: str) -> tuple[int, str, str]:
+    if where in _LIMITS:
+        return _LIMITS[where]
+    return _TIME_LIMIT if where.rsplit(".", 1)[-1] in _TIME_KEYS else _OTHER_LIMIT
 
 
 def _unicode(value: str, where: str) -> str:
@@ -328,7 +367,7 @@ def _parse_int(value: Any, where: str) -> int | None:
 
 def _parse_str(value: Any, where: str) -> str | None:
     if value is None or isinstance(value, str):
-        return _unicode(value, where) if value else None
+        return _unicode(_bounded(value, where), where) if value else None
     raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
 
 
@@ -338,6 +377,7 @@ def _parse_time(value: Any, where: str) -> datetime | None:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
+        value = _bounded(value, where)  # outside the try: InvalidEvent is a ValueError too
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -360,8 +400,10 @@ def _metadata(data: dict[str, Any]) -> Mapping[str, str]:
         raise InvalidEvent(f"data.metadata: expected an object of strings, got {_type_name(raw)}")
     for key, value in raw.items():
         if not isinstance(value, str):
-            raise InvalidEvent(f"data.metadata[{key!r}]: expected a string, got {_type_name(value)}")
-        _unicode(key + value, f"data.metadata[{key!r}]")
+            raise InvalidEvent(f"data.metadata[{_preview(key)}]: expected a string, got {_type_name(value)}")
+    _bounded("".join(key + value for key, value in raw.items()), "data.metadata")
+    for key, value in raw.items():
+        _unicode(key + value, f"data.metadata[{_preview(key)}]")
     return MappingProxyType(dict(raw))
 
 
@@ -372,5 +414,5 @@ def _type_name(value: Any) -> str:
 
 
 def _preview(value: Any) -> str:
-    text = repr(value)
+    text = repr(value[:61] if isinstance(value, str) else value)  # never repr a huge string whole
     return text if len(text) <= 60 else text[:57] + "..."

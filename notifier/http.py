@@ -1,19 +1,56 @@
 """The HTTP edge: what functions-framework hands over besides the event itself.
 
-Only ``main.py`` calls this module; the pipeline never sees Flask.
+Only ``main.py`` calls this module; the pipeline never sees Flask. :func:`install` bounds every
+request before the framework parses it: the body is read here, at most :data:`MAX_BODY` bytes and
+within :data:`BODY_SECONDS`, and anything else is acknowledged with one log line.
+
+What cannot be bounded here: a client trickling its *headers* holds one of gunicorn's threads
+until they are complete, because gunicorn reads them before the application is called, on a
+blocking socket with no deadline (gunicorn/workers/gthread.py, ``handle``: ``next(conn.parser)``),
+and functions-framework passes gunicorn no setting that would change it. See README "Limits".
 """
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from flask import has_request_context, request
-from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+from flask import Flask, has_request_context, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
+from notifier.log import cut
 from notifier.pipeline import Pipeline, RetryLater
+
+# Eventarc delivers events of at most 512 KB; twice that leaves room for any envelope.
+MAX_BODY = 1024 * 1024
+# The platform posts a whole event at once; a body still arriving after this is a slow client
+# holding one of the worker's few threads, so its connection is closed.
+BODY_SECONDS = 1.0
+# An oversized body is read and dropped (so the client sees the answer) up to this much, then cut off.
+_DISCARD_AT_MOST = 16 * 1024 * 1024
 
 # Not event deliveries at all (a browser, a health check): answered as the framework would.
 _NOT_DELIVERIES = (404, 405)
+
+# What a CloudEvent must carry (CloudEvents 1.0 "REQUIRED" attributes) and the version Eventarc sends.
+_REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
+_SPECVERSION = "1.0"
+_STRUCTURED = "application/cloudevents+json"
+
+
+def install(app: Flask, pipeline: Pipeline) -> None:
+    """Bound every request to ``app`` and answer whatever is not an event; call once, at import."""
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.before_request(partial(_read_body, pipeline))
+    app.register_error_handler(Exception, partial(error_response, pipeline))
 
 
 def sent_in_binary_mode() -> bool:
@@ -31,7 +68,7 @@ def error_response(pipeline: Pipeline, error: BaseException) -> Any:
         return f"retry later: {error}\n", 500
     if isinstance(error, HTTPException) and error.code in _NOT_DELIVERIES:
         return error
-    body = request.get_data(cache=True)
+    body = _body_so_far()
     exc_info = False
     if isinstance(error, UnsupportedMediaType):
         reason = (
@@ -39,20 +76,176 @@ def error_response(pipeline: Pipeline, error: BaseException) -> Any:
             " or application/cloudevents+json"
         )
     elif isinstance(error, HTTPException):
-        reason = "the request is neither a CloudEvent nor a 1st-gen background event"
-        if error.__context__ is not None:  # the framework's own reason, e.g. an unknown event type
-            reason += f" ({str(error.__context__)[:200]})"
+        reason = _what_the_cloudevent_lacks(body)
+        if reason is None:
+            reason = "the request is neither a CloudEvent nor a 1st-gen background event"
+            if error.__context__ is not None:  # the framework's own reason, e.g. an unknown event type
+                reason += f" ({str(error.__context__)[:200]})"
     else:
         reason = (
             "the body is not the JSON object a CloudEvent or 1st-gen event must be"
             f" ({type(error).__name__}: {str(error)[:200]})"
         )
         exc_info = True  # the framework's parser, or a bug of ours: either way, show where
+    return _acknowledge(pipeline, reason, body, exc_info=exc_info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the body: bounded in size and in time, before functions-framework parses it.
+
+
+def _read_body(pipeline: Pipeline) -> Any:
+    """Flask ``before_request``: read the whole body now, or answer without calling the function."""
+    if request.method != "POST":
+        return None
+    too_large = ended_early = False
+    with _WATCHDOG.watch(request.environ.get("gunicorn.socket")) as watch:
+        try:
+            body = request.get_data(cache=True)  # the framework's later get_data() gets this copy
+            if len(body) >= MAX_BODY and request.environ["wsgi.input"].read(1):  # chunked: werkzeug stops quietly
+                raise RequestEntityTooLarge
+            ended_early = len(body) < (request.content_length or 0)  # werkzeug does not say so either
+        except RequestEntityTooLarge:
+            too_large = True
+            _discard(request.environ["wsgi.input"])
+        except (HTTPException, OSError):  # werkzeug's ClientDisconnected, or the socket itself
+            ended_early = True
+    expected = request.content_length
+    if too_large:
+        size = f"{expected:,} bytes" if expected is not None else f"more than {MAX_BODY:,} bytes (sent chunked)"
+        reason = f"request body of {size} is over the {MAX_BODY:,}-byte limit; Eventarc events are at most 512 KB"
+    elif watch.fired:
+        reason = f"request body not received within {BODY_SECONDS:g} s; the connection was closed"
+    elif ended_early:
+        reason = "request body ended before its announced length; the client went away"
+    else:
+        return None
+    # gunicorn closes the connection itself when a body is left unread (it drains at most 64 KiB).
+    return _acknowledge(pipeline, reason, None, body_bytes_expected=expected)
+
+
+def _discard(stream: Any) -> None:
+    # Read and drop what the client still sends, so that it reads our answer rather than a reset.
+    left = _DISCARD_AT_MOST
+    while left > 0 and (chunk := stream.read(min(left, 64 * 1024))):
+        left -= len(chunk)
+
+
+def _body_so_far() -> bytes:
+    try:
+        return request.get_data(cache=True)
+    except (HTTPException, OSError):
+        return b""
+
+
+def _acknowledge(pipeline: Pipeline, reason: str, body: bytes | None, exc_info: bool = False, **fields: Any) -> Any:
+    """One ERROR line, and a 2xx: a non-2xx would have the platform redeliver what can never work."""
     pipeline.reject(
         reason,
         exc_info=exc_info,
         content_type=request.content_type,
-        body_bytes=len(body),
-        body_preview=body[:120].decode("utf-8", "replace"),
+        body_bytes=None if body is None else len(body),  # None: not read (too large or too slow)
+        body_preview=None if body is None else body[:120].decode("utf-8", "replace"),
+        **fields,
     )
-    return f"invalid event acknowledged: {reason}\n", 200
+    return f"invalid event acknowledged: {cut(reason)}\n", 200
+
+
+@dataclass
+class _Watch:
+    """One request body being read: the socket to shut down if it is late."""
+
+    sock: socket.socket | None
+    deadline: float
+    done: bool = False
+    fired: bool = False
+
+
+class _Watchdog:
+    """One thread per worker that shuts down the socket of a request whose body is late.
+
+    Shutting a socket down makes a read blocked on it return at once, which frees the thread
+    serving it: a per-read timeout could not, as a client sending one byte a second never idles.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._pending: deque[_Watch] = deque()  # in deadline order: every watch lasts as long
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, sock: socket.socket | None) -> Iterator[_Watch]:
+        watch = _Watch(sock, time.monotonic() + self._seconds)
+        if sock is None:  # not gunicorn (the Flask development server): nothing to shut down
+            yield watch
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # started in the worker, after fork
+                self._thread = threading.Thread(target=self._run, name="body-watchdog", daemon=True)
+                self._thread.start()
+            self._pending.append(watch)
+            if len(self._pending) == 1:
+                self._lock.notify()
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                watch.done = True
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                while self._pending and self._pending[0].done:
+                    self._pending.popleft()
+                if not self._pending:
+                    self._lock.wait()
+                    continue
+                late = self._pending[0].deadline - time.monotonic()
+                if late > 0:
+                    self._lock.wait(max(late, 0.05))  # at most 20 wake-ups a second, however busy
+                    continue
+                watch = self._pending.popleft()
+                watch.fired = True
+                _shut_down(watch.sock)
+
+
+def _shut_down(sock: socket.socket | None) -> None:
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed by the client or by gunicorn
+        pass
+
+
+_WATCHDOG = _Watchdog(BODY_SECONDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saying what a CloudEvent lacks, where functions-framework only says it found no equivalent type.
+
+
+def _what_the_cloudevent_lacks(body: bytes) -> str | None:
+    if "ce-specversion" in request.headers or any(f"ce-{a}" in request.headers for a in _REQUIRED_ATTRIBUTES):
+        mode, where = "binary-mode CloudEvent", "header ce-{}"
+        attributes = {a: request.headers.get(f"ce-{a}") for a in _REQUIRED_ATTRIBUTES}
+    elif request.mimetype == _STRUCTURED and (attributes := _json_object(body)) is not None:
+        mode, where = "structured CloudEvent", "attribute {}"
+    else:
+        return None
+    missing = [where.format(a) for a in _REQUIRED_ATTRIBUTES if not attributes.get(a)]
+    if missing:
+        return f"{mode}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+    version = attributes["specversion"]
+    if version != _SPECVERSION:
+        shown = str(version) if len(str(version)) <= 40 else f"{str(version)[:40]}…"
+        return f"{mode}: specversion {shown} is not supported; expected {_SPECVERSION}"
+    return None
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,7 +1,8 @@
 """JSON log lines on stdout, the structured form Cloud Logging reads (``severity``, ``message``).
 
 Every value passes through :func:`redact` so a registered secret cannot reach the log, whatever
-an exception message happens to contain.
+an exception message happens to contain. Every line is bounded: a long value is redacted first, then
+cut with its length stated, so hostile input cannot make a megabyte line (or half a secret).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ _secrets: list[str] = []  # longest first, so a secret containing another is red
 _secrets_lock = threading.Lock()
 # Valid in JSON, but line breaks to str.splitlines() and to some log viewers.
 _LINE_SEPARATORS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+FIELD_LIMIT = 2000  # characters of one value, or of the message, before it is cut
+TRACEBACK_LIMIT = 8000  # characters of a traceback: its first and last halves are kept
+LINE_LIMIT = 16 * 1024  # bytes of one written line (Cloud Logging takes 256 KB; a reader, far less)
+_WORST_ESCAPE = 6  # JSON writes a control character as six (\u0001)
 
 
 def register_secret(value: str) -> None:
@@ -37,17 +42,52 @@ def redact(text: str) -> str:
     return text
 
 
+def cut(text: str, limit: int = FIELD_LIMIT) -> str:
+    """``text`` if it is at most ``limit`` characters, else its start and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}…[cut: {len(text)} characters]"
+
+
+def _cut_middle(text: str, limit: int) -> str:
+    # A traceback says most at both ends: where it started and what was finally raised.
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}…[cut: {len(text)} characters]…{text[-half:]}"
+
+
+def _bounded(value: Any, limit: int) -> Any:
+    """A value safe to log: redacted, then cut (in that order, so no prefix of a secret survives)."""
+    if isinstance(value, str):
+        return cut(redact(value), limit)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return value if len(text) <= limit else cut(redact(text), limit)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        traceback = self.formatException(record.exc_info) if record.exc_info else None
+        # First every value at FIELD_LIMIT; if escaping still makes the line too long, a share each.
+        shares = len(fields) + 1 + (4 if traceback else 0) + 1
+        for limit in (FIELD_LIMIT, LINE_LIMIT // (_WORST_ESCAPE * shares)):
+            line = self._line(record, fields, traceback, limit)
+            if len(line) * 4 <= LINE_LIMIT or len(line.encode("utf-8")) <= LINE_LIMIT:
+                return line
+        left_out = {"cut": f"{len(fields)} field(s) and any traceback left out: the line was over {LINE_LIMIT} bytes"}
+        return self._line(record, left_out, None, 200)
+
+    def _line(self, record: logging.LogRecord, fields: dict[str, Any], traceback: str | None, limit: int) -> str:
         entry: dict[str, Any] = {
-            **getattr(record, "fields", {}),
+            **{key: _bounded(value, limit) for key, value in fields.items()},
             "severity": _SEVERITY.get(record.levelname, "DEFAULT"),
-            "message": record.getMessage(),
+            "message": _bounded(record.getMessage(), limit),
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "logger": record.name,
         }
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
+        if traceback:
+            entry["traceback"] = _cut_middle(redact(traceback), min(TRACEBACK_LIMIT, 4 * limit))
         line = json.dumps(entry, ensure_ascii=False, default=str)
         if not line.isascii():
             try:

@@ -233,3 +233,64 @@ def test_get_logger_is_configured_once(logger):
     assert get_logger() is logger
     assert sum(isinstance(h, log_module._StdoutHandler) for h in logger.handlers) == 1
     assert logger.propagate is False
+
+
+def test_a_long_field_is_cut_with_its_length_stated(logger, capsys):
+    log(logger, logging.ERROR, "invalid event", name="n" * 3_145_728, bucket="acme")
+
+    out = raw_output(capsys)
+    record = json.loads(out)
+    assert len(out) < 16 * 1024
+    assert record["name"].startswith("n" * 100)
+    assert record["name"].endswith("…[cut: 3145728 characters]")
+    assert record["bucket"] == "acme"
+
+
+def test_a_long_message_and_traceback_are_cut_and_the_line_stays_bounded(logger, capsys):
+    try:
+        raise ValueError("v" * 1_000_000)
+    except ValueError:
+        log(logger, logging.ERROR, "m" * 1_000_000, exc_info=True, **{f"f{i}": "x" * 5000 for i in range(20)})
+
+    out = raw_output(capsys)
+    record = json.loads(out)
+    assert out.count("\n") == 1
+    assert len(out.encode()) <= 16 * 1024
+    assert "[cut: 1000000 characters]" in record["message"]
+    assert "[cut:" in record["traceback"]
+    assert record["severity"] == "ERROR"
+
+
+def test_a_line_of_escaped_characters_stays_bounded(logger, capsys):
+    # JSON writes each control character as six; the bound is on the line written, not the input.
+    log(logger, logging.INFO, "controls", **{f"f{i}": "\x01" * 1999 for i in range(10)})
+
+    out = raw_output(capsys)
+    assert len(out.encode()) <= 16 * 1024
+    assert json.loads(out)["message"] == "controls"
+
+
+def test_a_secret_straddling_the_cut_leaves_no_prefix(logger, capsys):
+    register_secret(SECRET)
+    cut_at = log_module.FIELD_LIMIT
+    value = "x" * (cut_at - 10) + SECRET + "y" * 5000  # the cut would fall inside the secret
+
+    log(logger, logging.ERROR, value, error=value)
+
+    out = raw_output(capsys)
+    record = json.loads(out)
+    assert SECRET[:10] not in out
+    assert record["error"].startswith("x" * (cut_at - 10) + "[redacted]")
+
+
+def test_short_values_and_non_text_values_are_left_alone(logger, capsys):
+    log(logger, logging.INFO, "ok", count=10**30, nested={"a": [1, 2]}, text="t" * 100)
+    record = only_record(capsys)
+    assert (record["count"], record["nested"], record["text"]) == (10**30, {"a": [1, 2]}, "t" * 100)
+
+
+def test_a_huge_nested_value_is_cut_as_text(logger, capsys):
+    log(logger, logging.INFO, "nested", nested={"k": "z" * 100_000})
+    out = raw_output(capsys)
+    assert len(out) < 16 * 1024
+    assert "[cut:" in json.loads(out)["nested"]
