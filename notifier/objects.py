@@ -10,18 +10,27 @@ from __future__ import annotations
 import posixpath
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from notifier.mail.base import Attachment
+from notifier.mail.base import OCTET_STREAM, Attachment, attachment_type, media_type, visible
 
 if TYPE_CHECKING:
     from notifier.config import Settings
     from notifier.events import StorageEvent
     from notifier.rules import Rule
 
-_UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f"\\/]+')
+# Path separators, quotes, and '?', without which no RFC 2047 encoded word ("=?utf-8?q?...?=", which
+# mail clients decode, hidden characters and all) can be spelled.
+_UNSAFE_IN_FILENAME = re.compile(r'["\\/?]')
+_SPACES = re.compile(r"\s+")  # a run of spaces can push the real extension out of sight
+# Letters that show as nothing (Hangul fillers, braille blank, combining grapheme joiner).
+_BLANK_LETTERS = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u2800\u034f"))
+FILENAME_BYTES = 200  # well under the 255-byte file name limit of common file systems
+_EXTENSION_BYTES = 16  # longer than any real extension: past it, the tail is just more name
+_PREVIEW_CHARACTERS = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +112,7 @@ class ObjectAccess:
             return None, f"Not attached: {_reason(error)}"
         if len(data) > max_size:
             return None, f"Not attached: over the {max_size:,}-byte limit; use the link."
-        content_type = event.content_type or "application/octet-stream"
-        return Attachment(safe_filename(event.name), content_type.split(";", 1)[0].strip(), data), None
+        return Attachment(safe_filename(event.name), attachment_type(event.content_type), data), _type_note(event)
 
     def _storage(self) -> Any:
         with self._lock:
@@ -116,10 +124,43 @@ class ObjectAccess:
 
 
 def safe_filename(name: str) -> str:
-    """The object's base name, without path, quotes or control characters; never empty."""
-    base = posixpath.basename(name.rstrip("/")) or "object"
-    cleaned = _UNSAFE_FILENAME.sub("_", base).strip(". ") or "object"
-    return cleaned[:200]
+    """The object's base name as a recipient should see it: no path, quotes, encoded words, invisible
+    characters (bidi overrides, zero-width, controls, line separators), runs of spaces, or leading
+    and trailing dots; at most :data:`FILENAME_BYTES` of UTF-8 with its extension kept; never empty."""
+    base = posixpath.basename(unicodedata.normalize("NFC", name).rstrip("/"))
+    cleaned = _SPACES.sub(" ", visible(base).translate(_BLANK_LETTERS))
+    cleaned = _UNSAFE_IN_FILENAME.sub("_", cleaned).strip(". ")
+    return _within_bytes(cleaned, FILENAME_BYTES) or "object"
+
+
+def _within_bytes(filename: str, limit: int) -> str:
+    """``filename`` cut to ``limit`` UTF-8 bytes, on a character boundary, before its extension."""
+    if len(filename.encode()) <= limit:
+        return filename
+    extension = posixpath.splitext(filename)[1]
+    if len(extension.encode()) > _EXTENSION_BYTES:
+        extension = ""
+    stem = filename[: len(filename) - len(extension)]
+    budget = limit - len(extension.encode())
+    return stem.encode()[:budget].decode("utf-8", "ignore").rstrip(". ") + extension
+
+
+def _type_note(event: StorageEvent) -> str | None:
+    """Why the attachment goes as application/octet-stream rather than as the event's type, if so."""
+    given = event.content_type
+    essence = media_type(given)
+    if not given or essence == OCTET_STREAM or attachment_type(given) != OCTET_STREAM:
+        return None  # no type, or one that is kept: nothing to explain
+    why = "is not a valid media type"
+    if essence is not None:  # valid, but a container
+        why = "would be read as part of this email rather than as a file"
+    return f'Attached as {OCTET_STREAM}: the object\'s content type "{_preview(given)}" {why}.'
+
+
+def _preview(value: str) -> str:
+    """A value as one safe line of ASCII: line breaks and other characters escaped, and capped."""
+    escaped = value.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= _PREVIEW_CHARACTERS else escaped[: _PREVIEW_CHARACTERS - 1] + "…"
 
 
 def _reason(error: Exception) -> str:
