@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +16,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cloudevents.http import CloudEvent
@@ -41,6 +42,29 @@ GEN1_TYPES = {
     "metadata": "google.storage.object.metadataUpdate",
 }
 SECRET_KEY = "SG.test-secret-key-must-never-be-printed.0123456789"
+
+
+def secret_traces(secret: str) -> tuple[str, ...]:
+    """Pieces that any leak of ``secret`` holds: its first 9 characters (a prefix longer than 8 is a
+    leak) as is, JSON-escaped or percent-encoded, or base64 from any position in a 3-byte group."""
+    head = secret[:9]
+    quoted = quote(head, safe="")
+    every_byte = "".join(f"%{byte:02X}" for byte in head.encode())
+    traces = {head, json.dumps(head)[1:-1], quoted, quoted.lower(), every_byte, every_byte.lower()}
+    for shift in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            traces.add(encode(b"\0" * shift + secret.encode()).decode()[4:16])  # the first group holds the filler
+    return tuple(sorted(traces))
+
+
+KEY_TRACES = secret_traces(SECRET_KEY)
+
+
+def key_leaks(text: str | bytes, traces: tuple[str, ...] = KEY_TRACES) -> list[str]:
+    """The traces (of SECRET_KEY unless told) found in ``text``; empty when there is none."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")  # the traces are ASCII: any byte-preserving decoding finds them
+    return [trace for trace in traces if trace in text]
 
 
 def settings_for(**env: str) -> Settings:
@@ -101,9 +125,9 @@ class FunctionServer:
 
 
 @pytest.fixture(scope="module")
-def function_server_factory() -> Iterator:
+def function_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     servers: list[FunctionServer] = []
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-server-"))
+    tmp = tmp_path_factory.mktemp("notifier-server")  # under basetemp, where the key guard looks
 
     def start(**env: str) -> FunctionServer:
         index = len(servers)
@@ -163,3 +187,48 @@ def _the_suite_leaves_the_checkout_alone():
     yield
     created = [str(path) for path in watched if path.exists() and not before[path]]
     assert not created, f"tests wrote into the checkout: {created}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite-wide key guard: nothing a test prints, logs or writes holds SECRET_KEY or a prefix of it
+# longer than 8 characters. Only what the code under test produced is checked (captured output and
+# files), never pytest's own report of a failed assertion, which may quote the key on purpose.
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    report = yield
+    if report.passed:
+        # Sections pile up phase after phase: look at this phase's only (setup, call, teardown).
+        this_phase = [(name, content) for name, content in report.sections if name.endswith(f" {report.when}")]
+        leaked = [name for name, content in this_phase if key_leaks(content)]
+        if leaked:
+            report.outcome = "failed"
+            report.longrepr = f"the SendGrid key, or a prefix of it longer than 8 characters, is in: {leaked}"
+    return report
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _output_read_through_capsys_is_checked_too() -> Iterator[None]:
+    """Output a test reads with capsys/capfd never reaches the report sections: check it as it is read."""
+    read = pytest.CaptureFixture.readouterr
+
+    def readouterr(self: pytest.CaptureFixture) -> Any:
+        result = read(self)
+        for name, text in (("stdout", result.out), ("stderr", result.err)):
+            if isinstance(text, str | bytes) and key_leaks(text):
+                pytest.fail(f"the SendGrid key, or a prefix of it longer than 8 characters, is on {name}")
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pytest.CaptureFixture, "readouterr", readouterr)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_key_is_never_written_to_a_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every file the tests made (dead letters, outboxes, server logs) is free of the key."""
+    yield
+    written = [path for path in tmp_path_factory.getbasetemp().rglob("*") if path.is_file() and not path.is_symlink()]
+    leaking = [str(path) for path in written if key_leaks(path.read_bytes())]
+    assert not leaking, f"files hold the SendGrid key, or a prefix of it longer than 8 characters: {leaking}"

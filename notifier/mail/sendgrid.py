@@ -42,7 +42,7 @@ from sendgrid.helpers.mail import (
 from tenacity import RetryCallState
 
 from notifier.config import Settings
-from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
+from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt, scrub
 from notifier.mail.keepalive import KeepAlive
 from notifier.mail.retry import RetryingSender
 
@@ -57,6 +57,9 @@ _PERMANENT_HINTS = {
     413: "the message is larger than SendGrid accepts (30 MB)",
 }
 _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
+# How much of an answer goes into an error text: SendGrid's error list, or any other body.
+_MAX_ERRORS_TEXT, _MAX_BODY_TEXT = 1000, 300
+_MAX_MESSAGE_ID = 200  # SendGrid's are about 22 characters
 
 
 class SendGridBackend(RetryingSender, Backend):
@@ -69,6 +72,7 @@ class SendGridBackend(RetryingSender, Backend):
         self._timeout = settings.sendgrid_timeout
         self._sandbox = settings.sendgrid_sandbox
         self._key_secret = settings.key_secret
+        self._secrets = (settings.sendgrid_api_key,)  # scrubbed from every error text built here
         super().__init__(settings, sleep)
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
@@ -77,7 +81,8 @@ class SendGridBackend(RetryingSender, Backend):
             payload = build_payload(message, batch, sandbox=self._sandbox)
             response, tries = self._send_payload(payload, deadline, attempts)
             attempts += tries
-            message_ids.append(response.headers.get("X-Message-Id", "") if response.headers else "")
+            message_id = response.headers.get("X-Message-Id", "") if response.headers else ""
+            message_ids.append(scrub(message_id, self._secrets, limit=_MAX_MESSAGE_ID))  # it is stored and logged
         return Receipt(self.name, ",".join(message_ids), attempts)
 
     def _send_payload(self, payload: dict[str, Any], deadline: float, earlier: int) -> tuple[Any, int]:
@@ -85,10 +90,12 @@ class SendGridBackend(RetryingSender, Backend):
         try:
             response = retrying(self._post, payload, deadline)
         except HTTPError as error:
-            raise _delivery_error(error, earlier + retrying.statistics["attempt_number"], self._key_secret) from None
+            attempts = earlier + retrying.statistics["attempt_number"]
+            raise _delivery_error(error, attempts, self._key_secret, self._secrets) from None
         except (OSError, http.client.HTTPException) as error:
+            reason = scrub(_describe_network_error(error), self._secrets, limit=_MAX_BODY_TEXT)
             raise DeliveryError(
-                f"SendGrid unreachable: {_describe_network_error(error)}",
+                f"SendGrid unreachable: {reason}",
                 transient=True,
                 attempts=earlier + retrying.statistics["attempt_number"],
             ) from None
@@ -228,9 +235,12 @@ def _rate_limit_reset(headers: Any) -> float | None:
 # Turning client exceptions into DeliveryError with a message a person can act on.
 
 
-def _delivery_error(error: HTTPError, attempts: int, key_secret: str | None = None) -> DeliveryError:
+def _delivery_error(
+    error: HTTPError, attempts: int, key_secret: str | None = None, secrets: tuple[str | None, ...] = ()
+) -> DeliveryError:
+    """``secrets``: what the answer may echo (the key) and the text must never hold."""
     status = error.status_code
-    detail = _summarise_body(error.body)
+    detail = _summarise_body(error.body, secrets)
     transient = status in TRANSIENT_STATUSES
     if transient:
         what = f"SendGrid answered {status} after {attempts} attempt(s)"
@@ -239,7 +249,7 @@ def _delivery_error(error: HTTPError, attempts: int, key_secret: str | None = No
         hint = _PERMANENT_HINTS.get(status, "SendGrid refused the message").format(secret=secret)
         what = f"{hint} (HTTP {status})"
     return DeliveryError(
-        f"{what}: {detail}" if detail else what,
+        scrub(f"{what}: {detail}" if detail else what, secrets),
         transient=transient,
         status=status,
         detail=detail,
@@ -247,20 +257,24 @@ def _delivery_error(error: HTTPError, attempts: int, key_secret: str | None = No
     )
 
 
-def _summarise_body(body: Any) -> str:
-    """SendGrid's ``{"errors": [{"message", "field", "help"}]}`` as one line; other bodies cut short."""
+def _summarise_body(body: Any, secrets: tuple[str | None, ...] = ()) -> str:
+    """SendGrid's ``{"errors": [{"message", "field", "help"}]}`` as one line; other bodies cut short.
+
+    A body may echo our request, key included (a proxy's header dump): ``secrets`` are scrubbed
+    from the raw body, from the decoded errors, and again after the cut."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     if not body:
         return ""
+    body = scrub(str(body), secrets)
     try:
         errors = json.loads(body)["errors"]
         parts = [f"{e.get('field') or 'request'}: {e.get('message')}" for e in errors if isinstance(e, dict)]
         if parts:
-            return "; ".join(parts)[:1000]
+            return scrub("; ".join(parts), secrets, limit=_MAX_ERRORS_TEXT)
     except (ValueError, KeyError, TypeError):
         pass
-    return " ".join(str(body).split())[:300]
+    return scrub(" ".join(body.split()), secrets, limit=_MAX_BODY_TEXT)
 
 
 def _describe_network_error(error: BaseException) -> str:
@@ -270,4 +284,4 @@ def _describe_network_error(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         detail = str(error)
         return "timed out" if detail in ("", "timed out") else f"timed out: {detail}"
-    return f"{type(error).__name__}: {error}"[:300]
+    return f"{type(error).__name__}: {error}"  # scrubbed and cut by the caller

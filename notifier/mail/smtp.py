@@ -15,11 +15,13 @@ from email.policy import SMTP as SMTP_POLICY
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from notifier.mail.base import Backend, DeliveryError, Message, Receipt, as_mime
+from notifier.mail.base import Backend, DeliveryError, Message, Receipt, as_mime, scrub
 from notifier.mail.retry import RetryingSender
 
 if TYPE_CHECKING:
     from notifier.config import Settings
+
+_MAX_ERROR_TEXT = 1000  # a relay's replies, quoted in an error text
 
 
 class SmtpBackend(RetryingSender, Backend):
@@ -42,10 +44,11 @@ class SmtpBackend(RetryingSender, Backend):
         try:
             retrying(self._deliver, message, pending, deadline)
         except smtplib.SMTPException as error:
-            raise _delivery_error(error, retrying.statistics["attempt_number"]) from None
+            raise _delivery_error(error, retrying.statistics["attempt_number"], (self._password,)) from None
         except OSError as error:
+            reason = scrub(f"{type(error).__name__}: {error}", (self._password,), limit=_MAX_ERROR_TEXT)
             raise DeliveryError(
-                f"SMTP server {self._host}:{self._port} unreachable: {type(error).__name__}: {error}",
+                f"SMTP server {self._host}:{self._port} unreachable: {reason}",
                 transient=True,
                 attempts=retrying.statistics["attempt_number"],
             ) from None
@@ -88,7 +91,9 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, smtplib.SMTPServerDisconnected | OSError)
 
 
-def _delivery_error(error: smtplib.SMTPException, attempts: int) -> DeliveryError:
+def _delivery_error(error: smtplib.SMTPException, attempts: int, secrets: tuple[str | None, ...] = ()) -> DeliveryError:
+    """``secrets``: what a relay may echo in its replies (the password, even base64 from AUTH) and
+    the text must never hold."""
     codes = _codes(error)
     transient = _is_transient(error)
     if isinstance(error, smtplib.SMTPAuthenticationError):
@@ -101,6 +106,7 @@ def _delivery_error(error: smtplib.SMTPException, attempts: int) -> DeliveryErro
         reply = getattr(error, "smtp_error", b"")
         reply = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply or error)
         what = f"the SMTP server answered {codes[0] if codes else ''} {reply}".strip()
+    what = scrub(what, secrets, limit=_MAX_ERROR_TEXT)
     if transient:
         what += f" (after {attempts} attempt(s))"
     return DeliveryError(what, transient=transient, status=codes[0] if codes else None, attempts=attempts)

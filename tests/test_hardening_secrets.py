@@ -1,0 +1,377 @@
+"""Issue 12, items 2 and 3: the SendGrid key (and the SMTP password) is never written anywhere.
+
+A SendGrid, or a proxy in between, that echoes the request's Authorization header in its error
+body must not get the key into an error text, a dead-letter file or a log line: not whole, not
+JSON-escaped, not percent-encoded, not base64-encoded, and not as a prefix longer than 8
+characters (what is left when a body is cut short through the key).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from cloudevents.conversion import to_binary
+from werkzeug import Request, Response
+
+from notifier import log as log_module
+from notifier.addresses import Address
+from notifier.demo import free_port
+from notifier.ledger.local import LocalDeadLetters
+from notifier.ledger.memory import MemoryLedger
+from notifier.mail import base as mail_base
+from notifier.mail.base import DeliveryError, Envelope, Message
+from notifier.mail.sendgrid import SendGridBackend
+from notifier.mail.smtp import SmtpBackend
+from notifier.pipeline import DEAD_LETTERED, RETRYING, Pipeline, RetryLater
+from tests.conftest import SECRET_KEY, key_leaks, secret_traces, settings_for, storage_cloud_event
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = Message(
+    sender=Address("alerts@example.com", "Storage Alerts"),
+    envelopes=(Envelope(to=(Address("ops@example.com"),)),),
+    subject="Uploaded: reports/q3.csv (acme)",
+    text="plain body\n",
+    html="<p>html body</p>",
+    notification_id="0123456789abcdef0123456789abcdef",
+    categories=("storage-notifier", "finalize"),
+)
+
+
+def _leaks(text: str, secret: str = SECRET_KEY) -> list[str]:
+    return key_leaks(text, secret_traces(secret))
+
+
+# ---------------------------------------------------------------------------------------------
+# What SendGrid, or something between, answers: each body echoes the request's Authorization.
+
+
+def _quoted_everything(text: str) -> str:
+    return "".join(f"%{b:02X}" for b in text.encode())
+
+
+def _cut_through_the_key(auth: str, kept: int) -> str:
+    """A non-JSON body in which the key starts ``kept`` characters before character 300."""
+    filler = "proxy error " * 30
+    lead = filler[: 300 - kept - len("Bearer ") - 1].rstrip() + " "
+    lead = lead + "x" * (300 - kept - len("Bearer ") - len(lead))
+    return f"{lead}{auth} and more text after the header"
+
+
+ECHOES = {
+    "json-errors-message": (400, lambda auth: json.dumps({"errors": [{"message": f"bad header {auth}"}]})),
+    "json-errors-field": (401, lambda auth: json.dumps({"errors": [{"field": auth, "message": "invalid"}]})),
+    "json-not-errors": (413, lambda auth: json.dumps({"request": {"headers": {"Authorization": auth}}})),
+    "html-header-dump": (403, lambda auth: f"<html><pre>POST /v3/mail/send\nAuthorization: {auth}\n</pre></html>"),
+    "cut-20-into-key": (400, lambda auth: _cut_through_the_key(auth, 20)),
+    "cut-9-into-key": (404, lambda auth: _cut_through_the_key(auth, 9)),
+    "percent-encoded": (400, lambda auth: f"redirected to /login?auth={quote(auth)}&h={_quoted_everything(auth)}"),
+    "base64": (401, lambda auth: f"Proxy-Authorization: Basic {base64.b64encode(auth.encode()).decode()}"),
+    "truncated-by-the-proxy": (400, lambda auth: json.dumps({"errors": [{"message": f"header: {auth[:30]}…"}]})),
+}
+
+
+def _echo(status: int, body_of) -> callable:
+    def respond(request: Request) -> Response:
+        return Response(body_of(request.headers["Authorization"]), status=status)
+
+    return respond
+
+
+@pytest.fixture
+def sendgrid_settings(httpserver):
+    def make(**env: str):
+        host = httpserver.url_for("").rstrip("/")
+        return settings_for(SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=host, NOTIFY_MAX_ATTEMPTS="1", **env)
+
+    return make
+
+
+@pytest.mark.parametrize("echo", ECHOES)
+def test_an_error_built_from_an_echoing_answer_holds_no_trace_of_the_key(httpserver, sendgrid_settings, echo):
+    status, body_of = ECHOES[echo]
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(status, body_of))
+    backend = SendGridBackend(sendgrid_settings())
+
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(MESSAGE, deadline=time.monotonic() + 30)
+
+    assert caught.value.status == status
+    assert _leaks(str(caught.value)) == [], str(caught.value)
+    assert _leaks(caught.value.detail) == [], caught.value.detail
+    assert "[redacted]" in str(caught.value), "the reader sees where the key was"
+
+
+def test_a_transient_echo_is_clean_too(httpserver, sendgrid_settings):
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(503, lambda auth: f"upstream: {auth}"))
+    backend = SendGridBackend(sendgrid_settings())
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(MESSAGE, deadline=time.monotonic() + 30)
+    assert caught.value.transient is True
+    assert _leaks(str(caught.value)) == []
+
+
+def test_a_message_id_echoing_the_key_is_scrubbed_before_it_is_stored_or_logged(httpserver, sendgrid_settings):
+    def accept(request: Request) -> Response:
+        return Response("", status=202, headers={"X-Message-Id": f"id-{request.headers['Authorization']}"})
+
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(accept)
+    receipt = SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+    assert receipt.message_id == "id-Bearer [redacted]"
+
+
+def test_the_cut_keeps_the_text_short_and_the_reason_readable(httpserver, sendgrid_settings):
+    status, body_of = ECHOES["cut-20-into-key"]
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(status, body_of))
+    with pytest.raises(DeliveryError) as caught:
+        SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+    assert caught.value.detail.startswith("proxy error proxy error")
+    assert len(caught.value.detail) <= 300 + len("[redacted]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the real pipeline: dead-letter files and log lines.
+
+
+def test_dead_letters_and_log_lines_from_echoing_answers_hold_no_trace_of_the_key(
+    httpserver, sendgrid_settings, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(log_module, "_secrets", [])  # no help from the log formatter: clean at the source
+    dead_letters = LocalDeadLetters(tmp_path / "dead")
+    pipeline = Pipeline(sendgrid_settings(), ledger=MemoryLedger(), dead_letters=dead_letters)
+
+    for index, (status, body_of) in enumerate(ECHOES.values()):
+        httpserver.clear()
+        httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(status, body_of))
+        (outcome,) = pipeline.handle(storage_cloud_event(name=f"echo-{index}.csv", event_id=f"echo-{index}"))
+        assert outcome.outcome == DEAD_LETTERED
+    httpserver.clear()
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(503, lambda auth: f"upstream: {auth}"))
+    with pytest.raises(RetryLater):
+        pipeline.handle(storage_cloud_event(name="transient.csv", event_id="transient"))
+
+    files = sorted((tmp_path / "dead").glob("*.json"))
+    assert len(files) == len(ECHOES)
+    for path in files:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        assert record["error"], path
+        assert _leaks(path.read_text(encoding="utf-8")) == [], record["error"]
+        assert _leaks(json.dumps(record["message"])) == []
+    output = capsys.readouterr().out
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert [line["outcome"] for line in lines] == [DEAD_LETTERED] * len(ECHOES) + [RETRYING]
+    assert _leaks(output) == []
+
+
+def test_the_pipeline_scrubs_an_error_a_backend_forgot_to_clean(tmp_path, capsys, monkeypatch):
+    """Defence in depth: a backend bug that raises with the key in its text still stores none."""
+    monkeypatch.setattr(log_module, "_secrets", [])
+
+    class Careless(SendGridBackend):
+        def send(self, message, *, deadline):
+            raise DeliveryError(f"echo: Bearer {SECRET_KEY}", transient=False, status=400)
+
+    settings = settings_for(SENDGRID_API_KEY=SECRET_KEY)
+    pipeline = Pipeline(
+        settings, backend=Careless(settings), ledger=MemoryLedger(), dead_letters=LocalDeadLetters(tmp_path)
+    )
+    pipeline.handle(storage_cloud_event(event_id="careless"))
+
+    (path,) = tmp_path.glob("*.json")
+    assert "echo: Bearer [redacted]" in json.loads(path.read_text())["error"]
+    assert _leaks(path.read_text()) == []
+    assert _leaks(capsys.readouterr().out) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the real function over HTTP.
+
+
+def test_the_function_over_http_writes_no_trace_of_the_key(function_server_factory, httpserver, tmp_path):
+    dead = tmp_path / "dead"
+    server = function_server_factory(
+        SENDGRID_API_KEY=SECRET_KEY,
+        SENDGRID_API_HOST=httpserver.url_for("").rstrip("/"),
+        NOTIFY_MAX_ATTEMPTS="1",
+        NOTIFY_DEAD_LETTER_DIR=str(dead),
+    )
+    for index, (status, body_of) in enumerate(ECHOES.values()):
+        httpserver.clear()
+        httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(status, body_of))
+        headers, body = to_binary(storage_cloud_event(name=f"http-{index}.csv", event_id=f"http-{index}"))
+        assert server.post(body, headers)[0] == 200
+
+    outcomes = [line["outcome"] for line in server.new_log_lines() if "outcome" in line]
+    assert outcomes == [DEAD_LETTERED] * len(ECHOES)
+    files = list(dead.glob("*.json"))
+    assert len(files) == len(ECHOES)
+    for path in files:
+        assert _leaks(path.read_text(encoding="utf-8")) == [], path.read_text(encoding="utf-8")
+    assert _leaks(server.output()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# SMTP: the password, echoed by a relay in its replies.
+
+PASSWORD = 'smtp-pa"ss/w+rd&=long-4711'
+
+
+def _auth_plain(user: str) -> str:
+    return base64.b64encode(f"\0{user}\0{PASSWORD}".encode()).decode()
+
+
+class EchoingRelay:
+    """Accepts the login, then refuses the message, quoting the password back in its reply."""
+
+    def __init__(self, reply: str):
+        self.reply = reply
+
+    async def handle_DATA(self, server, session, envelope):
+        return self.reply
+
+
+def _accept(server, session, envelope, mechanism, auth_data):
+    return AuthResult(success=auth_data.password == PASSWORD.encode(), handled=False)
+
+
+SMTP_ECHOES = {
+    "raw": f"554 5.7.1 rejected, login was mailer/{PASSWORD}",
+    "json": f"554 5.7.1 rejected: {json.dumps({'password': PASSWORD})}",
+    "percent-encoded": f"554 5.7.1 rejected: see /why?p={quote(PASSWORD, safe='')}",
+    "auth-plain": f"554 5.7.1 rejected after AUTH PLAIN {_auth_plain('mailer')}",
+    "transient": f"451 4.3.0 try later, mailer/{PASSWORD}",
+}
+
+
+@pytest.mark.parametrize("echo", SMTP_ECHOES)
+def test_smtp_errors_hold_no_trace_of_the_password(echo):
+    controller = Controller(
+        EchoingRelay(SMTP_ECHOES[echo]), hostname="127.0.0.1", port=free_port(), authenticator=_accept,
+        auth_require_tls=False,
+    )  # fmt: skip
+    controller.start()
+    try:
+        settings = settings_for(
+            NOTIFY_BACKEND="smtp", SMTP_URL=f"smtp://mailer@127.0.0.1:{controller.port}?tls=none",
+            SMTP_PASSWORD=PASSWORD, NOTIFY_MAX_ATTEMPTS="1",
+        )  # fmt: skip
+        backend = SmtpBackend(settings)
+        with pytest.raises(DeliveryError) as caught:
+            backend.send(MESSAGE, deadline=time.monotonic() + 30)
+    finally:
+        controller.stop()
+    assert caught.value.status in (554, 451)
+    assert _leaks(str(caught.value), PASSWORD) == [], str(caught.value)
+    assert "[redacted]" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scrubbing itself.
+
+ODD_SECRET = 'p"a/s s+w=ö&rd<>-0123456789'
+
+
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        ODD_SECRET,
+        json.dumps(ODD_SECRET)[1:-1],
+        json.dumps(ODD_SECRET, ensure_ascii=False)[1:-1],
+        quote(ODD_SECRET, safe=""),
+        quote(ODD_SECRET, safe="").lower(),
+        quote(ODD_SECRET),
+        quote_plus(ODD_SECRET),
+        _quoted_everything(ODD_SECRET),
+        base64.b64encode(ODD_SECRET.encode()).decode(),
+        base64.b64encode(b"x" + ODD_SECRET.encode()).decode(),
+        base64.b64encode(b"xy" + ODD_SECRET.encode() + b"z").decode(),
+        base64.urlsafe_b64encode(b"Bearer " + ODD_SECRET.encode()).decode(),
+        ODD_SECRET[:9],
+        ODD_SECRET[:20] + "…",
+    ],
+)
+def test_scrub_removes_every_spelling_of_a_secret(spelled):
+    text = mail_base.scrub(f"before {spelled} after", [ODD_SECRET, None, ""])
+    assert text.startswith("before ") and text.endswith(" after")
+    assert "[redacted]" in text
+    assert _leaks(text, ODD_SECRET) == []
+
+
+def test_scrub_cuts_after_redacting_and_leaves_no_prefix_at_the_cut():
+    text = "x" * 290 + SECRET_KEY + " tail"
+    for limit in range(280, 320):
+        cut = mail_base.scrub(text, [SECRET_KEY], limit=limit)
+        assert _leaks(cut) == [], (limit, cut)
+        assert len(cut) <= limit + len("[redacted]")
+
+
+def test_scrub_leaves_text_without_secrets_alone():
+    text = "SendGrid rejected the request (HTTP 400): personalizations.0.to.0.email: invalid"
+    assert mail_base.scrub(text, [SECRET_KEY, None]) == text
+    assert mail_base.scrub("x" * 400, [SECRET_KEY], limit=300) == "x" * 300
+    eight = f"id {SECRET_KEY[:8]}"
+    assert mail_base.scrub(eight, [SECRET_KEY]) == eight, "8 characters of the key are not a leak"
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite-wide guard in tests/conftest.py catches what these tests might not think of.
+
+GUARDED = """
+import json
+import sys
+
+from tests.conftest import SECRET_KEY
+
+
+def test_prints_the_key():
+    print("key:", SECRET_KEY)
+
+
+def test_prints_a_prefix_to_stderr():
+    print(SECRET_KEY[:12], file=sys.stderr)
+
+
+def test_reads_the_key_through_capsys(capsys):
+    print(SECRET_KEY[:30])
+    capsys.readouterr()
+
+
+def test_prints_eight_characters():
+    print(SECRET_KEY[:8])
+
+
+def test_compares_in_memory():
+    assert f"Bearer {SECRET_KEY}".endswith(SECRET_KEY)
+
+
+def test_writes_a_prefix_to_a_file(tmp_path):
+    (tmp_path / "letter.json").write_text(json.dumps({"error": SECRET_KEY[:20]}))
+"""
+
+
+def test_the_suite_guard_fails_a_test_that_prints_or_writes_the_key(tmp_path_factory):
+    # The inner run's files hold the key on purpose: they live outside this run's basetemp.
+    inner = Path(tempfile.mkdtemp(prefix="notifier-key-guard-"))
+    try:
+        (inner / "pytest.ini").write_text("[pytest]\n")
+        (inner / "conftest.py").write_text('pytest_plugins = ["tests.conftest"]\n')
+        (inner / "test_guarded.py").write_text(GUARDED)
+        command = [sys.executable, "-m", "pytest", str(inner / "test_guarded.py"), "-p", "no:cacheprovider",
+                   "--rootdir", str(inner), "--basetemp", str(inner / "basetemp"), "-q", "--tb=no", "-rN"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(command, cwd=inner, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(inner)
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("3 failed, 3 passed, 1 error"), summary
