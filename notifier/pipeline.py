@@ -6,7 +6,8 @@ and raises :class:`RetryLater` only when a redelivery by the platform can help.
 
 Outcomes: ``sent``, ``duplicate`` (the ledger says it was sent or dead-lettered already),
 ``ignored``, ``expired``, ``invalid``, ``dead-lettered`` (permanent failure, kept for replay) and
-``retrying`` (transient failure: the function answers 500 and the platform redelivers).
+``retrying`` (transient failure: the function answers 500 and the platform redelivers); and, for
+:meth:`Pipeline.replay` only, ``refused`` (the dead letter's rule is gone or no longer matches).
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from notifier import log
 from notifier.config import Settings, load_settings
-from notifier.events import InvalidEvent, StorageEvent, decode, from_dict
+from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
 from notifier.mail import Backend, DeliveryError, Message, create_backend
+from notifier.mail.base import scrub
 from notifier.objects import ObjectAccess
 from notifier.render import Renderer
-from notifier.rules import Notification, Recipients, Rule
+from notifier.replay import MalformedLetter, ReplayPlan, UnreplayableLetter, plan_replay
+from notifier.rules import Notification
 
 SENT, DUPLICATE, IGNORED, EXPIRED = "sent", "duplicate", "ignored", "expired"
 INVALID, DEAD_LETTERED, RETRYING = "invalid", "dead-lettered", "retrying"
+REFUSED = "refused"  # replay: the letter's rule is gone or no longer matches, and nothing said what to do
 
 
 class RetryLater(Exception):
@@ -131,32 +135,45 @@ class Pipeline:
             **fields,
         )
 
-    def replay(self, letter: DeadLetter) -> Outcome:
-        """Send a dead letter again, through the ledger: never a second copy of a sent message."""
+    def replay(self, letter: DeadLetter, *, rule_name: str | None = None, force: bool = False) -> list[Outcome]:
+        """Send a dead letter again, rebuilt from its event and today's rules (see :meth:`plan_replay`)."""
+        try:
+            plan = self.plan_replay(letter, rule_name=rule_name, force=force)
+        except UnreplayableLetter as error:
+            outcome = INVALID if isinstance(error, MalformedLetter) else REFUSED
+            self._replay_line(letter, outcome, logging.ERROR, str(error))
+            return [Outcome(outcome, letter.notification_id)]
+        return self.send_replay(letter, plan)
+
+    def plan_replay(self, letter: DeadLetter, *, rule_name: str | None = None, force: bool = False) -> ReplayPlan:
+        """The notifications a dead letter stands for *today*; raise :class:`UnreplayableLetter`.
+
+        A letter is untrusted input (anyone who can write to the state bucket can plant one): only
+        its event and rule name are read. Recipients, sender and templates are today's, and each id
+        is recomputed, so a renamed copy is caught by the ledger as the duplicate it is. The letter's
+        own rule is used when it still exists and still matches the event; otherwise ``rule_name``
+        (that current rule, if it matches) or ``force`` (every current rule that matches) must say
+        what to do.
+        """
+        return plan_replay(letter, self.settings.rules, rule_name=rule_name, force=force)
+
+    def send_replay(self, letter: DeadLetter, plan: ReplayPlan) -> list[Outcome]:
+        """Claim, render and send each planned notification; the letter goes once every one is sent."""
         started = self._clock()
-        record = letter.record
-        message = Message.from_dict(record["message"]) if record.get("message") else None
-        rule = self.settings.rules.by_name(record.get("rule", ""))
-        if rule is None and message is None:
-            reason = f"rule {record.get('rule')!r} no longer exists and the message was never rendered"
-            self._replay_line(letter, DEAD_LETTERED, logging.ERROR, reason)
-            return Outcome(DEAD_LETTERED, letter.notification_id)
-        if rule is None:  # the rule is gone: the stored message still says who gets what
-            everyone = tuple(a for e in message.envelopes for a in (*e.to, *e.cc, *e.bcc))
-            rule = Rule(record.get("rule", "replay"), Recipients(message.sender, to=everyone))
-        notification = Notification(letter.notification_id, from_dict(record["event"]), rule)
-        claim = self._claim(notification, started, replay=True)
-        if isinstance(claim, Outcome):
-            if claim.outcome == DUPLICATE:  # sent meanwhile (another replay, or a redelivery)
-                self.dead_letters.remove(letter.notification_id)
-            return claim
-        outcome = self.deliver(notification, message, claim, started)
-        if outcome.outcome == SENT:
+        if plan.note:  # not an outcome: each notification's own line follows
+            log.log(self._log, logging.WARNING, f"replay of {letter.source or letter.notification_id}: {plan.note}",
+                    notification_id=letter.notification_id, reason=plan.note)  # fmt: skip
+        outcomes = []
+        for notification in plan.notifications:
+            claim = self._claim(notification, started, replay=True)
+            delivered = claim if isinstance(claim, Outcome) else self.deliver(notification, None, claim, started)
+            outcomes.append(delivered)
+        if all(o.outcome in (SENT, DUPLICATE) for o in outcomes):  # DUPLICATE: sent meanwhile, or a copy
             self.dead_letters.remove(letter.notification_id)
-        return outcome
+        return outcomes
 
     def _replay_line(self, letter: DeadLetter, outcome: str, level: int, reason: str) -> None:
-        log.log(self._log, level, f"{outcome}: replay of {letter.notification_id}: {reason}",
+        log.log(self._log, level, f"{outcome}: replay of {letter.source or letter.notification_id}: {reason}",
                 notification_id=letter.notification_id, outcome=outcome, reason=reason)  # fmt: skip
 
     def deliver(self, notification: Notification, message: Message | None, claim: Claim, started: float) -> Outcome:
@@ -170,7 +187,7 @@ class Pipeline:
         except DeliveryError as error:
             if error.transient:
                 self._ledger_quietly(self.ledger.release, claim)
-                fields = {"attempts": error.attempts, "status": error.status, "error": str(error)}
+                fields = {"attempts": error.attempts, "status": error.status, "error": self._scrubbed(str(error))}
                 self._line(notification, RETRYING, started, logging.WARNING, **fields)
                 return Outcome(RETRYING, notification.id)
             return self._dead_letter(notification, message, claim, started, error, status=error.status)
@@ -217,7 +234,7 @@ class Pipeline:
         self, notification: Notification, message: Message | None, claim: Claim, started: float,
         error: Exception, *, status: int | None = None, exc_info: bool = False,
     ) -> Outcome:  # fmt: skip
-        detail = str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}"
+        detail = self._scrubbed(str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}")
         record = {
             "notification_id": notification.id,
             "rule": notification.rule.name,
@@ -244,6 +261,12 @@ class Pipeline:
             subject=message.subject if message is not None else None,
         )  # fmt: skip
         return Outcome(DEAD_LETTERED, notification.id)
+
+    def _scrubbed(self, error_text: str) -> str:
+        """An error text as it may be stored and logged. Backends scrub what they build from a
+        provider's answer already; this catches one that forgot, or an unexpected exception."""
+        secrets = (self.settings.sendgrid_api_key, self.settings.smtp_password)
+        return log.redact(scrub(error_text, secrets))
 
     def _mark_sent_policy(self) -> Retrying:
         return Retrying(

@@ -229,8 +229,8 @@ def test_a_permanent_failure_is_dead_lettered_then_replayed_once(capsys, tmp_pat
     (first,) = pipeline.handle(event)
     (again,) = pipeline.handle(event)  # the platform redelivers: still no second attempt
     (letter,) = dead_letters.list()
-    replayed = pipeline.replay(letter)
-    replayed_again = pipeline.replay(letter)  # e.g. two operators ran replay: one email
+    (replayed,) = pipeline.replay(letter)
+    (replayed_again,) = pipeline.replay(letter)  # e.g. two operators ran replay: one email
 
     assert [first.outcome, again.outcome, replayed.outcome, replayed_again.outcome] == [
         "dead-lettered", "duplicate", "sent", "duplicate",
@@ -238,7 +238,7 @@ def test_a_permanent_failure_is_dead_lettered_then_replayed_once(capsys, tmp_pat
     assert letter.record["error"] == str(error)
     assert letter.record["message"]["subject"] == "Uploaded: reports/q3.csv (acme)"
     assert len(backend.sent) == 2  # the failed try and the replay
-    assert backend.sent[1] == backend.sent[0], "the replay sends the message that was kept"
+    assert backend.sent[1] == backend.sent[0], "the replay renders the same message again from the event"
     assert list(dead_letters.list()) == []
     lines = _lines(capsys)
     assert lines[0]["dead_letter"].endswith(f"{letter.notification_id}.json")

@@ -85,24 +85,44 @@ class Ledger(ABC):
         """Sending failed permanently: the message is in the dead letters until replayed."""
 
 
+# Dead letters are small (an event, a rule name, an error; older ones also the rendered message with
+# its attachments, base64): anything bigger was not written by us, and is not read.
+MAX_DEAD_LETTER_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    notification_id: str
+    """A stored letter as found: untrusted JSON. ``replay`` rebuilds the email from its ``event``
+    and today's rules; nothing else in ``record`` decides what is sent or to whom."""
+
+    notification_id: str  # the file or object name without ".json": what `remove` deletes
     created: str  # ISO 8601, UTC
-    record: dict[str, Any]  # event, rule, message (if rendered) and error, as JSON values
+    record: dict[str, Any]  # event, rule, error (and, in older letters, the message), as JSON values
+    source: str = ""  # the file path or gs:// URI, to name it in messages
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableLetter:
+    """A file among the dead letters that is not one (bad JSON, not an object, too large)."""
+
+    notification_id: str
+    source: str
+    reason: str
 
 
 class DeadLetters(ABC):
     """Where undeliverable messages are kept for `python -m notifier replay`."""
 
     location: str
+    max_bytes: int = MAX_DEAD_LETTER_BYTES
 
     @abstractmethod
     def put(self, notification_id: str, record: dict[str, Any]) -> str:
         """Store a dead letter; return where it went (for the log)."""
 
     @abstractmethod
-    def list(self) -> Iterator[DeadLetter]: ...
+    def list(self) -> Iterator[DeadLetter | UnreadableLetter]:
+        """Every stored letter; one that cannot be read is yielded as an UnreadableLetter, never raised."""
 
     @abstractmethod
     def remove(self, notification_id: str) -> None: ...
@@ -118,6 +138,30 @@ def now_utc() -> datetime:
 
 def encode_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def decode_letter(notification_id: str, source: str, data: bytes, max_bytes: int) -> DeadLetter | UnreadableLetter:
+    """What a stored file holds: a DeadLetter if it is a JSON object of at most ``max_bytes``."""
+
+    def unreadable(reason: str) -> UnreadableLetter:
+        return UnreadableLetter(notification_id, source, reason)
+
+    if len(data) > max_bytes:
+        return unreadable(too_large(len(data), max_bytes))
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError) as error:  # RecursionError: "[[[[..." nested too deep
+        return unreadable(f"not JSON ({type(error).__name__}: {str(error)[:200]})")
+    if not isinstance(record, dict):
+        return unreadable(f"expected a JSON object, got {type(record).__name__}")
+    created = record.get("created", "")
+    if not isinstance(created, str):
+        return unreadable(f"created: expected an ISO 8601 string, got {type(created).__name__}")
+    return DeadLetter(notification_id, created, record, source)
+
+
+def too_large(size: int, max_bytes: int) -> str:
+    return f"{size} bytes, more than the {max_bytes / 2**20:g} MiB a dead letter may have"
 
 
 def create_state(settings: Settings) -> tuple[Ledger, DeadLetters]:

@@ -28,10 +28,13 @@ from notifier.ledger import (
     DeadLetters,
     Ledger,
     LedgerError,
+    UnreadableLetter,
+    decode_letter,
     encode_record,
     held_status,
     new_token,
     now_utc,
+    too_large,
 )
 
 if TYPE_CHECKING:
@@ -141,6 +144,7 @@ class GcsDeadLetters(DeadLetters):
     def __init__(self, bucket: storage.Bucket) -> None:
         self._bucket = bucket
         self.location = f"gs://{bucket.name}/{DEAD_LETTER_PREFIX}"
+        self._call = {"retry": DEFAULT_RETRY, "timeout": REQUEST_TIMEOUT}
 
     def put(self, notification_id: str, record: dict[str, Any]) -> str:
         blob = self._bucket.blob(f"{DEAD_LETTER_PREFIX}{notification_id}.json")
@@ -152,11 +156,30 @@ class GcsDeadLetters(DeadLetters):
             raise _ledger_error(self._bucket.name, error) from error
         return f"gs://{self._bucket.name}/{blob.name}"
 
-    def list(self) -> Iterator[DeadLetter]:
-        for blob in self._bucket.client.list_blobs(self._bucket, prefix=DEAD_LETTER_PREFIX):
-            record = json.loads(blob.download_as_bytes())
-            notification_id = blob.name.removeprefix(DEAD_LETTER_PREFIX).removesuffix(".json")
-            yield DeadLetter(notification_id, record.get("created", ""), record)
+    def list(self) -> Iterator[DeadLetter | UnreadableLetter]:
+        try:
+            blobs = list(self._bucket.client.list_blobs(self._bucket, prefix=DEAD_LETTER_PREFIX, **self._call))
+        except _TRANSIENT as error:
+            raise _ledger_error(self._bucket.name, error) from error
+        for blob in blobs:
+            if blob.name.endswith(".json"):  # like the local folder: other objects are not letters
+                letter = self._read(blob)
+                if letter is not None:
+                    yield letter
+
+    def _read(self, blob: storage.Blob) -> DeadLetter | UnreadableLetter | None:
+        """One letter, no larger than the limit; None if it was removed since the listing."""
+        notification_id = blob.name.removeprefix(DEAD_LETTER_PREFIX).removesuffix(".json")
+        source = f"gs://{self._bucket.name}/{blob.name}"
+        if blob.size is not None and blob.size > self.max_bytes:
+            return UnreadableLetter(notification_id, source, too_large(blob.size, self.max_bytes))
+        try:  # the generation listed, so the size checked is the size read
+            data = blob.download_as_bytes(if_generation_match=blob.generation, **self._call)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return None  # removed (replayed by someone else) or replaced: the next run sees the new one
+        except _TRANSIENT as error:
+            return UnreadableLetter(notification_id, source, f"cannot be read: {type(error).__name__}: {error}")
+        return decode_letter(notification_id, source, data, self.max_bytes)
 
     def remove(self, notification_id: str) -> None:
         with contextlib.suppress(gexc.NotFound):

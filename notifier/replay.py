@@ -1,0 +1,160 @@
+"""A dead letter → the notifications it stands for today, for ``python -m notifier replay``.
+
+A dead letter is untrusted input: it lives in the state bucket (or a local folder), and whoever can
+write there can edit or plant one. So only its event and its rule's name are read, the event as
+strictly as a delivered one. Recipients, sender and templates come from today's rules, and every
+notification id is recomputed, so a renamed copy maps to the same ledger record and is a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from notifier.events import KINDS, StorageEvent
+from notifier.ledger import DeadLetter
+from notifier.rules import Notification, RuleSet, notification_id
+
+
+class UnreplayableLetter(ValueError):
+    """A dead letter that replay must not send as it stands; the message says why and what to do."""
+
+
+class MalformedLetter(UnreplayableLetter):
+    """A dead letter whose event or rule name is missing or not what the function writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    notifications: tuple[Notification, ...]  # from the stored event and today's rules
+    note: str = ""  # set when the ids differ from the letter's name, to say why
+
+
+def plan_replay(letter: DeadLetter, rules: RuleSet, *, rule_name: str | None = None, force: bool = False) -> ReplayPlan:
+    """Today's notifications for ``letter``; raise :class:`UnreplayableLetter` (or :class:`MalformedLetter`).
+
+    The letter's own rule is used when it still exists and today's rules still send the event to
+    it (ignores, matching and ``stop`` included). Otherwise ``rule_name`` sends it through that
+    current rule, and ``force`` through every current rule that would send it today; without either
+    it is refused. Either way only a rule that matches the event today is used (a planted event
+    cannot reach, or attach an object for, a rule that would never have sent it), and the stored
+    recipients are never used.
+    """
+    record = letter.record
+    event = stored_event(record.get("event"))
+    stored_rule = record.get("rule")
+    if not isinstance(stored_rule, str) or not stored_rule:
+        raise MalformedLetter(f"rule: expected the name of a rule, got {_json_type(stored_rule)}")
+    routed = [] if rules.ignore_reason(event) else rules.route(event)
+    notifications = [n for n in routed if n.rule.name == stored_rule]
+    if not notifications:
+        notifications = _instead(rules, event, _problem(rules, event, stored_rule), routed, rule_name, force)
+    ids = [n.id for n in notifications]
+    note = "" if letter.notification_id in ids else (
+        f"{letter.notification_id} is replayed as {', '.join(ids)}: the letter was renamed, its rule's"
+        " recipients changed, or --rule/--force chose other rules; the ledger still sends each email once"
+    )  # fmt: skip
+    return ReplayPlan(tuple(notifications), note)
+
+
+def _instead(
+    rules: RuleSet, event: StorageEvent, problem: str, routed: list[Notification], rule_name: str | None, force: bool
+) -> list[Notification]:
+    """What the operator said to do when the letter's own rule does not send it any more."""
+    if rule_name is not None:
+        chosen = rules.by_name(rule_name)
+        if chosen is None:
+            raise UnreplayableLetter(f"{problem}, and --rule: there is no rule named {rule_name!r}")
+        if rules.ignore_reason(event) or not chosen.matches(event):  # never mail what today's rules would not
+            raise UnreplayableLetter(f"{problem}, and --rule: rule {rule_name!r} does not match it either")
+        return [Notification(notification_id(event, chosen), event, chosen)]
+    if force:
+        if not routed:
+            raise UnreplayableLetter(f"{problem}, and --force: no current rule sends it")
+        return routed
+    raise UnreplayableLetter(
+        f"{problem}; to send it anyway: --rule NAME (through that current rule) or --force"
+        " (through every current rule that matches it)"
+    )
+
+
+def _problem(rules: RuleSet, event: StorageEvent, rule_name: str) -> str:
+    """Why today's rules do not send the letter's notification by themselves."""
+    what = f"{event.kind} {event.gs_uri}"
+    if rules.by_name(rule_name) is None:
+        return f"rule {rule_name!r} no longer exists"
+    if reason := rules.ignore_reason(event):
+        return f"{what} is ignored now: {reason}"
+    return f"rule {rule_name!r} no longer matches {what} (or an earlier stop rule takes it)"
+
+
+def _iso_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+_DECLARED = {field.name: str(field.type) for field in fields(StorageEvent)}  # "int | None", ...
+# What Cloud Storage ever sends (object names are at most 1,024 bytes, custom metadata 8 KiB): a
+# stored event with more was not written by the function.
+_MOST_CHARACTERS, _MOST_METADATA = 1024, 8192
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= _MOST_CHARACTERS
+
+
+def _metadata(value: Any) -> bool:
+    if not isinstance(value, dict) or not all(type(x) is str for item in value.items() for x in item):
+        return False
+    return sum(len(k) + len(v) for k, v in value.items()) <= _MOST_METADATA
+
+
+# A stored event's fields by their declared type: (is this JSON value one?, what was expected).
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "Kind": (lambda v: v in KINDS, f"one of {', '.join(KINDS)}"),
+    "str": (lambda v: _text(v) and v != "", f"a non-empty string of at most {_MOST_CHARACTERS} characters"),
+    "str | None": (lambda v: v is None or _text(v), f"a string of at most {_MOST_CHARACTERS} characters, or null"),
+    "int | None": (lambda v: v is None or (type(v) is int and 0 <= v < 2**63), "a non-negative 64-bit integer"),
+    "datetime | None": (lambda v: v is None or _iso_time(v) is not None, "an ISO 8601 time or null"),
+    "Mapping[str, str]": (
+        lambda v: v is None or _metadata(v),
+        f"an object of strings, {_MOST_METADATA} characters at most",
+    ),
+}
+
+
+def stored_event(values: Any) -> StorageEvent:
+    """The event a dead letter holds, checked field by field; or :class:`MalformedLetter` naming the field."""
+    if not isinstance(values, dict):
+        raise MalformedLetter(f"event: expected an object, got {_json_type(values)}")
+    parsed: dict[str, Any] = {}
+    for name, declared in _DECLARED.items():
+        value = values.get(name)
+        accepts, expected = _FIELD_TYPES[declared]
+        if not accepts(value):
+            raise MalformedLetter(f"event.{name}: expected {expected}, got {_json_type(value)}")
+        if value is not None:
+            parsed[name] = value
+    try:  # JSON can carry lone surrogates ("\ud800"), which no email can
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedLetter("event: not valid Unicode (a lone surrogate)") from None
+    times = {name: _iso_time(value) for name, value in parsed.items() if _DECLARED[name] == "datetime | None"}
+    metadata = MappingProxyType(dict(parsed.get("metadata") or {}))
+    return StorageEvent(**{**parsed, **times, "metadata": metadata})
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "nothing (missing or null)"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
