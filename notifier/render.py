@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from notifier.addresses import Address
 from notifier.config import BUILTIN_TEMPLATES, Settings
@@ -24,6 +23,7 @@ from notifier.events import KINDS, StorageEvent
 from notifier.mail.base import Envelope, Message
 from notifier.objects import NO_EXTRAS, Extras
 from notifier.rules import Notification, Rule
+from notifier.templates import RenderLimitError, Sandbox, render_within_budget
 
 TEMPLATE_FILES = ("subject.txt", "body.txt", "body.html")
 SUBJECT_LIMIT = 200  # characters; clients cut long subjects anyway, and RFC 5322 lines are ≤ 998
@@ -36,29 +36,6 @@ _BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u2
 _WHITESPACE = re.compile(r"\s+")
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 _STYLE_BLOCK = re.compile(r"<style[\s>]", re.IGNORECASE)
-
-
-class _Sandbox(SandboxedEnvironment):
-    """Jinja's sandbox, deciding once per (type, attribute name) whether an attribute is safe.
-
-    Jinja's decision depends on nothing else, and repeating it on every access made a quarter of
-    the rendering time.
-    """
-
-    _MAX_DECISIONS = 4096  # templates name few attributes; a bound all the same
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._decisions: dict[tuple[type, str], bool] = {}
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        key = (type(obj), attr)
-        safe = self._decisions.get(key)
-        if safe is None:
-            safe = super().is_safe_attribute(obj, attr, value)
-            if len(self._decisions) < self._MAX_DECISIONS:
-                self._decisions[key] = safe
-        return safe
 
 
 class TemplateError(ValueError):
@@ -83,7 +60,7 @@ class Renderer:
     ) -> None:
         # User templates override ours file by file.
         search_path = [str(p) for p in (templates_dir, BUILTIN_TEMPLATES) if p is not None]
-        self._env = _Sandbox(
+        self._env = Sandbox(
             loader=jinja2.FileSystemLoader(search_path),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=jinja2.StrictUndefined,
@@ -102,10 +79,13 @@ class Renderer:
         # tried now, so that a typo fails the deploy. Ours alone are tested in CI and compiled on
         # first use, which keeps their compilation (tens of ms) off the cold start.
         wanted = {(None, kind) for kind in KINDS} if templates_dir is not None or check_builtin else set()
+        compiled: dict[str, jinja2.Template] = {}  # many rules often share a subject: compile it once
         for rule in rules:
             wanted.update((rule.template, kind) for kind in rule.events if rule.template is not None)
             if rule.subject is not None:
-                self._subjects[rule.name] = self._compile_subject(rule)
+                if rule.subject not in compiled:
+                    compiled[rule.subject] = self._compile_subject(rule)
+                self._subjects[rule.name] = compiled[rule.subject]
         for name, kind in sorted(wanted, key=lambda key: (key[0] or "", key[1])):
             self._sets[name, kind] = self._load_set(name, kind)
         if not wanted.issuperset((None, kind) for kind in KINDS):
@@ -115,26 +95,26 @@ class Renderer:
 
     def _try_templates(self, rules: Iterable[Rule]) -> None:
         """Render each template compiled so far once with a sample event (HTML through the CSS
-        inliner too), so that a typo (StrictUndefined), a bad filter or bad CSS stops the start-up
-        with its file named, instead of dead-lettering every email."""
+        inliner too), so that a typo (StrictUndefined), a bad filter, a loop that never ends or bad
+        CSS stops the start-up with its file named, instead of dead-lettering every email."""
         samples = {kind: _sample_event(kind) for kind in KINDS}
-        checks = [(f"templates/{name or kind}/", name, kind, None) for name, kind in self._sets]
-        checks += [
-            (f"rule {r.name!r}: subject", r.template, kind, r.name) for r in rules if r.subject for kind in r.events
-        ]
-        for where, name, kind, subject_of in checks:
+        # (template, kind) → where it is: a template shared by sets, or a subject by rules, is tried once.
+        checks: dict[tuple[int, str], tuple[str, jinja2.Template]] = {}
+        for (_, kind), templates in self._sets.items():
+            for template in templates:
+                checks.setdefault((id(template), kind), (f"templates/{template.name}", template))
+        for rule in rules:
+            template = self._subjects.get(rule.name)
+            for kind in (k for k in KINDS if k in rule.events) if template is not None else ():  # in a set order
+                checks.setdefault((id(template), kind), (f"rule {rule.name!r}: subject", template))
+        for (_, kind), (where, template) in checks.items():
             context = template_context(samples[kind])
-            templates = (self._subjects[subject_of],) if subject_of is not None else self._sets[name, kind]
-            try:
-                outputs = [template.render(context) for template in templates]
-                if subject_of is None:
-                    self._inline_css(outputs[-1])
-            except jinja2.TemplateError as error:
-                raise TemplateError(
-                    f"{where}: {type(error).__name__}: {error} (checked with a sample {kind} event)"
-                ) from None
-            except Exception as error:  # noqa: BLE001 - the CSS inliner's own errors, or its import failing
-                raise TemplateError(f"{where}body.html: CSS inlining failed: {type(error).__name__}: {error}") from None
+            output = _try(template, context, where, kind)
+            if where.endswith(".html"):
+                try:
+                    self._inline_css(output)
+                except Exception as error:  # noqa: BLE001 - the CSS inliner's own errors, or its import failing
+                    raise TemplateError(f"{where}: CSS inlining failed: {type(error).__name__}: {error}") from None
 
     @classmethod
     def for_settings(cls, settings: Settings, *, check_builtin: bool = False) -> Renderer:
@@ -156,13 +136,8 @@ class Renderer:
             envelopes = (Envelope(to=(self._redirect_to,)),)
             headers["X-Original-Recipients"] = one_line(", ".join(redirected_from), limit=2000)
         context = template_context(event, extras, redirected_from)
-        try:
-            subject = subject_template.render(context)
-            text = text_template.render(context)
-            html = html_template.render(context)
-        except jinja2.TemplateError as error:
-            where = f"rule {rule.name!r}, templates/{rule.template or event.kind}"
-            raise TemplateError(f"{where}: {type(error).__name__}: {error}") from error
+        templates = (subject_template, text_template, html_template)
+        subject, text, html = (self._render_part(rule, template, context) for template in templates)
         return Message(
             sender=recipients.sender,
             envelopes=envelopes,
@@ -177,6 +152,13 @@ class Renderer:
             template_id=rule.sendgrid_template_id,
             template_data=provider_data(context, subject) if rule.sendgrid_template_id else {},
         )
+
+    def _render_part(self, rule: Rule, template: jinja2.Template, context: dict[str, Any]) -> str:
+        try:
+            return render_within_budget(template, context)
+        except Exception as error:  # named here; the pipeline dead-letters the notification
+            where = f"rule {rule.name!r}, " + (f"templates/{template.name}" if template.name else "subject")
+            raise TemplateError(f"{where}: {_what(error)}") from error
 
     def _inline_css(self, html: str) -> str:
         """Move a ``<style>`` block into ``style`` attributes, as Gmail and Outlook need. Ours are
@@ -210,12 +192,30 @@ class Renderer:
             raise TemplateError(f"template {names[0]!r} not found in {self._env.loader.searchpath}") from None
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(f"{error.filename}:{error.lineno}: {error.message}") from None
+        except (RecursionError, ValueError, ArithmeticError) as error:  # e.g. nested too deeply
+            raise TemplateError(f"{names[0]}: cannot compile: {type(error).__name__}: {error}") from None
 
     def _compile_subject(self, rule: Rule) -> jinja2.Template:
         try:
             return self._env.from_string(rule.subject)
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(f"rule {rule.name!r}: subject: {error.message}") from None
+        except (RecursionError, ValueError, ArithmeticError) as error:
+            where = f"rule {rule.name!r}: subject"
+            raise TemplateError(f"{where}: cannot compile: {type(error).__name__}: {error}") from None
+
+
+def _try(template: jinja2.Template, context: dict[str, Any], where: str, kind: str) -> str:
+    """Render ``template`` at start-up; whatever it raises stops the start-up with ``where`` named."""
+    try:
+        return render_within_budget(template, context)
+    except Exception as error:  # noqa: BLE001 - not only Jinja's errors: OverflowError, RecursionError...
+        raise TemplateError(f"{where}: {_what(error)} (checked with a sample {kind} event)") from None
+
+
+def _what(error: Exception) -> str:
+    """What went wrong: our own limits say it in words, other errors need their type too."""
+    return str(error) if isinstance(error, RenderLimitError) else f"{type(error).__name__}: {error}"
 
 
 def _check_builtin_files() -> None:
