@@ -135,6 +135,21 @@ validate_bucket() {
   fi
 }
 
+# A python3 for deploy/envfile.py: CLOUDSDK_PYTHON (gcloud's own setting), python3 on PATH, else
+# the one the Google Cloud CLI bundles (SDK/platform/bundledpythonunix, next to SDK/bin/gcloud).
+find_python() {
+  local candidate gcloud_path
+  for candidate in "${CLOUDSDK_PYTHON:-}" python3; do
+    if [[ -n "$candidate" ]] && command -v "$candidate" >/dev/null 2>&1; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  gcloud_path="$(command -v gcloud)" || return 1
+  candidate="$(dirname "$(readlink -f "$gcloud_path")")/../platform/bundledpythonunix/bin/python3"
+  [[ -x "$candidate" ]] && echo "$candidate"
+}
+
 require_gcloud() {
   if ! command -v gcloud >/dev/null 2>&1; then
     echo "gcloud not found: install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), then run 'gcloud auth login'." >&2
@@ -149,8 +164,13 @@ shell_quote() {
   elif [[ "$1" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then
     printf '%s' "$1"
   else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
+    quote_literal "$1"
   fi
+}
+
+# Single-quote any text, newlines and all: nothing inside can end the word or expand.
+quote_literal() {
+  printf "'%s'" "${1//\'/\'\\\'\'}"
 }
 
 print_command() {

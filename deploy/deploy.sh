@@ -76,8 +76,8 @@ select_triggers "${POSITIONAL[0]}"
 validate_common
 validate_bucket
 
-[[ "$TIMEOUT" =~ ^[0-9]+s?$ ]] || die_usage "--timeout: expected seconds such as 60s, got '$TIMEOUT'"
-timeout_s="${TIMEOUT%s}"
+[[ "$TIMEOUT" =~ ^0*([0-9]{1,3})s?$ ]] || die_usage "--timeout: expected 20s to 540s, such as 60s, got '$TIMEOUT'"
+timeout_s=$((10#${BASH_REMATCH[1]}))  # decimal, whatever its leading zeros (bash reads 0030 as octal)
 ((timeout_s >= 20 && timeout_s <= 540)) || die_usage "--timeout: must be 20s to 540s, got '$TIMEOUT'"
 [[ "$MAX_INSTANCES" =~ ^[1-9][0-9]*$ ]] || die_usage "--max-instances: expected a whole number >= 1, got '$MAX_INSTANCES'"
 [[ "$CONCURRENCY" =~ ^[1-9][0-9]{0,2}$|^1000$ ]] || die_usage "--concurrency: expected 1 to 1000, got '$CONCURRENCY'"
@@ -90,7 +90,8 @@ fi
 if ((CONCURRENCY > 1)); then
   # Cloud Run functions need a whole vCPU for concurrent requests: 2 GiB of memory brings one.
   [[ "$MEMORY" =~ ^([0-9]+)([kKmMgG]?) ]]
-  case "${BASH_REMATCH[2],,}" in g) mib=$((BASH_REMATCH[1] * 1024)) ;; k) mib=$((BASH_REMATCH[1] / 1024)) ;; *) mib=${BASH_REMATCH[1]} ;; esac
+  size=$((10#${BASH_REMATCH[1]}))
+  case "${BASH_REMATCH[2],,}" in g) mib=$((size * 1024)) ;; k) mib=$((size / 1024)) ;; *) mib=$size ;; esac
   ((GEN == 1 || mib >= 2048)) || die_usage "--concurrency $CONCURRENCY needs at least 1 vCPU: use --memory 2Gi or more"
 fi
 if [[ -z "$ENV_FILE" && -f "$NOTIFIER_ROOT/deploy/env.yaml" ]]; then
@@ -99,25 +100,29 @@ fi
 if [[ -n "$ENV_FILE" && ! -f "$ENV_FILE" ]]; then
   die_usage "--env-file: '$ENV_FILE' does not exist (copy deploy/env.example.yaml to start one)"
 fi
-if [[ -n "$ENV_FILE" ]] && grep -Eq '^[[:space:]]*SENDGRID_API_KEY[[:space:]]*:' "$ENV_FILE"; then
-  die_usage "--env-file: '$ENV_FILE' sets SENDGRID_API_KEY; keep the key in Secret Manager (--secret)"
-fi
-((DRY_RUN)) || require_gcloud
 
-# The function's environment: the user's file plus a retry deadline that ends before the timeout.
+# The function's environment: the user's file, read as YAML, checked (no secrets, only strings) and
+# written back one quoted value a line; then a retry deadline that ends before the timeout.
 deploy_env="$(mktemp "${TMPDIR:-/tmp}/storage-notifier-env.XXXXXX")"
 trap 'rm -f "$deploy_env"' EXIT
-{
-  if [[ -n "$ENV_FILE" ]]; then
-    grep -Ev '^[[:space:]]*(NOTIFY_DEADLINE_SECONDS|NOTIFY_KEY_SECRET)[[:space:]]*:' "$ENV_FILE" || true
-    echo
+if [[ -n "$ENV_FILE" ]]; then
+  python="$(find_python)" ||
+    die_usage "--env-file: reading '$ENV_FILE' needs python3 (or the Google Cloud CLI, which bundles it)"
+  if ! problem="$("$python" "$NOTIFIER_ROOT/deploy/envfile.py" --drop NOTIFY_DEADLINE_SECONDS \
+    --drop NOTIFY_KEY_SECRET -- "$ENV_FILE" 2>&1 >"$deploy_env")"; then
+    die_usage "--env-file: ${problem:-could not read $ENV_FILE}"
   fi
+fi
+{
   echo "NOTIFY_DEADLINE_SECONDS: \"$((timeout_s - 15))\""
   echo "NOTIFY_KEY_SECRET: \"$SECRET\""  # its name only, so error messages can say which secret to fix
-} >"$deploy_env"
+} >>"$deploy_env"
+((DRY_RUN)) || require_gcloud
 if ((DRY_RUN)); then
-  # Print a script that runs as it stands: the env file first, then the commands.
-  printf 'cat > %s <<'"'"'EOF'"'"'\n%s\nEOF\n' "$(shell_quote "$deploy_env")" "$(cat "$deploy_env")"
+  # Print a script that runs as it stands: the env file first (one single-quoted word, which no
+  # content can end), then the commands.
+  content="$(cat "$deploy_env"; echo .)"  # the dot keeps the final newline from $(...)
+  printf 'printf %%s %s > %s\n' "$(quote_literal "${content%.}")" "$(shell_quote "$deploy_env")"
 fi
 
 location_arg=()

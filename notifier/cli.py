@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,10 @@ from notifier.events import KINDS, Kind, StorageEvent, background_event, object_
 
 if TYPE_CHECKING:
     from notifier.config import Settings
+    from notifier.ledger import DeadLetter, UnreadableLetter
+    from notifier.pipeline import Pipeline
     from notifier.render import Renderer
+    from notifier.replay import ReplayPlan
     from notifier.rules import Notification
 
 DEFAULT_URL = "http://localhost:8080"
@@ -47,8 +51,7 @@ def emit(args: argparse.Namespace) -> int:
         metadata=dict(args.meta),
         mode="gen1" if args.gen1 else args.mode,
     )
-    if not args.url.startswith(("http://", "https://")):
-        raise ValueError(f"--url: expected an http(s) URL, got {args.url!r}")
+    check_url(args.url)
     request = urllib.request.Request(args.url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310
@@ -61,6 +64,21 @@ def emit(args: argparse.Namespace) -> int:
     return 0 if 200 <= status < 300 else 1
 
 
+def check_url(url: str) -> None:
+    """An http(s) URL with a host and nothing that could end a request line (CR, LF, spaces)."""
+    from urllib.parse import urlsplit
+
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError(f"--url: contains whitespace or control characters: {url!r}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as error:
+        raise ValueError(f"--url: not a URL ({error}): {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--url: expected http://HOST[:PORT][/PATH] or https://..., got {url!r}")
+
+
 def preview(args: argparse.Namespace) -> int:
     """Render the email for an event to .txt, .html and .eml files without sending it."""
     from notifier.mail.base import as_mime
@@ -71,18 +89,18 @@ def preview(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for notification in _routed(settings, event):
         message = renderer.render(notification)
-        stem = out / f"{args.kind}-{notification.rule.name}-{notification.id}"
+        stem = f"{args.kind}-{notification.rule.name}-{notification.id}"  # rule names may hold dots
         eml = as_mime(message, message.envelopes[0]).as_string()  # the first recipient's copy
-        files = {".txt": message.text, ".html": message.html, ".eml": eml}
-        for suffix, content in files.items():
-            stem.with_suffix(suffix).write_text(content, encoding="utf-8")
+        files = {out / f"{stem}.txt": message.text, out / f"{stem}.html": message.html, out / f"{stem}.eml": eml}
+        for path, content in files.items():
+            path.write_text(content, encoding="utf-8")
         print(f"Subject: {message.subject}")
-        for suffix in files:
-            print(f"  {stem.with_suffix(suffix)}")
+        for path in files:
+            print(f"  {path}")
         if args.png:
             from notifier.browser import screenshot
 
-            print(f"  {screenshot(stem.with_suffix('.html'), stem.with_suffix('.png'), width=args.width)}")
+            print(f"  {screenshot(out / f'{stem}.html', out / f'{stem}.png', width=args.width)}")
     return 0
 
 
@@ -136,31 +154,106 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
-    """Send dead letters again, after their cause is fixed; the ledger prevents second copies."""
-    from notifier.pipeline import DUPLICATE, SENT, Pipeline
+    """Send dead letters again once their cause is fixed. Each is rebuilt from its event and today's
+    rules (a letter is untrusted: its stored message, recipients and id decide nothing) and claimed
+    in the ledger, so nobody gets a second copy. Exit 1 if any letter was skipped, refused or failed."""
+    from notifier.ledger import LedgerError
+    from notifier.pipeline import Pipeline
 
-    pipeline = Pipeline.from_environment()
     since = _since(args.since) if args.since else None
-    letters = [
-        letter
-        for letter in pipeline.dead_letters.list()
-        if (args.id is None or letter.notification_id == args.id) and (since is None or letter.created >= since)
-    ]
-    if not letters:
+    pipeline = Pipeline.from_environment()
+    rules = pipeline.settings.rules
+    if args.rule is not None and rules.by_name(args.rule) is None:
+        raise ValueError(f"--rule: no rule named {args.rule!r}; the rules are {', '.join(r.name for r in rules.rules)}")
+    counts: Counter[str] = Counter()
+    try:
+        for item in pipeline.dead_letters.list():  # one at a time: letters can be megabytes each
+            if (args.id is None or item.notification_id == args.id) and _recent(item, since):
+                counts["letters"] += 1
+                counts[_replay_letter(pipeline, item, args)] += 1
+    except LedgerError as error:
+        raise RuntimeError(f"{pipeline.dead_letters.location}: {error}") from None
+    if not counts["letters"]:
         print(f"No dead letters to replay in {pipeline.dead_letters.location}.")
         return 0
-    failed = 0
-    for letter in letters:
-        subject = (letter.record.get("message") or {}).get("subject", "(not rendered)")
-        if args.dry_run:
-            print(f"would replay {letter.notification_id} ({letter.created}): {subject} — {letter.record.get('error')}")
-            continue
-        outcome = pipeline.replay(letter)
-        failed += outcome.outcome not in (SENT, DUPLICATE)
-        print(f"{outcome.outcome:<13} {letter.notification_id}: {subject}")
-    if not args.dry_run:
-        print(f"{len(letters) - failed} of {len(letters)} dead letter(s) delivered or already sent.")
-    return 1 if failed else 0
+    problems = ", ".join(f"{counts[k]} {k}" for k in ("skipped", "refused", "failed") if counts[k])
+    done = f"{counts['would']} of {counts['letters']} dead letter(s) would be replayed" if args.dry_run else (
+        f"{counts['done']} of {counts['letters']} dead letter(s) delivered or already sent"
+    )  # fmt: skip
+    print(f"{done}; {problems}." if problems else f"{done}.")
+    return 1 if problems else 0
+
+
+def _recent(item: DeadLetter | UnreadableLetter, since: str | None) -> bool:
+    """Written since ``since``; an unreadable letter has no time it can be trusted for, so it is shown."""
+    from notifier.ledger import DeadLetter
+
+    return since is None or not isinstance(item, DeadLetter) or item.created >= since
+
+
+def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args: argparse.Namespace) -> str:
+    """Replay (or, with --dry-run, show) one letter; what became of it: done, would, skipped, refused or failed."""
+    from notifier.ledger import DeadLetter
+    from notifier.pipeline import DUPLICATE, SENT
+    from notifier.replay import MalformedLetter, UnreplayableLetter
+
+    if not isinstance(item, DeadLetter):
+        print(f"skipped {_shown(item.source)}: {_shown(item.reason)}")
+        return "skipped"
+    try:
+        plan = pipeline.plan_replay(item, rule_name=args.rule, force=args.force)
+    except MalformedLetter as error:
+        print(f"skipped {_shown(item.source or item.notification_id)}: {_shown(str(error))}")
+        return "skipped"
+    except UnreplayableLetter as error:
+        print(f"{'refused':<13} {_shown(item.notification_id)}: {_shown(str(error), 600)}")
+        return "refused"
+    if plan.note:
+        print(f"note: {_shown(plan.note, 600)}")
+    if args.dry_run:
+        _show_plan(pipeline, item, plan)
+        return "would"
+    subjects = [_subject(pipeline, n) for n in plan.notifications]
+    outcomes = pipeline.send_replay(item, plan)
+    for notification, subject, outcome in zip(plan.notifications, subjects, outcomes, strict=True):
+        print(f"{outcome.outcome:<13} {_shown(item.notification_id)}: {subject} (rule {notification.rule.name})")
+    return "done" if all(o.outcome in (SENT, DUPLICATE) for o in outcomes) else "failed"
+
+
+def _show_plan(pipeline: Pipeline, letter: DeadLetter, plan: ReplayPlan) -> None:
+    """Who would get what today: the current rules' recipients and subject, never the stored ones."""
+    first = plan.notifications[0].event
+    print(f"would replay {_shown(letter.notification_id)} ({_shown(letter.created, 40)}):"
+          f" {first.kind} {_shown(first.gs_uri)}")  # fmt: skip
+    for notification in plan.notifications:
+        recipients = notification.recipients
+        print(f"  rule {notification.rule.name} → {notification.id}")
+        print(f"    subject: {_subject(pipeline, notification)}")
+        print(f"    from: {recipients.sender}")
+        for field in ("to", "cc", "bcc"):
+            if addresses := getattr(recipients, field):
+                print(f"    {field}: {', '.join(str(a) for a in addresses)}")
+        if redirect := pipeline.settings.redirect_to:
+            print(f"    (all of it redirected to {redirect} by NOTIFY_REDIRECT_TO)")
+    if (error := letter.record.get("error")) is not None:
+        print(f"  earlier error: {_shown(str(error), 200)}")
+
+
+def _subject(pipeline: Pipeline, notification: Notification) -> str:
+    """The subject the email would have now (rendered without object links or attachments)."""
+    try:
+        return _shown(pipeline.renderer.render(notification).subject)
+    except Exception as error:  # noqa: BLE001 - the send reports it properly; this is only a preview
+        return f"(the subject cannot be rendered: {_shown(f'{type(error).__name__}: {error}')})"
+
+
+def _shown(text: str, limit: int = 300) -> str:
+    """Untrusted text for a terminal: secrets redacted, control characters escaped, cut short."""
+    from notifier.log import redact
+
+    text = redact(text)  # before cutting, so no part of a secret survives
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
 
 
 def _since(text: str) -> str:
@@ -168,13 +261,23 @@ def _since(text: str) -> str:
     from datetime import UTC, datetime, timedelta
 
     units = {"m": "minutes", "h": "hours", "d": "days"}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return (datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})).isoformat()
+    amount, unit = text[:-1], text[-1:]
+    shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
     try:
-        moment = datetime.fromisoformat(text)
+        if unit in units and amount.isascii() and amount.isdigit():
+            if len(amount) > 10:  # int() of thousands of digits is slow; no such duration fits anyway
+                raise OverflowError
+            moment = datetime.now(UTC) - timedelta(**{units[unit]: int(amount)})
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError:
-        raise ValueError(f"--since: expected an ISO 8601 time or a duration like 2h or 7d, got {text!r}") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        raise ValueError(f"--since: expected an ISO 8601 time or a duration like 2h or 7d, got {shown}") from None
+    except OverflowError:
+        raise ValueError(
+            f"--since: {shown} reaches back before the year 1; give a later time or a shorter duration"
+        ) from None
+    return moment.isoformat()
 
 
 def variables(args: argparse.Namespace) -> int:
@@ -333,13 +436,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("replay", help="send dead letters again once their cause is fixed")
     sub.add_argument("--since", help="only letters written since this ISO time or duration (2h, 7d)")
     sub.add_argument("--id", help="only this notification id")
-    sub.add_argument("--dry-run", action="store_true", help="list what would be replayed; send nothing")
+    sub.add_argument("--dry-run", action="store_true", help="show who would get what today; send nothing")
+    instead = sub.add_mutually_exclusive_group()
+    instead.add_argument("--rule", metavar="NAME", help="send letters whose rule is gone (or no longer matches)"
+                         " through this current rule")  # fmt: skip
+    instead.add_argument("--force", action="store_true", help="send letters whose rule is gone (or no longer"
+                         " matches) through every current rule that matches their event")  # fmt: skip
     sub.set_defaults(run=replay)
 
     sub = commands.add_parser("variables", help="list every variable and filter a template can use")
     sub.set_defaults(run=variables)
 
     sub = commands.add_parser("demo", help="serve the function locally, emit one event of each kind")
-    sub.add_argument("--outbox", default="outbox/demo", help="where the .eml files go (emptied first)")
+    sub.add_argument(
+        "--outbox", default="outbox/demo", help="where the .eml files go: a new or empty folder, or an earlier demo's"
+    )
     sub.set_defaults(run=demo)
     return parser

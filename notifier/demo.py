@@ -6,9 +6,9 @@ same path a deployed function does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,17 +30,33 @@ DEMO_EVENTS = (
     ("archive", "images/logo.png", 912_044, "image/png", "gen1"),
     ("delete", "tmp/upload #7?.part", 0, "application/octet-stream", "binary"),
 )
+# The demo marks the outbox folder it makes; a later run empties only a marked folder, and only of
+# what a run writes there (emails, the SQLite ledger, dead letters), so --outbox . deletes nothing.
+MARKER = ".storage-notifier-demo"
+DEMO_FILES = ("*.eml", ".*.tmp", "ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm", "ledger.sqlite3-journal")
+DEAD_LETTER_FILES = ("*.json", ".*.tmp")
+
+
+class OutboxRefused(Exception):
+    """--outbox names something the demo may not write to or empty."""
 
 
 def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
     outbox = outbox.resolve()
-    shutil.rmtree(outbox, ignore_errors=True)
+    try:
+        prepare_outbox(outbox)
+    except OutboxRefused as error:
+        print(f"demo: --outbox: {error}", file=sys.stderr)
+        return 2
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "NOTIFY_BACKEND": "outbox",
         "NOTIFY_OUTBOX_DIR": str(outbox),
+        # Pinned inside the outbox, so a run writes nowhere else (and the next run can clear them).
+        "NOTIFY_LEDGER_FILE": str(outbox / "ledger.sqlite3"),
+        "NOTIFY_DEAD_LETTER_DIR": str(outbox / "deadletter"),
         "NOTIFY_FROM": os.environ.get("NOTIFY_FROM", "Storage Alerts <alerts@example.com>"),
         "NOTIFY_TO": os.environ.get("NOTIFY_TO", "Data Team <data-team@example.com>"),
     }
@@ -81,6 +97,39 @@ def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
         print("\n".join(outcomes), file=sys.stderr)
         return 1
     return 0
+
+
+def prepare_outbox(outbox: Path) -> None:
+    """A new or empty folder gets the marker; a marked folder loses an earlier run's files; anything
+    else is refused."""
+    if outbox.exists() and not outbox.is_dir():
+        raise OutboxRefused(f"{outbox} is not a folder")
+    if (outbox / MARKER).is_file():
+        remove_demo_files(outbox)
+        return
+    if outbox.is_dir() and any(outbox.iterdir()):
+        raise OutboxRefused(
+            f"{outbox} is not empty and was not made by the demo (it has no {MARKER} file); "
+            "the demo only empties folders it made: pass a new or empty folder, or remove this one yourself"
+        )
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+        (outbox / MARKER).write_text("Made by `python -m notifier demo`: the next demo run replaces its emails here.\n")
+    except OSError as error:
+        raise OutboxRefused(f"cannot create {outbox}: {error.strerror}") from None
+
+
+def remove_demo_files(outbox: Path) -> None:
+    """Remove what an earlier run wrote, and nothing else (links are removed, not followed)."""
+    for folder, patterns in ((outbox, DEMO_FILES), (outbox / "deadletter", DEAD_LETTER_FILES)):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for pattern in patterns:
+            for path in folder.glob(pattern):
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+    with contextlib.suppress(OSError):  # not empty: someone else's files stay
+        (outbox / "deadletter").rmdir()
 
 
 def _post(url: str, request: tuple[dict[str, str], bytes]) -> int:

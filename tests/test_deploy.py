@@ -520,13 +520,16 @@ def test_gcloud_itself_agrees_on_the_upload_set(tmp_path):
     (copy / "notifier" / "__pycache__").mkdir()
     (copy / "notifier" / "__pycache__" / "x.pyc").write_bytes(b"")
     env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path / "cfg"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
-    listed = subprocess.run(
-        [REAL_GCLOUD, "meta", "list-files-for-upload", str(copy)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    try:
+        listed = subprocess.run(
+            [REAL_GCLOUD, "meta", "list-files-for-upload", str(copy)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    finally:
+        shutil.rmtree(copy)  # the copy holds the test suite's fake keys, which no file may keep
     spec = pathspec.GitIgnoreSpec.from_lines((ROOT / ".gcloudignore").read_text().splitlines())
     assert sorted(listed) == sorted(f for f in _repo_files() if not spec.match_file(f))
     assert "main.py" in listed and "requirements.txt" in listed
