@@ -131,6 +131,19 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_it_is_used
     assert len(set(server.ports)) == 2
 
 
+def test_an_answer_larger_than_the_bound_is_cut_and_its_connection_not_reused(server_factory, monkeypatch):
+    monkeypatch.setattr(keepalive, "MAX_ANSWER", 1000)
+    server = server_factory()
+    connections = KeepAlive(server.url)
+
+    huge = _post(connections, b"x" * 50_000)  # the stand-in echoes: a 50 kB answer
+    after = _post(connections, b"small")
+
+    assert huge.status == 202 and huge.body == b"x" * 1000
+    assert after.body == b"small", "the next request is not read from the rest of the cut answer"
+    assert len(set(server.ports)) == 2
+
+
 def test_an_answer_that_trickles_past_the_deadline_is_cut_off_there(server_factory):
     server = server_factory()
     server.trickle = True

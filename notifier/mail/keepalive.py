@@ -33,6 +33,9 @@ from urllib.parse import SplitResult, unquote, urlsplit
 # a connection the server has already closed would fail the next request.
 IDLE_LIMIT = 15.0
 _MARGIN = 1.0
+# SendGrid answers in a few hundred bytes; anything past this is a fault (or a hostile proxy) and is
+# cut off here, with the connection dropped, rather than read into memory whole.
+MAX_ANSWER = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ class KeepAlive:
                 # A body with a length (or chunked) that the watchdog cut short raises IncompleteRead;
                 # one that ends when the connection closes would look complete when it is not.
                 ends_at_close = response.length is None and not response.chunked
-                answer = Answer(response.status, response.reason, response.headers, response.read())
+                body = _read_at_most(response, MAX_ANSWER + 1)
+                answer = Answer(response.status, response.reason, response.headers, body[:MAX_ANSWER])
             if watch.fired and ends_at_close:
                 raise TimeoutError
         except BaseException as error:
@@ -90,7 +94,7 @@ class KeepAlive:
             if time.monotonic() >= deadline and isinstance(error, OSError | http.client.HTTPException):
                 raise TimeoutError(f"no complete answer within {deadline - started:.1f}s") from None
             raise
-        if response.will_close:
+        if response.will_close or len(body) > MAX_ANSWER:  # the rest of a cut answer is still on the wire
             self._drop()
         else:
             self._slot.expires = time.monotonic() + _keep_alive_seconds(response.headers)
@@ -238,3 +242,17 @@ def _shut(sock: socket.socket) -> None:
 
 _WATCHDOG = _Watchdog()
 os.register_at_fork(after_in_child=_WATCHDOG._reset)
+
+
+def _read_at_most(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """The answer's body up to ``limit`` bytes (``read(n)`` may return less than n before the end)."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = response.read(min(64 * 1024, limit - size))
+        if not chunk:
+            if response.length:  # read(n), unlike read(), returns b"" for a body cut short
+                raise http.client.IncompleteRead(b"".join(chunks), response.length)
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
