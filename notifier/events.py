@@ -80,7 +80,9 @@ _LIMITS: dict[str, tuple[int, str, str]] = {
     "data.bucket": (222, "characters", "Cloud Storage bucket names"),
     "data.metadata": (8192, _UTF8_BYTES, "Cloud Storage custom metadata, keys and values together"),
     "id": (1024, "characters", "event ids (Pub/Sub message ids are about 20 digits)"),
+    "event_id": (1024, "characters", "event ids"),
     "type": (256, "characters", "event types"),
+    "event_type": (256, "characters", "event types"),
     "data.contentType": (1024, "characters", "content types"),
     "data.storageClass": (64, "characters", "storage class names"),
     "data.md5Hash": (64, "characters", "base64 MD5 digests (24 characters)"),
@@ -90,8 +92,6 @@ _LIMITS: dict[str, tuple[int, str, str]] = {
 _TIME_LIMIT = (64, "characters", "RFC 3339 times")  # every time field: the event's and the object's
 _OTHER_LIMIT = (1024, "characters", "event attributes")  # a string field not named above
 
-# The datetime attributes of StorageEvent, for from_dict: the table's time fields and the event time.
-_TIME_FIELDS = frozenset({attr for attr, how in _OPTIONAL_FIELDS.values() if how == "time"} | {"event_time"})
 _TIME_KEYS = frozenset({key for key, (_, how) in _OPTIONAL_FIELDS.items() if how == "time"} | {"time"})
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
@@ -146,11 +146,18 @@ class StorageEvent:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
 
 
-def from_dict(values: dict[str, Any]) -> StorageEvent:
-    known = {f.name for f in fields(StorageEvent)}
-    parsed = {k: datetime.fromisoformat(v) if k in _TIME_FIELDS and v else v for k, v in values.items() if k in known}
-    parsed["metadata"] = MappingProxyType(dict(values.get("metadata") or {}))
-    return StorageEvent(**parsed)
+def from_dict(values: Any) -> StorageEvent:
+    """The event :meth:`StorageEvent.to_dict` stored, checked as strictly as a delivered one (a dead
+    letter is untrusted input: whoever can write to the state bucket can edit one); InvalidEvent."""
+    if not isinstance(values, dict):
+        raise InvalidEvent(f"expected an object, got {_type_name(values)}")
+    kind = values.get("kind")
+    if kind not in KINDS:
+        raise InvalidEvent(f"kind: expected one of {', '.join(KINDS)}, got {_preview(kind)}")
+    data = {key: values.get(attr) for key, (attr, _) in _OPTIONAL_FIELDS.items()}
+    data.update(bucket=values.get("bucket"), name=values.get("name"), metadata=values.get("metadata"))
+    event_id, event_type = (_required_text(values, key, where=key) for key in ("event_id", "event_type"))
+    return _storage_event(kind, data, event_id, event_type, _as_is(values.get("event_time"), "event_time"))
 
 
 def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
@@ -176,11 +183,15 @@ def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
         raise InvalidEvent(
             f"type: unsupported event type {event_type!r}; expected one of " + ", ".join(sorted(_CE_TYPE_TO_KIND))
         )
+    return _storage_event(kind, data, _unicode(event_id, "id"), event_type, event_time)
+
+
+def _storage_event(kind: Kind, data: dict[str, Any], event_id: str, event_type: str, event_time: Any) -> StorageEvent:
     return StorageEvent(
         kind=kind,
         bucket=_required_text(data, "bucket"),
         name=_required_text(data, "name"),
-        event_id=_unicode(event_id, "id"),
+        event_id=event_id,
         event_type=event_type,
         event_time=_parse_time(event_time, "time"),
         metadata=_metadata(data),
@@ -316,13 +327,14 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
     return _PUBSUB_EVENT_TO_KIND[notification], data
 
 
-def _required_text(data: dict[str, Any], key: str) -> str:
+def _required_text(data: dict[str, Any], key: str, *, where: str | None = None) -> str:
+    where = where or f"data.{key}"
     value = data.get(key)
     if value is None or value == "":
-        raise InvalidEvent(f"data.{key}: required, but missing or empty")
+        raise InvalidEvent(f"{where}: required, but missing or empty")
     if not isinstance(value, str):
-        raise InvalidEvent(f"data.{key}: expected a string, got {_type_name(value)}")
-    return _unicode(_bounded(value, f"data.{key}"), f"data.{key}")
+        raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
+    return _unicode(_bounded(value, where), where)
 
 
 def _bounded(value: Any, where: str) -> Any:

@@ -8,14 +8,11 @@ notification id is recomputed, so a renamed copy maps to the same ledger record 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
-from notifier.events import KINDS, StorageEvent
+from notifier import events
+from notifier.events import InvalidEvent, StorageEvent
 from notifier.ledger import DeadLetter
 from notifier.rules import Notification, RuleSet, notification_id
 
@@ -92,65 +89,12 @@ def _problem(rules: RuleSet, event: StorageEvent, rule_name: str) -> str:
     return f"rule {rule_name!r} no longer matches {what} (or an earlier stop rule takes it)"
 
 
-def _iso_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-_DECLARED = {field.name: str(field.type) for field in fields(StorageEvent)}  # "int | None", ...
-# What Cloud Storage ever sends (object names are at most 1,024 bytes, custom metadata 8 KiB): a
-# stored event with more was not written by the function.
-_MOST_CHARACTERS, _MOST_METADATA = 1024, 8192
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= _MOST_CHARACTERS
-
-
-def _metadata(value: Any) -> bool:
-    if not isinstance(value, dict) or not all(type(x) is str for item in value.items() for x in item):
-        return False
-    return sum(len(k) + len(v) for k, v in value.items()) <= _MOST_METADATA
-
-
-# A stored event's fields by their declared type: (is this JSON value one?, what was expected).
-_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "Kind": (lambda v: v in KINDS, f"one of {', '.join(KINDS)}"),
-    "str": (lambda v: _text(v) and v != "", f"a non-empty string of at most {_MOST_CHARACTERS} characters"),
-    "str | None": (lambda v: v is None or _text(v), f"a string of at most {_MOST_CHARACTERS} characters, or null"),
-    "int | None": (lambda v: v is None or (type(v) is int and 0 <= v < 2**63), "a non-negative 64-bit integer"),
-    "datetime | None": (lambda v: v is None or _iso_time(v) is not None, "an ISO 8601 time or null"),
-    "Mapping[str, str]": (
-        lambda v: v is None or _metadata(v),
-        f"an object of strings, {_MOST_METADATA} characters at most",
-    ),
-}
-
-
 def stored_event(values: Any) -> StorageEvent:
-    """The event a dead letter holds, checked field by field; or :class:`MalformedLetter` naming the field."""
-    if not isinstance(values, dict):
-        raise MalformedLetter(f"event: expected an object, got {_json_type(values)}")
-    parsed: dict[str, Any] = {}
-    for name, declared in _DECLARED.items():
-        value = values.get(name)
-        accepts, expected = _FIELD_TYPES[declared]
-        if not accepts(value):
-            raise MalformedLetter(f"event.{name}: expected {expected}, got {_json_type(value)}")
-        if value is not None:
-            parsed[name] = value
-    try:  # JSON can carry lone surrogates ("\ud800"), which no email can
-        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise MalformedLetter("event: not valid Unicode (a lone surrogate)") from None
-    times = {name: _iso_time(value) for name, value in parsed.items() if _DECLARED[name] == "datetime | None"}
-    metadata = MappingProxyType(dict(parsed.get("metadata") or {}))
-    return StorageEvent(**{**parsed, **times, "metadata": metadata})
+    """The event a dead letter holds, as strictly checked as a delivered one; or :class:`MalformedLetter`."""
+    try:
+        return events.from_dict(values)
+    except InvalidEvent as error:
+        raise MalformedLetter(f"event: {error}") from None
 
 
 def _json_type(value: Any) -> str:

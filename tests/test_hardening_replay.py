@@ -208,7 +208,7 @@ def test_a_malformed_letter_is_skipped_by_name_and_the_rest_go_through(env, caps
     assert "generation" in skipped["bad-generation"]
     assert "bucket" in skipped["bad-bucket"]
     assert "lone surrogate" in skipped["surrogate"]
-    assert "event.name: expected a non-empty string of at most 1024 characters" in skipped["long-name"]
+    assert "event: data.name: 100,008 bytes of UTF-8, over the limit 1,024" in skipped["long-name"]
     assert "created" in skipped["bad-created"]
     assert "MiB" in skipped["huge"]
     assert code == 1
@@ -262,7 +262,7 @@ def test_pipeline_replay_logs_one_line_for_a_letter_it_will_not_send(env, capsys
     assert outcomes == ["refused", "invalid"]
     assert [line["outcome"] for line in lines] == ["refused", "invalid"]
     assert "--rule NAME" in lines[0]["message"] and "dead/gone.json" in lines[0]["message"]
-    assert "event.size: expected a non-negative 64-bit integer, got int -1" in lines[1]["message"]
+    assert "event: data.size: expected a non-negative integer, got -1" in lines[1]["message"]
     assert _emails(env) == []
 
 

@@ -102,43 +102,15 @@ class Message:
         return sum(e.count for e in self.envelopes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON values, for dead letters; :meth:`from_dict` reverses it."""
+        """JSON values, for a dead letter: what was about to be sent, for a person to read. Replay
+        never sends it (it renders the event anew), so attachments are described, not stored."""
         values = asdict(replace(self, headers={}, attachments=(), template_data={}))
         values["headers"] = dict(self.headers)
         values["template_data"] = dict(self.template_data)
         values["attachments"] = [
-            {"filename": a.filename, "content_type": a.content_type, "data": base64.b64encode(a.data).decode()}
-            for a in self.attachments
+            {"filename": a.filename, "content_type": a.content_type, "size": len(a.data)} for a in self.attachments
         ]
         return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Message:
-        def address(value: dict[str, str] | None) -> Address | None:
-            return Address(**value) if value else None
-
-        def addresses(values: list[dict[str, str]]) -> tuple[Address, ...]:
-            return tuple(Address(**v) for v in values)
-
-        return cls(
-            sender=Address(**values["sender"]),
-            envelopes=tuple(
-                Envelope(addresses(e["to"]), addresses(e["cc"]), addresses(e["bcc"])) for e in values["envelopes"]
-            ),
-            subject=values["subject"],
-            text=values["text"],
-            html=values["html"],
-            notification_id=values["notification_id"],
-            categories=tuple(values["categories"]),
-            reply_to=address(values.get("reply_to")),
-            headers=MappingProxyType(dict(values.get("headers") or {})),
-            attachments=tuple(
-                Attachment(a["filename"], a["content_type"], base64.b64decode(a["data"]))
-                for a in values.get("attachments") or ()
-            ),
-            template_id=values.get("template_id"),
-            template_data=MappingProxyType(dict(values.get("template_data") or {})),
-        )
 
 
 @dataclass(frozen=True, slots=True)
