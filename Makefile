@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8080
+# functions-framework's request threads (its default is CPUs x 4): a slow client holds one while it
+# sends its headers, which the function cannot cut short (README "Limits"), so serve with more.
+THREADS ?= 64
 
 .PHONY: demo test bench chaos format run clean help
 .DEFAULT_GOAL := help
@@ -31,7 +34,7 @@ chaos: $(VENV)/.installed  ## 5,000 events delivered twice against a failing Sen
 	$(PY) -m bench.chaos --events 5000
 
 run: $(VENV)/.installed  ## serve the function on :8080 (outbox backend unless SENDGRID_API_KEY is set)
-	$(VENV)/bin/functions-framework --target handle_storage_event --source main.py --port $(PORT)
+	THREADS=$(THREADS) $(VENV)/bin/functions-framework --target handle_storage_event --source main.py --port $(PORT)
 
 format: $(VENV)/.installed  ## apply ruff's formatting and safe fixes
 	$(PY) -m ruff format .

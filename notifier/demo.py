@@ -111,6 +111,7 @@ def prepare_outbox(outbox: Path) -> None:
         raise OutboxRefused(
             f"{outbox} is not empty and was not made by the demo (it has no {MARKER} file); "
             "the demo only empties folders it made: pass a new or empty folder, or remove this one yourself"
+            " (an outbox from a demo older than the marker is one to remove)"
         )
     try:
         outbox.mkdir(parents=True, exist_ok=True)
