@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+from markupsafe import Markup
 
 from notifier.addresses import Address
 from notifier.config import BUILTIN_TEMPLATES, Settings
@@ -36,6 +37,14 @@ _BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u2
 _WHITESPACE = re.compile(r"\s+")
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 _STYLE_BLOCK = re.compile(r"<style[\s>]", re.IGNORECASE)
+# Characters that change how the text around them displays, or do not display at all: bidi
+# controls, zero-width and other invisible format characters, blank fillers, tag characters. In a
+# name they make "invoice\u202efdp.exe" read "invoiceexe.pdf", and an unclosed override reverses the
+# rest of the sentence; so wherever a template prints a value, they are shown as escapes instead.
+_HIDDEN = re.compile(
+    "[\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+    "\u3164\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
 
 
 class TemplateError(ValueError):
@@ -66,6 +75,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             auto_reload=False,  # compiled once per instance; no stat() per event
             keep_trailing_newline=False,
+            finalize=show_hidden_characters,
         )
         self._env.filters["utc"] = format_utc
         self._env.filters["local"] = lambda value: format_local(value, timezone)
@@ -323,6 +333,14 @@ def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
     text = _WHITESPACE.sub(" ", text.translate(_BIDI_CONTROLS))
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc").strip()
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def show_hidden_characters(value: Any) -> Any:
+    """What a template prints, with the characters of :data:`_HIDDEN` written as ``\\u202e``."""
+    if isinstance(value, str) and _HIDDEN.search(value):
+        shown = _HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode(), value)
+        return Markup(shown) if isinstance(value, Markup) else shown  # noqa: S704 - safe already; ASCII added
+    return value
 
 
 def visible_line_breaks(text: Any) -> str:

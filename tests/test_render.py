@@ -316,3 +316,17 @@ def test_css_a_template_of_yours_cannot_inline_stops_the_start_up(tmp_path, monk
     monkeypatch.setattr(Renderer, "_inline_css", broken)
     with pytest.raises(TemplateError, match=r"templates/finalize/body\.html: CSS inlining failed: InlineError"):
         Renderer(tmp_path)
+
+
+@pytest.mark.parametrize("hidden", ["\u202e", "\u2067", "\u200b", "\ufeff", "\U000e0041"])
+def test_invisible_and_bidi_characters_in_a_name_are_shown_as_escapes_everywhere(renderer, hidden):
+    """An unclosed right-to-left override once reversed the rest of the HTML sentence, and
+    "invoice\u202efdp.exe" displayed as "invoiceexe.pdf" in the body."""
+    name = f"invoice{hidden}fdp.exe"
+    _, message = _render(renderer, name=name, metadata={"note": f"x{hidden}y"})
+    escape = hidden.encode("unicode_escape").decode()
+    for part in (message.subject, message.text, message.html):
+        assert hidden not in part
+    assert f"invoice{escape}fdp.exe" in message.text
+    assert f"invoice{escape}fdp.exe" in message.html
+    assert f"x{escape}y" in message.html
