@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from notifier.config import Settings, load_settings
 from notifier.demo import free_port, start_server, stop_server, wait_until_serving
 from notifier.events import object_resource
 from notifier.events import storage_cloud_event as build_cloud_event
+from tests.fake_gcs import FakeGcs
 
 DATA = Path(__file__).parent / "data"
 # The platform's event types, written out here rather than imported from the code under test,
@@ -155,6 +157,27 @@ def function_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield start
     for server in servers:
         stop_server(server.process)
+
+
+@pytest.fixture
+def clean_notifier_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only what each test sets: no NOTIFY_*/SENDGRID_* from the developer's shell; the console
+    backend; run from an empty folder."""
+    for var in list(os.environ):
+        if var.startswith(("NOTIFY_", "SENDGRID_")) or var == "K_SERVICE":
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("NOTIFY_BACKEND", "console")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def fake_gcs(httpserver: Any, monkeypatch: pytest.MonkeyPatch) -> FakeGcs:
+    """The Cloud Storage JSON API of tests/fake_gcs.py (it enforces generation preconditions),
+    served by pytest-httpserver; the google-cloud-storage client finds it via STORAGE_EMULATOR_HOST."""
+    fake = FakeGcs()
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(fake)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", httpserver.url_for("").rstrip("/"))
+    return fake
 
 
 @dataclass(frozen=True)

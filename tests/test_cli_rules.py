@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -74,14 +73,7 @@ min_size = "lots"
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """Only what each test sets: no NOTIFY_*/SENDGRID_* from the developer's shell."""
-    for var in list(os.environ):
-        if var.startswith(("NOTIFY_", "SENDGRID_")) or var == "K_SERVICE":
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("NOTIFY_BACKEND", "console")
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_notifier_env")
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from notifier.ledger.local import LocalDeadLetters
 from notifier.mail.base import Backend, DeliveryError
 from notifier.pipeline import Pipeline
 from tests.conftest import read_eml, storage_cloud_event
-from tests.fake_gcs import FakeGcs
 
 RULES = """
 [defaults]
@@ -306,14 +305,6 @@ def test_replay_since_out_of_range_is_a_clear_error(env, capsys, since):
 
 
 # --- the state bucket: the same robustness in GcsDeadLetters.list -------------------------------
-
-
-@pytest.fixture
-def fake_gcs(httpserver, monkeypatch):
-    fake = FakeGcs()
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(fake)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", httpserver.url_for("").rstrip("/"))
-    return fake
 
 
 def _gcs_dead_letters() -> GcsDeadLetters:

@@ -28,13 +28,7 @@ SPIN = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% e
 HEADER = '[defaults]\nfrom = "alerts@example.com"\nto = "ops@example.com"\n'
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for var in list(os.environ):
-        if var.startswith(("NOTIFY_", "SENDGRID_")) or var == "K_SERVICE":
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("NOTIFY_BACKEND", "console")
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_notifier_env")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ first" path.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,7 +22,6 @@ from notifier.ledger.gcs import DEFAULT_RETRY, GcsDeadLetters, GcsLedger
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
 from notifier.ledger.sqlite import SqliteLedger
-from tests.fake_gcs import FakeGcs
 
 LEASE = 60.0
 
@@ -34,14 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def fake_gcs(httpserver, monkeypatch):
-    fake = FakeGcs()
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(fake)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", httpserver.url_for("").rstrip("/"))
-    return fake
 
 
 def _bucket(name="notifier-state"):
