@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
+
 from notifier.ledger import Claim, ClaimStatus, Ledger, LedgerError, held_status, new_token
 
 _SCHEMA = """
@@ -21,6 +23,14 @@ CREATE TABLE IF NOT EXISTS ledger (
 """
 
 
+# Processes opening a new file at once (instances started together): the one switching it to WAL
+# needs it alone, and the others' "database is locked" is not waited out by SQLite's busy timeout.
+_SET_UP_POLICY = Retrying(
+    retry=retry_if_exception_type(sqlite3.OperationalError), wait=wait_random(0.01, 0.1),
+    stop=stop_after_delay(10), reraise=True,
+)  # fmt: skip
+
+
 class SqliteLedger(Ledger):
     name = "sqlite"
 
@@ -29,8 +39,12 @@ class SqliteLedger(Ledger):
         self._clock = clock
         self._local = threading.local()  # sqlite3 connections are not shared between threads
         path.parent.mkdir(parents=True, exist_ok=True)
+        _SET_UP_POLICY.copy()(self._set_up)
+
+    def _set_up(self) -> None:
         with self._connection() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # needs the file to itself: busy_timeout does not wait
             db.execute(_SCHEMA)
 
     def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
