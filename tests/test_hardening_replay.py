@@ -7,6 +7,7 @@ nothing. These tests plant letters where the real CLI reads them and check the .
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -364,3 +365,21 @@ def test_local_dead_letters_list_bounds_and_names_what_it_cannot_read(tmp_path):
     assert isinstance(found["ok"], DeadLetter) and found["ok"].source == str(folder / "ok.json")
     assert isinstance(found["dir"], UnreadableLetter) and "not a regular file" in found["dir"].reason
     assert isinstance(found["big"], UnreadableLetter) and "bytes" in found["big"].reason
+
+
+def test_a_gzip_bomb_among_the_dead_letters_is_skipped_unread(tmp_path):
+    """Cloud Storage decompresses an object stored with Content-Encoding gzip on download: 400 KB in
+    the bucket once became a 400 MB letter in memory."""
+    from tests.fake_gcs_server import running_fake_gcs
+
+    bomb = gzip.compress(b'{"junk": "' + b"x" * 50_000_000 + b'"}')
+    with running_fake_gcs() as gcs:
+        bucket = gcs.bucket("notifier-state")
+        blob = bucket.blob("deadletter/bomb.json")
+        blob.content_encoding = "gzip"
+        blob.upload_from_string(bomb, content_type="application/json")
+        letters = list(GcsDeadLetters(gcs.client().bucket("notifier-state")).list())
+
+    (letter,) = letters
+    assert isinstance(letter, UnreadableLetter)
+    assert "Content-Encoding 'gzip'" in letter.reason

@@ -85,9 +85,10 @@ class Ledger(ABC):
         """Sending failed permanently: the message is in the dead letters until replayed."""
 
 
-# Dead letters are small (an event, a rule name, an error; older ones also the rendered message with
-# its attachments, base64): anything bigger was not written by us, and is not read.
-MAX_DEAD_LETTER_BYTES = 64 * 1024 * 1024
+# Dead letters are a few KB (an event, a rule name, an error, the rendered message): anything much
+# bigger was not written by us and is not read, since parsing JSON can take 30 times its size in
+# memory. (Letters from before attachments were left out of them may be larger: see too_large.)
+MAX_DEAD_LETTER_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,10 @@ def decode_letter(notification_id: str, source: str, data: bytes, max_bytes: int
 
 
 def too_large(size: int, max_bytes: int) -> str:
-    return f"{size} bytes, more than the {max_bytes / 2**20:g} MiB a dead letter may have"
+    return (
+        f"{size} bytes, more than the {max_bytes / 2**20:g} MiB a dead letter may have (one written before"
+        ' attachments were left out of dead letters: delete its "message" field, replay does not use it)'
+    )
 
 
 def create_state(settings: Settings) -> tuple[Ledger, DeadLetters]:

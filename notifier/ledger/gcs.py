@@ -173,8 +173,13 @@ class GcsDeadLetters(DeadLetters):
         source = f"gs://{self._bucket.name}/{blob.name}"
         if blob.size is not None and blob.size > self.max_bytes:
             return UnreadableLetter(notification_id, source, too_large(blob.size, self.max_bytes))
-        try:  # the generation listed, so the size checked is the size read
-            data = blob.download_as_bytes(if_generation_match=blob.generation, **self._call)
+        if blob.content_encoding:  # Cloud Storage would decompress it on download: a small bomb, a huge letter
+            reason = f"stored with Content-Encoding {blob.content_encoding[:40]!r}, which the function never writes"
+            return UnreadableLetter(notification_id, source, reason)
+        try:  # the generation listed, as stored (never decompressed), and never more than one byte over
+            data = blob.download_as_bytes(
+                if_generation_match=blob.generation, raw_download=True, start=0, end=self.max_bytes, **self._call
+            )
         except (gexc.NotFound, gexc.PreconditionFailed):
             return None  # removed (replayed by someone else) or replaced: the next run sees the new one
         except _TRANSIENT as error:
