@@ -29,8 +29,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unsupporte
 from notifier.log import cut
 from notifier.pipeline import Pipeline, RetryLater
 
-# Eventarc delivers events of at most 512 KB; twice that leaves room for any envelope.
-MAX_BODY = 1024 * 1024
+# Eventarc delivers events of at most 512 KB (a Cloud Storage one is a few KB: names are at most
+# 1 KiB, custom metadata 8 KiB), and a Pub/Sub push of a Cloud Storage notification is no larger.
+MAX_BODY = 512 * 1024
 # The platform posts a whole event at once; a body still arriving after this is a slow client
 # holding one of the worker's few threads, so its connection is closed.
 BODY_SECONDS = 1.0

@@ -86,7 +86,7 @@ def test_a_3_mb_name_is_acknowledged_once_sends_nothing_and_the_worker_stays_sma
     status, _ = server.post(*MODES[mode]("n" * 3 * MIB, f"huge-{mode}"))
 
     assert 200 <= status < 300, "a non-2xx would make Eventarc redeliver it for a day"
-    _assert_one_bounded_invalid_line(server, lines, "body", "over the 1,048,576-byte limit")
+    _assert_one_bounded_invalid_line(server, lines, "body", "over the 524,288-byte limit")
     assert server.emails() == emails
     assert _peak_rss_mib(server.process.pid) < 100
 
@@ -95,11 +95,11 @@ def test_a_3_mb_name_is_acknowledged_once_sends_nothing_and_the_worker_stays_sma
 def test_a_name_over_1024_bytes_inside_the_body_limit_is_invalid_naming_the_field(server, mode):
     emails, lines = server.emails(), len(_raw_lines(server))
 
-    # The name is in the body three times at most (name, id, subject): 900 KB, inside the 1 MiB.
-    status, _ = server.post(*MODES[mode]("n" * 300_000, f"long-{mode}"))
+    # The name is in the body three times at most (name, id, subject): 450 KB, inside the 512 KiB.
+    status, _ = server.post(*MODES[mode]("n" * 150_000, f"long-{mode}"))
 
     assert 200 <= status < 300
-    _assert_one_bounded_invalid_line(server, lines, "data.name: 300,000 bytes of UTF-8, over the limit 1,024")
+    _assert_one_bounded_invalid_line(server, lines, "data.name: 150,000 bytes of UTF-8, over the limit 1,024")
     assert server.emails() == emails
 
 
@@ -114,20 +114,20 @@ def test_eight_1_mb_names_at_once_leave_the_worker_small_and_send_nothing(server
     time.sleep(0.05)
     new = [json.loads(line) for line in _raw_lines(server)[lines:]]
     assert [r["outcome"] for r in new] == ["invalid"] * 8
-    assert all("over the 1,048,576-byte limit" in r["message"] for r in new)
+    assert all("over the 524,288-byte limit" in r["message"] for r in new)
     assert server.emails() == emails
     assert _peak_rss_mib(server.process.pid) < 100
 
 
 def test_eight_events_just_inside_the_body_limit_at_once_are_parsed_and_refused_by_name(server):
     emails, lines = server.emails(), len(_raw_lines(server))
-    requests = [MODES[mode]("p" * 300_000, f"inside-{i}") for i, mode in enumerate(list(MODES) * 3)][:8]
+    requests = [MODES[mode]("p" * 150_000, f"inside-{i}") for i, mode in enumerate(list(MODES) * 3)][:8]
 
     with ThreadPoolExecutor(8) as pool:
         statuses = [status for status, _ in pool.map(lambda r: server.post(*r), requests)]
 
     assert all(200 <= s < 300 for s in statuses), statuses
-    refused = _wait_for_lines(server, lines, "data.name: 300,000 bytes of UTF-8", 8)
+    refused = _wait_for_lines(server, lines, "data.name: 150,000 bytes of UTF-8", 8)
     assert len(refused) == 8
     assert server.emails() == emails
     assert _peak_rss_mib(server.process.pid) < 100
@@ -151,7 +151,7 @@ def test_a_chunked_body_without_content_length_is_bounded_too(server):
     status = _post_chunked(server.url, chunks, headers)
 
     assert 200 <= status < 300
-    _assert_one_bounded_invalid_line(server, lines, "more than 1,048,576 bytes")
+    _assert_one_bounded_invalid_line(server, lines, "more than 524,288 bytes")
     assert server.emails() == emails
     # still serving, and a small chunked event still works
     body, headers = _binary("after-chunked.csv", "after-chunked")
