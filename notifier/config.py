@@ -90,6 +90,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "SENDGRID_API_KEY: not set, and this is a deployed function (K_SERVICE is set); set the "
             "secret, or NOTIFY_BACKEND=console to only log the emails"
         )
+    if backend == "outbox" and env.get("K_SERVICE"):
+        problems.append(
+            "NOTIFY_BACKEND: outbox on a deployed function (K_SERVICE is set) writes every email to the"
+            " instance's scratch disk, where it is lost; use sendgrid or smtp, or console to only log them"
+        )
     smtp_url = env.get("SMTP_URL", "").strip()
     backend = backend or ("sendgrid" if api_key else "smtp" if smtp_url else "outbox")
     if backend not in BACKENDS:

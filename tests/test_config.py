@@ -206,6 +206,12 @@ def test_a_deployed_function_without_a_key_refuses_to_fall_back_to_the_outbox():
     assert load_settings({"K_SERVICE": "storage-notifier", "NOTIFY_BACKEND": "console"}).backend == "console"
 
 
+def test_a_deployed_function_may_not_choose_the_outbox_where_every_email_would_be_lost():
+    problems = problems_of({"K_SERVICE": "storage-notifier", "SENDGRID_API_KEY": "SG.x", "NOTIFY_BACKEND": "outbox"})
+    assert variables(problems) == ["NOTIFY_BACKEND"]
+    assert "scratch disk" in problems[0] and "console" in problems[0]
+
+
 def test_without_an_argument_the_process_environment_is_read(monkeypatch):
     for name in list(os.environ):
         if name.startswith(("NOTIFY_", "SENDGRID_")) or name == "K_SERVICE":
