@@ -70,6 +70,8 @@ def check_url(url: str) -> None:
 
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise ValueError(f"--url: contains whitespace or control characters: {url!r}")
+    if not url.isascii():  # urllib sends the URL as it is: a non-ASCII host cannot go on the wire
+        raise ValueError(f"--url: expected an ASCII URL (percent-encode the path, punycode the host), got {url!r}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number

@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 # mail clients decode, hidden characters and all) can be spelled.
 _UNSAFE_IN_FILENAME = re.compile(r'["\\/?]')
 _SPACES = re.compile(r"\s+")  # a run of spaces can push the real extension out of sight
-# Letters that show as nothing (Hangul fillers, braille blank, combining grapheme joiner).
-_BLANK_LETTERS = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u2800\u034f"))
+# Characters that show as nothing although they are not format characters: Hangul fillers, braille
+# blank, combining grapheme joiner, Khmer inherent vowels, Mongolian and other variation selectors.
+_BLANK_LETTERS = dict.fromkeys(
+    [*map(ord, "\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5"), *range(0x180B, 0x1810),
+     *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]
+)  # fmt: skip
 FILENAME_BYTES = 200  # well under the 255-byte file name limit of common file systems
 _EXTENSION_BYTES = 16  # longer than any real extension: past it, the tail is just more name
 _PREVIEW_CHARACTERS = 80

@@ -123,6 +123,8 @@ def test_a_content_type_with_a_line_break_is_attached_as_octet_stream_and_the_em
         ("in/a\u2028b\u2029c\x85d.txt", "abcd.txt"),  # line and paragraph separators, NEL
         ("in/so\u00adft\U000e0041.txt", "soft.txt"),  # soft hyphen, tag character
         ("in/bad\ud800surrogate.txt", "badsurrogate.txt"),  # not encodable at all
+        ("in/x\u17b4\u17b5\u180b.exe", "x.exe"),  # Khmer inherent vowels, a Mongolian variation selector
+        ("in/a\ufe0fb\U000e0100.pdf", "ab.pdf"),  # variation selectors
         ("in/=?utf-8?q?invoice=E2=80=AEfdp.exe?=", "=_utf-8_q_invoice=E2=80=AEfdp.exe_="),  # an RFC 2047 word
         ("in/invoice.pdf                                   .exe", "invoice.pdf .exe"),  # pushing .exe out of view
         ("in/.bashrc", "bashrc"),
