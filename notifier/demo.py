@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from email import message_from_binary_file, policy
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from notifier.cli import build_request
@@ -30,11 +31,12 @@ DEMO_EVENTS = (
     ("archive", "images/logo.png", 912_044, "image/png", "gen1"),
     ("delete", "tmp/upload #7?.part", 0, "application/octet-stream", "binary"),
 )
-# The demo marks the outbox folder it makes; a later run empties only a marked folder, and only of
-# what a run writes there (emails, the SQLite ledger, dead letters), so --outbox . deletes nothing.
+# The demo marks the outbox folder it makes. The marker is a manifest: the paths the last run created
+# there (what appeared during it), and a later run removes only those, so a user's files stay even when
+# named like the demo's, and --outbox . is refused (unmarked, not empty) before anything is touched.
 MARKER = ".storage-notifier-demo"
-DEMO_FILES = ("*.eml", ".*.tmp", "ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm", "ledger.sqlite3-journal")
-DEAD_LETTER_FILES = ("*.json", ".*.tmp")
+MARKER_NOTE = "Made by `python -m notifier demo`: the next run removes the files listed here, and only those."
+MAX_MARKER_BYTES = 1 << 20  # far above any run's list; a bigger marker is not ours and lists nothing
 
 
 class OutboxRefused(Exception):
@@ -48,6 +50,15 @@ def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
     except OutboxRefused as error:
         print(f"demo: --outbox: {error}", file=sys.stderr)
         return 2
+    before = paths_below(outbox)
+    try:
+        return serve_and_show(outbox, bucket, before)
+    finally:  # even a failed or interrupted run records what it wrote, for the next run to remove
+        record_created(outbox, paths_below(outbox) - before)
+
+
+def serve_and_show(outbox: Path, bucket: str, before: set[str]) -> int:
+    """Send the events, then show the mails this run wrote (not ones already in ``before``)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -84,7 +95,7 @@ def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
     for line in outcomes:
         entry = json.loads(line)
         print(f"  {entry['severity']:<7} {entry['message']}  [{entry.get('duration_ms', '?')} ms]")
-    emails = sorted(outbox.glob("*.eml"))
+    emails = sorted(path for path in outbox.glob("*.eml") if path.name not in before)
     print(f"\n{len(emails)} email(s) in the outbox:")
     for path in emails:
         with path.open("rb") as handle:
@@ -100,12 +111,12 @@ def run_demo(outbox: Path, bucket: str = "acme-uploads") -> int:
 
 
 def prepare_outbox(outbox: Path) -> None:
-    """A new or empty folder gets the marker; a marked folder loses an earlier run's files; anything
-    else is refused."""
+    """A new or empty folder gets the marker; a marked folder loses what the last run created there;
+    anything else is refused."""
     if outbox.exists() and not outbox.is_dir():
         raise OutboxRefused(f"{outbox} is not a folder")
     if (outbox / MARKER).is_file():
-        remove_demo_files(outbox)
+        remove_listed(outbox, read_manifest(outbox))
         return
     if outbox.is_dir() and any(outbox.iterdir()):
         raise OutboxRefused(
@@ -115,22 +126,85 @@ def prepare_outbox(outbox: Path) -> None:
         )
     try:
         outbox.mkdir(parents=True, exist_ok=True)
-        (outbox / MARKER).write_text("Made by `python -m notifier demo`: the next demo run replaces its emails here.\n")
+        write_manifest(outbox, set())
     except OSError as error:
         raise OutboxRefused(f"cannot create {outbox}: {error.strerror}") from None
 
 
-def remove_demo_files(outbox: Path) -> None:
-    """Remove what an earlier run wrote, and nothing else (links are removed, not followed)."""
-    for folder, patterns in ((outbox, DEMO_FILES), (outbox / "deadletter", DEAD_LETTER_FILES)):
-        if folder.is_symlink() or not folder.is_dir():
-            continue
-        for pattern in patterns:
-            for path in folder.glob(pattern):
-                if path.is_symlink() or path.is_file():
-                    path.unlink()
-    with contextlib.suppress(OSError):  # not empty: someone else's files stay
-        (outbox / "deadletter").rmdir()
+def paths_below(outbox: Path) -> set[str]:
+    """Every path inside ``outbox`` (relative, '/'-separated), links listed but not followed."""
+    found = set()
+    for folder, dirs, files in os.walk(outbox):  # os.walk does not descend into linked folders
+        relative = Path(folder).relative_to(outbox)
+        found.update((relative / name).as_posix() for name in (*dirs, *files))
+    return found - {MARKER}
+
+
+def read_manifest(outbox: Path) -> list[str]:
+    """The paths the marker lists; a marker that is not ours (too big, not JSON, no list) lists none."""
+    try:
+        with (outbox / MARKER).open("rb") as handle:
+            data = handle.read(MAX_MARKER_BYTES + 1)
+        files = json.loads(data)["files"] if len(data) <= MAX_MARKER_BYTES else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [entry for entry in files if isinstance(entry, str)] if isinstance(files, list) else []
+
+
+def write_manifest(outbox: Path, created: set[str]) -> None:
+    """Replace the marker atomically, so an interrupted write leaves the old list, never half a new one."""
+    text = json.dumps({"note": MARKER_NOTE, "files": sorted(created)}, indent=1) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=outbox, prefix=f"{MARKER}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, outbox / MARKER)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_created(outbox: Path, created: set[str]) -> None:
+    try:
+        write_manifest(outbox, created)
+    except OSError as error:
+        print(
+            f"demo: cannot record this run's files in {outbox / MARKER}: {error.strerror}; "
+            "the next run will leave them",
+            file=sys.stderr,
+        )
+
+
+def remove_listed(outbox: Path, entries: list[str]) -> None:
+    """Remove the listed regular files, then the listed folders left empty, deepest first; an entry
+    that leaves the outbox or passes through a link is skipped, and links are never followed."""
+    targets = [target for target in (inside(outbox, entry) for entry in entries) if target is not None]
+    for target in targets:
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(target.lstat().st_mode):
+                target.unlink()
+    for target in sorted(targets, key=lambda path: len(path.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, gone, or not a folder: it stays
+            if stat.S_ISDIR(target.lstat().st_mode):
+                target.rmdir()
+
+
+def inside(outbox: Path, entry: str) -> Path | None:
+    """``outbox/entry`` if the entry is a plain relative path whose every parent below the outbox is
+    a real folder (no '..', not absolute, no links on the way, no NUL); else None."""
+    relative = PurePosixPath(entry)
+    if "\0" in entry or relative.is_absolute() or ".." in relative.parts or relative.parts in ((), (MARKER,)):
+        return None
+    target = outbox.joinpath(*relative.parts)
+    parent = outbox
+    for part in relative.parts[:-1]:
+        parent = parent / part
+        try:
+            if not stat.S_ISDIR(parent.lstat().st_mode):
+                return None
+        except OSError:
+            return None
+    return target if target.parent.resolve().is_relative_to(outbox) else None
 
 
 def _post(url: str, request: tuple[dict[str, str], bytes]) -> int:

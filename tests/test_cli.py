@@ -81,7 +81,7 @@ def test_preview_writes_text_html_and_eml_without_sending(tmp_path, capsys, monk
 def test_demo_ends_with_four_emails_one_per_kind(tmp_path):
     outbox = tmp_path / "demo"
     (outbox).mkdir()
-    (outbox / ".storage-notifier-demo").write_text("")  # an earlier demo's folder
+    (outbox / ".storage-notifier-demo").write_text('{"files": ["stale.eml"]}')  # an earlier demo's folder
     (outbox / "stale.eml").write_text("left over from an earlier run")
 
     result = subprocess.run(

@@ -127,6 +127,110 @@ def test_demo_uses_a_new_or_empty_folder(tmp_path):
     assert (empty / MARKER).is_file()
 
 
+def test_demo_again_keeps_the_users_files_that_look_like_its_own(tmp_path):
+    outbox = tmp_path / "x" / "demo1"
+    first = run_demo("--outbox", str(outbox), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    first_mails = set(outbox.glob("*.eml"))
+    assert len(first_mails) == 4
+    assert not (outbox / "deadletter").exists(), "the demo's events all deliver: no dead letters"
+    (outbox / "notes-from-me.eml").write_text("x\n")
+    (outbox / "deadletter").mkdir()
+    (outbox / "deadletter" / "my.json").write_text("{}\n")
+
+    second = run_demo("--outbox", str(outbox), cwd=tmp_path)
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (outbox / "notes-from-me.eml").read_text() == "x\n"
+    assert (outbox / "deadletter" / "my.json").read_text() == "{}\n"
+    mails = set(outbox.glob("*.eml")) - {outbox / "notes-from-me.eml"}
+    assert len(mails) == 4
+    assert not mails & first_mails, "the first run's own mails are replaced"
+    listed = json.loads((outbox / MARKER).read_text())["files"]
+    written = [p.name for p in mails] + [p.name for p in outbox.glob("ledger.sqlite3*")]
+    assert sorted(listed) == sorted(written), "the marker lists exactly what the second run wrote"
+
+
+def test_demo_removes_nothing_a_tampered_marker_lists_outside_its_files(tmp_path):
+    outbox = tmp_path / "demo"
+    first = run_demo("--outbox", str(outbox), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the demo's")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.eml").write_text("not the demo's")
+    (outbox / "link.eml").symlink_to(outside)
+    (outbox / "linked-dir").symlink_to(tmp_path / "elsewhere")
+    (outbox / "mine").mkdir()
+    (outbox / "mine" / "kept.txt").write_text("mine")
+    (outbox / "alias").symlink_to(outbox / "mine")
+    (outbox / MARKER).write_text(
+        json.dumps(
+            {
+                "files": [
+                    "../outside.txt",
+                    str(outside),
+                    "link.eml",
+                    "linked-dir/x.eml",
+                    "linked-dir",
+                    "mine",
+                    "alias/kept.txt",
+                    "mine/../link.eml",
+                    "x\u0000.eml",
+                    ".",
+                    "",
+                    MARKER,
+                    7,
+                ]
+            }
+        )
+    )
+    before = {**snapshot(outbox), **snapshot(tmp_path / "elsewhere")}
+
+    second = run_demo("--outbox", str(outbox), cwd=tmp_path)
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert outside.read_text() == "not the demo's"
+    assert (tmp_path / "elsewhere" / "x.eml").read_text() == "not the demo's"
+    assert (outbox / "link.eml").is_symlink()
+    assert (outbox / "linked-dir").is_symlink()
+    assert (outbox / "mine" / "kept.txt").read_text() == "mine", "a listed folder goes only when empty"
+    after = {**snapshot(outbox), **snapshot(tmp_path / "elsewhere")}
+    assert set(before) - set(after) == set(), "nothing the marker listed was removed"
+
+
+def test_demo_removes_the_files_and_empty_folder_its_marker_lists(tmp_path):
+    outbox = tmp_path / "demo"
+    (outbox / "deadletter").mkdir(parents=True)
+    (outbox / "old.eml").write_text("an earlier run's")
+    (outbox / "deadletter" / "a.json").write_text("{}")
+    (outbox / "keep.eml").write_text("the user's")
+    (outbox / MARKER).write_text(json.dumps({"files": ["old.eml", "deadletter", "deadletter/a.json"]}))
+
+    result = run_demo("--outbox", str(outbox), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (outbox / "old.eml").exists()
+    assert not (outbox / "deadletter").exists(), "its folder goes once its listed files are gone"
+    assert (outbox / "keep.eml").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("marker", ["not json at all\n", "{}", '{"files": []}', '["x.eml"]'])
+def test_demo_with_a_marker_listing_nothing_removes_nothing_and_runs(tmp_path, marker):
+    outbox = tmp_path / "demo"
+    outbox.mkdir()
+    (outbox / MARKER).write_text(marker)
+    (outbox / "x.eml").write_text("the user's")
+    (outbox / ".x.tmp").write_text("the user's")
+
+    result = run_demo("--outbox", str(outbox), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (outbox / "x.eml").read_text() == "the user's"
+    assert (outbox / ".x.tmp").read_text() == "the user's"
+    assert len(list(outbox.glob("*.eml"))) == 5, "its four emails next to the user's"
+
+
 # --- deploy.sh: the env file ------------------------------------------------------------------
 
 HOSTILE_ENV = (
