@@ -26,7 +26,7 @@ from notifier.config import Settings, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
 from notifier.mail import Backend, DeliveryError, Message, create_backend
-from notifier.mail.base import scrub
+from notifier.mail.scrub import scrub
 from notifier.objects import ObjectAccess
 from notifier.render import Renderer
 from notifier.replay import MalformedLetter, ReplayPlan, UnreplayableLetter, plan_replay

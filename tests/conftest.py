@@ -48,11 +48,13 @@ SECRET_KEY = "SG.test-secret-key-must-never-be-printed.0123456789"
 
 def secret_traces(secret: str) -> tuple[str, ...]:
     """Pieces that any leak of ``secret`` holds: its first 9 characters (a prefix longer than 8 is a
-    leak) as is, JSON-escaped or percent-encoded, or base64 from any position in a 3-byte group."""
+    leak) as is, JSON-escaped or percent-encoded, or base64 from any position in a 3-byte group;
+    and any 16 of its characters in a row, from anywhere in it (an echo without the "SG.")."""
     head = secret[:9]
     quoted = quote(head, safe="")
     every_byte = "".join(f"%{byte:02X}" for byte in head.encode())
     traces = {head, json.dumps(head)[1:-1], quoted, quoted.lower(), every_byte, every_byte.lower()}
+    traces |= {secret[start : start + 16] for start in range(len(secret) - 15)}
     for shift in range(3):
         for encode in (base64.b64encode, base64.urlsafe_b64encode):
             traces.add(encode(b"\0" * shift + secret.encode()).decode()[4:16])  # the first group holds the filler

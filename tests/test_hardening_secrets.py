@@ -30,7 +30,7 @@ from notifier.addresses import Address
 from notifier.demo import free_port
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
-from notifier.mail import base as mail_base
+from notifier.mail import scrub as mail_scrub
 from notifier.mail.base import DeliveryError, Envelope, Message
 from notifier.mail.sendgrid import SendGridBackend
 from notifier.mail.smtp import SmtpBackend
@@ -302,7 +302,7 @@ ODD_SECRET = 'p"a/s s+w=ö&rd<>-0123456789'
     ],
 )
 def test_scrub_removes_every_spelling_of_a_secret(spelled):
-    text = mail_base.scrub(f"before {spelled} after", [ODD_SECRET, None, ""])
+    text = mail_scrub.scrub(f"before {spelled} after", [ODD_SECRET, None, ""])
     assert text.startswith("before ") and text.endswith(" after")
     assert "[redacted]" in text
     assert _leaks(text, ODD_SECRET) == []
@@ -311,17 +311,17 @@ def test_scrub_removes_every_spelling_of_a_secret(spelled):
 def test_scrub_cuts_after_redacting_and_leaves_no_prefix_at_the_cut():
     text = "x" * 290 + SECRET_KEY + " tail"
     for limit in range(280, 320):
-        cut = mail_base.scrub(text, [SECRET_KEY], limit=limit)
+        cut = mail_scrub.scrub(text, [SECRET_KEY], limit=limit)
         assert _leaks(cut) == [], (limit, cut)
         assert len(cut) <= limit + len("[redacted]")
 
 
 def test_scrub_leaves_text_without_secrets_alone():
     text = "SendGrid rejected the request (HTTP 400): personalizations.0.to.0.email: invalid"
-    assert mail_base.scrub(text, [SECRET_KEY, None]) == text
-    assert mail_base.scrub("x" * 400, [SECRET_KEY], limit=300) == "x" * 300
+    assert mail_scrub.scrub(text, [SECRET_KEY, None]) == text
+    assert mail_scrub.scrub("x" * 400, [SECRET_KEY], limit=300) == "x" * 300
     eight = f"id {SECRET_KEY[:8]}"
-    assert mail_base.scrub(eight, [SECRET_KEY]) == eight, "8 characters of the key are not a leak"
+    assert mail_scrub.scrub(eight, [SECRET_KEY]) == eight, "8 characters of the key are not a leak"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +351,10 @@ def test_prints_eight_characters():
     print(SECRET_KEY[:8])
 
 
+def test_prints_the_key_without_its_prefix():
+    print("k=" + SECRET_KEY[3:])
+
+
 def test_compares_in_memory():
     assert f"Bearer {SECRET_KEY}".endswith(SECRET_KEY)
 
@@ -374,4 +378,108 @@ def test_the_suite_guard_fails_a_test_that_prints_or_writes_the_key(tmp_path_fac
     finally:
         shutil.rmtree(inner)
     summary = done.stdout.strip().splitlines()[-1]
-    assert summary.startswith("3 failed, 3 passed, 1 error"), summary
+    assert summary.startswith("4 failed, 3 passed, 1 error"), summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 12 (second round): an echo of the key from anywhere in it, not only from its start. Any run
+# of 12 of a secret's characters, wherever it starts, is a leak; so is any prefix longer than 8.
+
+WINDOW = 12
+LONG_PASSWORD = "".join(chr(0x21 + (index * 37) % 94) for index in range(200))  # 200 printable characters
+
+
+def _windows_in(text: str, secret: str = SECRET_KEY, size: int = WINDOW) -> list[str]:
+    """The runs of ``size`` characters of ``secret`` that ``text`` holds."""
+    return [
+        secret[start : start + size] for start in range(len(secret) - size + 1) if secret[start : start + size] in text
+    ]
+
+
+def _entities(text: str, form: str) -> str:
+    return "".join(form.format(ord(char)) for char in text)
+
+
+MIDDLE = SECRET_KEY[3:]  # what a provider echoes when it strips the "SG." it recognised
+
+MID_KEY_SPELLINGS = {
+    "raw-without-prefix": MIDDLE,
+    "raw-12-from-the-middle": SECRET_KEY[20:32],
+    "raw-tail": SECRET_KEY[-12:],
+    "json-escaped": "".join(f"\\u{ord(char):04x}" for char in MIDDLE),
+    "json-escaped-upper": "".join(f"\\u{ord(char):04X}" for char in SECRET_KEY[10:30]),
+    "percent-encoded": _quoted_everything(MIDDLE),
+    "percent-encoded-lower": _quoted_everything(SECRET_KEY[7:25]).lower(),
+    "html-decimal-leading-zeros": _entities(SECRET_KEY, "&#{:04d};"),
+    "html-decimal-many-zeros": _entities(MIDDLE, "&#0000000{};"),
+    "html-decimal-40-zeros": _entities(SECRET_KEY[30:], "&#" + "0" * 40 + "{};"),
+    "html-hex-leading-zeros": _entities(MIDDLE, "&#x{:06x};"),
+    "html-hex-upper": _entities(MIDDLE, "&#X{:X};"),
+    "hex-lower": MIDDLE.encode().hex(),
+    "hex-upper": MIDDLE.encode().hex().upper(),
+    "hex-whole-key": SECRET_KEY.encode().hex(),
+    "base64-mid-aligned": base64.b64encode(MIDDLE.encode()).decode(),
+    "base64-mid-shifted-1": base64.b64encode(b"x" + SECRET_KEY[13:40].encode()).decode(),
+    "base64-mid-shifted-2": base64.urlsafe_b64encode(b"xy" + SECRET_KEY[21:].encode()).decode(),
+}
+
+
+@pytest.mark.parametrize("spelling", MID_KEY_SPELLINGS)
+def test_scrub_redacts_a_run_of_the_key_that_starts_anywhere_in_it(spelling):
+    echoed = MID_KEY_SPELLINGS[spelling]
+    text = mail_scrub.scrub(f"400 bad request k={echoed} end", [SECRET_KEY])
+    assert text.startswith("400 bad request k=") and text.endswith(" end"), text
+    assert "[redacted]" in text, text
+    assert echoed not in text
+    assert _windows_in(text) == [], text
+
+
+def test_scrub_redacts_the_whole_run_not_only_the_windows_it_is_made_of():
+    text = mail_scrub.scrub(f"k={MIDDLE}!", [SECRET_KEY])
+    assert text == "k=[redacted]!"
+
+
+def test_scrub_leaves_runs_shorter_than_a_window_alone_away_from_the_start():
+    eleven = SECRET_KEY[20:31]
+    assert mail_scrub.scrub(f"id {eleven} id", [SECRET_KEY]) == f"id {eleven} id"
+    assert mail_scrub.scrub("hex " + SECRET_KEY[20:31].encode().hex(), [SECRET_KEY]).startswith("hex ")
+
+
+def test_scrub_redacts_runs_of_a_long_password_anywhere():
+    pieces = [LONG_PASSWORD[start : start + 15] for start in (0, 37, 111, 185)]
+    text = mail_scrub.scrub(" | ".join(pieces), [LONG_PASSWORD])
+    assert text == " | ".join(["[redacted]"] * len(pieces)), text
+
+
+def test_scrub_stays_fast_on_a_long_text_with_a_long_password():
+    """Not a benchmark: a generous bound that shows no quadratic scan or regex blow-up."""
+    text = ("lorem ipsum &#60; %41 \\u0041 " * 40_000)[: 1 << 20] + LONG_PASSWORD[50:80]
+    started = time.perf_counter()
+    scrubbed = mail_scrub.scrub(text, [LONG_PASSWORD, SECRET_KEY], limit=2 << 20)
+    assert time.perf_counter() - started < 10
+    assert scrubbed.endswith("[redacted]")
+
+
+def test_a_sendgrid_answer_echoing_the_key_without_its_prefix_holds_no_run_of_it(httpserver, sendgrid_settings):
+    def respond(request: Request) -> Response:
+        return Response(f"k={request.headers['Authorization'].removeprefix('Bearer SG.')}", status=400)
+
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(respond)
+    with pytest.raises(DeliveryError) as caught:
+        SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+    assert _windows_in(str(caught.value)) == [], str(caught.value)
+    assert _windows_in(caught.value.detail) == [], caught.value.detail
+    assert "k=[redacted]" in str(caught.value)
+
+
+def test_a_key_split_across_two_sendgrid_errors_holds_no_run_of_it(httpserver, sendgrid_settings):
+    def respond(request: Request) -> Response:
+        key = request.headers["Authorization"].removeprefix("Bearer ")
+        errors = [{"field": "k", "message": key[:6]}, {"field": "k", "message": key[6:]}]
+        return Response(json.dumps({"errors": errors}), status=400, content_type="application/json")
+
+    httpserver.expect_request("/v3/mail/send").respond_with_handler(respond)
+    with pytest.raises(DeliveryError) as caught:
+        SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+    assert _windows_in(str(caught.value)) == [], str(caught.value)
+    assert "[redacted]" in caught.value.detail

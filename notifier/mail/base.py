@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import functools
-import html
-import json
 import re
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -137,84 +133,6 @@ class DeliveryError(Exception):
         self.status = status
         self.detail = detail
         self.attempts = attempts
-
-
-REDACTED = "[redacted]"
-_HARMLESS_PREFIX = 8  # this many characters of a secret, from its start, tell nothing worth hiding
-
-
-def scrub(text: str, secrets: Iterable[str | None], *, limit: int | None = None) -> str:
-    """``text`` with every trace of ``secrets`` replaced by ``[redacted]``, then cut to ``limit``.
-
-    A provider, or a proxy in between, may echo our request in an error body, so a secret can come
-    back as is, JSON- or HTML-escaped, percent-encoded, base64-encoded (``Basic`` credentials, SMTP
-    ``AUTH PLAIN``) or cut short: any run of more than 8 of its characters from its start counts.
-    Redacting before the cut, and again after it, leaves no prefix of a secret at the cut.
-    """
-    pattern = _traces(tuple(sorted({secret for secret in secrets if secret})))
-    if pattern is not None:
-        text = pattern.sub(REDACTED, text)
-    if limit is not None and len(text) > limit:
-        text = _cut(text, limit)
-        if pattern is not None:
-            text = pattern.sub(REDACTED, text)
-    return text
-
-
-def _cut(text: str, limit: int) -> str:
-    """The first ``limit`` characters; a ``[redacted]`` the cut would split is kept whole."""
-    marker = text.find(REDACTED, max(0, limit - len(REDACTED) + 1))
-    return text[:marker] + REDACTED if 0 <= marker < limit else text[:limit]
-
-
-@functools.lru_cache(maxsize=16)
-def _traces(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
-    spellings = [[_character(c) for c in secret] for secret in secrets]
-    spellings += [[re.escape(c) for c in core] for secret in secrets for core in _base64_cores(secret)]
-    if not spellings:
-        return None
-    return re.compile("|".join(_from_the_start(tokens) for tokens in spellings))
-
-
-def _from_the_start(tokens: list[str]) -> str:
-    """The first tokens (more than the harmless prefix) must all match; the rest extend the match.
-    Flat optional groups, not nested ones, so a long password cannot exhaust the regex compiler;
-    at worst a few characters after a real leak are redacted too."""
-    head, tail = tokens[: _HARMLESS_PREFIX + 1], tokens[_HARMLESS_PREFIX + 1 :]
-    return "".join(head) + "".join(f"(?:{token})?" for token in tail)
-
-
-def _character(char: str) -> str:
-    """One character of a secret as a regex: itself, or any escape an echo may have applied."""
-    encoded = char.encode("utf-8", "surrogatepass")
-    escapes = {
-        json.dumps(char)[1:-1],
-        f"&#{ord(char)};",
-        f"&#x{ord(char):x};",
-        html.escape(char),
-        "".join(f"%{byte:02x}" for byte in encoded),
-    }
-    if ord(char) < 0x10000:
-        escapes.add(f"\\u{ord(char):04x}")
-    escapes |= {"/": {"\\/"}, " ": {"+"}}.get(char, set())
-    escapes.discard(char)
-    alternatives = [re.escape(char)] + [f"(?i:{re.escape(e)})" for e in sorted(escapes, key=len, reverse=True)]
-    return f"(?:{'|'.join(alternatives)})"
-
-
-def _base64_cores(secret: str) -> set[str]:
-    """What base64 of any text holding ``secret`` always contains, wherever the secret starts
-    within base64's 3-byte groups: the groups made of the secret's bytes alone."""
-    data = secret.encode("utf-8", "surrogatepass")
-    cores = set()
-    for shift in range(3):
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            encoded = encode(b"\0" * shift + data).decode()
-            end = len(encoded) if (shift + len(data)) % 3 == 0 else len(encoded) - 4
-            core = encoded[4 if shift else 0 : end]
-            if len(core) > _HARMLESS_PREFIX + 3:  # shorter cores would match innocent base64
-                cores.add(core)
-    return cores
 
 
 class Backend(ABC):

@@ -42,9 +42,10 @@ from sendgrid.helpers.mail import (
 from tenacity import RetryCallState
 
 from notifier.config import Settings
-from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt, scrub
+from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
 from notifier.mail.keepalive import KeepAlive
 from notifier.mail.retry import RetryingSender
+from notifier.mail.scrub import scrub
 
 MAX_RECIPIENTS = 1000  # per request, across personalizations (to + cc + bcc)
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

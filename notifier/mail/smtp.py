@@ -15,8 +15,9 @@ from email.policy import SMTP as SMTP_POLICY
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from notifier.mail.base import Backend, DeliveryError, Message, Receipt, as_mime, scrub
+from notifier.mail.base import Backend, DeliveryError, Message, Receipt, as_mime
 from notifier.mail.retry import RetryingSender
+from notifier.mail.scrub import scrub
 
 if TYPE_CHECKING:
     from notifier.config import Settings
