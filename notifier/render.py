@@ -38,11 +38,12 @@ _WHITESPACE = re.compile(r"\s+")
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 _STYLE_BLOCK = re.compile(r"<style[\s>]", re.IGNORECASE)
 # Characters that change how the text around them displays, or do not display at all: bidi
-# controls, zero-width and other invisible format characters, blank fillers, tag characters. In a
-# name they make "invoice\u202efdp.exe" read "invoiceexe.pdf", and an unclosed override reverses the
-# rest of the sentence; so wherever a template prints a value, they are shown as escapes instead.
+# controls, line and paragraph separators, zero-width and other invisible format characters, blank
+# fillers, tag characters. In a name they make "invoice\u202efdp.exe" read "invoiceexe.pdf", and an
+# unclosed override reverses the rest of the sentence; so wherever a template prints a value, they
+# are shown as escapes instead.
 _HIDDEN = re.compile(
-    "[\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+    "[\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
     "\u3164\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f]"
 )
 
@@ -218,7 +219,7 @@ class Renderer:
 def _try(template: jinja2.Template, context: dict[str, Any], where: str, kind: str) -> str:
     """Render ``template`` at start-up; whatever it raises stops the start-up with ``where`` named."""
     try:
-        return render_within_budget(template, context)
+        return render_within_budget(template, context, alarm=True)  # start-up: in the main thread
     except Exception as error:  # noqa: BLE001 - not only Jinja's errors: OverflowError, RecursionError...
         raise TemplateError(f"{where}: {_what(error)} (checked with a sample {kind} event)") from None
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import wraps
 from itertools import islice
 from typing import Any
@@ -24,6 +26,7 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 RENDER_SECONDS = 1.0  # per template; rendering one takes about a tenth of a millisecond
 MAX_OUTPUT = 1_000_000  # characters of one template's output, or of any string or list it makes
@@ -32,7 +35,16 @@ MAX_INT_BITS = 10_000  # Python refuses to print integers of more than 4,300 dig
 # A width or precision of a million or more, in "%10s" and in "{:>10}" formats.
 _HUGE_PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\d{7,}|\d*\.\d{7,})")
 _HUGE_BRACE = re.compile(r"\{[^{}:]*:[^{}]*\d{7,}[^{}]*\}")
+# A width or precision taken from an argument: "%*s", "%.*f", "{:>{}}".
+_ARGUMENT_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d*\.\*)|\{[^{}]*:[^{}]*\{")
+_LONG_NUMBER = re.compile(r"\d{7,}")
 _SIZED = (str, list, tuple)
+# What str() prints with all its members: the size of that text is estimated before it is made.
+_CONTAINERS = (list, tuple, set, frozenset, dict, type({}.keys()), type({}.values()), type({}.items()))
+_CONTAINER_TYPES = frozenset(_CONTAINERS)  # subclasses (a template cannot make them) print their own way
+_TEXT_DEPTH = 64  # Python prints deeper nesting, but a template has no need of it
+_MAX_WRAPPED_LINES = 50_000  # wordwrap's time grows faster than its lines: 100,000 took 0.2 s
+_MAX_LIPSUM_WORDS = 100_000
 _SHORT = (str, list, tuple, dict, range)
 _SHORT_LOOP = 1000  # turns of a loop over these that need no deadline check of their own
 
@@ -51,14 +63,45 @@ class _Budget(threading.local):
 _budget = _Budget()
 
 
-def render_within_budget(template: jinja2.Template, context: dict[str, Any]) -> str:
-    """``template.render(context)`` within RENDER_SECONDS."""
+def render_within_budget(template: jinja2.Template, context: dict[str, Any], *, alarm: bool = False) -> str:
+    """``template.render(context)`` within RENDER_SECONDS. With ``alarm`` (start-up), a wall-clock
+    alarm also stops a render stuck inside one filter, where the template's own checks never run."""
     _budget.seconds = RENDER_SECONDS
     _budget.deadline = time.monotonic() + RENDER_SECONDS
     try:
-        return template.render(context)
+        with _alarm(RENDER_SECONDS) if alarm else nullcontext():
+            return template.render(context)
     finally:
         _budget.deadline = math.inf
+
+
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """SIGALRM after ``seconds``, raising RenderLimitError between two bytecodes of whatever runs,
+    then every half second in case the first was swallowed. Signals reach only the main thread (a
+    worker thread renders events: it has the in-template checks alone). What was set before,
+    handler and timer, is put back."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    armed = [True]
+
+    def ring(_signum: int, _frame: Any) -> None:
+        if armed[0]:
+            raise RenderLimitError(f"rendering took more than {seconds:g} s: is a filter's input too large?")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    started = time.monotonic()
+    theirs, their_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if theirs:
+            left = max(theirs - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, their_interval)
 
 
 def _check_time() -> None:
@@ -71,9 +114,72 @@ def _check_size(size: int, what: str) -> None:
         raise RenderLimitError(f"{what} would make more than {MAX_OUTPUT:,} characters")
 
 
-def _check_format(text: Any, what: str) -> None:
-    if isinstance(text, str) and (_HUGE_PERCENT.search(text) or _HUGE_BRACE.search(text)):
+def _check_format(text: Any, what: str, args: Iterable[Any] = ()) -> None:
+    """``text`` formatted with ``args``: widths written in it, widths taken from the arguments
+    (checked before formatting makes them), and the text the arguments print."""
+    if not isinstance(text, str):
+        return
+    if _HUGE_PERCENT.search(text) or _HUGE_BRACE.search(text):
         raise RenderLimitError(f"{what}: a width or precision of a million or more")
+    args = tuple(args)
+    if _ARGUMENT_WIDTH.search(text):
+        for value in args:
+            width = _as_width(value)
+            if width > MAX_OUTPUT:
+                raise RenderLimitError(f"{what}: a width or precision of {width:,} (at most {MAX_OUTPUT:,})")
+    _check_text(args, what)
+
+
+def _as_width(value: Any) -> int:
+    """What a "*" or nested "{}" width makes of ``value``: an integer, or digits in a string."""
+    if type(value) is int:
+        return abs(value)
+    found = _LONG_NUMBER.search(value) if isinstance(value, str) else None
+    return int(found.group()) if found else 0
+
+
+def _mapping_values(args: tuple[Any, ...]) -> Iterable[Any]:
+    return args[0].values() if args and isinstance(args[0], dict) else args
+
+
+def _format_args(right: Any) -> tuple[Any, ...]:
+    return right if isinstance(right, tuple) else (right,)
+
+
+def _text_size(value: Any) -> int:
+    """About how many characters ``str(value)`` has, counted without making it and only until it
+    passes MAX_OUTPUT, so it costs at most half a million steps (a few tens of ms)."""
+    if not isinstance(value, _CONTAINERS):
+        return _leaf_size(value)
+    size, stack = 2, [_members(value)]
+    while stack and size <= MAX_OUTPUT:
+        item = next(stack[-1], stack)  # the stack itself marks the end: it is never a member
+        if item is stack:
+            stack.pop()
+        elif isinstance(item, _CONTAINERS):
+            size += 4
+            if len(stack) < _TEXT_DEPTH:
+                stack.append(_members(item))
+        else:
+            size += _leaf_size(item) + 2
+    return size
+
+
+def _members(container: Any) -> Iterator[Any]:
+    return iter(container.items()) if isinstance(container, dict) else iter(container)
+
+
+def _leaf_size(value: Any) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if type(value) is int:
+        return value.bit_length() * 30 // 100 + 2  # digits
+    return 8  # numbers, dates, None: short; an object's own text is not known
+
+
+def _check_text(value: Any, what: str) -> None:
+    if isinstance(value, _CONTAINERS):
+        _check_size(_text_size(value), what)
 
 
 def _check_widths(name: str, args: Iterable[Any]) -> None:
@@ -89,10 +195,29 @@ def _check_replace(text: Any, old: Any, new: Any, count: Any = -1) -> None:
         _check_size(len(text) + times * (len(new) - len(old)), "replace")
 
 
-def _check_join(items: Any, separator: Any = "") -> None:
+def _check_join(items: Any, separator: Any = "", *_args: Any, **_kwargs: Any) -> None:
     if isinstance(items, (list, tuple)):
-        text = sum(len(item) for item in items if isinstance(item, str))
+        text = _text_size(items) - 2 - 2 * len(items)  # no brackets, no ", " between items
         _check_size(text + len(str(separator)) * max(len(items) - 1, 0), "join")
+
+
+def _check_wordwrap(text: Any, width: Any = 79, *_args: Any, **_kwargs: Any) -> None:
+    _check_text(text, "wordwrap")
+    if isinstance(text, str) and type(width) is int:
+        lines = len(text) // max(width, 1)
+        if lines > _MAX_WRAPPED_LINES:
+            raise RenderLimitError(
+                f"wordwrap: {len(text):,} characters at width {width} make about {lines:,} lines"
+                f" (at most {_MAX_WRAPPED_LINES:,})"
+            )
+        _check_size(len(text) + lines, "wordwrap")
+
+
+def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # Jinja's names
+    """Jinja's ``lipsum()``, up to _MAX_LIPSUM_WORDS words: a million paragraphs took a minute."""
+    if type(n) is int and type(min) is int and type(max) is int and n * (min if min > max else max) > _MAX_LIPSUM_WORDS:
+        raise RenderLimitError(f"lipsum: {n:,} paragraphs of up to {max:,} words (at most {_MAX_LIPSUM_WORDS:,} words)")
+    return generate_lorem_ipsum(n, html, min, max)
 
 
 # -- operators -----------------------------------------------------------------------------------
@@ -129,16 +254,16 @@ _BINOP_CHECKS: dict[str, Callable[[Any, Any], None]] = {
     "*": _check_multiply,
     "**": _check_power,
     "+": _check_add,
-    "%": lambda left, _right: _check_format(left, "'%'"),
+    "%": lambda left, right: _check_format(left, "'%'", _format_args(right)),
 }
 
 # str methods a template may call that can make a large string: what to check before the call.
-_METHOD_CHECKS: dict[str, Callable[[str, str, tuple[Any, ...]], None]] = {
-    **dict.fromkeys(("center", "ljust", "rjust", "zfill", "expandtabs"), lambda s, n, a: _check_widths(n, a)),
-    "format": lambda s, n, a: _check_format(s, "format"),
-    "format_map": lambda s, n, a: _check_format(s, "format_map"),
-    "replace": lambda s, n, a: _check_replace(s, *a),
-    "join": lambda s, n, a: _check_join(a[0] if a else (), s),
+_METHOD_CHECKS: dict[str, Callable[[str, str, tuple[Any, ...], dict[str, Any]], None]] = {
+    **dict.fromkeys(("center", "ljust", "rjust", "zfill", "expandtabs"), lambda s, n, a, k: _check_widths(n, a)),
+    "format": lambda s, n, a, k: _check_format(s, "format", (*a, *k.values())),
+    "format_map": lambda s, n, a, k: _check_format(s, "format_map", _mapping_values(a)),
+    "replace": lambda s, n, a, k: _check_replace(s, *a),
+    "join": lambda s, n, a, k: _check_join(a[0] if a else (), s),
 }
 
 
@@ -146,22 +271,47 @@ def _widths_of(name: str) -> Callable[..., None]:
     return lambda _value, *args, **kwargs: _check_widths(name, [*args, *kwargs.values()])
 
 
-# Filters that can make a large value from small arguments, and the check made before each.
-# (Filters marked pass_eval_context get the evaluation context first; the checks skip it.)
+def _text_of(name: str) -> Callable[..., None]:
+    return lambda value, *_args, **_kwargs: _check_text(value, name)
+
+
+def _widths_and_text_of(name: str) -> Callable[..., None]:
+    widths = _widths_of(name)
+    return lambda value, *args, **kwargs: (_check_text(value, name), widths(value, *args, **kwargs))
+
+
+# Filters that can make a large value from small arguments, or print a container, and the check
+# made before each (on the filter's own arguments: the environment or context Jinja passes first
+# to some is skipped).
+_STRINGIFYING = (
+    *("string", "pprint", "tojson", "upper", "lower", "title", "capitalize", "trim", "e", "escape"),
+    *("forceescape", "safe", "striptags", "urlize", "urlencode", "truncate", "wordcount", "xmlattr"),
+)
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
-    **{name: _widths_of(name) for name in ("center", "indent", "slice", "batch")},
-    "format": lambda value, *a, **k: _check_format(value, "format"),
-    "replace": lambda _ctx, *a, **k: _check_replace(*a, **k),
-    "join": lambda _ctx, value, d="", *a, **k: _check_join(value, d),
+    **{name: _text_of(name) for name in _STRINGIFYING},
+    **{name: _widths_and_text_of(name) for name in ("center", "indent")},
+    **{name: _widths_of(name) for name in ("slice", "batch")},
+    "format": lambda value, *a, **k: _check_format(value, "format", (*a, *k.values())),
+    "replace": lambda value, *a, **k: (_check_text(value, "replace"), _check_replace(value, *a, **k)),
+    "join": _check_join,
+    "wordwrap": _check_wordwrap,
 }
+# Filters that loop in Python over their input, or hand it to a C loop that calls back into
+# Python: their input is fed through _checked_turns so that the deadline is checked on each item.
+_LOOPING = ("select", "reject", "map", "sum", "unique", "sort", "groupby")
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    check = _FILTER_CHECKS[name]
+    check = _FILTER_CHECKS.get(name)
+    looping = name in _LOOPING
+    skip = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
 
-    @wraps(function)  # keeps Jinja's pass_eval_context mark
+    @wraps(function)  # keeps Jinja's pass_context / pass_environment mark
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        check(*args, **kwargs)
+        if check is not None and len(args) > skip:
+            check(*args[skip:], **kwargs)
+        if looping and len(args) > skip:
+            args = (*args[:skip], _checked_turns(args[skip]), *args[skip + 1 :])
         return function(*args, **kwargs)
 
     return bounded
@@ -183,25 +333,35 @@ class _BoundedCode(CodeGenerator):
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
         if not _is_bounded(node.iter):
-            node.iter = nodes.Call(nodes.EnvironmentAttribute("bounded_loop"), [node.iter], [], None, None)
+            node.iter = _call("bounded_loop", node.iter)
         super().visit_For(node, frame)
 
     def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
         if not _is_bounded(node):
             return super().visit_Call(node, frame, forward_caller=forward_caller)
-        self.write("environment.bounded_loop(")  # a direct call: ours needs no sandbox check
+        self.write(f"environment.{node.node.name}(")  # type: ignore[attr-defined]  # a direct call: ours needs no sandbox check
         self.visit(node.args[0], frame)
         self.write(")")
         return None
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        node.nodes = [_call("sized_text", part) for part in node.nodes]  # each part checked before str() of it
         self.write("environment.bounded_concatenation(")
         super().visit_Concat(node, frame)
         self.write(")")
 
 
+_OURS = frozenset({"bounded_loop", "sized_text"})
+
+
+def _call(name: str, node: nodes.Expr) -> nodes.Call:
+    return nodes.Call(nodes.EnvironmentAttribute(name), [node], [], None, None)
+
+
 def _is_bounded(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Call) and node.node == nodes.EnvironmentAttribute("bounded_loop")
+    return (
+        isinstance(node, nodes.Call) and isinstance(node.node, nodes.EnvironmentAttribute) and node.node.name in _OURS
+    )
 
 
 class Sandbox(SandboxedEnvironment):
@@ -214,10 +374,12 @@ class Sandbox(SandboxedEnvironment):
     _MAX_DECISIONS = 4096  # templates name few attributes; a bound all the same
 
     def __init__(self, **options: Any) -> None:
+        options["finalize"] = _printed(options.get("finalize"))
         super().__init__(**options)
         self._decisions: dict[tuple[type, str], bool] = {}
-        for name in _FILTER_CHECKS:
+        for name in (*_FILTER_CHECKS, *_LOOPING):
             self.filters[name] = _bounded_filter(name, self.filters[name])
+        self.globals["lipsum"] = _bounded_lipsum
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         key = (type(obj), attr)
@@ -233,7 +395,7 @@ class Sandbox(SandboxedEnvironment):
         method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
         text = getattr(method, "__self__", None)
         if isinstance(text, str) and (check := _METHOD_CHECKS.get(getattr(method, "__name__", ""))):
-            check(text, method.__name__, args)
+            check(text, method.__name__, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -250,6 +412,11 @@ class Sandbox(SandboxedEnvironment):
         return _checked_turns(iterable)
 
     @staticmethod
+    def sized_text(value: Any) -> Any:
+        _check_text(value, "'~'")
+        return value
+
+    @staticmethod
     def bounded_concatenation(text: str) -> str:
         _check_size(len(text), "'~'")
         return text
@@ -264,3 +431,14 @@ class Sandbox(SandboxedEnvironment):
                 raise RenderLimitError(f"the output is more than {MAX_OUTPUT:,} characters")
             parts.append(text)
         return "".join(parts)
+
+
+def _printed(finalize: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """What a template prints, first checked: ``{{ a_list }}`` would make the text of each member."""
+
+    def printed(value: Any, then: Callable[[Any], Any] = finalize or (lambda value: value)) -> Any:
+        if value.__class__ in _CONTAINER_TYPES:  # a set lookup: called for each value printed
+            _check_size(_text_size(value), "printing a list or dict")
+        return then(value)
+
+    return printed

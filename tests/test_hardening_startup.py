@@ -256,6 +256,7 @@ def test_preview_keeps_rules_with_dotted_names_apart(tmp_path, monkeypatch, caps
         "ftp://example.com/",
         "http://x\ty/",
         "http://x:port/",
+        "http://①②⑦.0.0.1:18081/",
     ],
 )
 def test_emit_refuses_a_bad_url_with_a_message_naming_it(url):
@@ -270,3 +271,135 @@ def test_a_template_nested_too_deeply_to_compile_is_named(tmp_path):
     deep = "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}"
     with pytest.raises(TemplateError, match=r"^finalize/body\.html: cannot compile: RecursionError"):
         Renderer(_templates_dir(tmp_path, {"finalize/body.html": deep}))
+
+
+# -- 6c, again: a single filter that runs long, and text made from a huge container -----------------
+
+BIG_LIST = "{% set l = range(99999)|list %}"
+SLOW_FILTERS = {
+    "select in": (BIG_LIST + '{{ (l*3)|select("in", l)|list|length }}', "took more than 0.2 s"),
+    "reject in": (BIG_LIST + '{{ (l*3)|reject("in", l)|list|length }}', "took more than 0.2 s"),
+    "map in a loop": (BIG_LIST + '{{ (l*3)|map("int")|select("in", l)|list|length }}', "took more than 0.2 s"),
+    "sum of lists": ("{{ ([[1] * 100] * 99999)|sum(start=[])|length }}", "took more than 0.2 s"),
+    "lipsum": ("{{ lipsum(300000)|length }}", "lipsum: 300,000 paragraphs"),
+    "wordwrap": ('{{ ("a" * 999999)|wordwrap(1)|length }}', "wordwrap: "),
+}
+
+
+@pytest.mark.parametrize("body", SLOW_FILTERS.values(), ids=SLOW_FILTERS.keys())
+def test_a_slow_filter_fails_the_start_up_quickly_with_the_file_named(tmp_path, short_budget, body):
+    text, reason = body
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as caught:
+        Renderer(_templates_dir(tmp_path, {"finalize/body.txt": text}))
+    message = str(caught.value)
+    assert message.startswith("templates/finalize/body.txt: "), message
+    assert reason in message, message
+    assert time.monotonic() - started < 30, "not stuck"
+
+
+def test_check_config_stops_a_subject_that_spins_inside_one_filter(tmp_path):
+    rules = tmp_path / "notify.toml"
+    subject = BIG_LIST + '{{ (l*3)|select("in", l)|list|length }}'
+    rules.write_text(f"{HEADER}[[rules]]\nname = 'slow'\nsubject = '{subject}'\n", encoding="utf-8")
+    started = time.monotonic()
+    result = _check_config(str(rules))
+    assert result.returncode == 1
+    assert "rule 'slow': subject: rendering took more than 1 s" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 60, "not stuck"
+
+
+def _spin(value):
+    while True:  # a filter that never returns to the template: only the alarm can stop it
+        value += 1
+
+
+def test_at_start_up_an_alarm_stops_a_filter_that_never_returns(short_budget):
+    env = templates.Sandbox()
+    env.filters["spin"] = _spin
+    started = time.monotonic()
+    with pytest.raises(templates.RenderLimitError, match=r"took more than 0\.2 s"):
+        templates.render_within_budget(env.from_string("{{ n|spin }}"), {"n": 1}, alarm=True)
+    assert time.monotonic() - started < 30, "not stuck"
+
+
+def test_the_alarm_gives_back_the_handler_and_timer_it_found(short_budget):
+    import signal
+
+    def theirs(signum, frame):  # pragma: no cover - never fires: the test cancels it
+        raise AssertionError("their alarm fired")
+
+    previous = signal.signal(signal.SIGALRM, theirs)
+    signal.setitimer(signal.ITIMER_REAL, 100)
+    try:
+        env = templates.Sandbox()
+        assert templates.render_within_budget(env.from_string("{{ 1 + 1 }}"), {}, alarm=True) == "2"
+        assert signal.getsignal(signal.SIGALRM) is theirs
+        assert 90 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_slow_filter_on_a_real_event_fails_that_email_not_the_instance(tmp_path, short_budget):
+    slow = '{% if event.name == "slow.csv" %}' + SLOW_FILTERS["select in"][0] + "{% endif %}ok"
+    renderer = Renderer(_templates_dir(tmp_path, {"finalize/body.txt": slow}))
+    rule = Rule("r", RECIPIENTS)
+    event = decode(storage_cloud_event(name="slow.csv"))
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=r"rule .r., templates/finalize/body\.txt: rendering took more than 0\.2 s"):
+        renderer.render(Notification(notification_id(event, rule), event, rule))
+    assert time.monotonic() - started < 30, "not stuck"
+
+
+HUGE_TEXT = {
+    "a * width": ('{{ "%*s" % (999999999, "") }}', "a width or precision of 999,999,999"),
+    "a * width, format filter": ('{{ "%*d"|format(999999999, 1) }}', "a width or precision of 999,999,999"),
+    "a * precision": ('{{ "%.*f" % (999999999, 1.0) }}', "a width or precision of 999,999,999"),
+    "a nested width": ('{{ "{:>{}}".format("", 999999999) }}', "a width or precision of 999,999,999"),
+    "a nested width by name": ('{{ "{:>{w}}".format("", w="999999999") }}', "a width or precision of 999,999,999"),
+}
+HUGE = '{% set b = ["x" * 999999] * 999999 %}'
+for _name, _text in {
+    "printed": "{{ b }}",
+    "in a list printed": "{{ [b] }}",
+    "tojson": "{{ b|tojson }}",
+    "string": "{{ b|string }}",
+    "pprint": "{{ b|pprint }}",
+    "upper": "{{ b|upper }}",
+    "format filter": '{{ "%s"|format(b) }}',
+    "% operator": '{{ "%s" % b }}',
+    "% operator, a tuple": '{{ "%s" % (b,) }}',
+    "str.format": '{{ "{}".format(b) }}',
+    "~": '{{ "" ~ b }}',
+    "join": "{{ [b]|join }}",
+    "dict values": "{{ dict(k=b).values() }}",
+}.items():
+    HUGE_TEXT[f"a huge list, {_name}"] = (HUGE + _text, "more than 1,000,000 characters")
+
+
+@pytest.mark.parametrize("body", HUGE_TEXT.values(), ids=HUGE_TEXT.keys())
+def test_huge_text_is_refused_before_it_is_made(tmp_path, body):
+    text, reason = body
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as caught:
+        Renderer(_templates_dir(tmp_path, {"finalize/body.txt": text}))
+    message = str(caught.value)
+    assert message.startswith("templates/finalize/body.txt: "), message
+    assert reason in message, message
+    assert time.monotonic() - started < 30, "not stuck"
+
+
+def test_small_containers_and_widths_still_render(tmp_path):
+    text = (
+        "{{ [1, 'a'] }} {{ {'k': [1, 2]}|tojson }} {{ '%*d' % (5, 42) }} {{ '{:>{}}'.format('x', 3) }}"
+        " {{ ['a', 'b']|join(',') }} {{ (1, 2)|string }} {{ lipsum(1, html=False)|length > 0 }}"
+        " {{ 'aa bb'|wordwrap(2) }} {{ [[1], [2]]|sum(start=[]) }} {{ [3, 1, 2]|select('odd')|list }}"
+        " {{ [3, 1, 3]|unique|list }} {{ [3, 1]|sort }} {{ ['1', '2']|map('int')|sum }}"
+    )
+    renderer = Renderer(_templates_dir(tmp_path, {"finalize/body.txt": text}))
+    rule = Rule("r", RECIPIENTS)
+    event = decode(storage_cloud_event())
+    message = renderer.render(Notification(notification_id(event, rule), event, rule))
+    assert message.text == "[1, 'a'] {\"k\": [1, 2]}    42   x a,b (1, 2) True aa\nbb [1, 2] [3, 1] [3, 1] [1, 3] 3\n"

@@ -318,7 +318,7 @@ def test_css_a_template_of_yours_cannot_inline_stops_the_start_up(tmp_path, monk
         Renderer(tmp_path)
 
 
-@pytest.mark.parametrize("hidden", ["\u202e", "\u2067", "\u200b", "\ufeff", "\U000e0041"])
+@pytest.mark.parametrize("hidden", ["\u202e", "\u2067", "\u200b", "\ufeff", "\U000e0041", "\u2028"])
 def test_invisible_and_bidi_characters_in_a_name_are_shown_as_escapes_everywhere(renderer, hidden):
     """An unclosed right-to-left override once reversed the rest of the HTML sentence, and
     "invoice\u202efdp.exe" displayed as "invoiceexe.pdf" in the body."""
