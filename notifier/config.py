@@ -84,7 +84,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append("SENDGRID_API_KEY: contains whitespace or control characters")
     raw_backend = env.get("NOTIFY_BACKEND", "").strip()
     backend = raw_backend.lower()
-    if not backend and not api_key and env.get("K_SERVICE"):
+    if not backend and not api_key and not env.get("SMTP_URL", "").strip() and env.get("K_SERVICE"):
         # On Cloud Run functions the outbox is an instance's scratch disk: every email would vanish.
         problems.append(
             "SENDGRID_API_KEY: not set, and this is a deployed function (K_SERVICE is set); set the "

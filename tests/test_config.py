@@ -206,6 +206,12 @@ def test_a_deployed_function_without_a_key_refuses_to_fall_back_to_the_outbox():
     assert load_settings({"K_SERVICE": "storage-notifier", "NOTIFY_BACKEND": "console"}).backend == "console"
 
 
+def test_a_deployed_function_with_only_smtp_configured_uses_smtp():
+    settings = load_settings({"K_SERVICE": "f", "SMTP_URL": "smtp://user@mail.example.com:587",
+                              "NOTIFY_FROM": "a@example.com", "NOTIFY_TO": "b@example.com"})  # fmt: skip
+    assert settings.backend == "smtp"
+
+
 def test_a_deployed_function_may_not_choose_the_outbox_where_every_email_would_be_lost():
     problems = problems_of({"K_SERVICE": "storage-notifier", "SENDGRID_API_KEY": "SG.x", "NOTIFY_BACKEND": "outbox"})
     assert variables(problems) == ["NOTIFY_BACKEND"]

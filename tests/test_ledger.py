@@ -134,8 +134,15 @@ def test_a_record_changing_while_read_is_read_again(fake_gcs, monkeypatch):
     assert len(reads) == 2
 
 
-def test_a_corrupt_record_counts_as_an_expired_claim(fake_gcs):
-    fake_gcs.put("notifier-state", "ledger/n1", b"not json")
+@pytest.mark.parametrize(
+    "planted",
+    [b"not json", b"[" * 200_000, b'{"state": "sent", "pad": "' + b"x" * 100_000 + b'"}'],
+    ids=["not-json", "deeply-nested", "oversized"],
+)
+def test_a_corrupt_or_planted_record_counts_as_an_expired_claim(fake_gcs, planted):
+    """Whoever can write to the state bucket could once crash claim() (RecursionError) or make it
+    read a record of any size."""
+    fake_gcs.put("notifier-state", "ledger/n1", planted)
     assert GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
 
 

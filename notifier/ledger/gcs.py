@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 LEDGER_PREFIX = "ledger/"
 DEAD_LETTER_PREFIX = "deadletter/"
+MAX_RECORD_BYTES = 64 * 1024  # a record is about 150 bytes; a larger one was planted, and is not read
 LEDGER_TTL = timedelta(days=30)  # the hint on every record; a bucket lifecycle rule acts on it
 _TRANSIENT = (gexc.GoogleAPICallError, gexc.RetryError, auth_exceptions.TransportError, OSError)
 
@@ -121,7 +122,12 @@ class GcsLedger(Ledger):
             blob = self._bucket.get_blob(name, **self._call)
             if blob is None:
                 return None
-            return blob.generation, _record(blob.download_as_bytes(if_generation_match=blob.generation, **self._call))
+            if (blob.size or 0) > MAX_RECORD_BYTES or blob.content_encoding:  # planted: ours are tiny, plain JSON
+                return blob.generation, {}
+            data = blob.download_as_bytes(
+                if_generation_match=blob.generation, raw_download=True, start=0, end=MAX_RECORD_BYTES, **self._call
+            )
+            return blob.generation, _record(data)
         except (gexc.NotFound, gexc.PreconditionFailed):
             return None
 
@@ -193,9 +199,11 @@ class GcsDeadLetters(DeadLetters):
 
 def _record(data: bytes) -> dict[str, Any]:
     """A ledger record; an unreadable one counts as an expired claim, so it gets taken over."""
+    if len(data) > MAX_RECORD_BYTES:
+        return {}
     try:
         record = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return record if isinstance(record, dict) else {}
 
