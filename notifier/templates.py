@@ -33,11 +33,11 @@ MAX_OUTPUT = 1_000_000  # characters of one template's output, or of any string 
 MAX_INT_BITS = 10_000  # Python refuses to print integers of more than 4,300 digits anyway
 
 # A width or precision of a million or more, in "%10s" and in "{:>10}" formats.
-_HUGE_PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\d{7,}|\d*\.\d{7,})")
-_HUGE_BRACE = re.compile(r"\{[^{}:]*:[^{}]*\d{7,}[^{}]*\}")
 # A width or precision taken from an argument: "%*s", "%.*f", "{:>{}}".
 _ARGUMENT_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d*\.\*)|\{[^{}]*:[^{}]*\{")
-_LONG_NUMBER = re.compile(r"\d{7,}")
+# The part of a "%" conversion or a "{}" field that holds its width and precision.
+_FORMAT_SPECS = re.compile(r"%(?:\([^)]*\))?([-#0 +]*\d*(?:\.\d*)?)|\{[^{}]*?:([^{}]*)\}")
+_NUMBERS = re.compile(r"\d+")
 _SIZED = (str, list, tuple)
 # What str() prints with all its members: the size of that text is estimated before it is made.
 _CONTAINERS = (list, tuple, set, frozenset, dict, type({}.keys()), type({}.values()), type({}.items()))
@@ -115,27 +115,18 @@ def _check_size(size: int, what: str) -> None:
 
 
 def _check_format(text: Any, what: str, args: Iterable[Any] = ()) -> None:
-    """``text`` formatted with ``args``: widths written in it, widths taken from the arguments
-    (checked before formatting makes them), and the text the arguments print."""
+    """``text`` formatted with ``args``: the widths written in it, added up (a width repeated a
+    thousand times is as large as one a thousand times larger), and the text the arguments print.
+    A width taken from an argument (``%*s``, ``{:>{}}``) is refused outright: it can come indexed,
+    nested or in pieces, and no email needs one."""
     if not isinstance(text, str):
         return
-    if _HUGE_PERCENT.search(text) or _HUGE_BRACE.search(text):
-        raise RenderLimitError(f"{what}: a width or precision of a million or more")
-    args = tuple(args)
     if _ARGUMENT_WIDTH.search(text):
-        for value in args:
-            width = _as_width(value)
-            if width > MAX_OUTPUT:
-                raise RenderLimitError(f"{what}: a width or precision of {width:,} (at most {MAX_OUTPUT:,})")
-    _check_text(args, what)
-
-
-def _as_width(value: Any) -> int:
-    """What a "*" or nested "{}" width makes of ``value``: an integer, or digits in a string."""
-    if type(value) is int:
-        return abs(value)
-    found = _LONG_NUMBER.search(value) if isinstance(value, str) else None
-    return int(found.group()) if found else 0
+        raise RenderLimitError(f"{what}: a width or precision taken from an argument ('%*s', '{{:{{}}}}')")
+    written = sum(int(n) for spec in _FORMAT_SPECS.findall(text) for n in _NUMBERS.findall("".join(spec)))
+    if written > MAX_OUTPUT:
+        raise RenderLimitError(f"{what}: widths and precisions adding up to {written:,} (at most {MAX_OUTPUT:,})")
+    _check_text(tuple(args), what)
 
 
 def _mapping_values(args: tuple[Any, ...]) -> Iterable[Any]:
@@ -226,9 +217,12 @@ def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100
 def _check_multiply(left: Any, right: Any) -> None:
     for sequence, count in ((left, right), (right, left)):
         if isinstance(sequence, _SIZED) and isinstance(count, int):
-            if len(sequence) * count > MAX_OUTPUT:
+            # Counted as printed, nesting included: [big_list] * 999999 holds one reference a copy,
+            # but comparing or printing it is 999999 times the work of big_list.
+            size = len(sequence) if isinstance(sequence, str) else _text_size(sequence)
+            if size * count > MAX_OUTPUT:
                 raise RenderLimitError(
-                    f"'*' would make a string or list of {len(sequence) * count:,} items (at most {MAX_OUTPUT:,})"
+                    f"'*' would make about {size * count:,} characters' worth (at most {MAX_OUTPUT:,})"
                 )
             return
     if isinstance(left, int) and isinstance(right, int):
@@ -298,7 +292,7 @@ _FILTER_CHECKS: dict[str, Callable[..., None]] = {
 }
 # Filters that loop in Python over their input, or hand it to a C loop that calls back into
 # Python: their input is fed through _checked_turns so that the deadline is checked on each item.
-_LOOPING = ("select", "reject", "map", "sum", "unique", "sort", "groupby")
+_LOOPING = ("select", "reject", "map", "sum", "unique", "sort", "groupby", "max", "min")
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -396,6 +390,8 @@ class Sandbox(SandboxedEnvironment):
         text = getattr(method, "__self__", None)
         if isinstance(text, str) and (check := _METHOD_CHECKS.get(getattr(method, "__name__", ""))):
             check(text, method.__name__, args, kwargs)
+        elif isinstance(text, list | tuple) and getattr(method, "__name__", "") in ("count", "index"):
+            _check_text(text, f"list.{method.__name__}")  # compares in C, where no deadline is checked
         return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
