@@ -10,7 +10,6 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,10 +19,7 @@ from notifier.events import KINDS, Kind, StorageEvent, background_event, object_
 
 if TYPE_CHECKING:
     from notifier.config import Settings
-    from notifier.ledger import DeadLetter, UnreadableLetter
-    from notifier.pipeline import Pipeline
     from notifier.render import Renderer
-    from notifier.replay import ReplayPlan
     from notifier.rules import Notification
 
 DEFAULT_URL = "http://localhost:8080"
@@ -156,130 +152,10 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
-    """Send dead letters again once their cause is fixed. Each is rebuilt from its event and today's
-    rules (a letter is untrusted: its stored message, recipients and id decide nothing) and claimed
-    in the ledger, so nobody gets a second copy. Exit 1 if any letter was skipped, refused or failed."""
-    from notifier.ledger import LedgerError
-    from notifier.pipeline import Pipeline
+    """Send dead letters again once their cause is fixed (see notifier/replay_command.py)."""
+    from notifier.replay_command import replay as run
 
-    since = _since(args.since) if args.since else None
-    pipeline = Pipeline.from_environment()
-    rules = pipeline.settings.rules
-    if args.rule is not None and rules.by_name(args.rule) is None:
-        raise ValueError(f"--rule: no rule named {args.rule!r}; the rules are {', '.join(r.name for r in rules.rules)}")
-    counts: Counter[str] = Counter()
-    try:
-        for item in pipeline.dead_letters.list():  # one at a time: letters can be megabytes each
-            if (args.id is None or item.notification_id == args.id) and _recent(item, since):
-                counts["letters"] += 1
-                counts[_replay_letter(pipeline, item, args)] += 1
-    except LedgerError as error:
-        raise RuntimeError(f"{pipeline.dead_letters.location}: {error}") from None
-    if not counts["letters"]:
-        print(f"No dead letters to replay in {pipeline.dead_letters.location}.")
-        return 0
-    problems = ", ".join(f"{counts[k]} {k}" for k in ("skipped", "refused", "failed") if counts[k])
-    done = f"{counts['would']} of {counts['letters']} dead letter(s) would be replayed" if args.dry_run else (
-        f"{counts['done']} of {counts['letters']} dead letter(s) delivered or already sent"
-    )  # fmt: skip
-    print(f"{done}; {problems}." if problems else f"{done}.")
-    return 1 if problems else 0
-
-
-def _recent(item: DeadLetter | UnreadableLetter, since: str | None) -> bool:
-    """Written since ``since``; an unreadable letter has no time it can be trusted for, so it is shown."""
-    from notifier.ledger import DeadLetter
-
-    return since is None or not isinstance(item, DeadLetter) or item.created >= since
-
-
-def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args: argparse.Namespace) -> str:
-    """Replay (or, with --dry-run, show) one letter; what became of it: done, would, skipped, refused or failed."""
-    from notifier.ledger import DeadLetter
-    from notifier.pipeline import DUPLICATE, SENT
-    from notifier.replay import MalformedLetter, UnreplayableLetter
-
-    if not isinstance(item, DeadLetter):
-        print(f"skipped {_shown(item.source)}: {_shown(item.reason)}")
-        return "skipped"
-    try:
-        plan = pipeline.plan_replay(item, rule_name=args.rule, force=args.force)
-    except MalformedLetter as error:
-        print(f"skipped {_shown(item.source or item.notification_id)}: {_shown(str(error))}")
-        return "skipped"
-    except UnreplayableLetter as error:
-        print(f"{'refused':<13} {_shown(item.notification_id)}: {_shown(str(error), 600)}")
-        return "refused"
-    if plan.note:
-        print(f"note: {_shown(plan.note, 600)}")
-    if args.dry_run:
-        _show_plan(pipeline, item, plan)
-        return "would"
-    subjects = [_subject(pipeline, n) for n in plan.notifications]
-    outcomes = pipeline.send_replay(item, plan)
-    for notification, subject, outcome in zip(plan.notifications, subjects, outcomes, strict=True):
-        print(f"{outcome.outcome:<13} {_shown(item.notification_id)}: {subject} (rule {notification.rule.name})")
-    return "done" if all(o.outcome in (SENT, DUPLICATE) for o in outcomes) else "failed"
-
-
-def _show_plan(pipeline: Pipeline, letter: DeadLetter, plan: ReplayPlan) -> None:
-    """Who would get what today: the current rules' recipients and subject, never the stored ones."""
-    first = plan.notifications[0].event
-    print(f"would replay {_shown(letter.notification_id)} ({_shown(letter.created, 40)}):"
-          f" {first.kind} {_shown(first.gs_uri)}")  # fmt: skip
-    for notification in plan.notifications:
-        recipients = notification.recipients
-        print(f"  rule {notification.rule.name} → {notification.id}")
-        print(f"    subject: {_subject(pipeline, notification)}")
-        print(f"    from: {recipients.sender}")
-        for field in ("to", "cc", "bcc"):
-            if addresses := getattr(recipients, field):
-                print(f"    {field}: {', '.join(str(a) for a in addresses)}")
-        if redirect := pipeline.settings.redirect_to:
-            print(f"    (all of it redirected to {redirect} by NOTIFY_REDIRECT_TO)")
-    if (error := letter.record.get("error")) is not None:
-        print(f"  earlier error: {_shown(str(error), 200)}")
-
-
-def _subject(pipeline: Pipeline, notification: Notification) -> str:
-    """The subject the email would have now (rendered without object links or attachments)."""
-    try:
-        return _shown(pipeline.renderer.render(notification).subject)
-    except Exception as error:  # noqa: BLE001 - the send reports it properly; this is only a preview
-        return f"(the subject cannot be rendered: {_shown(f'{type(error).__name__}: {error}')})"
-
-
-def _shown(text: str, limit: int = 300) -> str:
-    """Untrusted text for a terminal: secrets redacted, control characters escaped, cut short."""
-    from notifier.log import redact
-
-    text = redact(text)  # before cutting, so no part of a secret survives
-    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
-    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
-
-
-def _since(text: str) -> str:
-    """An ISO 8601 time, or a duration back from now ("2h", "7d"), as an ISO string to compare."""
-    from datetime import UTC, datetime, timedelta
-
-    units = {"m": "minutes", "h": "hours", "d": "days"}
-    amount, unit = text[:-1], text[-1:]
-    shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
-    try:
-        if unit in units and amount.isascii() and amount.isdigit():
-            if len(amount) > 10:  # int() of thousands of digits is slow; no such duration fits anyway
-                raise OverflowError
-            moment = datetime.now(UTC) - timedelta(**{units[unit]: int(amount)})
-        else:
-            moment = datetime.fromisoformat(text)
-            moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    except ValueError:
-        raise ValueError(f"--since: expected an ISO 8601 time or a duration like 2h or 7d, got {shown}") from None
-    except OverflowError:
-        raise ValueError(
-            f"--since: {shown} reaches back before the year 1; give a later time or a shorter duration"
-        ) from None
-    return moment.isoformat()
+    return run(args)
 
 
 def variables(args: argparse.Namespace) -> int:
