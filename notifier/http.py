@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask, has_request_context, request
@@ -28,6 +26,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unsupporte
 
 from notifier.log import cut
 from notifier.pipeline import Pipeline, RetryLater
+from notifier.watchdog import watching
 
 # Eventarc delivers events of at most 512 KB (a Cloud Storage one is a few KB: names are at most
 # 1 KiB, custom metadata 8 KiB), and a Pub/Sub push of a Cloud Storage notification is no larger.
@@ -100,7 +99,7 @@ def _read_body(pipeline: Pipeline) -> Any:
     if request.method != "POST":
         return None
     too_large = ended_early = False
-    with _WATCHDOG.watch(request.environ.get("gunicorn.socket")) as watch:
+    with _body_deadline(request.environ.get("gunicorn.socket")) as watch:
         try:
             body = request.get_data(cache=True)  # the framework's later get_data() gets this copy
             if len(body) >= MAX_BODY and request.environ["wsgi.input"].read(1):  # chunked: werkzeug stops quietly
@@ -152,74 +151,16 @@ def _acknowledge(pipeline: Pipeline, reason: str, body: bytes | None, exc_info: 
     return f"invalid event acknowledged: {cut(reason)}\n", 200
 
 
-@dataclass
-class _Watch:
-    """One request body being read: the socket to shut down if it is late."""
-
-    sock: socket.socket | None
-    deadline: float
-    done: bool = False
-    fired: bool = False
-
-
-class _Watchdog:
-    """One thread per worker that shuts down the socket of a request whose body is late.
-
-    Shutting a socket down makes a read blocked on it return at once, which frees the thread
-    serving it: a per-read timeout could not, as a client sending one byte a second never idles.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._pending: deque[_Watch] = deque()  # in deadline order: every watch lasts as long
-        self._lock = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def watch(self, sock: socket.socket | None) -> Iterator[_Watch]:
-        watch = _Watch(sock, time.monotonic() + self._seconds)
-        if sock is None:  # not gunicorn (the Flask development server): nothing to shut down
-            yield watch
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():  # started in the worker, after fork
-                self._thread = threading.Thread(target=self._run, name="body-watchdog", daemon=True)
-                self._thread.start()
-            self._pending.append(watch)
-            if len(self._pending) == 1:
-                self._lock.notify()
-        try:
-            yield watch
-        finally:
-            with self._lock:
-                watch.done = True
-
-    def _run(self) -> None:
-        with self._lock:
-            while True:
-                while self._pending and self._pending[0].done:
-                    self._pending.popleft()
-                if not self._pending:
-                    self._lock.wait()
-                    continue
-                late = self._pending[0].deadline - time.monotonic()
-                if late > 0:
-                    self._lock.wait(max(late, 0.05))  # at most 20 wake-ups a second, however busy
-                    continue
-                watch = self._pending.popleft()
-                watch.fired = True
-                _shut_down(watch.sock)
-
-
-def _shut_down(sock: socket.socket | None) -> None:
-    try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed by the client or by gunicorn
-        pass
-
-
-_WATCHDOG = _Watchdog(BODY_SECONDS)
+@contextmanager
+def _body_deadline(sock: socket.socket | None) -> Iterator[Any]:
+    """The shared watchdog shuts ``sock`` down if the body is still arriving after BODY_SECONDS,
+    which frees the thread reading it: a per-read timeout could not, as a client sending one byte
+    a second never idles. Without a socket (the Flask development server) there is nothing to shut."""
+    if sock is None:
+        yield SimpleNamespace(fired=False)
+        return
+    with watching(sock, time.monotonic() + BODY_SECONDS) as watch:
+        yield watch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import trustme
 
+from notifier import watchdog
 from notifier.mail import keepalive
 from notifier.mail.keepalive import IDLE_LIMIT, KeepAlive, _keep_alive_seconds
 
@@ -191,12 +192,12 @@ def test_an_answer_that_ends_at_close_is_not_trusted_once_the_deadline_cut_the_s
 def test_the_deadline_watchdog_starts_afresh_in_a_forked_child(server_factory):
     server = server_factory()
     _post(KeepAlive(server.url), b"starts the watchdog here")
-    assert keepalive._WATCHDOG._thread is not None
+    assert watchdog._WATCHDOG._thread is not None
 
     pid = os.fork()
     if pid == 0:  # the child: no watchdog thread survived the fork; the first request starts one
-        ok = keepalive._WATCHDOG._thread is None and _post(KeepAlive(server.url), b"child").body == b"child"
-        os._exit(0 if ok and keepalive._WATCHDOG._thread is not None else 1)
+        ok = watchdog._WATCHDOG._thread is None and _post(KeepAlive(server.url), b"child").body == b"child"
+        os._exit(0 if ok and watchdog._WATCHDOG._thread is not None else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 

@@ -10,17 +10,15 @@ unless NO_PROXY exempts the host: a tunnel (CONNECT) for https, absolute URLs fo
 
 A socket timeout bounds each read, not the whole answer: a server trickling its body could hold a
 request past its deadline. One watchdog thread shuts the socket of any request still running at
-its deadline, so the request fails there, on its own thread, with no thread hop per email.
+its deadline (notifier.watchdog), so the request fails there, on its own thread.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import os
 import select
-import socket
 import ssl
 import threading
 import time
@@ -28,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import Message as Headers
 from urllib.parse import SplitResult, unquote, urlsplit
+
+from notifier.watchdog import watching
 
 # Reused only while idle for less than this, or the server's Keep-Alive timeout if shorter:
 # a connection the server has already closed would fail the next request.
@@ -79,7 +79,7 @@ class KeepAlive:
                 connection.connect()  # each step bounded by the timeout, the whole checked below
                 if time.monotonic() >= deadline:
                     raise TimeoutError
-            with _WATCHDOG.watching(connection.sock, deadline) as watch:
+            with watching(connection.sock, deadline) as watch:
                 connection.request("POST", self.path, body=body, headers=self._request_headers(headers))
                 response = connection.getresponse()
                 # A body with a length (or chunked) that the watchdog cut short raises IncompleteRead;
@@ -175,73 +175,6 @@ def _keep_alive_seconds(headers: Headers) -> float:
             except ValueError:
                 break
     return IDLE_LIMIT
-
-
-class _Watchdog:
-    """Shuts the sockets of requests that outlive their deadline."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        """Empty, with no thread yet; also in a forked child, where the thread did not survive."""
-        self._watched: dict[int, _Watch] = {}
-        self._wakes_at = float("inf")
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def watching(self, sock: socket.socket, deadline: float) -> _Watch:
-        return _Watch(self, sock, deadline)
-
-    def add(self, watch: _Watch) -> None:
-        with self._changed:
-            self._watched[id(watch)] = watch
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
-                thread.start()
-                self._thread = thread
-            if watch.deadline < self._wakes_at:  # rare: deadlines mostly come later than the ones watched
-                self._changed.notify()
-
-    def remove(self, watch: _Watch) -> None:
-        with self._changed:
-            self._watched.pop(id(watch), None)
-
-    def _run(self) -> None:
-        with self._changed:
-            while True:
-                now = time.monotonic()
-                for key, watch in list(self._watched.items()):
-                    if watch.deadline <= now:
-                        del self._watched[key]
-                        watch.fired = True
-                        _shut(watch.sock)
-                self._wakes_at = min((w.deadline for w in self._watched.values()), default=float("inf"))
-                self._changed.wait(None if self._wakes_at == float("inf") else self._wakes_at - now)
-
-
-class _Watch:
-    def __init__(self, watchdog: _Watchdog, sock: socket.socket, deadline: float) -> None:
-        self._watchdog, self.sock, self.deadline = watchdog, sock, deadline
-        self.fired = False
-
-    def __enter__(self) -> _Watch:
-        self._watchdog.add(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._watchdog.remove(self)
-
-
-def _shut(sock: socket.socket) -> None:
-    # socket.socket's own shutdown, not SSLSocket's: that one drops the TLS state first, and a
-    # thread still writing could then send plaintext. This wakes the blocked read; the request fails.
-    with contextlib.suppress(OSError):  # already closed
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-_WATCHDOG = _Watchdog()
-os.register_at_fork(after_in_child=_WATCHDOG._reset)
 
 
 def _read_at_most(response: http.client.HTTPResponse, limit: int) -> bytes:

@@ -1,0 +1,88 @@
+"""One thread per process that shuts the sockets of reads still running at their deadline.
+
+A socket timeout bounds each read, not a whole answer or request body: a peer sending one byte a
+second never idles. Shutting the socket down makes a read blocked on it return at once, on its own
+thread, with no thread hop per request. Used for SendGrid's answers (notifier.mail.keepalive) and
+for request bodies at the HTTP edge (notifier.http).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+
+
+def watching(sock: socket.socket, deadline: float) -> _Watch:
+    """``with watching(sock, deadline) as watch:`` the socket is shut down if the block is still
+    running at ``deadline`` (a ``time.monotonic()`` value); ``watch.fired`` then says so."""
+    return _WATCHDOG.watching(sock, deadline)
+
+
+class _Watchdog:
+    """Shuts the sockets of requests that outlive their deadline."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, with no thread yet; also in a forked child, where the thread did not survive."""
+        self._watched: dict[int, _Watch] = {}
+        self._wakes_at = float("inf")
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watching(self, sock: socket.socket, deadline: float) -> _Watch:
+        return _Watch(self, sock, deadline)
+
+    def add(self, watch: _Watch) -> None:
+        with self._changed:
+            self._watched[id(watch)] = watch
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
+                thread.start()
+                self._thread = thread
+            if watch.deadline < self._wakes_at:  # rare: deadlines mostly come later than the ones watched
+                self._changed.notify()
+
+    def remove(self, watch: _Watch) -> None:
+        with self._changed:
+            self._watched.pop(id(watch), None)
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for key, watch in list(self._watched.items()):
+                    if watch.deadline <= now:
+                        del self._watched[key]
+                        watch.fired = True
+                        _shut(watch.sock)
+                self._wakes_at = min((w.deadline for w in self._watched.values()), default=float("inf"))
+                self._changed.wait(None if self._wakes_at == float("inf") else self._wakes_at - now)
+
+
+class _Watch:
+    def __init__(self, watchdog: _Watchdog, sock: socket.socket, deadline: float) -> None:
+        self._watchdog, self.sock, self.deadline = watchdog, sock, deadline
+        self.fired = False
+
+    def __enter__(self) -> _Watch:
+        self._watchdog.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._watchdog.remove(self)
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, not SSLSocket's: that one drops the TLS state first, and a
+    # thread still writing could then send plaintext. This wakes the blocked read; the request fails.
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG._reset)
