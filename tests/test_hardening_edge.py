@@ -105,13 +105,11 @@ def test_a_name_over_1024_bytes_inside_the_body_limit_is_invalid_naming_the_fiel
 
 def test_eight_1_mb_names_at_once_leave_the_worker_small_and_send_nothing(server):
     emails, lines = server.emails(), len(_raw_lines(server))
-    requests = [MODES[mode]("m" * 1_000_000, f"eight-{i}") for i, mode in enumerate(list(MODES) * 3)][:8]
 
-    with ThreadPoolExecutor(8) as pool:
-        statuses = [status for status, _ in pool.map(lambda r: server.post(*r), requests)]
+    statuses = _eight_at_once(server, "m" * 1_000_000, "eight")
 
     assert all(200 <= s < 300 for s in statuses), statuses
-    time.sleep(0.05)
+    _wait_for_lines(server, lines, "over the 524,288-byte limit", 8)
     new = [json.loads(line) for line in _raw_lines(server)[lines:]]
     assert [r["outcome"] for r in new] == ["invalid"] * 8
     assert all("over the 524,288-byte limit" in r["message"] for r in new)
@@ -121,16 +119,21 @@ def test_eight_1_mb_names_at_once_leave_the_worker_small_and_send_nothing(server
 
 def test_eight_events_just_inside_the_body_limit_at_once_are_parsed_and_refused_by_name(server):
     emails, lines = server.emails(), len(_raw_lines(server))
-    requests = [MODES[mode]("p" * 150_000, f"inside-{i}") for i, mode in enumerate(list(MODES) * 3)][:8]
 
-    with ThreadPoolExecutor(8) as pool:
-        statuses = [status for status, _ in pool.map(lambda r: server.post(*r), requests)]
+    statuses = _eight_at_once(server, "p" * 150_000, "inside")
 
     assert all(200 <= s < 300 for s in statuses), statuses
     refused = _wait_for_lines(server, lines, "data.name: 150,000 bytes of UTF-8", 8)
     assert len(refused) == 8
     assert server.emails() == emails
     assert _peak_rss_mib(server.process.pid) < 100
+
+
+def _eight_at_once(server, name: str, tag: str) -> list[int]:
+    """Eight events about ``name``, in every delivery mode by turns, posted at the same time."""
+    requests = [MODES[mode](name, f"{tag}-{i}") for i, mode in enumerate(list(MODES) * 3)][:8]
+    with ThreadPoolExecutor(8) as pool:
+        return [status for status, _ in pool.map(lambda r: server.post(*r), requests)]
 
 
 def _post_chunked(url: str, chunks: list[bytes], headers: dict[str, str]) -> int:
