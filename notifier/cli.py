@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from notifier.events import KINDS, Kind, StorageEvent, background_event, object_resource, storage_cloud_event
+from notifier.events import (
+    KINDS,
+    Kind,
+    StorageEvent,
+    background_event,
+    object_resource,
+    pubsub_message,
+    pubsub_push,
+    storage_cloud_event,
+)
 
 if TYPE_CHECKING:
     from notifier.config import Settings
@@ -193,6 +202,9 @@ def build_request(
     data = object_resource(kind, bucket, name, size=size, content_type=content_type, metadata=metadata)
     if mode == "gen1":
         return {"Content-Type": "application/json"}, json.dumps(background_event(kind, data, event_id)).encode()
+    if mode == "pubsub":  # a bucket notification, as a Pub/Sub push subscription delivers it
+        push = pubsub_push(pubsub_message(kind, data), event_id, "projects/local/subscriptions/storage-notifier")
+        return {"Content-Type": "application/json"}, json.dumps(push).encode()
     event = storage_cloud_event(kind, data, event_id)
     if mode == "structured":
         headers, body = to_structured(event)
@@ -290,9 +302,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--url", default=DEFAULT_URL, help=f"function URL (default {DEFAULT_URL})")
     sub.add_argument(
         "--mode",
-        choices=("binary", "structured"),
+        choices=("binary", "structured", "pubsub"),
         default="binary",
-        help="CloudEvents HTTP mode (default binary, as Eventarc sends)",
+        help="CloudEvents HTTP mode (default binary, as Eventarc sends), or pubsub: a bucket notification"
+        " as a Pub/Sub push subscription delivers it",
     )
     sub.add_argument("--gen1", action="store_true", help="send a 1st-gen background event instead")
     sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")

