@@ -1,14 +1,18 @@
 """A fault-injecting proxy in front of fake-gcs-server, for chaos runs and the ledger's tests.
 
-fake-gcs-server answers like Cloud Storage (generation preconditions included) but never fails;
+fake-gcs-server answers like Cloud Storage (preconditions on uploads included) but never fails;
 real buckets do: 5xx, dropped connections and slow answers. Point ``STORAGE_EMULATOR_HOST`` at
 :attr:`GcsFaultProxy.url` and every request is forwarded, recorded, and for the requests a
-``target`` accepts, failed first as the faults say: queued statuses (``fail_next``, for tests that
-need one exact failure) before random ones (chaos).
+``target`` accepts, failed first as the faults say: queued statuses or fault names (``fail_next``,
+for tests that need one exact failure) before random ones (chaos). ``before_forward`` runs just
+before a request reaches the server (a test changes an object between two of the client's
+requests). With ``preconditions``, ``ifGenerationMatch`` on reads and deletes is enforced here,
+as Cloud Storage does: fake-gcs-server checks it on uploads only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import random
@@ -77,13 +81,17 @@ class GcsFaultProxy:
     faults: GcsFaults = field(default_factory=GcsFaults)
     target: Callable[[ProxiedRequest], bool] = object_requests
     seed: int = 1
-    fail_next: list[int] = field(default_factory=list)  # statuses for the next targeted requests
+    fail_next: list[int | str] = field(default_factory=list)  # statuses or fault names, for the next targeted requests
+    fail_message: str = "injected"  # the error message answered with a queued status
+    before_forward: Callable[[ProxiedRequest], None] | None = None
+    preconditions: bool = False  # refuse stale conditional reads and deletes with 412
     requests: list[ProxiedRequest] = field(default_factory=list)
     injected: Counter = field(default_factory=Counter)  # fault name → how many times
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
         self._lock = threading.Lock()
+        self._writes = threading.Lock()  # a precondition checked, then the request forwarded, as one step
         upstream = urlsplit(self.upstream)
         self._upstream = (upstream.hostname or "127.0.0.1", upstream.port or 80)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -106,9 +114,9 @@ class GcsFaultProxy:
             if not self.target(request):
                 return "forward"
             if self.fail_next:
-                status = self.fail_next.pop(0)
-                self.injected[f"status {status}"] += 1
-                return status
+                fault = self.fail_next.pop(0)
+                self.injected[f"status {fault}" if isinstance(fault, int) else fault] += 1
+                return fault
             roll, f = self._random.random(), self.faults
             for name, chance in (("server_error", f.server_error), ("reset", f.reset),
                                  ("reset_after", f.reset_after), ("slow", f.slow)):  # fmt: skip
@@ -118,12 +126,24 @@ class GcsFaultProxy:
                 roll -= chance
             return "forward"
 
+    def _stale(self, request: ProxiedRequest, target: str) -> bool:
+        """A conditional read or delete of a generation that is no longer the live one."""
+        wanted = request.query.get("ifGenerationMatch")
+        if wanted is None or request.method not in ("GET", "DELETE") or "/o/" not in request.path:
+            return False
+        status, _, body = self._forward("GET", urlsplit(target).path.removeprefix("/download"), {}, b"")
+        return status == 200 and json.loads(body).get("generation") != wanted  # a missing object: the server's 404
+
     def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list, bytes]:
         connection = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
             connection.request(method, path, body=body or None, headers=headers)
             response = connection.getresponse()
-            return response.status, response.getheaders(), response.read()
+            answer = response.read()
+            if "json" in (response.getheader("Content-Type") or ""):
+                # Links in resources (an object's mediaLink) lead back through us, not around us.
+                answer = answer.replace(self.upstream.rstrip("/").encode(), self.url.encode())
+            return response.status, response.getheaders(), answer
         finally:
             connection.close()
 
@@ -142,14 +162,21 @@ class GcsFaultProxy:
                 decision = proxy._decide(request)
                 if isinstance(decision, int) or decision == "server_error":
                     status = decision if isinstance(decision, int) else proxy._random.choice((500, 503))
-                    self._answer(status, [("Content-Type", "application/json")],
-                                 json.dumps({"error": {"code": status, "message": "injected"}}).encode())  # fmt: skip
+                    message = proxy.fail_message if isinstance(decision, int) else "injected"
+                    self._error(status, message)
                     return
                 if decision == "reset":
                     self._reset()
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                status, answer_headers, answer = proxy._forward(self.command, self.path, headers, body)
+                if proxy.before_forward is not None:
+                    proxy.before_forward(request)
+                checked = proxy.preconditions and (self.command != "GET" or "ifGenerationMatch" in request.query)
+                with proxy._writes if checked else contextlib.nullcontext():
+                    if checked and proxy._stale(request, self.path):
+                        self._error(412, "At least one of the pre-conditions you specified did not hold.")
+                        return
+                    status, answer_headers, answer = proxy._forward(self.command, self.path, headers, body)
                 if decision == "reset_after":
                     self._reset()
                     return
@@ -158,6 +185,10 @@ class GcsFaultProxy:
                 self._answer(status, answer_headers, answer)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def _error(self, status: int, message: str) -> None:
+                body = {"error": {"code": status, "message": message, "errors": [{"message": message}]}}
+                self._answer(status, [("Content-Type", "application/json")], json.dumps(body).encode())
 
             def _reset(self) -> None:
                 # SO_LINGER 0: close with a TCP reset, as a dropped connection looks to the client.

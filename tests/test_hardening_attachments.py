@@ -19,12 +19,13 @@ from cloudevents.conversion import to_structured
 
 from notifier.addresses import Address
 from notifier.events import decode, object_resource, storage_cloud_event
+from notifier.localcloud import running_fake_gcs
 from notifier.mail.base import Attachment, Envelope, Message, as_mime
 from notifier.mail.sendgrid import build_payload
 from notifier.objects import ObjectAccess, safe_filename
 from notifier.rules import Recipients, Rule
-from tests.conftest import function_server_factory, read_eml, settings_for  # noqa: F401 - fixture
-from tests.fake_gcs_server import FakeGcs, fake_gcs, running_fake_gcs  # noqa: F401 - fixture
+from tests.conftest import read_eml, settings_for
+from tests.fake_gcs_server import FakeGcs
 
 BUCKET = "acme-inbox"
 HOSTILE_TYPE = "text/csv\r\nBcc: victim@example.com"
@@ -45,10 +46,7 @@ def _hidden(text: str) -> list[str]:
 
 
 def _upload(gcs: FakeGcs, name: str, data: bytes, content_type: str) -> int:
-    blob = gcs.bucket(BUCKET).blob(name)
-    blob.upload_from_string(data, content_type=content_type)
-    blob.reload()
-    return blob.generation
+    return gcs.put(BUCKET, name, data, content_type=content_type)
 
 
 def _event_request(name: str, generation: int, size: int, content_type: str) -> tuple[bytes, dict[str, str]]:
@@ -64,11 +62,11 @@ def _attachment_part(email: EmailMessage) -> EmailMessage:
 
 
 @pytest.fixture(scope="module")
-def server(function_server_factory, fake_gcs, tmp_path_factory):  # noqa: F811 - fixtures
+def server(function_server_factory, gcs_server, tmp_path_factory):
     config = tmp_path_factory.mktemp("config") / "notify.toml"
     config.write_text(NOTIFY_TOML, encoding="utf-8")
     return function_server_factory(NOTIFY_BACKEND="outbox", NOTIFY_CONFIG=str(config),
-                                   STORAGE_EMULATOR_HOST=fake_gcs.url)  # fmt: skip
+                                   STORAGE_EMULATOR_HOST=gcs_server.url)  # fmt: skip
 
 
 def _deliver(server, gcs: FakeGcs, name: str, data: bytes, uploaded_as: str, event_type: str) -> EmailMessage:
@@ -83,7 +81,7 @@ def _deliver(server, gcs: FakeGcs, name: str, data: bytes, uploaded_as: str, eve
     return read_eml(path)
 
 
-def test_a_name_with_an_rtl_override_is_attached_under_the_name_it_really_has(server, fake_gcs):  # noqa: F811
+def test_a_name_with_an_rtl_override_is_attached_under_the_name_it_really_has(server, fake_gcs):
     email = _deliver(server, fake_gcs, "in/invoice\u202efdp.exe", b"MZ not a pdf", "application/pdf", "application/pdf")
     part = _attachment_part(email)
     assert part.get_filename() == "invoicefdp.exe"
@@ -92,7 +90,7 @@ def test_a_name_with_an_rtl_override_is_attached_under_the_name_it_really_has(se
     assert part.get_content() == b"MZ not a pdf"
 
 
-def test_a_content_type_with_a_line_break_is_attached_as_octet_stream_and_the_email_says_why(server, fake_gcs):  # noqa: F811
+def test_a_content_type_with_a_line_break_is_attached_as_octet_stream_and_the_email_says_why(server, fake_gcs):
     # Cloud Storage would not store such a type; whoever forges the event can still send one.
     email = _deliver(server, fake_gcs, "in/q3.csv", b"a,b\n1,2\n", "text/csv", HOSTILE_TYPE)
     part = _attachment_part(email)
@@ -170,8 +168,7 @@ def test_an_extension_too_long_to_be_one_is_cut_like_the_rest():
         ("message/rfc822", "application/octet-stream", CONTAINER),  # would show a forged email inline
     ],
 )  # fmt: skip
-def test_only_a_valid_media_type_is_kept(fake_gcs, monkeypatch, event_type, content_type, why):  # noqa: F811
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.url)
+def test_only_a_valid_media_type_is_kept(fake_gcs, event_type, content_type, why):
     generation = _upload(fake_gcs, "unit/data.bin", b"12345", "application/octet-stream")
     data = object_resource("finalize", BUCKET, "unit/data.bin", size=5, content_type=event_type)
     data["generation"] = str(generation)

@@ -1,9 +1,10 @@
 """The ledger's promises, for every place it can live.
 
 Memory and SQLite run as they are; the state-bucket ledger runs with the real google-cloud-storage
-client against gcp-storage-emulator (the normal flow) and against tests/fake_gcs.py, which enforces
-generation preconditions like real GCS (the emulator does not), for every "someone else got there
-first" path.
+client against fake-gcs-server, which refuses a stale conditional write with 412 like Cloud Storage,
+so every "someone else got there first" path is the server's own answer. The proxy in front of it
+(tests/fake_gcs_server.py) records requests, injects failures, and refuses stale conditional reads
+and deletes, which fake-gcs-server does not check.
 """
 
 from __future__ import annotations
@@ -101,11 +102,11 @@ def test_a_dead_letter_is_claimed_again_only_by_replay(ledger_and_clock):
 def test_the_gcs_claim_is_a_conditional_create(fake_gcs):
     ledger = GcsLedger(_bucket(), retry=None)
     ledger.claim("abc", lease_seconds=LEASE)
-    uploads = [args for method, path, args in fake_gcs.requests if path.startswith("/upload/")]
+    uploads = [request.query for request in fake_gcs.requests if request.path.startswith("/upload/")]
     assert uploads[0]["ifGenerationMatch"] == "0"
-    record = fake_gcs.read("notifier-state", "ledger/abc")
+    record = fake_gcs.read_json("notifier-state", "ledger/abc")
     assert record["state"] == "claimed"
-    assert fake_gcs.objects["notifier-state", "ledger/abc"][2]["metadata"]["expires"] > "2026"
+    assert fake_gcs.blob("notifier-state", "ledger/abc").metadata["expires"] > "2026"
 
 
 def test_losing_a_takeover_race_is_busy_not_a_second_claim(fake_gcs, monkeypatch):
@@ -118,20 +119,28 @@ def test_losing_a_takeover_race_is_busy_not_a_second_claim(fake_gcs, monkeypatch
     assert winner.claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED  # ... the winner takes it
     monkeypatch.setattr(loser, "_read", lambda name: stale)
     assert loser.claim("n1", lease_seconds=LEASE).status is ClaimStatus.BUSY  # its takeover answers 412
-    assert ("POST", str(stale[0])) in [(m, args.get("ifGenerationMatch")) for m, _, args in fake_gcs.requests]
-    assert fake_gcs.read("notifier-state", "ledger/n1")["state"] == "claimed"
+    assert ("POST", str(stale[0])) in [(r.method, r.query.get("ifGenerationMatch")) for r in fake_gcs.requests]
+    assert fake_gcs.read_json("notifier-state", "ledger/n1")["state"] == "claimed"
 
 
-def test_a_record_changing_while_read_is_read_again(fake_gcs, monkeypatch):
+def test_a_record_changing_while_read_is_read_again(fake_gcs):
     ledger = GcsLedger(_bucket(), retry=None)
     ledger.mark_sent(ledger.claim("n1", lease_seconds=LEASE), "sg-1")
-    reads = []
-    original = GcsLedger._read
-    monkeypatch.setattr(
-        GcsLedger, "_read", lambda self, name: reads.append(name) or (None if len(reads) == 1 else original(self, name))
-    )
+    sent = json.dumps(fake_gcs.read_json("notifier-state", "ledger/n1")).encode()
+    rewritten = []
+
+    def another_instance_rewrites_it(request):  # between our metadata read and our download
+        if request.query.get("alt") == "media" and not rewritten:
+            rewritten.append(fake_gcs.put("notifier-state", "ledger/n1", sent))
+
+    fake_gcs.before_forward(another_instance_rewrites_it)
+    fake_gcs.requests.clear()
     assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.SENT
-    assert len(reads) == 2
+    reads = [
+        r for r in fake_gcs.requests if r.method == "GET" and r.object_name == "ledger/n1" and "alt" not in r.query
+    ]
+    assert len(rewritten) == 1
+    assert len(reads) == 2, "the download of the replaced generation is refused, and the record read again"
 
 
 @pytest.mark.parametrize(
@@ -148,7 +157,7 @@ def test_a_corrupt_or_planted_record_counts_as_an_expired_claim(fake_gcs, plante
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_gcs_errors_become_ledger_errors(fake_gcs, status):
-    fake_gcs.fail_next = [status]
+    fake_gcs.fail_next.append(status)
     with pytest.raises(LedgerError, match="state bucket notifier-state"):
         GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE)
 
@@ -240,21 +249,24 @@ def test_dead_letters_round_trip(store, tmp_path, request):
     assert list(dead_letters.list()) == []
 
 
-def test_gcs_ledger_normal_flow_against_the_storage_emulator(storage_emulator, monkeypatch):
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage_emulator.url)
-    bucket = _bucket(storage_emulator.bucket)
+def test_gcs_ledger_normal_flow_against_fake_gcs_server_alone(fake_gcs):
+    """No proxy: the server's own answers, the 412 of a second claim included."""
+    bucket = fake_gcs.client().bucket("notifier-state")
     ledger = GcsLedger(bucket, retry=None)
     claim = ledger.claim("emu-1", lease_seconds=LEASE)
     assert claim.status is ClaimStatus.CLAIMED
     assert json.loads(bucket.blob("ledger/emu-1").download_as_bytes())["state"] == "claimed"
+    assert GcsLedger(bucket, retry=None).claim("emu-1", lease_seconds=LEASE).status is ClaimStatus.BUSY
     ledger.mark_sent(claim, "sg-emu")
     assert json.loads(bucket.blob("ledger/emu-1").download_as_bytes())["message_id"] == "sg-emu"
+    assert GcsLedger(bucket, retry=None).claim("emu-1", lease_seconds=LEASE).message_id == "sg-emu"
     other = ledger.claim("emu-2", lease_seconds=LEASE)
     ledger.release(other)
     assert bucket.get_blob("ledger/emu-2") is None
     dead_letters = GcsDeadLetters(bucket)
     dead_letters.put("emu-3", {"error": "x"})
     assert [d.notification_id for d in dead_letters.list()] == ["emu-3"]
+    assert fake_gcs.requests == [], "straight to the server"
 
 
 @pytest.mark.parametrize(
@@ -265,8 +277,9 @@ def test_gcs_ledger_normal_flow_against_the_storage_emulator(storage_emulator, m
     ],
 )
 def test_a_misconfigured_state_bucket_says_what_to_fix(fake_gcs, status, message):
-    fake_gcs.fail_next = [status]
-    fake_gcs.fail_message = "The specified bucket does not exist." if status == 404 else "Forbidden"
+    # Cloud Storage's own wording: fake-gcs-server answers a missing bucket with a bare "Not Found".
+    fake_gcs.proxy.fail_message = "The specified bucket does not exist." if status == 404 else "Forbidden"
+    fake_gcs.fail_next.append(status)
     with pytest.raises(LedgerError) as caught:
         GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE)
     assert caught.value.misconfigured
@@ -274,18 +287,14 @@ def test_a_misconfigured_state_bucket_says_what_to_fix(fake_gcs, status, message
     assert message in str(caught.value)
 
 
-def test_our_own_claim_is_recognised_when_the_create_answer_was_lost(fake_gcs, monkeypatch):
-    ledger = GcsLedger(_bucket(), retry=None)
-    original = GcsLedger._write
-    calls = []
-
-    def lost_answer(self, blob, record, *, if_generation_match):
-        calls.append(if_generation_match)
-        generation = original(self, blob, record, if_generation_match=if_generation_match)
-        return None if len(calls) == 1 else generation  # the create succeeded, its answer got lost
-
-    monkeypatch.setattr(GcsLedger, "_write", lost_answer)
+def test_our_own_claim_is_recognised_when_the_create_answer_was_lost(fake_gcs):
+    # The create reaches the server, its answer is dropped; the client's own retry then meets a 412.
+    ledger = GcsLedger(_bucket(), retry=DEFAULT_RETRY.with_delay(initial=0.0, maximum=0.0))
+    fake_gcs.fail_next.append("reset_after")
     assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
+    creates = [r for r in fake_gcs.requests if r.method == "POST" and r.query.get("ifGenerationMatch") == "0"]
+    assert (len(creates), fake_gcs.proxy.injected["reset_after"]) == (2, 1)
+    assert fake_gcs.read_json("notifier-state", "ledger/n1")["state"] == "claimed"
 
 
 def _open_ledger_at_once(path: str, barrier: Any) -> str:

@@ -2,7 +2,7 @@
 
 Links: signed locally with a service-account key made in the test, or through the IAM signBlob API
 (answered by a local server holding that key); either way the V4 signature is verified here with
-the public key. Attachments: objects uploaded to gcp-storage-emulator and read back.
+the public key. Attachments: objects uploaded to fake-gcs-server and read back through it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 from google.oauth2 import service_account
 from werkzeug import Response
 
@@ -155,10 +154,8 @@ def test_no_link_for_a_deleted_object():
 
 
 @pytest.fixture
-def emulator_bucket(storage_emulator, monkeypatch):
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage_emulator.url)
-    client = storage.Client(project="local", credentials=AnonymousCredentials())
-    return client.bucket(storage_emulator.bucket)
+def uploads_bucket(fake_gcs):
+    return fake_gcs.bucket("acme-uploads")
 
 
 def _uploaded(bucket, name, data, content_type="text/csv"):
@@ -169,9 +166,9 @@ def _uploaded(bucket, name, data, content_type="text/csv"):
                                       size=str(len(data)), contentType=content_type))  # fmt: skip
 
 
-def test_an_object_under_the_limit_is_attached_with_its_type(emulator_bucket, storage_emulator):
-    event = _uploaded(emulator_bucket, "exports/q3 final.csv", b"a,b\n1,2\n")
-    access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=storage_emulator.url))
+def test_an_object_under_the_limit_is_attached_with_its_type(uploads_bucket, fake_gcs):
+    event = _uploaded(uploads_bucket, "exports/q3 final.csv", b"a,b\n1,2\n")
+    access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
     extras = access.extras(event, Rule("r", RULE.recipients, attach_max_size=1024))
     (attachment,) = extras.attachments
     assert (attachment.filename, attachment.content_type, attachment.data) == (
@@ -180,20 +177,21 @@ def test_an_object_under_the_limit_is_attached_with_its_type(emulator_bucket, st
         b"a,b\n1,2\n",
     )
     assert extras.notes == ()
+    (download,) = [r for r in fake_gcs.requests if r.query.get("alt") == "media"]
+    assert (download.object_name, download.query["generation"]) == ("exports/q3 final.csv", str(event.generation))
 
 
-def test_an_object_over_the_limit_is_not_attached_and_the_email_says_so(emulator_bucket, storage_emulator):
-    event = _uploaded(emulator_bucket, "exports/big.bin", b"x" * 2048, "application/octet-stream")
-    access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=storage_emulator.url))
+def test_an_object_over_the_limit_is_not_attached_and_the_email_says_so(uploads_bucket, fake_gcs):
+    event = _uploaded(uploads_bucket, "exports/big.bin", b"x" * 2048, "application/octet-stream")
+    access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
     extras = access.extras(event, Rule("r", RULE.recipients, attach_max_size=1024))
     assert extras.attachments == ()
     assert extras.notes == ("Not attached: 2,048 bytes is over the 1,024-byte limit; use the link.",)
 
 
-def test_a_vanished_object_is_a_note(storage_emulator, monkeypatch):
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage_emulator.url)
-    event = decode(storage_cloud_event(bucket=storage_emulator.bucket, name="gone.csv", size="10"))
-    access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=storage_emulator.url))
+def test_a_vanished_object_is_a_note(uploads_bucket, fake_gcs):
+    event = decode(storage_cloud_event(bucket=uploads_bucket.name, name="gone.csv", size="10"))
+    access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
     extras = access.extras(event, Rule("r", RULE.recipients, attach_max_size=1024))
     assert extras.attachments == ()
     assert extras.notes == ("Not attached: the object is no longer there.",)

@@ -32,11 +32,11 @@ separate_envelopes = false
 
 
 @pytest.fixture(scope="module")
-def server(function_server_factory, tmp_path_factory, storage_emulator):
+def server(function_server_factory, tmp_path_factory, gcs_server):
     rules = tmp_path_factory.mktemp("rules") / "notify.toml"
     rules.write_text(RULES)
     return function_server_factory(
-        NOTIFY_CONFIG=str(rules), NOTIFY_STATE_BUCKET="notifier-state", STORAGE_EMULATOR_HOST=storage_emulator.url
+        NOTIFY_CONFIG=str(rules), NOTIFY_STATE_BUCKET="notifier-state", STORAGE_EMULATOR_HOST=gcs_server.url
     )
 
 

@@ -48,7 +48,7 @@ _TRANSIENT = (gexc.GoogleAPICallError, gexc.RetryError, auth_exceptions.Transpor
 
 
 def storage_client(settings: Settings) -> storage.Client:
-    if settings.storage_emulator_host:  # tests and local runs against gcp-storage-emulator
+    if settings.storage_emulator_host:  # tests, the sandbox and chaos runs against fake-gcs-server
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project="local", credentials=AnonymousCredentials())
