@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8080
+SANDBOX_DIR ?= .sandbox
 # functions-framework's request threads (its default is CPUs x 4): a slow client holds one while it
 # sends its headers, which the function cannot cut short (README "Limits"), so serve with more.
 THREADS ?= 64
 
-.PHONY: demo test bench chaos format run clean help
+.PHONY: demo sandbox test bench chaos format run clean help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -21,6 +22,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 demo: $(VENV)/.installed  ## run the function locally and send it one event of each kind
 	$(PY) -m notifier demo
+
+sandbox: $(VENV)/.installed  ## gsutil cp → email on this machine: real emulators, the function; Ctrl-C stops all
+	@# exec: make waits for the sandbox itself on Ctrl-C, not for a shell that dies at once
+	@exec $(PY) -m notifier sandbox --dir "$(SANDBOX_DIR)"
 
 test: $(VENV)/.installed  ## lint, format check, then the whole test suite
 	$(PY) -m ruff check .
@@ -40,5 +45,5 @@ format: $(VENV)/.installed  ## apply ruff's formatting and safe fixes
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-clean:  ## remove the virtualenv, outbox and previews
-	rm -rf $(VENV) outbox preview .pytest_cache .ruff_cache
+clean:  ## remove the virtualenv, outbox, previews and the sandbox's folder
+	rm -rf $(VENV) outbox preview .sandbox .pytest_cache .ruff_cache

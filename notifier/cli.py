@@ -181,6 +181,12 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.outbox))
 
 
+def sandbox(args: argparse.Namespace) -> int:
+    from notifier.sandbox import run_sandbox
+
+    return run_sandbox(Path(args.dir) if args.dir else None)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -343,4 +349,8 @@ def _parser() -> argparse.ArgumentParser:
         "--outbox", default="outbox/demo", help="where the .eml files go: a new or empty folder, or an earlier demo's"
     )
     sub.set_defaults(run=demo)
+
+    sub = commands.add_parser("sandbox", help="gsutil/gcloud → email locally: the emulators and the function")
+    sub.add_argument("--dir", help="where it keeps its config, outbox and logs (default .sandbox beside main.py)")
+    sub.set_defaults(run=sandbox)
     return parser
