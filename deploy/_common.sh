@@ -19,6 +19,21 @@ declare -A GEN1_EVENT_TYPE=(
   [archive]=google.storage.object.archive
   [metadata]=google.storage.object.metadataUpdate
 )
+# Trigger → the event type of a Cloud Storage Pub/Sub notification (--via pubsub).
+declare -A NOTIFICATION_EVENT_TYPE=(
+  [finalize]=OBJECT_FINALIZE
+  [delete]=OBJECT_DELETE
+  [archive]=OBJECT_ARCHIVE
+  [metadata]=OBJECT_METADATA_UPDATE
+)
+# `gcloud storage buckets notifications list` prints one record per configuration, its fields under
+# "Notification Configuration" (gcloud's lib/surface/storage/buckets/notifications/list.py). The
+# topic comes back as //pubsub.googleapis.com/projects/P/topics/T; absent event types or prefix
+# print as "-", and the prefix as base64, so any object name is one word on one line.
+_NC='"Notification Configuration"'
+NOTIFICATION_MATCH_FORMAT="value[separator=\" \"]($_NC.topic,$_NC.event_types.join(\",\").yesno(no=\"-\"),\
+$_NC.object_name_prefix.encode(base64).yesno(no=\"-\"),$_NC.payload_format)"
+NOTIFICATION_ID_FORMAT="value($_NC.id,$_NC.topic)"  # tab-separated
 # A word starting with this is printed as it is by print_command (a shell expansion to keep).
 RAW=$'\x01'
 
@@ -30,6 +45,7 @@ NAME_PREFIX="${NOTIFIER_NAME_PREFIX:-storage-notifier}"
 SECRET="${NOTIFIER_SECRET:-sendgrid-api-key}"
 SERVICE_ACCOUNT="${NOTIFIER_SERVICE_ACCOUNT:-}"
 GEN="${NOTIFIER_GEN:-2}"
+VIA="${NOTIFIER_VIA:-eventarc}"
 DRY_RUN=0
 
 die_usage() {
@@ -65,7 +81,8 @@ need_value() {
 
 common_help() {
   cat <<EOF
-  --project ID          Google Cloud project (or GOOGLE_CLOUD_PROJECT). Required.
+  --project ID          Google Cloud project (or GOOGLE_CLOUD_PROJECT; default: the project
+                        of gcloud's active configuration, gcloud config get-value project)
   --region REGION       region of the functions (or NOTIFIER_REGION; default us-central1)
   --name-prefix PREFIX  functions are named PREFIX-TRIGGER (or NOTIFIER_NAME_PREFIX;
                         default storage-notifier)
@@ -77,9 +94,17 @@ EOF
 }
 
 validate_common() {
-  [[ -n "$PROJECT" ]] || die_usage "no project: pass --project ID or set GOOGLE_CLOUD_PROJECT"
+  local from=""
+  if [[ -z "$PROJECT" ]]; then
+    PROJECT="$(config_project)"
+    from=" (from gcloud config)"
+    [[ -n "$PROJECT" ]] ||
+      die_usage "no project: pass --project ID, set GOOGLE_CLOUD_PROJECT or run 'gcloud config set project ID'"
+  fi
   [[ "$PROJECT" =~ ^([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] ||
-    die_usage "--project: '$PROJECT' is not a project ID (6-30 lowercase letters, digits, hyphens)"
+    die_usage "--project: '$PROJECT'$from is not a project ID (6-30 lowercase letters, digits, hyphens)"
+  # Said once, on stderr: a command that picked the project itself names the one it picked.
+  [[ -z "$from" ]] || printf '%s: project %s%s\n' "$(basename "$0")" "$PROJECT" "$from" >&2
   [[ "$REGION" =~ ^[a-z]+-[a-z]+[0-9]+$ ]] ||
     die_usage "--region: '$REGION' is not a region such as us-central1 or europe-west1"
   [[ "$NAME_PREFIX" =~ ^[a-z][a-z0-9-]{0,40}$ ]] ||
@@ -88,6 +113,20 @@ validate_common() {
   [[ -n "$SERVICE_ACCOUNT" ]] || SERVICE_ACCOUNT="$(default_service_account)"
   [[ "$SERVICE_ACCOUNT" =~ ^[a-z0-9-]+@[a-z0-9.:-]+$ ]] ||
     die_usage "--service-account: '$SERVICE_ACCOUNT' is not a service account email"
+}
+
+# The project gcloud itself would use: its active configuration's core/project (CLOUDSDK_CORE_PROJECT
+# included). Reading the local configuration calls no API; empty when unset or without gcloud.
+config_project() {
+  command -v gcloud >/dev/null 2>&1 || return 0
+  { gcloud config get-value project 2>/dev/null || true; } | head -n 1
+}
+
+validate_via() {
+  [[ "$VIA" == eventarc || "$VIA" == pubsub ]] || die_usage "--via: expected eventarc or pubsub, got '$VIA'"
+  if [[ "$VIA" == pubsub && "$NAME_PREFIX" == goog* ]]; then
+    die_usage "--name-prefix: Pub/Sub topic names (PREFIX-TRIGGER) cannot start with 'goog'"
+  fi
 }
 
 validate_secret_name() {
@@ -116,6 +155,14 @@ select_triggers() {
 function_name() { echo "${NAME_PREFIX}-$1"; }
 
 gen2_event_type() { echo "${GEN2_EVENT_TYPE[$1]}"; }
+
+# --via pubsub: one topic per function, named like it, in the function's project.
+topic_id() { function_name "$1"; }
+
+topic_path() { echo "projects/$PROJECT/topics/$(topic_id "$1")"; }
+
+# How Cloud Storage writes the topic into a notification configuration.
+notification_topic() { echo "//pubsub.googleapis.com/$(topic_path "$1")"; }
 
 gen1_event_type() { echo "${GEN1_EVENT_TYPE[$1]}"; }
 

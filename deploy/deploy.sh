@@ -12,6 +12,7 @@ MAX_INSTANCES="${NOTIFIER_MAX_INSTANCES:-10}"
 CONCURRENCY="${NOTIFIER_CONCURRENCY:-1}"
 RUNTIME="${NOTIFIER_RUNTIME:-python312}"
 TRIGGER_LOCATION="${NOTIFIER_TRIGGER_LOCATION:-}"
+OBJECT_PREFIX="${NOTIFIER_OBJECT_PREFIX:-}"
 RETRY=1
 
 usage() {
@@ -22,6 +23,13 @@ Deploy handle_storage_event (main.py) as the Cloud Run function PREFIX-TRIGGER, 
 one Cloud Storage event type on one bucket. TRIGGER is finalize, delete, archive, metadata or all.
 
   --bucket NAME         bucket whose events trigger the function (or NOTIFIER_BUCKET). Required.
+  --via eventarc|pubsub how events reach the function (or NOTIFIER_VIA; default eventarc):
+                        eventarc  a storage trigger, filtered on bucket and event type only
+                        pubsub    a notification configuration on the bucket publishes to the
+                                  topic PREFIX-TRIGGER (made if absent), which triggers the
+                                  function; made once, found again on the next deploy
+  --prefix PATH         with --via pubsub: only objects whose names start with PATH, filtered
+                        by Cloud Storage itself (or NOTIFIER_OBJECT_PREFIX)
 $(common_help)
   --env-file FILE       YAML map of non-secret settings, passed with --env-vars-file
                         (or NOTIFIER_ENV_FILE; default deploy/env.yaml if it exists;
@@ -36,8 +44,8 @@ $(common_help)
   --max-instances N     upper bound on instances (or NOTIFIER_MAX_INSTANCES; default 10)
   --concurrency N       requests per instance, 2nd gen (or NOTIFIER_CONCURRENCY; default 1;
                         more than 1 needs at least 1 vCPU, i.e. --memory 2Gi)
-  --trigger-location L  where the bucket's events originate (default: the bucket's location,
-                        looked up with gcloud storage buckets describe)
+  --trigger-location L  --via eventarc: where the bucket's events originate (default: the
+                        bucket's location, looked up with gcloud storage buckets describe)
   --runtime ID          Python runtime (or NOTIFIER_RUNTIME; default python312)
   --no-retry            do not redeliver events whose delivery failed transiently
                         (default: --retry, so no email is lost to a SendGrid outage)
@@ -45,7 +53,77 @@ $(common_help)
 Examples:
   $0 finalize --project acme-prod --bucket acme-uploads
   $0 all --project acme-prod --bucket acme-uploads --region europe-west1 --dry-run
+  $0 finalize --project acme-prod --bucket acme-uploads --via pubsub --prefix reports/
 EOF
+}
+
+# An object name prefix as Cloud Storage takes it: 1 to 1024 bytes of UTF-8, no CR or LF.
+validate_object_prefix() {
+  [[ -n "$OBJECT_PREFIX" ]] || return 0
+  [[ "$VIA" == pubsub ]] || die_usage "--prefix: Eventarc storage triggers filter on the bucket only;\
+ use --via pubsub to filter on an object name prefix"
+  [[ "$OBJECT_PREFIX" != *[$'\r\n']* ]] ||
+    die_usage "--prefix: an object name cannot hold a carriage return or line feed"
+  [[ "$OBJECT_PREFIX" != gs://* ]] ||
+    die_usage "--prefix: an object name prefix such as reports/, not a gs:// URL (the bucket is --bucket)"
+  local bytes
+  bytes="$(LC_ALL=C && printf '%s' "${#OBJECT_PREFIX}")"  # bytes, not characters
+  ((bytes <= 1024)) || die_usage "--prefix: at most 1024 bytes, got $bytes"
+  printf '%s' "$OBJECT_PREFIX" | iconv -f UTF-8 -t UTF-8 >/dev/null 2>&1 ||
+    die_usage "--prefix: object names are UTF-8, and this is not"
+}
+
+# The notification configuration publishing TRIGGER's events on BUCKET to its topic: made unless
+# one with the same topic, event type, prefix and JSON payload is listed already, as a bucket holds
+# at most 100 of them (10 per event type). Under --dry-run, the same check as one printed line.
+ensure_notification() {
+  local trigger="$1" expected topic listing line scope others=0
+  local list=(gcloud storage buckets notifications list "gs://$BUCKET" "--project=$PROJECT"
+    "--format=$NOTIFICATION_MATCH_FORMAT")
+  local create=(gcloud storage buckets notifications create "gs://$BUCKET" "--topic=$(topic_path "$trigger")"
+    "--event-types=${NOTIFICATION_EVENT_TYPE[$trigger]}")
+  [[ -z "$OBJECT_PREFIX" ]] || create+=("--object-prefix=$OBJECT_PREFIX")
+  create+=(--payload-format=json "--project=$PROJECT")
+  topic="$(notification_topic "$trigger")"
+  expected="$topic ${NOTIFICATION_EVENT_TYPE[$trigger]} $(prefix_base64) JSON_API_V1"
+  if ((DRY_RUN)); then
+    scope="every object"
+    [[ -z "$OBJECT_PREFIX" ]] || scope="objects named $(quote_literal "$OBJECT_PREFIX")..."
+    printf '# gs://%s -> topic %s: %s of %s (made unless listed already)\n' "$BUCKET" "$(topic_id "$trigger")" \
+      "${NOTIFICATION_EVENT_TYPE[$trigger]}" "$scope"
+    # grep reads to the end (no -q): under pipefail, gcloud cut short would look like "not listed".
+    printf '%s | grep -xF -- %s >/dev/null || %s\n' "$(print_command "${list[@]}")" \
+      "$(quote_literal "$expected")" "$(print_command "${create[@]}")"
+    return 0
+  fi
+  listing="$(run "${list[@]}")"  # a failed listing stops the deploy: never create blindly
+  if grep -xF -- "$expected" <<<"$listing" >/dev/null; then
+    printf '= exists: notification of gs://%s to topic %s\n' "$BUCKET" "$(topic_id "$trigger")" >&2
+  else
+    run "${create[@]}"
+  fi
+  while IFS= read -r line; do
+    if [[ "$line" == "$topic "* && "$line" != "$expected" ]]; then others=$((others + 1)); fi
+  done <<<"$listing"
+  if ((others)); then
+    printf '%s: %d other notification configuration(s) on gs://%s publish to topic %s (another prefix or %s' \
+      "$(basename "$0")" "$others" "$BUCKET" "$(topic_id "$trigger")" "event type), so its function gets their" >&2
+    printf ' events too; deploy/teardown.sh %s --via pubsub --bucket %s removes them all\n' "$trigger" "$BUCKET" >&2
+  fi
+}
+
+# The prefix as gcloud's encode(base64) prints it: its Latin-1 bytes when every character has one,
+# else UTF-8 (EncodeToBytes in googlecloudsdk/core/console/console_attr.py); "-" for none.
+prefix_base64() {
+  local encoded
+  if [[ -z "$OBJECT_PREFIX" ]]; then
+    echo -
+  elif encoded="$(printf '%s' "$OBJECT_PREFIX" | iconv -f UTF-8 -t ISO-8859-1 2>/dev/null | base64)"; then
+    printf '%s\n' "${encoded//$'\n'/}"
+  else
+    printf '%s' "$OBJECT_PREFIX" | base64 | tr -d '\n'
+    echo
+  fi
 }
 
 POSITIONAL=()
@@ -53,6 +131,8 @@ while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --bucket) need_value "$@"; BUCKET="$2"; shift 2 ;;
+    --via) need_value "$@"; VIA="$2"; shift 2 ;;
+    --prefix) need_value "$@"; OBJECT_PREFIX="$2"; shift 2 ;;
     --env-file) need_value "$@"; ENV_FILE="$2"; shift 2 ;;
     --secret) need_value "$@"; SECRET="$2"; shift 2 ;;
     --service-account) need_value "$@"; SERVICE_ACCOUNT="$2"; shift 2 ;;
@@ -75,6 +155,8 @@ done
 select_triggers "${POSITIONAL[0]}"
 validate_common
 validate_bucket
+validate_via
+validate_object_prefix
 
 [[ "$TIMEOUT" =~ ^0*([0-9]{1,3})s?$ ]] || die_usage "--timeout: expected 20s to 540s, such as 60s, got '$TIMEOUT'"
 timeout_s=$((10#${BASH_REMATCH[1]}))  # decimal, whatever its leading zeros (bash reads 0030 as octal)
@@ -126,7 +208,7 @@ if ((DRY_RUN)); then
 fi
 
 location_arg=()
-if [[ "$GEN" == 2 ]]; then
+if [[ "$GEN" == 2 && "$VIA" == eventarc ]]; then
   if [[ -n "$TRIGGER_LOCATION" ]]; then
     location_arg=("--trigger-location=$TRIGGER_LOCATION")
   elif ((DRY_RUN)); then
@@ -143,14 +225,24 @@ fi
 
 for trigger in "${SELECTED_TRIGGERS[@]}"; do
   name="$(function_name "$trigger")"
+  if [[ "$VIA" == pubsub ]]; then
+    # Made here, before the function that subscribes to it. The notification made last grants the
+    # Cloud Storage service agent publish rights on it (no --skip-topic-setup).
+    ensure gcloud pubsub topics describe "$(topic_id "$trigger")" "--project=$PROJECT" -- \
+      gcloud pubsub topics create "$(topic_id "$trigger")" "--project=$PROJECT"
+  fi
   command=(gcloud functions deploy "$name" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION"
     "--runtime=$RUNTIME" "--source=$NOTIFIER_ROOT" "--entry-point=$ENTRY_POINT")
-  if [[ "$GEN" == 2 ]]; then
+  if [[ "$VIA" == pubsub ]]; then
+    command+=("--trigger-topic=$(topic_id "$trigger")")
+  elif [[ "$GEN" == 2 ]]; then
     command+=("--trigger-event-filters=type=$(gen2_event_type "$trigger")"
-      "--trigger-event-filters=bucket=$BUCKET" "${location_arg[@]}"
-      "--trigger-service-account=$SERVICE_ACCOUNT" "--concurrency=$CONCURRENCY")
+      "--trigger-event-filters=bucket=$BUCKET" "${location_arg[@]}")
   else
     command+=("--trigger-resource=$BUCKET" "--trigger-event=$(gen1_event_type "$trigger")")
+  fi
+  if [[ "$GEN" == 2 ]]; then
+    command+=("--trigger-service-account=$SERVICE_ACCOUNT" "--concurrency=$CONCURRENCY")
   fi
   command+=("--service-account=$SERVICE_ACCOUNT" "--memory=$MEMORY" "--timeout=${timeout_s}s"
     "--max-instances=$MAX_INSTANCES" "--env-vars-file=$deploy_env"
@@ -163,4 +255,6 @@ for trigger in "${SELECTED_TRIGGERS[@]}"; do
     run gcloud functions add-invoker-policy-binding "$name" "--project=$PROJECT" "--region=$REGION" \
       "--member=serviceAccount:$SERVICE_ACCOUNT" --quiet
   fi
+  # Last, so Cloud Storage publishes only once the function's subscription is there to receive.
+  if [[ "$VIA" == pubsub ]]; then ensure_notification "$trigger"; fi
 done

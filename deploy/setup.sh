@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One-time, idempotent project set-up for storage-notifier: APIs, the runtime service account and
 # its roles, the Cloud Storage service agent's Pub/Sub role, the SendGrid secret, and optionally
-# the state bucket. Safe to run again: what exists is left as it is.
+# the state bucket and read access to watched buckets. Safe to run again: what exists is left as
+# it is.
 set -euo pipefail
 # shellcheck source=deploy/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 STATE_BUCKET="${NOTIFY_STATE_BUCKET:-}"
+READ_BUCKETS=()
 KEEP_SECRET=0
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com
@@ -31,6 +33,11 @@ $(common_help)
   --state-bucket NAME   also create this bucket for delivery state (or NOTIFY_STATE_BUCKET),
                         readable and writable by the service account only, with a lifecycle
                         rule deleting ledger records after 30 days (deploy/state-lifecycle.json)
+  --bucket NAME         a watched bucket whose objects emails link to (link = "signed") or
+                        attach (attach = true): the service account may read its objects
+                        (roles/storage.objectViewer) and sign links as itself
+                        (roles/iam.serviceAccountTokenCreator on itself). Repeat for several
+                        buckets. Only as an option: read access is granted when asked for
 EOF
 }
 
@@ -40,6 +47,7 @@ while (($#)); do
     --secret) need_value "$@"; SECRET="$2"; shift 2 ;;
     --service-account) need_value "$@"; SERVICE_ACCOUNT="$2"; shift 2 ;;
     --state-bucket) need_value "$@"; STATE_BUCKET="$2"; shift 2 ;;
+    --bucket) need_value "$@"; READ_BUCKETS+=("$2"); shift 2 ;;
     --keep-secret) KEEP_SECRET=1; shift ;;
     *)
       if parse_common_option "$@"; then shift "$CONSUMED"; else die_usage "unknown argument $1"; fi
@@ -54,6 +62,11 @@ if [[ -n "$STATE_BUCKET" ]]; then
   validate_bucket
   STATE_BUCKET="$BUCKET"
 fi
+for i in "${!READ_BUCKETS[@]}"; do
+  BUCKET="${READ_BUCKETS[i]}"
+  validate_bucket
+  READ_BUCKETS[i]="$BUCKET"
+done
 ((DRY_RUN)) || require_gcloud
 member="serviceAccount:$SERVICE_ACCOUNT"
 
@@ -116,6 +129,17 @@ if [[ -n "$STATE_BUCKET" ]]; then
   # Ledger records are only needed while an event can still be redelivered; dead letters are kept.
   run gcloud storage buckets update "gs://$STATE_BUCKET" "--project=$PROJECT" \
     "--lifecycle-file=$NOTIFIER_ROOT/deploy/state-lifecycle.json"
+fi
+
+# Signed links and attachments read the object; a link is signed through the IAM signBlob API as
+# the runtime service account itself, which needs the token creator role on itself.
+for bucket in "${READ_BUCKETS[@]}"; do
+  run gcloud storage buckets add-iam-policy-binding "gs://$bucket" "--member=$member" \
+    --role=roles/storage.objectViewer --condition=None --quiet
+done
+if ((${#READ_BUCKETS[@]})); then
+  run gcloud iam service-accounts add-iam-policy-binding "$SERVICE_ACCOUNT" "--project=$PROJECT" \
+    "--member=$member" --role=roles/iam.serviceAccountTokenCreator --condition=None --quiet
 fi
 
 if ((!DRY_RUN)); then
