@@ -47,6 +47,14 @@ def cut(text: str, limit: int = FIELD_LIMIT) -> str:
     return text if len(text) <= limit else f"{text[:limit]}…[cut: {len(text)} characters]"
 
 
+def for_terminal(text: str, limit: int = 300) -> str:
+    """Untrusted text (an object name, a log line) for a terminal: secrets redacted, control and
+    formatting characters (escape sequences, bidi overrides) shown as escapes, cut short."""
+    text = redact(text)  # before cutting, so no part of a secret survives
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
+
+
 def _cut_middle(text: str, limit: int) -> str:
     # A traceback says most at both ends: where it started and what was finally raised.
     if len(text) <= limit:

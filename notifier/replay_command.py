@@ -11,6 +11,8 @@ import argparse
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from notifier.log import for_terminal
+
 if TYPE_CHECKING:
     from notifier.ledger import DeadLetter, UnreadableLetter
     from notifier.pipeline import Pipeline
@@ -63,33 +65,33 @@ def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args
     from notifier.replay import MalformedLetter, UnreplayableLetter
 
     if not isinstance(item, DeadLetter):
-        print(f"skipped {_shown(item.source)}: {_shown(item.reason)}")
+        print(f"skipped {for_terminal(item.source)}: {for_terminal(item.reason)}")
         return "skipped"
     try:
         plan = pipeline.plan_replay(item, rule_name=args.rule, force=args.force)
     except MalformedLetter as error:
-        print(f"skipped {_shown(item.source or item.notification_id)}: {_shown(str(error))}")
+        print(f"skipped {for_terminal(item.source or item.notification_id)}: {for_terminal(str(error))}")
         return "skipped"
     except UnreplayableLetter as error:
-        print(f"{'refused':<13} {_shown(item.notification_id)}: {_shown(str(error), 600)}")
+        print(f"{'refused':<13} {for_terminal(item.notification_id)}: {for_terminal(str(error), 600)}")
         return "refused"
     if plan.note:
-        print(f"note: {_shown(plan.note, 600)}")
+        print(f"note: {for_terminal(plan.note, 600)}")
     if args.dry_run:
         _show_plan(pipeline, item, plan)
         return "would"
     subjects = [_subject(pipeline, n) for n in plan.notifications]
     outcomes = pipeline.send_replay(item, plan)
     for notification, subject, outcome in zip(plan.notifications, subjects, outcomes, strict=True):
-        print(f"{outcome.outcome:<13} {_shown(item.notification_id)}: {subject} (rule {notification.rule.name})")
+        print(f"{outcome.outcome:<13} {for_terminal(item.notification_id)}: {subject} (rule {notification.rule.name})")
     return "done" if all(o.outcome in (SENT, DUPLICATE) for o in outcomes) else "failed"
 
 
 def _show_plan(pipeline: Pipeline, letter: DeadLetter, plan: ReplayPlan) -> None:
     """Who would get what today: the current rules' recipients and subject, never the stored ones."""
     first = plan.notifications[0].event
-    print(f"would replay {_shown(letter.notification_id)} ({_shown(letter.created, 40)}):"
-          f" {first.kind} {_shown(first.gs_uri)}")  # fmt: skip
+    print(f"would replay {for_terminal(letter.notification_id)} ({for_terminal(letter.created, 40)}):"
+          f" {first.kind} {for_terminal(first.gs_uri)}")  # fmt: skip
     for notification in plan.notifications:
         recipients = notification.recipients
         print(f"  rule {notification.rule.name} → {notification.id}")
@@ -101,24 +103,15 @@ def _show_plan(pipeline: Pipeline, letter: DeadLetter, plan: ReplayPlan) -> None
         if redirect := pipeline.settings.redirect_to:
             print(f"    (all of it redirected to {redirect} by NOTIFY_REDIRECT_TO)")
     if (error := letter.record.get("error")) is not None:
-        print(f"  earlier error: {_shown(str(error), 200)}")
+        print(f"  earlier error: {for_terminal(str(error), 200)}")
 
 
 def _subject(pipeline: Pipeline, notification: Notification) -> str:
     """The subject the email would have now (rendered without object links or attachments)."""
     try:
-        return _shown(pipeline.renderer.render(notification).subject)
+        return for_terminal(pipeline.renderer.render(notification).subject)
     except Exception as error:  # noqa: BLE001 - the send reports it properly; this is only a preview
-        return f"(the subject cannot be rendered: {_shown(f'{type(error).__name__}: {error}')})"
-
-
-def _shown(text: str, limit: int = 300) -> str:
-    """Untrusted text for a terminal: secrets redacted, control characters escaped, cut short."""
-    from notifier.log import redact
-
-    text = redact(text)  # before cutting, so no part of a secret survives
-    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
-    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
+        return f"(the subject cannot be rendered: {for_terminal(f'{type(error).__name__}: {error}')})"
 
 
 def _since(text: str) -> str:

@@ -43,7 +43,7 @@ from notifier.localcloud import (
     start_group,
     stop_group,
 )
-from notifier.log import LINE_LIMIT, cut, redact, register_secret
+from notifier.log import LINE_LIMIT, for_terminal, redact, register_secret
 
 PROJECT = "sandbox"
 UPLOADS = "sandbox-uploads"  # the watched bucket
@@ -369,7 +369,7 @@ class FunctionOutput:
         self.lines.put(None)  # the function has exited
 
     def last_lines(self) -> str:
-        return "\n".join(f"  | {cut(redact(line), SHOWN_CHARS)}" for line in self.tail)
+        return "\n".join(f"  | {for_terminal(line, SHOWN_CHARS)}" for line in self.tail)
 
 
 @contextmanager
@@ -427,12 +427,12 @@ def human_line(line: str, cwd: Path) -> str | None:
     except ValueError:
         entry = None
     if not isinstance(entry, dict):
-        return f"  function: {cut(redact(line.strip()), SHOWN_CHARS)}" if _ALARMING.search(line) else None
+        return f"  function: {for_terminal(line.strip(), SHOWN_CHARS)}" if _ALARMING.search(line) else None
     if "outcome" in entry:
         return outcome_line(entry, cwd)
     severity = str(entry.get("severity", ""))
     if severity in ("WARNING", "ERROR", "CRITICAL"):
-        return f"  {severity.lower()}: {cut(redact(str(entry.get('message', ''))), SHOWN_CHARS)}"
+        return f"  {severity.lower()}: {for_terminal(str(entry.get('message', '')), SHOWN_CHARS)}"
     return None
 
 
@@ -448,7 +448,7 @@ def outcome_line(entry: Mapping[str, Any], cwd: Path) -> str:
         text += f"  {', '.join(shown(p, cwd) for p in emls)}" if emls else ""
     elif detail := entry.get("error") or entry.get("reason"):
         text += f": {detail}"
-    return cut(redact(text), 2 * SHOWN_CHARS)
+    return for_terminal(text, 2 * SHOWN_CHARS)  # object names are untrusted: no escape sequences
 
 
 def addressees(emls: list[Path]) -> str:

@@ -8,6 +8,7 @@ every other child, whatever session they start), so the test finds, and in the e
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -319,3 +320,17 @@ def test_log_lines_become_one_short_line_each_and_never_a_secret() -> None:
     assert human_line("[2026-11-28] [7] [INFO] Booting worker", ROOT) is None
     shown = human_line(f"Traceback: ValueError: bad key {secret}", ROOT)
     assert shown is not None and shown.startswith("  function: Traceback") and secret not in shown
+
+
+def test_an_object_name_cannot_send_escape_sequences_to_the_terminal() -> None:
+    from notifier.sandbox import human_line
+
+    hostile = "a\x1b]0;owned\x07\x1b[2Jb\u202etxt.exe"
+    line = json.dumps(
+        {"outcome": "invalid", "kind": "finalize", "bucket": "b", "object": hostile, "reason": "x\x1b[31m"}
+    )
+
+    shown = human_line(line, ROOT)
+
+    assert shown is not None and not any(ch in shown for ch in "\x1b\x07\u202e")
+    assert "\\x1b]0;owned\\x07" in shown and "\\u202e" in shown
