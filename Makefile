@@ -35,7 +35,7 @@ test: $(VENV)/.installed  ## lint, format check, then the whole test suite
 bench: $(VENV)/.installed  ## benchmarks beside the floor and textbook references: bench/results.md
 	$(PY) -m bench.run
 
-chaos: $(VENV)/.installed  ## 5,000 events delivered twice against a failing SendGrid: 0 lost, 0 unexplained duplicates
+chaos: $(VENV)/.installed  ## 5,000 uploads → Pub/Sub emulator → 2 instances; failing SendGrid and state bucket: 0 lost
 	$(PY) -m bench.chaos --events 5000
 
 run: $(VENV)/.installed  ## serve the function on :8080 (outbox backend unless SENDGRID_API_KEY is set)

@@ -34,6 +34,7 @@ class Acceptance:
     notification_id: str
     subject: str
     ambiguous: bool  # the client was never told
+    at: float = 0.0  # time.time() when it was accepted (a chaos run matches it to the function's log)
 
 
 @dataclass
@@ -80,7 +81,10 @@ class StandIn:
         with self._lock:
             self.accepted.append(
                 Acceptance(
-                    payload.get("custom_args", {}).get("notification_id", ""), payload.get("subject", ""), ambiguous
+                    payload.get("custom_args", {}).get("notification_id", ""),
+                    payload.get("subject", ""),
+                    ambiguous,
+                    time.time(),
                 )
             )
 

@@ -219,6 +219,19 @@ class PubSubEmulator:
                 "ackDeadlineSeconds": ack_deadline}  # fmt: skip
         self._call("PUT", f"subscriptions/{name}", body)
 
+    def create_pull_subscription(self, name: str, topic: str) -> None:
+        """A pull subscription: it keeps a copy of every message published to ``topic`` from now on."""
+        self._call("PUT", f"subscriptions/{name}", {"topic": self._path(f"topics/{topic}")})
+
+    def pull(self, subscription: str, max_messages: int = 1000) -> list[dict[str, Any]]:
+        """Up to ``max_messages`` messages (``data`` base64, ``attributes``, ``messageId``), acknowledged;
+        none (at once) when there are none yet."""
+        body = {"maxMessages": max_messages, "returnImmediately": True}  # deprecated, but a blocking pull hangs
+        received = self._call("POST", f"subscriptions/{subscription}:pull", body).get("receivedMessages", [])
+        if received:
+            self._call("POST", f"subscriptions/{subscription}:acknowledge", {"ackIds": [r["ackId"] for r in received]})
+        return [r["message"] for r in received]
+
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
         """Publish one message; its message id."""
         message = {"data": base64.b64encode(data).decode(), "attributes": dict(attributes)}

@@ -20,16 +20,6 @@ def test_benchmark_rules_route_as_intended():
     assert matched == [1, 0, 1], "one hit by folder, one miss, one hit by extension; the .part is ignored"
 
 
-def test_a_small_chaos_run_loses_nothing_and_duplicates_only_what_it_can_explain(capsys):
-    from bench import chaos
-
-    assert chaos.main(["--events", "120", "--concurrency", "8", "--seed", "7"]) == 0
-    out = capsys.readouterr().out
-    assert "lost:                        0" in out
-    assert "unexplained duplicates:      0" in out
-    assert "PASS" in out
-
-
 def test_the_benchmark_suite_runs_end_to_end_in_its_quick_form(tmp_path, capsys):
     from bench import run
 

@@ -1,0 +1,228 @@
+"""End to end through the real local cloud: an object written with google-cloud-storage to
+fake-gcs-server, which publishes the Cloud Storage notification to the Pub/Sub emulator, whose push
+subscription POSTs it to the function (functions-framework), which writes the .eml. The state bucket
+is on the same fake-gcs-server, behind a fault proxy, so the real GCS ledger decides duplicates.
+
+Every server is started once for the module and stopped at its end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from bench.chaos import ledger_calls
+from bench.gcs_faults import GcsFaultProxy
+from notifier.config import ROOT
+from notifier.events import object_resource, pubsub_message
+from notifier.localcloud import (
+    EventSink,
+    FakeGcsServer,
+    PubSubEmulator,
+    pubsub_emulator_problem,
+    running_fake_gcs,
+    running_pubsub_emulator,
+)
+from tests.conftest import read_eml
+
+if problem := pubsub_emulator_problem():
+    pytest.skip(problem, allow_module_level=True)
+
+PROJECT = "local-cloud-test"
+TOPIC = "storage-events"
+WATCHED, PREFIX, STATE, ELSEWHERE = "watched-uploads", "incoming/", "notifier-state", "other-bucket"
+WAIT = 30.0  # generous: the emulator pushes within a second or two; this only says "not stuck"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LocalCloud:
+    emulator: PubSubEmulator
+    gcs: FakeGcsServer
+    proxy: GcsFaultProxy  # between the function and fake-gcs-server, failing ledger calls on demand
+    server: Any  # tests.conftest.FunctionServer
+    capture: str  # a pull subscription on the topic: what fake-gcs-server published
+
+    def bucket(self, name: str = WATCHED) -> Any:
+        return self.gcs.client().bucket(name)
+
+    def emails_about(self, name: str) -> list[tuple[str, str]]:
+        """(kind, subject) of every email written about the object ``name``, oldest first."""
+        found = []
+        for path in self.server.emails():
+            email = read_eml(path)
+            if f"{name} (" in email["Subject"]:
+                found.append((email["X-Categories"].split(", ")[-1], email["Subject"]))
+        return found
+
+    def log_lines_about(self, name: str) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.server.output().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("object") == name]
+
+    def published(self) -> list[dict[str, str]]:
+        """Attributes of the notifications published since the last call."""
+        return [message["attributes"] for message in self.emulator.pull(self.capture)]
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = WAIT) -> T:
+    """``probe()`` once it is truthy; fails naming ``what`` if it is not within ``timeout``."""
+    give_up = time.monotonic() + timeout
+    while not (result := probe()):
+        if time.monotonic() > give_up:
+            pytest.fail(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.05)
+    return result
+
+
+def wait_for_lines(cloud: LocalCloud, name: str, count: int) -> list[dict[str, Any]]:
+    """The function's outcome lines about ``name`` once there are ``count`` of them (an email is
+    written a moment before its line)."""
+
+    def enough() -> list[dict[str, Any]]:
+        lines = cloud.log_lines_about(name)
+        return lines if len(lines) >= count else []
+
+    return wait_for(f"{count} outcome lines about {name}", enough)
+
+
+@pytest.fixture(scope="module")
+def cloud(function_server_factory: Callable[..., Any]) -> Iterator[LocalCloud]:
+    with ExitStack() as stack:
+        emulator = stack.enter_context(running_pubsub_emulator(PROJECT))
+        emulator.create_topic(TOPIC)
+        sink = EventSink(emulator.host, PROJECT, TOPIC, bucket=WATCHED, object_prefix=PREFIX)
+        gcs = stack.enter_context(running_fake_gcs(events=sink))
+        for name in (WATCHED, STATE, ELSEWHERE):
+            gcs.bucket(name)
+        proxy = stack.enter_context(GcsFaultProxy(gcs.url, target=ledger_calls, preconditions=True))
+        server = function_server_factory(
+            NOTIFY_BACKEND="outbox", NOTIFY_STATE_BUCKET=STATE, STORAGE_EMULATOR_HOST=proxy.url
+        )  # stopped by the factory at module end
+        emulator.create_pull_subscription("capture", TOPIC)
+        emulator.create_push_subscription("push-to-function", TOPIC, server.url + "/", ack_deadline=10)
+        yield LocalCloud(emulator, gcs, proxy, server, "capture")
+
+
+def test_an_upload_a_metadata_change_and_a_delete_each_send_their_email(cloud):
+    name = f"{PREFIX}Q3 résumé #1.csv"
+    blob = cloud.bucket().blob(name)
+    blob.upload_from_string(b"region,revenue\nnorth,1\n", content_type="text/csv")
+    wait_for("the upload's email", lambda: cloud.emails_about(name))
+    blob.metadata = {"team": "finance"}
+    blob.patch()
+    wait_for("the metadata change's email", lambda: len(cloud.emails_about(name)) == 2)
+    blob.delete()
+    emails = wait_for("the delete's email", lambda: len(cloud.emails_about(name)) == 3 and cloud.emails_about(name))
+    assert emails == [
+        ("finalize", f"Uploaded: {name} ({WATCHED})"),
+        ("metadata", f"Metadata changed: {name} ({WATCHED})"),
+        ("delete", f"Deleted: {name} ({WATCHED})"),
+    ]
+    lines = wait_for_lines(cloud, name, 3)
+    outcomes = [(line["kind"], line["outcome"], line["ledger"]) for line in lines]
+    assert outcomes == [("finalize", "sent", "gcs"), ("metadata", "sent", "gcs"), ("delete", "sent", "gcs")]
+
+
+def test_two_metadata_updates_of_one_object_send_two_emails(cloud):
+    # fake-gcs-server's notifications carry no metageneration: the second was once taken for a duplicate.
+    name = f"{PREFIX}twice updated.csv"
+    blob = cloud.bucket().blob(name)
+    blob.upload_from_string(b"x\n")
+    wait_for("the upload's email", lambda: cloud.emails_about(name))
+    for owner in ("ana", "bo"):
+        blob.metadata = {"owner": owner}
+        blob.patch()
+    wait_for("two metadata emails", lambda: len(cloud.emails_about(name)) >= 3)
+    lines = wait_for_lines(cloud, name, 3)
+    assert [kind for kind, _ in cloud.emails_about(name)] == ["finalize", "metadata", "metadata"]
+    assert [line["outcome"] for line in lines] == ["sent", "sent", "sent"]
+
+
+def test_an_archive_notification_published_to_the_topic_sends_its_email(cloud):
+    # fake-gcs-server never emits OBJECT_ARCHIVE: publish one in the real notification format.
+    name = f"{PREFIX}cold/2019 ledger.parquet"
+    message = pubsub_message("archive", object_resource("archive", WATCHED, name, size=5_000_000))
+    cloud.emulator.publish(TOPIC, base64.b64decode(message["data"]), message["attributes"])
+    emails = wait_for("the archive email", lambda: cloud.emails_about(name))
+    assert emails == [("archive", f"Archived: {name} ({WATCHED})")]
+
+
+def test_a_failed_answer_is_redelivered_by_pubsub_and_sends_exactly_one_email(cloud):
+    # The state bucket refuses the claim once (403, as while a new IAM grant propagates; the storage
+    # client does not retry it): the function answers 500 and the emulator delivers the message again.
+    name = f"{PREFIX}redelivered.csv"
+    cloud.proxy.fail_next.append(403)
+    cloud.bucket().blob(name).upload_from_string(b"x\n")
+    wait_for("the email after the redelivery", lambda: cloud.emails_about(name))
+    lines = wait_for_lines(cloud, name, 2)
+    assert cloud.proxy.injected["status 403"] == 1
+    assert [line["outcome"] for line in lines] == ["retrying", "sent"]
+    assert lines[0]["event_id"] == lines[1]["event_id"], "the same Pub/Sub message, delivered twice"
+    assert "ledger unavailable" in lines[0]["error"]
+    assert len(cloud.emails_about(name)) == 1
+
+
+def test_objects_outside_the_watched_bucket_or_prefix_trigger_nothing(cloud):
+    cloud.published()  # forget what earlier tests published
+    outside = [(ELSEWHERE, f"{PREFIX}other bucket.csv"), (WATCHED, "elsewhere/outside prefix.csv")]
+    for bucket, name in outside:
+        cloud.bucket(bucket).blob(name).upload_from_string(b"x\n")
+    marker = f"{PREFIX}after the outside ones.csv"
+    cloud.bucket().blob(marker).upload_from_string(b"x\n")  # published after them, if they were
+    seen: list[dict[str, str]] = []
+    wait_for("the marker's notification", lambda: seen.extend(cloud.published()) or any(
+        attributes["objectId"] == marker for attributes in seen))  # fmt: skip
+    wait_for("the marker's email", lambda: cloud.emails_about(marker))
+    assert [a["objectId"] for a in seen] == [marker], "only the watched object was published"
+    for _, name in outside:
+        assert cloud.emails_about(name) == [] and cloud.log_lines_about(name) == []
+
+
+def test_emit_in_pubsub_mode_reaches_the_running_function(cloud):
+    name = f"{PREFIX}emitted by the cli.csv"
+    command = [sys.executable, "-m", "notifier", "emit", "finalize", f"gs://{WATCHED}/{name}", "--mode", "pubsub",
+               "--url", cloud.server.url]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "HTTP 200" in result.stdout
+    assert wait_for("the emitted event's email", lambda: cloud.emails_about(name)) == [
+        ("finalize", f"Uploaded: {name} ({WATCHED})")
+    ]
+
+
+def test_a_small_chaos_run_through_the_local_cloud_loses_nothing(capsys):
+    from bench import chaos
+
+    assert chaos.main(["--events", "40", "--shards", "2", "--outage", "3", "--seed", "7"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"notifications published: +(\d+) \(40 objects\)", out), out
+    assert re.search(r"\n  lost: +0\n", out), out
+    assert re.search(r"\n  unexplained duplicates: +0\n", out), out
+    assert out.rstrip().endswith("PASS")
+
+
+def test_a_duplicate_is_explained_by_an_unanswered_send_counted_once_or_by_a_lost_sent_mark():
+    from bench.chaos import explain
+    from bench.standin import Acceptance
+
+    def copies(*hung_at: float | None) -> list[Acceptance]:
+        return [Acceptance("id", "Uploaded: chaos/00001.csv (b)", at is not None, at or 100.0) for at in hung_at]
+
+    assert explain(copies(None), [], 0) == (0, 0, 0)
+    assert explain(copies(None, None), [], 0) == (1, 0, 0), "nothing explains the second copy"
+    assert explain(copies(100.0, None), [], 0) == (1, 1, 0), "the stand-in hung on the first"
+    assert explain(copies(None, None), [101.0], 0) == (1, 1, 0), "the function gave up on one it cannot see"
+    assert explain(copies(100.0, None), [101.2], 0) == (1, 1, 0)
+    assert explain(copies(100.0, None, None), [101.2], 0) == (2, 1, 0), "a hang and its give-up: one send"
+    assert explain(copies(100.0, None, None), [150.0], 0) == (2, 2, 0), "a later give-up is another send"
+    assert explain(copies(None, None), [], 1) == (1, 0, 1), "the ledger could not record the first"
