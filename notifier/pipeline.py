@@ -26,6 +26,7 @@ from notifier.config import Settings, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
 from notifier.mail import Backend, DeliveryError, Message, create_backend
+from notifier.mail.retry import MIN_ATTEMPT_SECONDS
 from notifier.mail.scrub import scrub
 from notifier.objects import ObjectAccess
 from notifier.render import Renderer
@@ -183,6 +184,10 @@ class Pipeline:
             if message is None:
                 extras = self.objects.extras(notification.event, notification.rule)
                 message = self.renderer.render(notification, extras)
+            if deadline - self._clock() < MIN_ATTEMPT_SECONDS:
+                # A slow ledger or bucket used the time up: a send started now would be cut off
+                # with its answer on the way, and the redelivery would send a second copy.
+                raise DeliveryError("no time left before the deadline to send", transient=True, attempts=0)
             receipt = self.backend.send(message, deadline=deadline)
         except DeliveryError as error:
             if error.transient:

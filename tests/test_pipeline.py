@@ -82,7 +82,7 @@ def test_sent_event_logs_one_line_with_every_field(capsys):
     )
     assert line["notification_id"] == backend.sent[0].notification_id
     assert (line["backend"], line["attempts"], line["message_id"]) == ("scripted", 2, "msg-1")
-    assert line["duration_ms"] == 250.0
+    assert line["duration_ms"] == 500.0  # the fake clock moves 0.25 s a reading: start, before sending, end
     assert "gs://acme/r/q3.csv" in line["message"]
 
 
@@ -340,3 +340,32 @@ def test_locally_there_is_no_age_limit_and_deployed_it_is_a_day():
     assert settings_for().max_event_age is None
     assert load_settings({"K_SERVICE": "f", "SENDGRID_API_KEY": "SG.x", "NOTIFY_FROM": "a@example.com",
                           "NOTIFY_TO": "b@example.com"}).max_event_age == 86400  # fmt: skip
+
+
+class _SlowLedger(MemoryLedger):
+    """A claim that takes ``seconds`` of the pipeline's clock, as a slow state bucket does."""
+
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def claim(self, *args, **kwargs):
+        self.clock.now += self.seconds
+        return super().claim(*args, **kwargs)
+
+
+def test_no_send_starts_once_the_deadline_is_all_but_gone_and_the_claim_is_released(capsys):
+    # A send cut off at the deadline may have been accepted: the redelivery would then send a copy.
+    pipeline, backend = _pipeline(Receipt("scripted", "m"), NOTIFY_DEADLINE_SECONDS="30")
+    pipeline.ledger = _SlowLedger(pipeline._clock, 29.5)
+
+    with pytest.raises(RetryLater):
+        pipeline.handle(storage_cloud_event())
+
+    assert backend.sent == []
+    (line,) = _lines(capsys)
+    assert (line["outcome"], line["attempts"]) == ("retrying", 0)
+    assert "no time left" in line["error"]
+    pipeline.ledger.seconds = 0  # the redelivery, on a quick ledger: the claim was released
+    pipeline.handle(storage_cloud_event())
+    assert len(backend.sent) == 1
