@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"})
+from bench.httpd import LocalServer, answer, forward, passed_on
+
 MAX_BODY_BYTES = 10 * 1024 * 1024  # the function refuses far less; a push body is a few KB
 UPSTREAM_TIMEOUT = 120.0  # longer than any delivery; the emulator gives up on its own clock
 
 
 @dataclass
-class Balancer:
+class Balancer(LocalServer):
     """``with Balancer([url1, url2]) as balancer:`` serves on :attr:`url` until the block ends."""
 
     upstreams: list[str]
@@ -39,19 +40,8 @@ class Balancer:
         self._targets = [_host_port(url) for url in self.upstreams]
         self._next = itertools.cycle(range(len(self._targets)))
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 128
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Balancer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listen(self._handler(), _QuietServer)
+        self.url += "/"
 
     def quiet_for(self) -> float:
         """Seconds since the last request ended (0 while one is in flight)."""
@@ -82,39 +72,30 @@ class Balancer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY_BYTES:
-                    self._answer(413, [], b"request body too large")
+                    answer(self, 413, [], b"request body too large")
                     self.close_connection = True
                     return
                 body = self.rfile.read(length)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                headers = passed_on(self.headers.items())
                 status = 502
                 upstream = balancer._pick()
                 try:
-                    status, answer_headers, answer = _forward(upstream, self.command, self.path, headers, body)
+                    status, answer_headers, body = forward(upstream, self.command, self.path, headers, body,
+                                                           timeout=UPSTREAM_TIMEOUT)  # fmt: skip
                 except (OSError, http.client.HTTPException):
-                    answer_headers, answer = [], b"upstream unreachable"
+                    answer_headers, body = [], b"upstream unreachable"
                 finally:
                     balancer._done(status)
-                self._answer(status, answer_headers, answer)
+                answer(self, status, answer_headers, body)
 
             do_GET = do_POST = _serve
-
-            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-                try:
-                    self.send_response(status)
-                    for key, value in headers:
-                        if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                            self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the caller gave up first
 
         return Handler
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 128  # the emulators' pushes arrive in bursts
+
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a caller closing a kept-alive connection is not news; failures are answered 502
 
@@ -124,15 +105,3 @@ def _host_port(url: str) -> tuple[str, int]:
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"Balancer: expected an http://host:port URL, got {url!r}")
     return parts.hostname, parts.port or 80
-
-
-def _forward(
-    upstream: tuple[str, int], method: str, path: str, headers: dict[str, str], body: bytes
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    connection = http.client.HTTPConnection(*upstream, timeout=UPSTREAM_TIMEOUT)
-    try:
-        connection.request(method, path, body=body or None, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.getheaders(), response.read()
-    finally:
-        connection.close()

@@ -13,11 +13,8 @@ as Cloud Storage does: fake-gcs-server checks it on uploads only.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import random
-import socket
-import struct
 import threading
 import time
 from collections import Counter
@@ -25,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"})
+from bench.httpd import LocalServer, answer, forward, passed_on, reset
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ def object_requests(request: ProxiedRequest) -> bool:
 
 
 @dataclass
-class GcsFaultProxy:
+class GcsFaultProxy(LocalServer):
     upstream: str  # http://127.0.0.1:PORT of fake-gcs-server
     faults: GcsFaults = field(default_factory=GcsFaults)
     target: Callable[[ProxiedRequest], bool] = object_requests
@@ -94,18 +91,7 @@ class GcsFaultProxy:
         self._writes = threading.Lock()  # a precondition checked, then the request forwarded, as one step
         upstream = urlsplit(self.upstream)
         self._upstream = (upstream.hostname or "127.0.0.1", upstream.port or 80)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> GcsFaultProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listen(self._handler())
 
     def _decide(self, request: ProxiedRequest) -> str | int:
         """'forward', a fault name, or a queued status to answer with."""
@@ -135,17 +121,11 @@ class GcsFaultProxy:
         return status == 200 and json.loads(body).get("generation") != wanted  # a missing object: the server's 404
 
     def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list, bytes]:
-        connection = http.client.HTTPConnection(*self._upstream, timeout=60)
-        try:
-            connection.request(method, path, body=body or None, headers=headers)
-            response = connection.getresponse()
-            answer = response.read()
-            if "json" in (response.getheader("Content-Type") or ""):
-                # Links in resources (an object's mediaLink) lead back through us, not around us.
-                answer = answer.replace(self.upstream.rstrip("/").encode(), self.url.encode())
-            return response.status, response.getheaders(), answer
-        finally:
-            connection.close()
+        status, answer_headers, answer = forward(self._upstream, method, path, headers, body, timeout=60)
+        if "json" in dict((k.lower(), v) for k, v in answer_headers).get("content-type", ""):
+            # Links in resources (an object's mediaLink) lead back through us, not around us.
+            answer = answer.replace(self.upstream.rstrip("/").encode(), self.url.encode())
+        return status, answer_headers, answer
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -166,9 +146,9 @@ class GcsFaultProxy:
                     self._error(status, message)
                     return
                 if decision == "reset":
-                    self._reset()
+                    reset(self)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                headers = passed_on(self.headers.items())
                 if proxy.before_forward is not None:
                     proxy.before_forward(request)
                 checked = proxy.preconditions and (self.command != "GET" or "ifGenerationMatch" in request.query)
@@ -176,35 +156,18 @@ class GcsFaultProxy:
                     if checked and proxy._stale(request, self.path):
                         self._error(412, "At least one of the pre-conditions you specified did not hold.")
                         return
-                    status, answer_headers, answer = proxy._forward(self.command, self.path, headers, body)
+                    status, answer_headers, answer_body = proxy._forward(self.command, self.path, headers, body)
                 if decision == "reset_after":
-                    self._reset()
+                    reset(self)
                     return
                 if decision == "slow":
                     time.sleep(proxy.faults.delay)
-                self._answer(status, answer_headers, answer)
+                answer(self, status, answer_headers, answer_body)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
             def _error(self, status: int, message: str) -> None:
                 body = {"error": {"code": status, "message": message, "errors": [{"message": message}]}}
-                self._answer(status, [("Content-Type", "application/json")], json.dumps(body).encode())
-
-            def _reset(self) -> None:
-                # SO_LINGER 0: close with a TCP reset, as a dropped connection looks to the client.
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.close_connection = True
-
-            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-                try:
-                    self.send_response(status)
-                    for key, value in headers:
-                        if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                            self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the client gave up first (a slow answer)
+                answer(self, status, [("Content-Type", "application/json")], json.dumps(body).encode())
 
         return Handler

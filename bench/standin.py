@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import random
-import socket
-import struct
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from bench.httpd import LocalServer, answer, reset
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Acceptance:
 
 
 @dataclass
-class StandIn:
+class StandIn(LocalServer):
     faults: Faults = field(default_factory=Faults)
     seed: int = 1
     accepted: list[Acceptance] = field(default_factory=list)
@@ -49,18 +49,7 @@ class StandIn:
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> StandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listen(self._handler())
 
     def _decide(self) -> str:
         with self._lock:
@@ -103,16 +92,14 @@ class StandIn:
                     time.sleep(stand_in.faults.latency)
                 decision = stand_in._decide()
                 if decision == "reset":
-                    # SO_LINGER 0: close with a TCP reset, as a dropped connection looks to the client.
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    self.close_connection = True
+                    reset(self)
                     return
                 if decision == "server_error":
                     self._answer(stand_in._random.choice((500, 503)), b'{"errors":[{"message":"chaos"}]}')
                     return
                 if decision == "rate_limit":
-                    reset = str(int(time.time()) + 1)
-                    self._answer(429, b'{"errors":[{"message":"too many"}]}', {"X-RateLimit-Reset": reset})
+                    reset_at = str(int(time.time()) + 1)
+                    self._answer(429, b'{"errors":[{"message":"too many"}]}', {"X-RateLimit-Reset": reset_at})
                     return
                 payload = json.loads(body)
                 stand_in._accept(payload, ambiguous=decision == "accepted_then_timeout")
@@ -121,15 +108,7 @@ class StandIn:
                 self._answer(202, b"", {"X-Message-Id": f"standin-{stand_in.requests}"})
 
             def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-                try:
-                    self.send_response(status)
-                    for key, value in (headers or {}).items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the client gave up first (accepted-then-timeout)
+                answer(self, status, (headers or {}).items(), body)
 
         return Handler
 

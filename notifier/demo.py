@@ -9,12 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from email import message_from_binary_file, policy
@@ -23,6 +21,7 @@ from typing import Any
 
 from notifier.cli import build_request
 from notifier.config import ROOT
+from notifier.localcloud import free_port, wait_until_answering
 
 DEMO_EVENTS = (
     # kind, object, size, content type, delivery format
@@ -214,12 +213,6 @@ def _post(url: str, request: tuple[dict[str, str], bytes]) -> int:
         return response.status
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(
     port: int, env: dict[str, str], log_file: Any, *, source: Path = ROOT / "main.py", **popen: Any
 ) -> subprocess.Popen:
@@ -242,19 +235,9 @@ def start_server(
 
 
 def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 30.0) -> None:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if server.poll() is not None:
-            raise OSError(f"the function exited with status {server.returncode} before serving")
-        try:
-            # GET is not an event: the framework answers 405 without calling the function.
-            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise OSError(f"the function did not answer on {url} within {timeout:.0f}s")
+    """Until the function answers at all (a GET is not an event: the framework answers 405), or
+    it exits; an OSError saying which."""
+    wait_until_answering(url, server, "the function", timeout)
 
 
 def stop_server(server: subprocess.Popen) -> None:

@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -26,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from notifier.demo import free_port
-
 READY_TIMEOUT = 60.0  # the emulator's JVM can take a while on a busy machine
 EMULATOR_PACKAGE = "google-cloud-cli-pubsub-emulator"
 JAVA_PACKAGE = "openjdk-17-jre-headless"
@@ -35,7 +34,7 @@ _ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm6
 Log = IO[bytes] | int
 
 
-class LocalCloudError(RuntimeError):
+class LocalCloudError(OSError):
     """A local server is missing, did not start, or refused a request; the message says which."""
 
 
@@ -81,7 +80,14 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _wait_for(url: str, process: subprocess.Popen, what: str, timeout: float) -> None:
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, what: str, timeout: float) -> None:
     """Until ``url`` answers at all (any HTTP status means serving), or ``process`` dies."""
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
@@ -175,7 +181,7 @@ def running_fake_gcs(
         env["PUBSUB_EMULATOR_HOST"] = events.emulator_host
     process = start_group(command, env=env, log=log)
     try:
-        _wait_for(f"{url}/storage/v1/b", process, "fake-gcs-server", READY_TIMEOUT)
+        wait_until_answering(f"{url}/storage/v1/b", process, "fake-gcs-server", READY_TIMEOUT)
         yield FakeGcsServer(url, port)
     finally:
         stop_group(process)
@@ -274,7 +280,7 @@ def running_pubsub_emulator(
         process = start_group(command, env=env, log=log)
         try:
             ready = f"http://{host}/v1/projects/{project}/topics"
-            _wait_for(ready, process, "the Pub/Sub emulator", READY_TIMEOUT)
+            wait_until_answering(ready, process, "the Pub/Sub emulator", READY_TIMEOUT)
             yield PubSubEmulator(host, project)
         finally:
             stop_group(process)

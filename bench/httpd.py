@@ -1,0 +1,75 @@
+"""What the local stand-ins share: a threaded HTTP server run for a ``with`` block, and the two
+halves of proxying a request (forward it upstream; answer the caller, who may have gone)."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import struct
+import threading
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Headers about one connection, not the message: never passed through a proxy.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"})
+
+
+class LocalServer:
+    """Serves ``handler`` on a free 127.0.0.1 port, in a daemon thread, from ``__enter__`` to
+    ``__exit__``; subclasses call :meth:`_listen` from ``__post_init__``."""
+
+    url: str
+
+    def _listen(
+        self, handler: type[BaseHTTPRequestHandler], server: type[ThreadingHTTPServer] = ThreadingHTTPServer
+    ) -> None:
+        self._server = server(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def passed_on(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The request headers a proxy passes on."""
+    return {key: value for key, value in headers if key.lower() not in HOP_BY_HOP}
+
+
+def forward(
+    upstream: tuple[str, int], method: str, path: str, headers: dict[str, str], body: bytes, timeout: float
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One request to ``upstream`` on a new connection: its status, headers and whole body."""
+    connection = http.client.HTTPConnection(*upstream, timeout=timeout)
+    try:
+        connection.request(method, path, body=body or None, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        connection.close()
+
+
+def reset(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection with a TCP reset (SO_LINGER 0), as a dropped connection looks to a client."""
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.close_connection = True
+
+
+def answer(handler: BaseHTTPRequestHandler, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> None:
+    """Send a whole answer (our own Content-Length); a caller that already gave up is no error."""
+    try:
+        handler.send_response(status)
+        for key, value in headers:
+            if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:
+        pass  # the caller gave up first (a slow or hung answer)
