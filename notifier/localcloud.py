@@ -41,6 +41,34 @@ class LocalCloudError(OSError):
 # ---------------------------------------------------------------------------------------------
 # Processes
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(BaseException):
+    """A signal asked the tool (sandbox, chaos) to stop: a BaseException, so nothing on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, so every part is
+    stopped on the way out; a second signal is ignored, so it cannot cut that clean-up short."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
 
 def start_group(command: list[str], *, env: Mapping[str, str] | None = None, log: Log = subprocess.DEVNULL,
                 cwd: Path | None = None) -> subprocess.Popen:  # fmt: skip

@@ -34,14 +34,17 @@ from typing import IO, Any, TypeVar
 from notifier.config import ROOT
 from notifier.demo import free_port, wait_until_serving
 from notifier.localcloud import (
+    STOP_SIGNALS,
     EventSink,
     LocalCloudError,
+    Stopped,
     fake_gcs_binary,
     pubsub_emulator_problem,
     running_fake_gcs,
     running_pubsub_emulator,
     start_group,
     stop_group,
+    stop_on_signals,
 )
 from notifier.log import LINE_LIMIT, for_terminal, redact, register_secret
 
@@ -60,7 +63,6 @@ LOCAL_ADDRESSES = {
     "NOTIFY_TO": "Data Team <data-team@example.com>",
 }
 SECRETS = ("SENDGRID_API_KEY", "SMTP_PASSWORD")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FUNCTION_READY_TIMEOUT = 60.0
 HEALTH_INTERVAL = 5.0  # seconds between checks that the emulators still answer
 SHOWN_CHARS = 300  # of one warning or error line
@@ -70,14 +72,6 @@ T = TypeVar("T")
 
 class SandboxError(Exception):
     """Start-up failed or a part stopped; the message says which, and where its log is."""
-
-
-class Stopped(BaseException):
-    """A signal asked the sandbox to stop (a BaseException, so nothing on the way swallows it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -189,24 +183,6 @@ def check_tools() -> None:
         fake_gcs_binary()
     except LocalCloudError as error:
         raise SandboxError(str(error)) from None
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, so every part is
-    stopped on the way out; a second signal is ignored, so it cannot cut that clean-up short."""
-
-    def stop(signum: int, frame: Any) -> None:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        raise Stopped(signum)
-
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # ---------------------------------------------------------------------------------------------
