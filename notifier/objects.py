@@ -7,6 +7,7 @@ signed or an object cannot be attached, the email says so instead.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 import threading
@@ -14,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from notifier.mail.base import OCTET_STREAM, Attachment, attachment_type, media_type, visible
 
@@ -70,7 +72,8 @@ class ObjectAccess:
             try:
                 url = self.signed_url(event, rule.signed_link_ttl)
             except Exception as error:  # noqa: BLE001 - the email goes out without the link
-                notes.append(f"No download link: {_reason(error)}")
+                _log_failure("no download link", event, error)
+                notes.append(_NO_LINK)
         if rule.attach_max_size is not None:
             attachment, note = self.attachment(event, rule.attach_max_size)
             attachments += [attachment] if attachment else []
@@ -87,6 +90,8 @@ class ObjectAccess:
         from google.auth import credentials as auth_credentials
         from google.auth.transport.requests import Request
 
+        if self._settings.storage_emulator_host:  # fake-gcs-server (make sandbox) checks no signature
+            return _emulator_download_url(self._settings.storage_emulator_host, event)
         client = self._storage()
         blob = client.bucket(event.bucket).blob(event.name, generation=event.generation)
         options: dict[str, Any] = {"version": "v4", "method": "GET", "expiration": timedelta(seconds=ttl_seconds)}
@@ -113,7 +118,8 @@ class ObjectAccess:
         except gexc.NotFound:
             return None, "Not attached: the object is no longer there."
         except Exception as error:  # noqa: BLE001 - the email goes out without the attachment
-            return None, f"Not attached: {_reason(error)}"
+            _log_failure("not attached", event, error)
+            return None, "Not attached: the object could not be read; the function's log says why."
         if len(data) > max_size:
             return None, f"Not attached: over the {max_size:,}-byte limit; use the link."
         return Attachment(safe_filename(event.name), attachment_type(event.content_type), data), _type_note(event)
@@ -167,5 +173,21 @@ def _preview(value: str) -> str:
     return escaped if len(escaped) <= _PREVIEW_CHARACTERS else escaped[: _PREVIEW_CHARACTERS - 1] + "…"
 
 
-def _reason(error: Exception) -> str:
-    return f"{type(error).__name__}: {str(error)[:200]}"
+# The email says what a recipient can do; what went wrong, in the program's words, goes to the log.
+_NO_LINK = (
+    "No download link: it could not be signed (the runtime service account needs"
+    " roles/iam.serviceAccountTokenCreator on itself: deploy/setup.sh --bucket); the function's log says why."
+)
+
+
+def _log_failure(what: str, event: StorageEvent, error: Exception) -> None:
+    from notifier.log import get_logger, log
+
+    log(get_logger(), logging.WARNING, f"{what}: {event.gs_uri}: {type(error).__name__}: {str(error)[:200]}",
+        bucket=event.bucket, object=event.name, error=type(error).__name__)  # fmt: skip
+
+
+def _emulator_download_url(host: str, event: StorageEvent) -> str:
+    """The object's media URL on a local emulator: what a signed link leads to, without the signature."""
+    url = f"{host.rstrip('/')}/download/storage/v1/b/{quote(event.bucket, safe='')}/o/{quote(event.name, safe='')}"
+    return url + "?alt=media" + (f"&generation={event.generation}" if event.generation is not None else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import urllib.request
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -139,12 +140,17 @@ def test_without_a_key_the_link_is_signed_through_iam_sign_blob(monkeypatch, htt
     assert credentials.refreshed == 1
 
 
-def test_a_link_that_cannot_be_signed_becomes_a_note_not_a_lost_email(monkeypatch):
+def test_a_link_that_cannot_be_signed_becomes_a_note_not_a_lost_email(monkeypatch, capsys):
     monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "p"))
     rule = Rule("r", RULE.recipients, signed_link_ttl=600)
     extras = ObjectAccess(settings_for()).extras(decode(storage_cloud_event()), rule)
     assert extras.download_url is None
     assert extras.notes[0].startswith("No download link: ")
+    # The recipient reads what to do; the program's own words go to the log, once.
+    assert "Error" not in extras.notes[0] and "serviceAccountTokenCreator" in extras.notes[0]
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (line["severity"], line["error"]) == ("WARNING", "AttributeError")
+    assert line["message"].startswith("no download link: gs://")
 
 
 def test_no_link_for_a_deleted_object():
@@ -204,3 +210,18 @@ def test_a_vanished_object_is_a_note(uploads_bucket, fake_gcs):
 )  # fmt: skip
 def test_attachment_filenames_are_safe(name, filename):
     assert safe_filename(name) == filename
+
+
+def test_on_a_local_emulator_the_link_is_its_plain_download_url_for_that_generation(uploads_bucket, fake_gcs):
+    # fake-gcs-server (make sandbox) checks no signature, and anonymous credentials cannot sign.
+    name = "in/Q3 #1 résumé?.csv"
+    event = _uploaded(uploads_bucket, name, b"first")
+    access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
+
+    extras = access.extras(event, Rule("r", RULE.recipients, signed_link_ttl=600))
+
+    assert extras.notes == ()
+    assert extras.download_url.startswith(fake_gcs.url + "/download/storage/v1/b/acme-uploads/o/in%2FQ3%20%231%20")
+    assert dict(parse_qsl(urlsplit(extras.download_url).query))["generation"] == str(event.generation)
+    with urllib.request.urlopen(extras.download_url, timeout=10) as response:
+        assert response.read() == b"first"
