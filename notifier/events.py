@@ -72,6 +72,13 @@ _OPTIONAL_FIELDS: dict[str, tuple[str, str]] = {
 }
 # Pub/Sub notification attributes that say more than the object resource does.
 _PUBSUB_ATTRIBUTES = ("overwroteGeneration", "overwrittenByGeneration")
+# Attributes that repeat a field of the object resource: attribute → data field.
+_PUBSUB_SAME_AS_DATA = {"bucketId": "bucket", "objectId": "name", "objectGeneration": "generation"}
+# A notification made with --payload-format=none carries attributes only: nothing to email about.
+NO_PAYLOAD = (
+    "missing: the bucket notification has no payload (payloadFormat NONE); recreate it with"
+    " --payload-format=json (deploy/deploy.sh --via pubsub does)"
+)
 
 # The platform's own bounds on every string decoded here. Cloud Storage and Eventarc never send
 # more, so a longer value is a forged event: refused before it is copied into an email or a log line.
@@ -189,6 +196,15 @@ def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
             f"type: unsupported event type {event_type!r}; expected one of " + ", ".join(sorted(_CE_TYPE_TO_KIND))
         )
     return _storage_event(kind, data, _unicode(event_id, "id"), event_type, event_time)
+
+
+def pubsub_push_problem(body: Any) -> str | None:
+    """What a Pub/Sub push body functions-framework could not convert lacks, if it is one (a
+    notification without a payload has no ``message.data``, which the framework requires)."""
+    message = body.get("message") if isinstance(body, dict) else None
+    if isinstance(message, dict) and not message.get("data"):
+        return f"Pub/Sub push: message.data: {NO_PAYLOAD}"
+    return None
 
 
 def _storage_event(kind: Kind, data: dict[str, Any], event_id: str, event_type: str, event_time: Any) -> StorageEvent:
@@ -344,12 +360,24 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
             f"data.message.attributes.eventType: expected one of {', '.join(_PUBSUB_EVENT_TO_KIND)},"
             f" got {_preview(notification)}"
         )
+    if not message.get("data"):
+        raise InvalidEvent(f"data.message.data: {NO_PAYLOAD}")
     try:
-        payload = base64.b64decode(message.get("data") or "", validate=True)
+        payload = base64.b64decode(message["data"], validate=True)
     except (ValueError, TypeError):
         raise InvalidEvent("data.message.data: expected base64-encoded JSON") from None
     data = _as_object(payload, "data.message.data")
-    data.update({key: attributes[key] for key in _PUBSUB_ATTRIBUTES if key in attributes})
+    # Whoever may publish to the topic could pair one object's attributes with another's data:
+    # both must name the same object, or the email would be about something else than it says.
+    for attribute, key in _PUBSUB_SAME_AS_DATA.items():
+        said, held = attributes.get(attribute), data.get(key)
+        if said is not None and held is not None and str(said) != str(held):
+            raise InvalidEvent(
+                f"data.message.attributes.{attribute}: {_preview(said)} does not match data.{key} {_preview(held)}"
+            )
+    for key in _PUBSUB_ATTRIBUTES:
+        if key in attributes:
+            data[key] = _parse_int(attributes[key], f"data.message.attributes.{key}")
     return _PUBSUB_EVENT_TO_KIND[notification], data
 
 

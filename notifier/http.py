@@ -24,6 +24,7 @@ from typing import Any
 from flask import Flask, has_request_context, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
+from notifier.events import pubsub_push_problem
 from notifier.log import cut
 from notifier.pipeline import Pipeline, RetryLater
 from notifier.watchdog import watching
@@ -76,7 +77,7 @@ def error_response(pipeline: Pipeline, error: BaseException) -> Any:
             " or application/cloudevents+json"
         )
     elif isinstance(error, HTTPException):
-        reason = _what_the_cloudevent_lacks(body)
+        reason = _what_the_cloudevent_lacks(body) or pubsub_push_problem(_json_object(body))
         if reason is None:
             reason = "the request is neither a CloudEvent nor a 1st-gen background event"
             if error.__context__ is not None:  # the framework's own reason, e.g. an unknown event type

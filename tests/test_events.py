@@ -50,7 +50,9 @@ def b64json(value: Any) -> str:
 
 def pubsub(notification: Any = "OBJECT_FINALIZE", payload: str | None = None) -> dict[str, Any]:
     """A Cloud Storage Pub/Sub notification as Eventarc's messagePublished data carries it."""
-    attributes = {"eventType": notification, "bucketId": "acme", "objectId": "reports/q3.csv"}
+    attributes = {"eventType": notification}
+    if payload is None:  # the attributes repeat the object the payload names
+        attributes |= {"bucketId": "acme", "objectId": "reports/q3.csv"}
     data = b64json(obj()) if payload is None else payload
     return {"message": {"attributes": attributes, "data": data, "messageId": "42"}, "subscription": "s"}
 
@@ -397,3 +399,40 @@ def test_an_upload_is_one_change_whatever_message_carried_it():
     first, again = (_notification("finalize", i, metageneration=None) for i in ("1", "2"))
     assert first.change_key == again.change_key
     assert _notification("metadata", "1").change_key == _notification("metadata", "2").change_key
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "field"),
+    [
+        ("bucketId", "other-bucket", "bucket"),
+        ("objectId", "payroll.csv", "name"),
+        ("objectGeneration", "7", "generation"),
+    ],
+)
+def test_a_notification_whose_attributes_name_another_object_is_invalid(attribute, value, field):
+    # A publisher to the topic could pair one object's attributes with another's payload.
+    envelope = pubsub()
+    envelope["message"]["attributes"][attribute] = value
+    envelope["message"]["data"] = b64json(obj(generation="5"))
+
+    with pytest.raises(
+        InvalidEvent, match=rf"^data\.message\.attributes\.{attribute}: .* does not match data\.{field} "
+    ):
+        decode(make_event(envelope, PUBSUB))
+
+
+def test_a_notification_without_a_payload_says_how_to_make_one_with():
+    envelope = pubsub()
+    del envelope["message"]["data"]
+    envelope["message"]["attributes"]["payloadFormat"] = "NONE"
+
+    with pytest.raises(InvalidEvent, match=r"^data\.message\.data: .*--payload-format=json"):
+        decode(make_event(envelope, PUBSUB))
+
+
+def test_a_bad_generation_attribute_is_named_where_it_was():
+    envelope = pubsub()
+    envelope["message"]["attributes"]["overwroteGeneration"] = "-1"
+
+    with pytest.raises(InvalidEvent, match=r"^data\.message\.attributes\.overwroteGeneration: "):
+        decode(make_event(envelope, PUBSUB))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -239,6 +240,19 @@ MALFORMED += [
         b'{"bucket": "b", "name": "o"}', {"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "1",
                 "ce-source": "s", "ce-type": "google.cloud.storage.object.v1.finalized", "ce-time": "2024-13-45T99%3A00"},
         "time: expected an RFC 3339 time", id="binary-bad-time",
+    ),
+    # A raw Pub/Sub push (the emulator's, or a push subscription's) of a notification made with
+    # --payload-format=none: the framework cannot convert a message without data.
+    pytest.param(
+        json.dumps({"subscription": "projects/p/subscriptions/s", "message": {"messageId": "9",
+                    "attributes": {"eventType": "OBJECT_FINALIZE", "payloadFormat": "NONE"}}}).encode(),
+        {"Content-Type": "application/json"}, "recreate it with --payload-format=json", id="push-without-payload",
+    ),
+    pytest.param(
+        json.dumps({"subscription": "s", "message": {"messageId": "9", "data": base64.b64encode(
+            json.dumps({"bucket": "acme", "name": "mm.csv"}).encode()).decode(), "attributes": {
+            "eventType": "OBJECT_FINALIZE", "bucketId": "acme", "objectId": "payroll.csv"}}}).encode(),
+        {"Content-Type": "application/json"}, "does not match data.name", id="push-attributes-name-another-object",
     ),
 ]  # fmt: skip
 
