@@ -235,9 +235,9 @@ def start_server(
 
 
 def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Until the function answers at all (a GET is not an event: the framework answers 405), or
-    it exits; an OSError saying which."""
-    wait_until_answering(url, server, "the function", timeout)
+    """Until the function answers as functions-framework does (a GET is not an event: 405), or it
+    exits; an OSError saying which, or that another program answers on its port."""
+    wait_until_answering(url, server, "the function", timeout, answers_as=lambda status, _body: status == 405)
 
 
 def stop_server(server: subprocess.Popen) -> None:

@@ -9,6 +9,7 @@ The Pub/Sub emulator is driven over its REST API, so no Pub/Sub client library i
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -20,8 +21,9 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,20 +117,104 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_answering(url: str, process: subprocess.Popen, what: str, timeout: float) -> None:
-    """Until ``url`` answers at all (any HTTP status means serving), or ``process`` dies."""
-    give_up = time.monotonic() + timeout
+# Whether an answer (status, the start of its body) is the server we started, not another program
+# that took the port between choosing it and our server binding it (the emulator's JVM takes seconds).
+AnswerCheck = Callable[[int, bytes], bool]
+ANSWER_BYTES = 64 * 1024
+
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen, what: str, timeout: float, *, answers_as: AnswerCheck | None = None
+) -> None:
+    """Until ``url`` answers as ``answers_as`` accepts (without it, any HTTP status means serving),
+    or ``process`` dies. Another answer while our process lives: polled again until ``timeout``, then
+    an error saying another program may hold the port."""
+    give_up, foreign = time.monotonic() + timeout, False
     while time.monotonic() < give_up:
         if process.poll() is not None:
             raise LocalCloudError(f"{what} exited with status {process.returncode} before serving on {url}")
         try:
-            urllib.request.urlopen(url, timeout=2).close()  # noqa: S310 - our own loopback server
-            return
-        except urllib.error.HTTPError:
-            return
+            status, body = _get(url)
         except OSError:
             time.sleep(0.05)
+            continue
+        if answers_as is None or answers_as(status, body):
+            return
+        foreign = True
+        time.sleep(0.1)
+    if foreign:
+        port = urllib.parse.urlsplit(url).port
+        raise LocalCloudError(f"port {port} answers, but not as {what} (another program holds it?)")
     raise LocalCloudError(f"{what} did not answer on {url} within {timeout:.0f}s")
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    """Status and the start of the body of a GET, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback server
+            return response.status, response.read(ANSWER_BYTES)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read(ANSWER_BYTES)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def answers_as_fake_gcs(status: int, body: bytes) -> bool:
+    """``GET /storage/v1/b``: the bucket list."""
+    return status == 200 and (_json_object(body) or {}).get("kind") == "storage#buckets"
+
+
+def answers_as_pubsub(status: int, body: bytes) -> bool:
+    """``GET /v1/projects/P/topics``: a JSON object (``{}`` while there is no topic)."""
+    return status == 200 and _json_object(body) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes left by a tool that was killed
+
+
+def stop_tagged(name: str, value: str, grace: float = 10.0) -> int:
+    """Stop every process (but this one) whose environment holds ``name=value`` exactly: SIGTERM,
+    then SIGKILL to those left after ``grace`` seconds. How many there were. A tool that tags what it
+    starts (children inherit the environment, whatever group they start) finds its own leftovers
+    after a SIGKILL, which no clean-up of its own could handle."""
+    tagged = _processes_with(f"{name}={value}".encode())
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        for pid in filter(_running, tagged):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        give_up = time.monotonic() + wait
+        while any(map(_running, tagged)) and time.monotonic() < give_up:
+            time.sleep(0.1)
+    return len(tagged)
+
+
+def _processes_with(entry: bytes) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if entry in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile, or another user's
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (one left for a parent that does not reap counts as stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +295,8 @@ def running_fake_gcs(
         env["PUBSUB_EMULATOR_HOST"] = events.emulator_host
     process = start_group(command, env=env, log=log)
     try:
-        wait_until_answering(f"{url}/storage/v1/b", process, "fake-gcs-server", READY_TIMEOUT)
+        wait_until_answering(f"{url}/storage/v1/b", process, "fake-gcs-server", READY_TIMEOUT,
+                             answers_as=answers_as_fake_gcs)  # fmt: skip
         yield FakeGcsServer(url, port)
     finally:
         stop_group(process)
@@ -308,7 +395,7 @@ def running_pubsub_emulator(
         process = start_group(command, env=env, log=log)
         try:
             ready = f"http://{host}/v1/projects/{project}/topics"
-            wait_until_answering(ready, process, "the Pub/Sub emulator", READY_TIMEOUT)
+            wait_until_answering(ready, process, "the Pub/Sub emulator", READY_TIMEOUT, answers_as=answers_as_pubsub)
             yield PubSubEmulator(host, project)
         finally:
             stop_group(process)

@@ -185,6 +185,7 @@ def test_make_sandbox_gsutil_and_gcloud_give_one_email_per_action_and_ctrl_c_lea
         assert [c.split()[:3] for c in commands] == [["gsutil", "cp", str(sandbox / "report.csv")],
                                                      ["gcloud", "storage", "objects"], ["gcloud", "storage", "rm"]]  # fmt: skip
         user = clean_env(tag, user_home, **assigned)
+        first_command = time.monotonic()
         for command in commands:
             done = subprocess.run(shlex.split(command), cwd=ROOT, env=user, capture_output=True, text=True, timeout=120)
             harmless = "rm" in command and "'NoneType' object has no attribute 'items'" in done.stderr
@@ -196,7 +197,15 @@ def test_make_sandbox_gsutil_and_gcloud_give_one_email_per_action_and_ctrl_c_lea
             eml = read_eml(ROOT / line[2])
             assert (ROOT / line[2]).parent == outbox
             assert (eml["Subject"], eml["To"]) == (subject, "Data Team <data-team@example.com>")
+        # The promise: three emails within 20 s of the first command (gcloud's own start-up included).
+        assert time.monotonic() - first_command <= 20
         assert len(list(outbox.glob("*.eml"))) == 3
+        assert (
+            lines.wait_for(r"^sandbox logs \(function, fake-gcs-server, Pub/Sub emulator\): (.+)$", 0)[1]
+            == str(sandbox / "logs") + "/"
+        )
+        function_log = (sandbox / "logs" / "function.log").read_text()
+        assert function_log.count('"outcome": "sent"') == 3, function_log[-2000:]
         assert list(user_home.rglob("*")) == []  # gcloud and gsutil wrote only into the sandbox's config
 
         os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: make and the sandbox both get it
@@ -309,7 +318,7 @@ def test_the_function_gets_the_outbox_unless_the_user_chose_a_real_backend(tmp_p
 
 def test_log_lines_become_one_short_line_each_and_never_a_secret() -> None:
     from notifier.log import register_secret
-    from notifier.sandbox import human_line
+    from notifier.sandbox_output import human_line
 
     secret = "SG.sandbox-secret-never-shown-0123456789"
     register_secret(secret)
@@ -323,7 +332,7 @@ def test_log_lines_become_one_short_line_each_and_never_a_secret() -> None:
 
 
 def test_an_object_name_cannot_send_escape_sequences_to_the_terminal() -> None:
-    from notifier.sandbox import human_line
+    from notifier.sandbox_output import human_line
 
     hostile = "a\x1b]0;owned\x07\x1b[2Jb\u202etxt.exe"
     line = json.dumps(
@@ -334,3 +343,140 @@ def test_an_object_name_cannot_send_escape_sequences_to_the_terminal() -> None:
 
     assert shown is not None and not any(ch in shown for ch in "\x1b\x07\u202e")
     assert "\\x1b]0;owned\\x07" in shown and "\\u202e" in shown
+
+
+@needs_emulator
+def test_a_second_sandbox_on_its_folder_is_refused_and_one_killed_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
+    sandbox, tag = tmp_path / "sandbox", uuid.uuid4().hex
+    command = [sys.executable, "-m", "notifier", "sandbox", "--dir", str(sandbox)]
+    first, lines = start(command, clean_env(tag, tmp_path))
+    second = third = None
+    try:
+        lines.wait_for(r"^sandbox ready: ", 120)
+        config = (sandbox / "gcloud" / "configurations" / "config_default").read_text()
+        (sandbox / "outbox" / "first.eml").write_text("the first sandbox's mail")
+
+        second, second_lines = start(command, clean_env(tag, tmp_path))
+        assert second.wait(timeout=60) == 2
+        assert f"sandbox: a sandbox is already running in {sandbox} (pid {first.pid})" in second_lines.rest()
+        assert (sandbox / "gcloud" / "configurations" / "config_default").read_text() == config
+        assert (sandbox / "outbox" / "first.eml").is_file()
+
+        left = {pid for pid in tagged_processes(tag) if pid != first.pid}
+        assert len(left) >= 4, tagged_processes(tag)  # gcloud + JVM, function master + worker, fake-gcs-server
+        first.kill()  # SIGKILL to the sandbox alone: the parts it started keep running
+        first.wait(timeout=10)
+        assert set(tagged_processes(tag)) == left
+
+        third, third_lines = start(command, clean_env(tag, tmp_path))
+        stopped = third_lines.wait_for(
+            r"^sandbox: stopped (\d+) process\(es\) left by an earlier sandbox that was killed$", 60
+        )
+        assert int(stopped[1]) == len(left)
+        third_lines.wait_for(r"^sandbox ready: ", 120)
+        assert not left & set(tagged_processes(tag))
+        os.killpg(third.pid, signal.SIGINT)
+        assert third.wait(timeout=60) == 0
+        nothing_left(tag)
+    finally:
+        for process in (first, second, third):
+            if process is not None:
+                stop_all(process, tag)
+
+
+def test_a_port_another_program_answers_on_is_not_taken_for_the_function(tmp_path: Path) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from notifier.demo import wait_until_serving
+
+    class Foreign(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    foreign = ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    threading.Thread(target=foreign.serve_forever, daemon=True).start()
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, never serving
+    port = foreign.server_address[1]
+    try:
+        with pytest.raises(
+            OSError, match=rf"port {port} answers, but not as the function \(another program holds it\?\)"
+        ):
+            wait_until_serving(f"http://127.0.0.1:{port}", ours, timeout=1)
+    finally:
+        ours.kill()
+        ours.wait()
+        foreign.shutdown()
+        foreign.server_close()
+
+
+def test_the_emulators_are_recognised_by_their_answers() -> None:
+    from notifier.localcloud import answers_as_fake_gcs, answers_as_pubsub
+
+    assert answers_as_fake_gcs(200, b'{"kind": "storage#buckets", "items": []}')
+    assert not answers_as_fake_gcs(200, b"hello")
+    assert not answers_as_fake_gcs(404, b'{"kind": "storage#buckets"}')
+    assert answers_as_pubsub(200, b"{}")
+    assert answers_as_pubsub(200, b'{"topics": []}')
+    assert not answers_as_pubsub(200, b"<html>hello</html>")
+    assert not answers_as_pubsub(405, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("user", "function_deadline", "ack_deadline"),
+    [
+        ({}, "45", 60),
+        ({"NOTIFY_DEADLINE_SECONDS": "100"}, "100", 115),
+        ({"NOTIFY_DEADLINE_SECONDS": "590"}, "590", 600),
+    ],
+)
+def test_pubsub_waits_for_the_function_as_a_deployment_does(
+    tmp_path: Path, user: dict[str, str], function_deadline: str, ack_deadline: int
+) -> None:
+    from notifier.sandbox import SandboxDir, ack_deadline_for, function_env
+
+    env = function_env(user, SandboxDir(tmp_path), "http://127.0.0.1:9")
+
+    assert env["NOTIFY_DEADLINE_SECONDS"] == function_deadline
+    assert ack_deadline_for(env) == ack_deadline
+
+
+def test_a_long_object_name_is_shortened_not_the_recipients_or_the_eml(tmp_path: Path) -> None:
+    from notifier.sandbox_output import human_line
+
+    eml = tmp_path / "outbox" / ("x" * 200 + ".eml")
+    eml.parent.mkdir()
+    eml.write_bytes(b"To: Data Team <data-team@example.com>\r\nSubject: s\r\n\r\nbody\r\n")
+    name = "reports/" + "a" * 1000 + "-end.csv"
+    line = json.dumps({"outcome": "sent", "kind": "finalize", "bucket": "b", "object": name, "message_id": str(eml)})
+
+    shown = human_line(line, tmp_path)
+
+    assert shown is not None
+    assert shown.startswith("sent      finalize gs://b/reports/aaa")
+    assert "…" in shown and "a-end.csv → Data Team <data-team@example.com>  outbox/" + eml.name in shown
+    assert len(shown) < 500
+
+
+def test_ctrl_c_before_anything_started_exits_quietly(tmp_path: Path) -> None:
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "import notifier.sandbox as sandbox\n"
+        "def interrupted_checks() -> None:\n"  # Ctrl-C while the tools are being checked
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "sandbox.check_tools = interrupted_checks\n"
+        "sys.exit(sandbox.run_sandbox(Path(sys.argv[1])))\n"
+    )
+    tag = uuid.uuid4().hex
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sandbox")], cwd=ROOT,
+                          env=clean_env(tag, tmp_path), capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done
+    assert done.stdout.strip() == "sandbox: stopped (SIGINT): nothing had started yet"
+    nothing_left(tag)
