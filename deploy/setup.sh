@@ -62,10 +62,14 @@ if [[ -n "$STATE_BUCKET" ]]; then
   validate_bucket
   STATE_BUCKET="$BUCKET"
 fi
-for i in "${!READ_BUCKETS[@]}"; do
-  BUCKET="${READ_BUCKETS[i]}"
+# Each bucket once (gs://B and B are one), in the order given: a binding is granted once.
+declare -A seen_bucket=()
+given_buckets=("${READ_BUCKETS[@]}")
+READ_BUCKETS=()
+for BUCKET in "${given_buckets[@]}"; do
   validate_bucket
-  READ_BUCKETS[i]="$BUCKET"
+  [[ -v "seen_bucket[$BUCKET]" ]] || READ_BUCKETS+=("$BUCKET")
+  seen_bucket[$BUCKET]=1
 done
 ((DRY_RUN)) || require_gcloud
 member="serviceAccount:$SERVICE_ACCOUNT"

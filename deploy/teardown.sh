@@ -10,6 +10,9 @@ usage() {
 Usage: $0 TRIGGER|all [options]
 
 Delete the function PREFIX-TRIGGER (all four with 'all'). What deploy/setup.sh made is kept.
+Each resource is described first, so running it again after a partial teardown is safe: what is
+gone is skipped ("already gone: ..."). Any other failure is shown, the other steps still run,
+and the exit status is 1.
 
   --via pubsub          deployed with deploy.sh --via pubsub: first delete the bucket's
                         notification configurations publishing to the topic PREFIX-TRIGGER,
@@ -23,7 +26,7 @@ EOF
 # Delete every notification configuration on BUCKET that publishes to TRIGGER's topic, whatever
 # its event types or prefix. Under --dry-run, the same as one printed loop.
 delete_notifications() {
-  local trigger="$1" topic listing id listed_topic ids=()
+  local trigger="$1" topic listing id listed_topic ids=() status=0
   local list=(gcloud storage buckets notifications list "gs://$BUCKET" "--project=$PROJECT"
     "--format=$NOTIFICATION_ID_FORMAT")
   local delete=(gcloud storage buckets notifications delete
@@ -36,14 +39,16 @@ delete_notifications() {
       "$(print_command "${delete[@]}")"
     return 0
   fi
-  listing="$(run "${list[@]}")"
+  # Called as when_present's action, where set -e is off: each failure is returned by hand.
+  listing="$(run "${list[@]}")" || return 1
   while read -r id listed_topic; do
     if [[ "$listed_topic" == "$topic" && "$id" =~ ^[0-9]+$ ]]; then ids+=("$id"); fi
   done <<<"$listing"
   for id in "${ids[@]}"; do
     run gcloud storage buckets notifications delete "projects/_/buckets/$BUCKET/notificationConfigs/$id" \
-      "--project=$PROJECT"
+      "--project=$PROJECT" || status=1
   done
+  return "$status"
 }
 
 POSITIONAL=()
@@ -71,12 +76,28 @@ validate_common
 ((DRY_RUN)) || require_gcloud
 
 # Notifications first, so nothing is published to a topic about to go; the function before its
-# topic, so its trigger's subscription goes with it.
+# topic, so its trigger's subscription goes with it. Each is looked up first, so a teardown that
+# stopped half-way can simply be run again: what is gone is skipped, and one failure does not
+# keep the rest in place.
 for trigger in "${SELECTED_TRIGGERS[@]}"; do
-  if [[ "$VIA" == pubsub ]]; then delete_notifications "$trigger"; fi
-  run gcloud functions delete "$(function_name "$trigger")" "$(gen_flag)" "--project=$PROJECT" \
-    "--region=$REGION" --quiet
+  function_id="$(function_name "$trigger")"
+  topic="$(topic_id "$trigger")"
   if [[ "$VIA" == pubsub ]]; then
-    run gcloud pubsub topics delete "$(topic_id "$trigger")" "--project=$PROJECT" --quiet
+    # A bucket's notification configurations go with it: none to list when the bucket is gone.
+    when_present "notifications from gs://$BUCKET to $topic" \
+      gcloud storage buckets describe "gs://$BUCKET" "--project=$PROJECT" -- delete_notifications "$trigger"
+  fi
+  when_present "function $function_id" \
+    gcloud functions describe "$function_id" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION" -- \
+    run gcloud functions delete "$function_id" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION" --quiet
+  if [[ "$VIA" == pubsub ]]; then
+    when_present "topic $topic" gcloud pubsub topics describe "$topic" "--project=$PROJECT" -- \
+      run gcloud pubsub topics delete "$topic" "--project=$PROJECT" --quiet
   fi
 done
+if ((${#NOT_REMOVED[@]})); then
+  printf -v not_removed '%s, ' "${NOT_REMOVED[@]}"
+  printf 'teardown incomplete: not removed: %s. Fix the error above and run it again; what is gone is skipped.\n' \
+    "${not_removed%, }" >&2
+  exit 1
+fi

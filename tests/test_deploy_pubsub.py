@@ -29,6 +29,7 @@ NOTIFICATION_TYPES = {
 }
 BUCKET = ("--project", "acme-prod", "--bucket", "acme-uploads")
 PUBSUB = ("--via", "pubsub")
+ALL_THERE = "bucket,function,topic"  # FAKE_GCLOUD_EXISTING for a teardown finding everything deployed
 needs_real_gcloud = pytest.mark.skipif(REAL_GCLOUD is None, reason="the real gcloud is not installed")
 
 
@@ -243,9 +244,9 @@ def test_a_notification_for_another_prefix_or_event_is_not_taken_for_ours(tmp_pa
     assert "3 other notification configuration(s) on gs://acme-uploads publish to" in result.stderr
 
 
-@pytest.mark.parametrize("script", ["deploy.sh", "teardown.sh"])
+@pytest.mark.parametrize("script", ["deploy.sh"])  # teardown does the rest: test_teardown_any_other_failure_...
 def test_a_failed_listing_stops_before_anything_is_made_or_deleted(tmp_path, script):
-    # gcloud refusing the listing (no permission, say): nothing may be created blindly, or deleted.
+    # gcloud refusing the listing (no permission, say): nothing may be created blindly.
     bin_dir = tmp_path / "failing-list"
     bin_dir.mkdir()
     wrapper = bin_dir / "gcloud"
@@ -300,7 +301,7 @@ def test_a_prefix_of_exactly_1024_bytes_is_accepted(tmp_path):
 @needs_real_gcloud
 def test_pubsub_teardown_removes_the_topics_notifications_then_function_then_topic(tmp_path):
     args = ("finalize", "--project", "acme-prod", *PUBSUB, "--bucket", "acme-uploads")
-    first, first_calls = run_script("teardown.sh", *args, tmp_path=tmp_path)
+    first, first_calls = run_script("teardown.sh", *args, tmp_path=tmp_path, FAKE_GCLOUD_EXISTING=ALL_THERE)
     assert first.returncode == 0, first.stderr
     ours = f"//pubsub.googleapis.com/{topic_path('finalize')}"
     configs = [
@@ -310,13 +311,17 @@ def test_pubsub_teardown_removes_the_topics_notifications_then_function_then_top
     ]
     answer = listed(configs, list_format(first_calls), tmp_path)
 
-    result, calls = run_script("teardown.sh", *args, tmp_path=tmp_path, FAKE_GCLOUD_NOTIFICATIONS=answer)
+    result, calls = run_script("teardown.sh", *args, tmp_path=tmp_path, FAKE_GCLOUD_NOTIFICATIONS=answer,
+                               FAKE_GCLOUD_EXISTING=ALL_THERE)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [argv[:5] for argv in argvs(calls)] == [
+        ["storage", "buckets", "describe", "gs://acme-uploads", "--project=acme-prod"],
         ["storage", "buckets", "notifications", "list", "gs://acme-uploads"],
         ["storage", "buckets", "notifications", "delete", "projects/_/buckets/acme-uploads/notificationConfigs/3"],
         ["storage", "buckets", "notifications", "delete", "projects/_/buckets/acme-uploads/notificationConfigs/12"],
+        ["functions", "describe", "storage-notifier-finalize", "--gen2", "--project=acme-prod"],
         ["functions", "delete", "storage-notifier-finalize", "--gen2", "--project=acme-prod"],
+        ["pubsub", "topics", "describe", "storage-notifier-finalize", "--project=acme-prod"],
         ["pubsub", "topics", "delete", "storage-notifier-finalize", "--project=acme-prod"],
     ]
 
@@ -324,16 +329,101 @@ def test_pubsub_teardown_removes_the_topics_notifications_then_function_then_top
     assert dry.returncode == 0, dry.stderr
     assert dry_calls == []
     (tmp_path / "dry-run.sh").write_text(dry.stdout)
-    _, replay_calls = run_script(str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, FAKE_GCLOUD_NOTIFICATIONS=answer)
+    _, replay_calls = run_script(str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, FAKE_GCLOUD_NOTIFICATIONS=answer,
+                                 FAKE_GCLOUD_EXISTING=ALL_THERE)  # fmt: skip
     assert argvs(replay_calls) == argvs(calls)
 
 
 def test_pubsub_teardown_of_all_deletes_four_topics(tmp_path):
     result, calls = run_script("teardown.sh", "all", "--project", "acme-prod", *PUBSUB, tmp_path=tmp_path,
-                               NOTIFIER_BUCKET="acme-uploads")  # fmt: skip
+                               NOTIFIER_BUCKET="acme-uploads", FAKE_GCLOUD_EXISTING=ALL_THERE)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [argv[3] for argv in calls_of(calls, "pubsub", "topics", "delete")] == [topic_id(t) for t in TRIGGERS]
     assert len(calls_of(calls, "storage", "buckets", "notifications", "list")) == 4
+
+
+# --- Teardown again after a partial one: what is gone is skipped -----------------------------------
+
+TEARDOWN = ("finalize", "--project", "acme-prod", *PUBSUB, "--bucket", "acme-uploads")
+# What `notifications list --format=value(id,topic)` prints for one configuration of ours (tab-separated).
+OUR_NOTIFICATION = f"7\t//pubsub.googleapis.com/{topic_path('finalize')}\n"
+GONE_MESSAGES = {
+    "bucket": "already gone: notifications from gs://acme-uploads to storage-notifier-finalize",
+    "function": "already gone: function storage-notifier-finalize",
+    "topic": "already gone: topic storage-notifier-finalize",
+}
+DELETES = {
+    "bucket": ["storage", "buckets", "notifications", "delete",
+               "projects/_/buckets/acme-uploads/notificationConfigs/7", "--project=acme-prod"],
+    "function": ["functions", "delete", "storage-notifier-finalize", "--gen2", "--project=acme-prod",
+                 "--region=us-central1", "--quiet"],
+    "topic": ["pubsub", "topics", "delete", "storage-notifier-finalize", "--project=acme-prod", "--quiet"],
+}  # fmt: skip
+
+
+def deletes(calls: list[dict]) -> list[list[str]]:
+    return [argv for argv in argvs(calls) if "delete" in argv]
+
+
+@pytest.mark.parametrize("gone", [(), ("bucket",), ("function",), ("topic",), ("bucket", "function", "topic")])
+def test_teardown_deletes_what_is_there_and_skips_what_is_gone(tmp_path, gone):
+    there = [kind for kind in ("bucket", "function", "topic") if kind not in gone]
+    env = {"FAKE_GCLOUD_EXISTING": ",".join(there), "FAKE_GCLOUD_NOTIFICATIONS": OUR_NOTIFICATION}
+    result, calls = run_script("teardown.sh", *TEARDOWN, tmp_path=tmp_path, **env)
+
+    assert result.returncode == 0, result.stderr
+    assert deletes(calls) == [DELETES[kind] for kind in there]
+    for kind, message in GONE_MESSAGES.items():
+        assert (message in result.stderr) == (kind in gone), (kind, result.stderr)
+    if "bucket" in gone:
+        assert not calls_of(calls, "storage", "buckets", "notifications"), "no bucket, no configurations to list"
+
+    # The printed dry run makes the same calls, skips the same things and says so.
+    dry, _ = run_script("teardown.sh", *TEARDOWN, "--dry-run", tmp_path=tmp_path)
+    assert [line.split(" ", 4)[:4] for line in dry.stdout.splitlines()] == [
+        ["if", "err=$(gcloud", kind, word] for kind, word in [("storage", "buckets"), ("functions", "describe"),
+                                                               ("pubsub", "topics")]
+    ], "one guarded line per resource"  # fmt: skip
+    (tmp_path / "dry-run.sh").write_text(dry.stdout)
+    replayed, replay_calls = run_script(str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, **env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert argvs(replay_calls) == argvs(calls)
+    for kind in gone:
+        assert GONE_MESSAGES[kind] in replayed.stderr
+
+
+def test_teardown_twice_in_a_row_succeeds_and_the_second_deletes_nothing(tmp_path):
+    first, first_calls = run_script("teardown.sh", "all", *TEARDOWN[1:], tmp_path=tmp_path,
+                                    FAKE_GCLOUD_EXISTING=ALL_THERE)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert len(deletes(first_calls)) == 8
+    second, second_calls = run_script("teardown.sh", "all", *TEARDOWN[1:], tmp_path=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert deletes(second_calls) == []
+    assert second.stderr.count("already gone: ") == 12
+
+
+def test_eventarc_teardown_of_a_function_already_gone_succeeds(tmp_path):
+    result, calls = run_script("teardown.sh", "finalize", "--project", "acme-prod", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert argvs(calls) == [["functions", "describe", "storage-notifier-finalize", "--gen2", "--project=acme-prod",
+                             "--region=us-central1"]]  # fmt: skip
+    assert "already gone: function storage-notifier-finalize" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("denied", "kept"),
+    [("storage buckets notifications list", "bucket"), ("functions describe", "function"),
+     ("pubsub topics delete", "topic")],
+)  # fmt: skip
+def test_teardown_any_other_failure_is_reported_after_doing_the_rest(tmp_path, denied, kept):
+    result, calls = run_script("teardown.sh", *TEARDOWN, tmp_path=tmp_path, FAKE_GCLOUD_EXISTING=ALL_THERE,
+                               FAKE_GCLOUD_NOTIFICATIONS=OUR_NOTIFICATION, FAKE_GCLOUD_DENIED=denied)  # fmt: skip
+    assert result.returncode == 1
+    assert "PERMISSION_DENIED" in result.stderr
+    assert "already gone" not in result.stderr, "a refusal is not taken for absence"
+    assert deletes(calls) == [DELETES[k] for k in ("bucket", "function", "topic") if k != kept or kept == "topic"]
+    assert "teardown incomplete" in result.stderr.splitlines()[-1]
 
 
 @pytest.mark.parametrize(
@@ -373,19 +463,26 @@ def test_every_pubsub_command_line_parses_with_the_real_gcloud(tmp_path):
         seen += calls
     # Teardown needs a listed configuration to delete: rendered with the format it asks for.
     teardown = ("teardown.sh", "metadata", "--project", "acme-prod", *PUBSUB, "--bucket", "acme-uploads")
-    _, first = run_script(*teardown, tmp_path=tmp_path)
+    _, first = run_script(*teardown, tmp_path=tmp_path, FAKE_GCLOUD_EXISTING=ALL_THERE)
     answer = listed([{"id": "9", "topic": f"//pubsub.googleapis.com/{topic_path('metadata')}"}], list_format(first),
                     tmp_path)  # fmt: skip
-    result, calls = run_script(*teardown, tmp_path=tmp_path, parse_check=True, FAKE_GCLOUD_NOTIFICATIONS=answer)
+    result, calls = run_script(*teardown, tmp_path=tmp_path, parse_check=True, FAKE_GCLOUD_NOTIFICATIONS=answer,
+                               FAKE_GCLOUD_EXISTING=ALL_THERE)  # fmt: skip
     assert result.returncode == 0, result.stderr
     seen += calls
+    for existing in (ALL_THERE, ""):  # deletes, then describes that find nothing
+        result, calls = run_script("teardown.sh", "delete", "--gen1", "--project", "acme-prod", tmp_path=tmp_path,
+                                   parse_check=True, FAKE_GCLOUD_EXISTING=existing)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        seen += calls
 
     commands = {tuple(w for w in c["argv"] if not w.startswith("-"))[:4] for c in seen}
     for needed in [
         ("pubsub", "topics", "describe"), ("pubsub", "topics", "create"), ("pubsub", "topics", "delete"),
         ("storage", "buckets", "notifications", "list"), ("storage", "buckets", "notifications", "create"),
         ("storage", "buckets", "notifications", "delete"), ("storage", "buckets", "add-iam-policy-binding"),
-        ("iam", "service-accounts", "add-iam-policy-binding"),
+        ("iam", "service-accounts", "add-iam-policy-binding"), ("storage", "buckets", "describe"),
+        ("functions", "describe"), ("functions", "delete"),
     ]:  # fmt: skip
         assert any(command[: len(needed)] == needed for command in commands), needed
     assert any(flag(c["argv"], "--trigger-topic") for c in seen)
@@ -416,6 +513,16 @@ def test_setup_bucket_grants_what_signed_links_and_attachments_need(tmp_path):
         "iam", "service-accounts", "add-iam-policy-binding", SA, "--project=acme-prod", member,
         "--role=roles/iam.serviceAccountTokenCreator", "--condition=None", "--quiet",
     ]  # fmt: skip
+
+
+def test_setup_grants_a_bucket_given_twice_once(tmp_path):
+    result, calls = run_script(
+        "setup.sh", "--project", "acme-prod", "--keep-secret", "--bucket", "acme-b", "--bucket", "acme-a",
+        "--bucket", "gs://acme-b/", "--bucket", "acme-a", tmp_path=tmp_path, FAKE_GCLOUD_EXISTING="service-account,secret",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    viewers = [argv[3] for argv in argvs(calls) if "--role=roles/storage.objectViewer" in argv]
+    assert viewers == ["gs://acme-b", "gs://acme-a"], "each bucket once, in the order first given"
 
 
 def test_setup_without_bucket_grants_no_read_or_signing_role(tmp_path):
