@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from bench.httpd import LocalServer, answer, forward, passed_on
+from bench.httpd import LocalServer, answer, forward, passed_on, read_body
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # the function refuses far less; a push body is a few KB
 UPSTREAM_TIMEOUT = 120.0  # longer than any delivery; the emulator gives up on its own clock
@@ -70,12 +70,9 @@ class Balancer(LocalServer):
                 pass
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    answer(self, 413, [], b"request body too large")
-                    self.close_connection = True
-                    return
-                body = self.rfile.read(length)
+                body = read_body(self, MAX_BODY_BYTES)
+                if body is None:
+                    return  # refused, 400 or 413
                 headers = passed_on(self.headers.items())
                 status = 502
                 upstream = balancer._pick()

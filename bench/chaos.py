@@ -25,7 +25,8 @@ line carries `ledger_error`, and a redelivery after the lease sent it again). An
 not lost if SendGrid accepted its email, or if its dead letter is in the state bucket's
 deadletter/ (where `python -m notifier replay` finds it). The run waits until every object is
 accounted for and no push has been made for a few seconds (nothing left to redeliver), or
-``--deadline``. Exit 1 if anything was lost or a duplicate has no such cause.
+``--deadline``. Exit 1 if anything was lost, a duplicate has no such cause, or the copier could not
+publish a notification a second time; 128+N if signal N stopped it (after stopping all it started).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -58,13 +60,17 @@ from notifier.localcloud import (
     FakeGcsServer,
     LocalCloudError,
     PubSubEmulator,
+    Stopped,
     running_fake_gcs,
     running_pubsub_emulator,
+    stop_on_signals,
 )
 
 PROJECT, WATCHED, STATE = "chaos", "chaos-uploads", "chaos-state"
 ACK_DEADLINE = 10  # seconds; the function's deadline is below it
 QUIET = 5.0  # seconds without a push: nothing is waiting for a redelivery (the emulator retries each second)
+ERROR_PAUSE = 0.5  # seconds the copier waits after the emulator failed it (a dead emulator: no busy loop)
+COPY_TRIES = 3  # publishing one notification a second time
 SENDGRID_FAULTS = Faults(server_error=0.10, rate_limit=0.05, reset=0.02, accepted_then_timeout=0.02, hang=1.5)
 LEDGER_FAULTS = GcsFaults(server_error=0.05, reset=0.02, reset_after=0.02, slow=0.01, delay=6.0)
 CAUSES = ("accepted, then timed out", "ledger missed `sent`")
@@ -85,6 +91,8 @@ class Tally:
 
     published: Counter = field(default_factory=Counter)  # object → notifications seen on its topic
     republished: set[str] = field(default_factory=set)  # objects whose notification was published twice
+    not_copied: list[str] = field(default_factory=list)  # objects whose second notification failed to publish
+    copier_died: str | None = None  # the copier's unexpected error: the run did not see what it meant to
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -120,7 +128,27 @@ def object_name(index: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The run's exit status: 0 passed, 1 failed, 128+N stopped by signal N (everything it started
+    stopped first). Its folder of logs is removed unless it failed or ``--keep``."""
     workdir = Path(tempfile.mkdtemp(prefix="notifier-chaos-"))
+    code, stopped = 1, False
+    try:
+        with stop_on_signals():
+            code = _run(args, workdir)
+    except Stopped as stop:
+        print(f"chaos: stopped by {stop}; everything it started is stopped", file=sys.stderr)
+        code, stopped = 128 + stop.signum, True
+    except LocalCloudError as error:
+        print(f"chaos: {error}", file=sys.stderr)
+    finally:
+        if args.keep or not (code == 0 or stopped):
+            print(f"logs: {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return code
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
     tally = Tally()
     names = [object_name(i) for i in range(args.events)]
     started = time.monotonic()
@@ -139,8 +167,10 @@ def run(args: argparse.Namespace) -> int:
         balancer = stack.enter_context(Balancer(urls))
         shards = [_start_shard(stack, workdir, emulator, balancer.url, index) for index in range(args.shards)]
         tally.seconds["start"] = time.monotonic() - started
+        print(f"chaos: local cloud up in {tally.seconds['start']:.0f}s; uploading {len(names)} objects",
+              file=sys.stderr, flush=True)  # fmt: skip
         stop = threading.Event()
-        copier = threading.Thread(target=_copy_some, args=(emulator, shards, args, tally, stop), daemon=True)
+        copier = threading.Thread(target=_copier, args=(emulator, shards, args, tally, stop), daemon=True)
         copier.start()
         try:
             _upload(shards, names, args.concurrency, tally)
@@ -152,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         statuses, injected = dict(sorted(balancer.statuses.items())), dict(sorted(proxy.injected.items()))
     log = FunctionLog.read(workdir)  # every instance has stopped: its log is complete
     tally.seconds["total"] = time.monotonic() - started
-    return _report(names, sendgrid, dead, log, statuses, injected, tally, workdir, args)
+    return _report(names, sendgrid, dead, log, statuses, injected, tally, args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,9 +242,22 @@ def _upload(shards: list[Shard], names: list[str], concurrency: int, tally: Tall
     def upload(index: int) -> None:
         buckets[index % len(buckets)].blob(names[index]).upload_from_string(b"id,value\n1,2\n", content_type="text/csv")
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    pool = ThreadPoolExecutor(concurrency)
+    try:
         list(pool.map(upload, range(len(names))))
+    finally:
+        pool.shutdown(cancel_futures=True)  # stopped: the uploads not begun are dropped, not waited for
     tally.seconds["upload"] = time.monotonic() - started
+
+
+def _copier(emulator: PubSubEmulator, shards: list[Shard], args: argparse.Namespace, tally: Tally,
+            stop: threading.Event) -> None:  # fmt: skip
+    """The copier thread: an unexpected error ends it, and is kept, so the run fails saying why."""
+    try:
+        _copy_some(emulator, shards, args, tally, stop)
+    except Exception as error:  # noqa: BLE001 - whatever it was, the run reports it and fails
+        tally.copier_died = f"{type(error).__name__}: {error}"
+        print(f"chaos: the copier thread died: {tally.copier_died}", file=sys.stderr)
 
 
 def _copy_some(emulator: PubSubEmulator, shards: list[Shard], args: argparse.Namespace, tally: Tally,
@@ -223,20 +266,55 @@ def _copy_some(emulator: PubSubEmulator, shards: list[Shard], args: argparse.Nam
     shard's topic (real Pub/Sub would push the copy concurrently with the original, as that shard does)."""
     chooser = random.Random(args.seed)
     while not stop.is_set():
-        try:
-            messages = [(shard, message) for shard in shards for message in emulator.pull(shard.capture)]
-        except (LocalCloudError, OSError) as error:  # the busy emulator was slow to answer: pull again
-            print(f"chaos: pulling the published notifications: {error}", file=sys.stderr)
-            continue
-        for _, message in messages:
-            name = message["attributes"].get("objectId", "")
-            tally.published[name] += 1
-            if tally.published[name] == 1 and chooser.random() < args.twice:
-                tally.republished.add(name)
-                data = base64.b64decode(message["data"])
-                emulator.publish(chooser.choice(shards).topic, data, message["attributes"])
-        if not messages:
+        seen, failed = 0, False
+        for shard in shards:
+            try:
+                messages = emulator.pull(shard.capture)
+            except (LocalCloudError, OSError) as error:  # the busy emulator was slow to answer: pull again
+                print(f"chaos: pulling the published notifications: {error}", file=sys.stderr)
+                failed = True
+                continue
+            seen += len(messages)
+            for message in messages:
+                name = message["attributes"].get("objectId", "")
+                tally.published[name] += 1
+                if tally.published[name] == 1 and chooser.random() < args.twice:
+                    _publish_again(emulator, chooser.choice(shards).topic, message, tally, stop)
+        if failed:
+            stop.wait(ERROR_PAUSE)
+        elif not seen:
             stop.wait(0.2)
+
+
+def _publish_again(emulator: PubSubEmulator, topic: str, message: dict[str, Any], tally: Tally,
+                   stop: threading.Event) -> None:  # fmt: skip
+    """``message`` published to ``topic`` once more, tried COPY_TRIES times; counted in ``tally``."""
+    name = message["attributes"].get("objectId", "")
+    data = base64.b64decode(message["data"])
+    for attempt in range(1, COPY_TRIES + 1):
+        try:
+            emulator.publish(topic, data, message["attributes"])
+        except (LocalCloudError, OSError) as error:
+            print(f"chaos: publishing {name} a second time (try {attempt}): {error}", file=sys.stderr)
+            if attempt == COPY_TRIES or stop.wait(ERROR_PAUSE):
+                break
+        else:
+            tally.republished.add(name)
+            return
+    tally.not_copied.append(name)
+
+
+def copier_problems(tally: Tally) -> list[str]:
+    """Why the run is not the one asked for, if it is not: each fails it."""
+    problems = []
+    if tally.copier_died:
+        problems.append(f"the copier thread died ({tally.copier_died}): notifications after it were neither"
+                        " counted nor copied")  # fmt: skip
+    if tally.not_copied:
+        count = len(tally.not_copied)
+        problems.append(f"{count} notification{'s' if count > 1 else ''} could not be published a second time"
+                        f" (e.g. {tally.not_copied[0]}): the run is not the one asked for")  # fmt: skip
+    return problems
 
 
 def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsServer, balancer: Balancer,
@@ -245,7 +323,7 @@ def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsSer
     (nothing is left for Pub/Sub to redeliver), or ``deadline`` seconds pass. The state bucket's
     outage begins once a third of the objects have their email."""
     started = time.monotonic()
-    while time.monotonic() - started < deadline:
+    while time.monotonic() - started < deadline and not tally.copier_died:  # a dead copier: the run failed
         time.sleep(0.5)
         emailed = {name for name, _ in _acceptances(sendgrid)}
         if len(emailed) >= len(names) / 3:
@@ -326,7 +404,7 @@ def explain(copies: list[Acceptance], cut_sends: list[float], ledger_failures: i
 
 
 def _report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: FunctionLog,
-            statuses: dict[int, int], injected: dict[str, int], tally: Tally, workdir: Path,
+            statuses: dict[int, int], injected: dict[str, int], tally: Tally,
             args: argparse.Namespace) -> int:  # fmt: skip
     emails: dict[str, list[Acceptance]] = defaultdict(list)
     for name, acceptance in _acceptances(sendgrid):
@@ -360,10 +438,11 @@ def _report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: Func
                        f" {seconds.get('wait', 0):.0f}s"))  # fmt: skip
     for name in (lost + unexplained)[:10]:
         print(f"    e.g. {name}: {'lost' if name in lost else 'unexplained duplicate'}")
-    if args.keep or lost or unexplained:
-        print(f"  logs: {workdir}")
-    ok = not lost and not unexplained
-    print("PASS" if ok else "FAIL")
+    problems = copier_problems(tally)
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    ok = not lost and not unexplained and not problems
+    print("PASS" if ok else "FAIL", flush=True)
     return 0 if ok else 1
 
 
@@ -377,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the state bucket is down (0: never)")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds to wait for every email")
     parser.add_argument("--seed", type=int, default=20261128)
-    parser.add_argument("--keep", action="store_true", help="print where the logs are")
+    parser.add_argument("--keep", action="store_true", help="keep the logs (a failed run always does) and print where")
     return run(parser.parse_args(argv))
 
 

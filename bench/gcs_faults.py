@@ -25,7 +25,9 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from bench.httpd import LocalServer, answer, forward, passed_on, reset
+from bench.httpd import LocalServer, answer, forward, passed_on, read_body, reset
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # an upload of a 20 MiB attachment, with room to spare
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ class GcsFaultProxy(LocalServer):
                 pass
 
             def _serve(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = read_body(self, MAX_BODY_BYTES)
+                if body is None:
+                    return  # refused, 400 or 413
                 request = ProxiedRequest.parse(self.command, self.path, self.headers, body)
                 decision = proxy._decide(request)
                 if isinstance(decision, int) or decision == "server_error":

@@ -4,6 +4,7 @@ halves of proxying a request (forward it upstream; answer the caller, who may ha
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import struct
 import threading
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Headers about one connection, not the message: never passed through a proxy.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"})
+_BYTE_COUNT = re.compile(r"[0-9]{1,20}")  # int() would also take "-1", "+5", "1_0" and other digits
 
 
 class LocalServer:
@@ -35,6 +37,29 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def read_body(handler: BaseHTTPRequestHandler, limit: int) -> bytes | None:
+    """The request's body, by its Content-Length (none: empty). None once a length that is not a
+    whole number of bytes has been answered 400, or one over ``limit`` 413: a negative length would
+    read to the end of the stream, a huge one for ever. The connection is then closed (what follows
+    cannot be framed)."""
+    declared = {value.strip() for value in handler.headers.get_all("Content-Length") or ()}
+    if not declared:
+        return b""
+    value = declared.pop()
+    if declared or not _BYTE_COUNT.fullmatch(value):
+        _refuse(handler, 400, f"Content-Length: expected one whole number of bytes, got {value[:40]!r}")
+        return None
+    if int(value) > limit:
+        _refuse(handler, 413, f"Content-Length: {int(value)} bytes is over the limit of {limit}")
+        return None
+    return handler.rfile.read(int(value))
+
+
+def _refuse(handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
+    answer(handler, status, [("Content-Type", "text/plain; charset=utf-8")], message.encode())
+    handler.close_connection = True
 
 
 def passed_on(headers: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -16,7 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from bench.httpd import LocalServer, answer, reset
+from bench.httpd import LocalServer, answer, read_body, reset
+
+MAX_BODY_BYTES = 32 * 1024 * 1024  # SendGrid takes 30 MB per message
 
 
 @dataclass
@@ -87,7 +89,9 @@ class StandIn(LocalServer):
                 pass
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = read_body(self, MAX_BODY_BYTES)
+                if body is None:
+                    return  # refused, 400 or 413
                 if stand_in.faults.latency:
                     time.sleep(stand_in.faults.latency)
                 decision = stand_in._decide()

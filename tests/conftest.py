@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -126,6 +128,33 @@ class FunctionServer:
 
     def emails(self) -> list[Path]:
         return sorted(self.outbox.glob("*.eml"))
+
+
+_PREVIOUS_SIGTERM = pytest.StashKey[Any]()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: None)  # a second one cannot cut the tear-down short
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def _default_sigterm_in_forked_children() -> None:
+    # A forked worker (multiprocessing's pools) must die of SIGTERM, as pool.terminate() expects.
+    if signal.getsignal(signal.SIGTERM) is _interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI job's timeout) ends the run as Ctrl-C does: pytest tears the fixtures down,
+    so the servers they started (fake-gcs-server, the emulator, the function) are stopped too."""
+    if threading.current_thread() is threading.main_thread():
+        config.stash[_PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)
+        os.register_at_fork(after_in_child=_default_sigterm_in_forked_children)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _PREVIOUS_SIGTERM in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[_PREVIOUS_SIGTERM])
 
 
 @pytest.fixture(scope="module")

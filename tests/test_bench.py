@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import base64
 import json
+import socket
+import threading
+
+import pytest
 
 from bench import routing
 
@@ -43,3 +49,132 @@ def test_every_headline_target_has_its_explanation_ready_for_a_run_that_misses_i
     keys = [row[0] for row in report.headline(results)]
     assert set(keys) == set(report.WHY_NOT)
     assert all(report.WHY_NOT[key] for key in keys), "a missed target needs its why"
+
+
+# ---------------------------------------------------------------------------------------------
+# The local stand-ins (balancer, state-bucket fault proxy, SendGrid stand-in) bound what they read
+
+
+def _stand_ins():
+    from bench.balancer import Balancer
+    from bench.gcs_faults import GcsFaultProxy
+    from bench.standin import StandIn
+
+    nowhere = "http://127.0.0.1:9"  # never reached: a refused request is not forwarded
+    return {"balancer": lambda: Balancer([nowhere]), "gcs proxy": lambda: GcsFaultProxy(nowhere), "sendgrid": StandIn}
+
+
+@pytest.mark.parametrize("server", ["balancer", "gcs proxy", "sendgrid"])
+@pytest.mark.parametrize(
+    ("length", "status"), [("-1", 400), ("12abc", 400), ("+5", 400), ("1_0", 400), ("99999999999", 413)]
+)
+def test_a_bad_or_oversized_content_length_is_refused_at_once(server, length, status):
+    # A negative length once read to the end of the stream, and a huge one read until the client gave up.
+    with _stand_ins()[server]() as stand_in:
+        port = int(stand_in.url.rstrip("/").rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(f"POST /v3/mail/send HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode())
+            answer = b"".join(iter(lambda: client.recv(4096), b"")).decode("latin-1")  # until it closes
+    assert answer.startswith(f"HTTP/1.1 {status} "), answer
+    assert "Content-Length" in answer.split("\r\n\r\n", 1)[1], "the answer says what was wrong"
+
+
+# ---------------------------------------------------------------------------------------------
+# make chaos's copier: the thread that publishes a share of the notifications a second time
+
+
+class _Emulator:
+    """The Pub/Sub emulator as the copier sees it: ``pulls`` answers in turn (an exception is raised),
+    then nothing; ``publishes`` likewise, then a message id."""
+
+    def __init__(self, pulls: list, publishes: list, stop) -> None:
+        self.pulls, self.publishes, self.stop = pulls, publishes, stop
+        self.pulled = self.published = 0
+
+    def pull(self, subscription: str) -> list:
+        self.pulled += 1
+        if self.pulled > 100:  # the copier spins: end the test instead of hanging it
+            self.stop.set()
+        answer = self.pulls.pop(0) if self.pulls else []
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def publish(self, topic: str, data: bytes, attributes: dict) -> str:
+        self.published += 1
+        answer = self.publishes.pop(0) if self.publishes else "id"
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+class _Stop(threading.Event):
+    """The copier's stop event; its waits are recorded, not slept, and it is set after ``after`` of them."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.waits = after, []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        if len(self.waits) >= self.after:
+            self.set()
+        return self.is_set()
+
+
+def _copy(pulls: list, publishes: list, waits: int = 3):
+    from bench import chaos
+
+    stop = _Stop(waits)
+    emulator = _Emulator(pulls, publishes, stop)
+    tally = chaos.Tally()
+    shard = chaos.Shard("uploads-0", "capture-0", None)
+    chaos._copy_some(emulator, [shard], argparse.Namespace(seed=1, twice=1.0), tally, stop)
+    return emulator, stop, tally
+
+
+def _notification(name: str) -> dict:
+    return {"data": base64.b64encode(b"{}").decode(), "attributes": {"objectId": name}}
+
+
+def test_the_copier_pauses_after_each_failed_pull_instead_of_spinning():
+    from notifier.localcloud import LocalCloudError
+
+    emulator, stop, _ = _copy([LocalCloudError("the emulator is gone")] * 200, [])
+    assert emulator.pulled == 3, "one pull per pause, not a busy loop"
+    assert stop.waits == [0.5, 0.5, 0.5]
+
+
+def test_a_copy_the_emulator_refuses_once_is_published_on_the_next_try():
+    from bench import chaos
+    from notifier.localcloud import LocalCloudError
+
+    emulator, _, tally = _copy([[_notification("chaos/00001.csv")]], [LocalCloudError("busy")])
+    assert emulator.published == 2
+    assert tally.republished == {"chaos/00001.csv"} and tally.not_copied == []
+    assert chaos.copier_problems(tally) == []
+
+
+def test_a_copy_that_cannot_be_published_is_counted_and_fails_the_run():
+    from bench import chaos
+    from notifier.localcloud import LocalCloudError
+
+    emulator, _, tally = _copy([[_notification("chaos/00001.csv")]], [LocalCloudError("refused")] * 10)
+    assert emulator.published == chaos.COPY_TRIES
+    assert tally.republished == set() and tally.not_copied == ["chaos/00001.csv"]
+    assert chaos.copier_problems(tally) == [
+        "1 notification could not be published a second time (e.g. chaos/00001.csv): the run is not the one asked for"
+    ]
+
+
+def test_a_copier_that_dies_fails_the_run_saying_why():
+    from bench import chaos
+
+    stop = _Stop(3)
+    tally = chaos.Tally()
+    emulator = _Emulator([KeyError("attributes")], [], stop)
+    chaos._copier(emulator, [chaos.Shard("uploads-0", "capture-0", None)], argparse.Namespace(seed=1, twice=1.0),
+                  tally, stop)  # fmt: skip
+    assert chaos.copier_problems(tally) == [
+        "the copier thread died (KeyError: 'attributes'): notifications after it were neither counted nor copied"
+    ]

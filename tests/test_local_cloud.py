@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -28,6 +32,7 @@ from notifier.events import object_resource, pubsub_message
 from notifier.localcloud import (
     EventSink,
     FakeGcsServer,
+    LocalCloudError,
     PubSubEmulator,
     pubsub_emulator_problem,
     running_fake_gcs,
@@ -200,15 +205,136 @@ def test_emit_in_pubsub_mode_reaches_the_running_function(cloud):
     ]
 
 
-def test_a_small_chaos_run_through_the_local_cloud_loses_nothing(capsys):
+def run_chaos(argv: list[str]) -> int:
+    """bench.chaos run in this process; a signal that stopped it (exit status 128+N) stops the
+    session too, as it would have without the run's own handler."""
     from bench import chaos
 
-    assert chaos.main(["--events", "40", "--shards", "2", "--outage", "3", "--seed", "7"]) == 0
+    code = chaos.main(argv)
+    if code > 128:
+        raise KeyboardInterrupt(f"the chaos run was stopped by signal {code - 128}")
+    return code
+
+
+def test_a_small_chaos_run_through_the_local_cloud_loses_nothing(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the run makes its folder
+    assert run_chaos(["--events", "40", "--shards", "2", "--outage", "3", "--seed", "7"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"notifications published: +(\d+) \(40 objects\)", out), out
     assert re.search(r"\n  lost: +0\n", out), out
     assert re.search(r"\n  unexplained duplicates: +0\n", out), out
     assert out.rstrip().endswith("PASS")
+    assert list(tmp_path.glob("notifier-chaos-*")) == [], "a passing run removes its logs (unless --keep)"
+
+
+def test_a_chaos_run_whose_copies_cannot_be_published_fails_saying_why_and_keeps_its_logs(
+    capsys, monkeypatch, tmp_path
+):
+    from bench import chaos
+
+    def refuse(self: PubSubEmulator, topic: str, data: bytes, attributes: Any) -> str:
+        raise LocalCloudError("publishing refused (by the test)")
+
+    monkeypatch.setattr(PubSubEmulator, "publish", refuse)
+    monkeypatch.setattr(chaos, "ERROR_PAUSE", 0.01)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = run_chaos(["--events", "4", "--shards", "1", "--outage", "0", "--twice", "1", "--deadline", "30"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "\nFAIL: 4 notifications could not be published a second time (e.g. chaos/0000" in out
+    assert re.search(r"\n  lost: +0\n", out), "nothing was lost: the run failed for its copies alone"
+    kept = list(tmp_path.glob("notifier-chaos-*"))
+    assert len(kept) == 1 and f"logs: {kept[0]}" in out
+    assert list(kept[0].glob("instance-*.log"))
+
+
+# ---------------------------------------------------------------------------------------------
+# A SIGTERM (Ctrl-C's twin, as a CI timeout sends) leaves nothing running
+
+TAG = "NOTIFIER_TEST_TAG"  # set for one subprocess; its children inherit it, so /proc finds them all
+
+
+def tagged(tag: str) -> list[int]:
+    """Live processes whose environment holds TAG=tag."""
+    needle = f"\0{TAG}={tag}\0".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in b"\0" + environ.read_bytes() + b"\0":
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def kill_tagged(tag: str) -> None:
+    """What a failed test leaked: killed, so the next tests run on a clean machine."""
+    for pid in tagged(tag):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def start_tagged(command: list[str], tag: str, output: Path, **env: str) -> subprocess.Popen:
+    with output.open("wb") as log:
+        return subprocess.Popen(command, cwd=ROOT, env={**os.environ, TAG: tag, **env}, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def test_sigterm_stops_a_chaos_run_and_everything_it_started(tmp_path):
+    tag, output = f"chaos-{os.getpid()}", tmp_path / "chaos.out"
+    command = [sys.executable, "-m", "bench.chaos", "--events", "3000", "--shards", "1"]
+    process = start_tagged(command, tag, output, TMPDIR=str(tmp_path))
+    try:
+        wait_for("the run's uploads", lambda: "uploading" in output.read_text() or process.poll() is not None, 90)
+        assert process.poll() is None, output.read_text()
+        os.kill(process.pid, signal.SIGTERM)
+        code = process.wait(timeout=60)
+        assert tagged(tag) == [], f"left running: {tagged(tag)}\n{output.read_text()}"
+        assert code == 128 + signal.SIGTERM, output.read_text()
+        assert "chaos: stopped by SIGTERM" in output.read_text()
+        assert list(tmp_path.glob("notifier-chaos-*")) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_tagged(tag)
+
+
+TINY_SUITE = """
+import os, pathlib, time
+import pytest
+from notifier.localcloud import running_fake_gcs
+
+@pytest.fixture
+def server():
+    with running_fake_gcs() as server:
+        pathlib.Path(os.environ["READY_FILE"]).write_text(server.url)
+        yield server
+
+def test_waits_for_a_sigterm(server):
+    time.sleep(120)
+"""
+
+
+def test_sigterm_to_pytest_tears_the_fixtures_down_and_stops_their_servers(tmp_path):
+    tag, output, ready = f"pytest-{os.getpid()}", tmp_path / "pytest.out", tmp_path / "ready"
+    (tmp_path / "test_tiny.py").write_text(TINY_SUITE)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
+               "--rootdir", str(tmp_path), "--basetemp", str(tmp_path / "base"), str(tmp_path / "test_tiny.py")]  # fmt: skip
+    process = start_tagged(command, tag, output, READY_FILE=str(ready))
+    try:
+        wait_for("the fixture's fake-gcs-server", lambda: ready.exists() or process.poll() is not None, 60)
+        assert process.poll() is None, output.read_text()
+        assert len(tagged(tag)) == 2, "pytest and fake-gcs-server"
+        os.kill(process.pid, signal.SIGTERM)
+        code = process.wait(timeout=30)
+        assert tagged(tag) == [], f"left running: {tagged(tag)}\n{output.read_text()}"
+        assert code == pytest.ExitCode.INTERRUPTED, output.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_tagged(tag)
 
 
 def test_a_duplicate_is_explained_by_an_unanswered_send_counted_once_or_by_a_lost_sent_mark():
