@@ -36,24 +36,22 @@ import base64
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.balancer import Balancer
+from bench.chaos_report import STATE, FunctionLog, acceptances, report
 from bench.gcs_faults import GcsFaultProxy, GcsFaults, ProxiedRequest
-from bench.standin import Acceptance, Faults, StandIn
+from bench.standin import Faults, StandIn
 from notifier.demo import free_port, start_server, stop_server, wait_until_serving
 from notifier.localcloud import (
     EventSink,
@@ -66,16 +64,13 @@ from notifier.localcloud import (
     stop_on_signals,
 )
 
-PROJECT, WATCHED, STATE = "chaos", "chaos-uploads", "chaos-state"
+PROJECT, WATCHED = "chaos", "chaos-uploads"
 ACK_DEADLINE = 10  # seconds; the function's deadline is below it
 QUIET = 5.0  # seconds without a push: nothing is waiting for a redelivery (the emulator retries each second)
 ERROR_PAUSE = 0.5  # seconds the copier waits after the emulator failed it (a dead emulator: no busy loop)
 COPY_TRIES = 3  # publishing one notification a second time
 SENDGRID_FAULTS = Faults(server_error=0.10, rate_limit=0.05, reset=0.02, accepted_then_timeout=0.02, hang=1.5)
 LEDGER_FAULTS = GcsFaults(server_error=0.05, reset=0.02, reset_after=0.02, slow=0.01, delay=6.0)
-CAUSES = ("accepted, then timed out", "ledger missed `sent`")
-_SENDGRID_TIMED_OUT = "SendGrid unreachable: timed out"
-_NAME_IN_SUBJECT = re.compile(r"Uploaded: (chaos/\d+\.csv) ")
 
 
 @dataclass(frozen=True)
@@ -182,7 +177,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         statuses, injected = dict(sorted(balancer.statuses.items())), dict(sorted(proxy.injected.items()))
     log = FunctionLog.read(workdir)  # every instance has stopped: its log is complete
     tally.seconds["total"] = time.monotonic() - started
-    return _report(names, sendgrid, dead, log, statuses, injected, tally, args)
+    return report(names, sendgrid, dead, log, statuses, injected, tally, args, copier_problems(tally))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +320,7 @@ def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsSer
     started = time.monotonic()
     while time.monotonic() - started < deadline and not tally.copier_died:  # a dead copier: the run failed
         time.sleep(0.5)
-        emailed = {name for name, _ in _acceptances(sendgrid)}
+        emailed = {name for name, _ in acceptances(sendgrid)}
         if len(emailed) >= len(names) / 3:
             outage.begin()
         missing = [name for name in names if name not in emailed]
@@ -343,14 +338,6 @@ def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsSer
 # Reading what happened
 
 
-def _acceptances(sendgrid: StandIn) -> Iterator[tuple[str, Acceptance]]:
-    """(object, acceptance) for every message the stand-in accepted."""
-    for acceptance in list(sendgrid.accepted):
-        match = _NAME_IN_SUBJECT.search(acceptance.subject)
-        if match:
-            yield match[1], acceptance
-
-
 def _dead_letters(state: FakeGcsServer) -> dict[str, str]:
     """object → gs:// URI of its dead letter in the state bucket (what `notifier replay` reads)."""
     found = {}
@@ -361,89 +348,6 @@ def _dead_letters(state: FakeGcsServer) -> dict[str, str]:
         except (ValueError, KeyError, TypeError):
             continue  # not a letter the function wrote: it stands for nothing
     return found
-
-
-@dataclass
-class FunctionLog:
-    """What the instances' outcome lines say could explain a second email about an object."""
-
-    ledger_failures: Counter = field(default_factory=Counter)  # `sent` lines with ledger_error
-    cut_sends: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # SendGrid timed out
-
-    @classmethod
-    def read(cls, workdir: Path) -> FunctionLog:
-        log = cls()
-        for path in workdir.glob("instance-*.log"):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                entry = json.loads(line) if line.startswith("{") else {}
-                name, outcome = entry.get("object", ""), entry.get("outcome")
-                if outcome == "sent" and entry.get("ledger_error"):
-                    log.ledger_failures[name] += 1
-                elif outcome == "retrying" and str(entry.get("error")).startswith(_SENDGRID_TIMED_OUT):
-                    log.cut_sends[name].append(datetime.fromisoformat(entry["time"]).timestamp())
-        return log
-
-
-def explain(copies: list[Acceptance], cut_sends: list[float], ledger_failures: int) -> tuple[int, int, int]:
-    """(extra copies, how many an unanswered send explains, how many a lost `sent` mark explains).
-
-    An unanswered send is one the stand-in accepted and then hung on, or one the function gave up
-    on (its `retrying` line says SendGrid timed out: its deadline may have cut an answer that was on
-    its way). A give-up within seconds after a hung acceptance is that same send, counted once."""
-    extra = len(copies) - 1
-    hung = sorted(copy.at for copy in copies if copy.ambiguous)
-    unmatched = 0
-    for gave_up in sorted(cut_sends):
-        same = next((at for at in hung if -0.5 <= gave_up - at <= 3.0), None)
-        if same is None:
-            unmatched += 1
-        else:
-            hung.remove(same)
-    timed_out = min(extra, sum(copy.ambiguous for copy in copies) + unmatched)
-    return extra, timed_out, min(extra - timed_out, ledger_failures)
-
-
-def _report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: FunctionLog,
-            statuses: dict[int, int], injected: dict[str, int], tally: Tally,
-            args: argparse.Namespace) -> int:  # fmt: skip
-    emails: dict[str, list[Acceptance]] = defaultdict(list)
-    for name, acceptance in _acceptances(sendgrid):
-        emails[name].append(acceptance)
-    lost = [name for name in names if name not in emails and name not in dead]
-    by_cause, unexplained = Counter(), []
-    for name, copies in emails.items():
-        extra, timed_out, ledger = explain(copies, log.cut_sends.get(name, []), log.ledger_failures[name])
-        by_cause.update({CAUSES[0]: timed_out, CAUSES[1]: ledger, "duplicates": extra})
-        if timed_out + ledger < extra:
-            unexplained.append(name)
-    seconds = tally.seconds
-    row = "  {:<29}{}".format
-    print(f"chaos run: {len(names)} objects uploaded to fake-gcs-server ({args.shards} shards) in"
-          f" {seconds.get('upload', 0):.1f}s; {len(tally.republished)} notifications published twice")  # fmt: skip
-    print(row("notifications published:", f"{sum(tally.published.values())} ({len(tally.published)} objects)"))
-    print(row("pushes by HTTP status:", statuses))
-    print(row("SendGrid stand-in answered:", dict(sorted(sendgrid.answered.items()))))
-    print(row("state-bucket faults:", injected))
-    print(row("state-bucket outage:", f"{args.outage:.0f}s, every ledger call 503 (the 'status 503' above)"))
-    print(row("emails accepted:", f"{sum(len(c) for c in emails.values())} for {len(emails)} objects"))
-    print(row("lost:", len(lost)))
-    print(row("dead-lettered:", f"{len(dead)} (in gs://{STATE}/deadletter/, replayable)"))
-    print(row("duplicates:", by_cause["duplicates"]))
-    for cause in CAUSES:
-        print(row(f"  {cause}:", by_cause[cause]))
-    print(row("unexplained duplicates:", len(unexplained)))
-    print(row("time:", f"{seconds.get('total', 0):.0f}s: start {seconds.get('start', 0):.0f}s, upload"
-                       f" {seconds.get('upload', 0):.0f}s, then every object's email in"
-                       f" {seconds.get('all', float('nan')):.0f}s and nothing left to redeliver in"
-                       f" {seconds.get('wait', 0):.0f}s"))  # fmt: skip
-    for name in (lost + unexplained)[:10]:
-        print(f"    e.g. {name}: {'lost' if name in lost else 'unexplained duplicate'}")
-    problems = copier_problems(tally)
-    for problem in problems:
-        print(f"FAIL: {problem}")
-    ok = not lost and not unexplained and not problems
-    print("PASS" if ok else "FAIL", flush=True)
-    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -338,7 +338,7 @@ def test_sigterm_to_pytest_tears_the_fixtures_down_and_stops_their_servers(tmp_p
 
 
 def test_a_duplicate_is_explained_by_an_unanswered_send_counted_once_or_by_a_lost_sent_mark():
-    from bench.chaos import explain
+    from bench.chaos_report import explain
     from bench.standin import Acceptance
 
     def copies(*hung_at: float | None) -> list[Acceptance]:
