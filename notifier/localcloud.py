@@ -197,7 +197,9 @@ def stop_tagged(name: str, value: str, grace: float = 10.0) -> int:
 
 
 def _processes_with(entry: bytes) -> list[int]:
-    found = []
+    found: list[int] = []
+    if not Path("/proc").is_dir():  # macOS: no way to read other processes' environments; none found
+        return found
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
