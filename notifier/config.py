@@ -28,6 +28,7 @@ BUILTIN_TEMPLATES = ROOT / "templates"
 _LOCAL_FROM = Address("storage-notifier@example.com", "Storage Notifier")
 _LOCAL_TO = Address("you@example.com")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+_EMULATOR_HOST = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(:[0-9]{1,5})?/?")  # scheme, host, port: nothing else
 
 
 class ConfigError(ValueError):
@@ -145,6 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     state_bucket = env.get("NOTIFY_STATE_BUCKET", "").strip().removeprefix("gs://").rstrip("/") or None
     if state_bucket is not None and not _BUCKET.fullmatch(state_bucket):
         problems.append(f"NOTIFY_STATE_BUCKET: {state_bucket!r} is not a bucket name")
+    storage_emulator_host = _storage_emulator_host(env, deployed, problems)
 
     # Where the environment is silent, local backends need no addresses: the mail stays here.
     defaults = EnvDefaults(
@@ -179,7 +181,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     assert rules is not None
     return Settings(
         state_bucket=state_bucket,
-        storage_emulator_host=env.get("STORAGE_EMULATOR_HOST") or None,
+        storage_emulator_host=storage_emulator_host,
         ledger_file=ledger_file,
         dead_letter_dir=dead_letter_dir,
         max_event_age=max_event_age,
@@ -226,6 +228,22 @@ def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
         return path
     beside_main = ROOT / "notify.toml"
     return beside_main if beside_main.is_file() else None
+
+
+def _storage_emulator_host(env: Mapping[str, str], deployed: bool, problems: list[str]) -> str | None:
+    """A local Cloud Storage (fake-gcs-server) for the ledger, links and attachments: never deployed,
+    where it would send the state and every download link to another server than Cloud Storage."""
+    value = env.get("STORAGE_EMULATOR_HOST", "").strip()
+    if not value:
+        return None
+    if deployed:
+        problems.append(
+            "STORAGE_EMULATOR_HOST: set on a deployed function (K_SERVICE is set), so the ledger, links and"
+            " attachments would use that server instead of Cloud Storage; remove it from the environment"
+        )
+    elif not _EMULATOR_HOST.fullmatch(value):
+        problems.append(f"STORAGE_EMULATOR_HOST: expected http://HOST:PORT (a local fake-gcs-server), got {value!r}")
+    return value.rstrip("/")
 
 
 def _duration(env: Mapping[str, str], var: str, default: float | None, problems: list[str]) -> float | None:

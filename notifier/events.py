@@ -203,7 +203,9 @@ def pubsub_push_problem(body: Any) -> str | None:
     notification without a payload has no ``message.data``, which the framework requires)."""
     message = body.get("message") if isinstance(body, dict) else None
     if isinstance(message, dict) and not message.get("data"):
-        return f"Pub/Sub push: message.data: {NO_PAYLOAD}"
+        attributes = message.get("attributes")
+        said = attributes.get("payloadFormat") if isinstance(attributes, dict) else None
+        return f"Pub/Sub push: message.data: {NO_PAYLOAD if said == 'NONE' else 'required, but missing or empty'}"
     return None
 
 
@@ -361,7 +363,8 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
             f" got {_preview(notification)}"
         )
     if not message.get("data"):
-        raise InvalidEvent(f"data.message.data: {NO_PAYLOAD}")
+        said = attributes.get("payloadFormat")
+        raise InvalidEvent(f"data.message.data: {NO_PAYLOAD if said == 'NONE' else 'required, but missing or empty'}")
     try:
         payload = base64.b64decode(message["data"], validate=True)
     except (ValueError, TypeError):
@@ -371,6 +374,10 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
     # both must name the same object, or the email would be about something else than it says.
     for attribute, key in _PUBSUB_SAME_AS_DATA.items():
         said, held = attributes.get(attribute), data.get(key)
+        if key == "generation" and said is not None and held is not None:  # "0005" and "5" are one number
+            said, held = (
+                _parse_int(v, w) for v, w in ((said, f"data.message.attributes.{attribute}"), (held, f"data.{key}"))
+            )
         if said is not None and held is not None and str(said) != str(held):
             raise InvalidEvent(
                 f"data.message.attributes.{attribute}: {_preview(said)} does not match data.{key} {_preview(held)}"

@@ -297,3 +297,28 @@ def test_an_unusable_outbox_dir_stops_start_up(directory, problem):
 
 def test_the_outbox_dir_is_not_checked_for_other_backends():
     assert load_settings({"NOTIFY_OUTBOX_DIR": "/etc/passwd", "NOTIFY_BACKEND": "console"}).backend == "console"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"K_SERVICE": "f", "SENDGRID_API_KEY": "SG.x", "STORAGE_EMULATOR_HOST": "https://storage.googleapis.com"},
+         "STORAGE_EMULATOR_HOST: set on a deployed function"),
+        ({"STORAGE_EMULATOR_HOST": "localhost:4443"}, "STORAGE_EMULATOR_HOST: expected http://HOST:PORT"),
+        ({"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9/storage/v1 "}, "STORAGE_EMULATOR_HOST: expected http://HOST:PORT"),
+    ],
+)  # fmt: skip
+def test_a_storage_emulator_host_is_local_only_and_a_plain_url(env, expected):
+    # Deployed, it would send the ledger and every download link to another server than Cloud Storage.
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"NOTIFY_FROM": "a@example.com", "NOTIFY_TO": "b@example.com", **env})
+    assert any(problem.startswith(expected) for problem in raised.value.problems), raised.value.problems
+
+
+def test_a_local_storage_emulator_host_is_kept_without_its_trailing_slash():
+    env = {
+        "NOTIFY_FROM": "a@example.com",
+        "NOTIFY_TO": "b@example.com",
+        "STORAGE_EMULATOR_HOST": " http://127.0.0.1:4443/ ",
+    }
+    assert load_settings(env).storage_emulator_host == "http://127.0.0.1:4443"

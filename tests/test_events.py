@@ -436,3 +436,20 @@ def test_a_bad_generation_attribute_is_named_where_it_was():
 
     with pytest.raises(InvalidEvent, match=r"^data\.message\.attributes\.overwroteGeneration: "):
         decode(make_event(envelope, PUBSUB))
+
+
+def test_a_generation_attribute_written_differently_is_the_same_number():
+    envelope = pubsub()
+    envelope["message"]["attributes"]["objectGeneration"] = "0005"
+    envelope["message"]["data"] = b64json(obj(generation="5"))
+
+    assert decode(make_event(envelope, PUBSUB)).generation == 5
+
+
+def test_an_empty_payload_is_blamed_on_payload_format_none_only_when_the_notification_says_so():
+    envelope = pubsub()
+    envelope["message"]["data"] = ""
+    envelope["message"]["attributes"]["payloadFormat"] = "JSON_API_V1"
+
+    with pytest.raises(InvalidEvent, match=r"^data\.message\.data: required, but missing or empty$"):
+        decode(make_event(envelope, PUBSUB))
