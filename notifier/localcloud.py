@@ -184,31 +184,37 @@ def stop_tagged(name: str, value: str, grace: float = 10.0) -> int:
     """Stop every process (but this one) whose environment holds ``name=value`` exactly: SIGTERM,
     then SIGKILL to those left after ``grace`` seconds. How many there were. A tool that tags what it
     starts (children inherit the environment, whatever group they start) finds its own leftovers
-    after a SIGKILL, which no clean-up of its own could handle."""
-    tagged = _processes_with(f"{name}={value}".encode())
+    after a SIGKILL, which no clean-up of its own could handle. The tag is read again before each
+    signal: a pid that ended meanwhile may already be another program's."""
+    entry = f"{name}={value}".encode()
+    tagged = _processes_with(entry)
+
+    def still_tagged(pid: int) -> bool:
+        return _running(pid) and _carries(pid, entry)
+
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
-        for pid in filter(_running, tagged):
+        for pid in filter(still_tagged, tagged):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         give_up = time.monotonic() + wait
-        while any(map(_running, tagged)) and time.monotonic() < give_up:
+        while any(map(still_tagged, tagged)) and time.monotonic() < give_up:
             time.sleep(0.1)
     return len(tagged)
 
 
 def _processes_with(entry: bytes) -> list[int]:
-    found: list[int] = []
     if not Path("/proc").is_dir():  # macOS: no way to read other processes' environments; none found
-        return found
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if entry in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue  # gone meanwhile, or another user's
-    return found
+        return []
+    pids = (int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit())
+    return [pid for pid in pids if pid != os.getpid() and _carries(pid, entry)]
+
+
+def _carries(pid: int, entry: bytes) -> bool:
+    """Whether process ``pid``'s environment holds ``entry`` (``NAME=value``) exactly."""
+    try:
+        return entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False  # gone meanwhile, or another user's
 
 
 def _running(pid: int) -> bool:

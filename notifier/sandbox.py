@@ -43,7 +43,15 @@ from notifier.localcloud import (
     stop_on_signals,
 )
 from notifier.log import LINE_LIMIT, for_terminal, redact, register_secret
-from notifier.sandbox_folder import PROJECT, TAG, SandboxDir, SandboxError, prepare, write_gcloud_config
+from notifier.sandbox_folder import (
+    PROJECT,
+    TAG,
+    SandboxDir,
+    SandboxError,
+    prepare,
+    sandbox_at,
+    write_gcloud_config,
+)
 from notifier.sandbox_output import SHOWN_CHARS, human_line, shown
 
 UPLOADS = "sandbox-uploads"  # the watched bucket
@@ -62,6 +70,7 @@ HEALTH_INTERVAL = 5.0  # seconds between checks that the emulators still answer
 # As deployed: deploy.sh gives the function timeout - 15 s, and Eventarc's ack deadline is the timeout.
 FUNCTION_DEADLINE = "45"
 ACK_MARGIN, ACK_DEADLINE_MAX = 15, 600
+DEADLINE_MAX = ACK_DEADLINE_MAX - ACK_MARGIN  # a longer function deadline could not keep the margin
 T = TypeVar("T")
 
 
@@ -106,19 +115,16 @@ def _run(root: Path, started: list[str]) -> int:
         register_secret(os.environ.get(name, "").strip())
     try:
         check_tools()
-        sandbox, lock = prepare(root)
+        ports = Ports(*distinct_free_ports(3))
+        sandbox = sandbox_at(root)  # where it will write, nothing written yet
+        env = function_env({**os.environ, TAG: str(sandbox.root)}, sandbox, ports.storage_url)
+        check_function_settings(env)  # before prepare() empties the last run's outbox
+        _, lock = prepare(sandbox.root)
     except SandboxError as error:
         print(f"sandbox: {redact(str(error))}", file=sys.stderr)
         return 2
     with lock:  # held until the end: a second sandbox on the folder is refused
         os.environ[TAG] = str(sandbox.root)  # inherited by every process started from here on
-        ports = Ports(*distinct_free_ports(3))
-        env = function_env(os.environ, sandbox, ports.storage_url)
-        try:
-            check_function_settings(env)
-        except SandboxError as error:
-            print(f"sandbox: {redact(str(error))}", file=sys.stderr)
-            return 2
         try:
             serve(sandbox, ports, env, started)
         except (SandboxError, LocalCloudError, OSError) as error:
@@ -149,11 +155,18 @@ def check_function_settings(env: Mapping[str, str]) -> None:
     from notifier.render import Renderer, TemplateError
 
     try:
-        Renderer.for_settings(load_settings(env), check_builtin=True)
+        settings = load_settings(env)
+        Renderer.for_settings(settings, check_builtin=True)
     except ConfigError as error:
         raise SandboxError("the function's settings are not valid:\n  " + "\n  ".join(error.problems)) from None
     except TemplateError as error:
         raise SandboxError(f"the function's templates are not valid: {error}") from None
+    if settings.deadline_seconds > DEADLINE_MAX:
+        raise SandboxError(
+            f"NOTIFY_DEADLINE_SECONDS: {env['NOTIFY_DEADLINE_SECONDS'].strip()} is more than the sandbox allows"
+            f" ({DEADLINE_MAX} s): Pub/Sub's ack deadline is at most {ACK_DEADLINE_MAX} s and must exceed the"
+            f" function's deadline by {ACK_MARGIN} s, or Pub/Sub would redeliver while a send is under way"
+        )
 
 
 def check_tools() -> None:

@@ -8,6 +8,7 @@ an earlier, SIGKILLed one left running before it empties the outbox that one sti
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -59,20 +60,40 @@ class SandboxDir:
         return self.root / "report.csv"
 
 
+def sandbox_at(root: Path) -> SandboxDir:
+    """The folder ``--dir`` names, found without writing anything. A link to a folder is followed
+    (the folder it names is the one shown from then on); a link to nothing is refused, as making
+    its target would put the sandbox somewhere the user did not name. A file is refused too."""
+    try:
+        if root.is_symlink() and not root.exists():
+            raise SandboxError(f"--dir: {root} is a link to {os.readlink(root)}, which does not exist; pass a folder")
+        sandbox = SandboxDir(root.resolve())
+        if sandbox.root.exists() and not sandbox.root.is_dir():
+            raise SandboxError(f"--dir: {sandbox.root} is not a folder")
+        return sandbox
+    except (OSError, RuntimeError) as error:  # RuntimeError: a loop of links, before Python 3.13
+        raise SandboxError(f"--dir: cannot use {root}: {error}") from None
+
+
+# What a first start writes before it may be interrupted (an earlier version wrote the lock first).
+FIRST_WRITTEN = frozenset({MARKER, "lock"})
+
+
 def prepare(root: Path) -> tuple[SandboxDir, IO[str]]:
     """A new, empty or earlier sandbox folder, locked (held open: the lock), cleared of what a killed
     sandbox left running, with an empty outbox, the token, boto file and sample report; anything
     else is refused, untouched."""
-    sandbox = SandboxDir(root.resolve())
-    if sandbox.root.exists() and not sandbox.root.is_dir():
-        raise SandboxError(f"--dir: {sandbox.root} is not a folder")
-    if sandbox.root.is_dir() and any(sandbox.root.iterdir()) and not (sandbox.root / MARKER).is_file():
-        raise SandboxError(
-            f"--dir: {sandbox.root} is not empty and was not made by the sandbox (it has no {MARKER} file);"
-            " pass a new or empty folder"
-        )
+    sandbox = sandbox_at(root)
     try:
+        held = {path.name for path in sandbox.root.iterdir()} if sandbox.root.is_dir() else set()
+        if not held <= FIRST_WRITTEN and MARKER not in held:
+            raise SandboxError(
+                f"--dir: {sandbox.root} is not empty and was not made by the sandbox (it has no {MARKER} file);"
+                " pass a new or empty folder"
+            )
         sandbox.root.mkdir(parents=True, exist_ok=True)
+        if MARKER not in held:  # first, so a start interrupted from here on leaves a folder marked ours
+            (sandbox.root / MARKER).write_text(MARKER_NOTE, encoding="utf-8")
         lock = claim(sandbox)
     except OSError as error:
         raise SandboxError(f"--dir: cannot prepare {sandbox.root}: {error}") from None
@@ -88,16 +109,22 @@ def prepare(root: Path) -> tuple[SandboxDir, IO[str]]:
 
 def claim(sandbox: SandboxDir) -> IO[str]:
     """``<folder>/lock``, locked and holding our pid; SandboxError naming the holder if another sandbox
-    has it. The kernel drops the lock when the holder exits, however it ends."""
-    lock = (sandbox.root / "lock").open("a+", encoding="utf-8", errors="replace")  # a+: the holder's pid stays readable
+    has it. The kernel drops the lock when the holder exits, however it ends. Never through a link:
+    one planted as ``lock`` would have us truncate the file it names."""
+    path = sandbox.root / "lock"
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SandboxError(f"--dir: {path} is a symbolic link; remove it (the sandbox writes its own)") from None
+        raise
+    lock = os.fdopen(descriptor, "r+", encoding="utf-8", errors="replace")  # the holder's pid stays readable
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.seek(0)
         holder = lock.read(20).strip() or "?"
         lock.close()
         raise SandboxError(f"a sandbox is already running in {sandbox.root} (pid {holder})") from None
-    lock.seek(0)
     lock.truncate()
     lock.write(f"{os.getpid()}\n")
     lock.flush()
@@ -109,7 +136,6 @@ def populate(sandbox: SandboxDir) -> None:
     try:
         for folder in (sandbox.gcloud, sandbox.logs):
             folder.mkdir(parents=True, exist_ok=True)
-        (sandbox.root / MARKER).write_text(MARKER_NOTE, encoding="utf-8")
         if sandbox.outbox.exists():  # ours: each run starts with no mail
             shutil.rmtree(sandbox.outbox)
         sandbox.outbox.mkdir()

@@ -432,7 +432,7 @@ def test_the_emulators_are_recognised_by_their_answers() -> None:
     [
         ({}, "45", 60),
         ({"NOTIFY_DEADLINE_SECONDS": "100"}, "100", 115),
-        ({"NOTIFY_DEADLINE_SECONDS": "590"}, "590", 600),
+        ({"NOTIFY_DEADLINE_SECONDS": "585"}, "585", 600),  # the most the sandbox accepts
     ],
 )
 def test_pubsub_waits_for_the_function_as_a_deployment_does(
@@ -480,3 +480,171 @@ def test_ctrl_c_before_anything_started_exits_quietly(tmp_path: Path) -> None:
     assert done.returncode == 0, done
     assert done.stdout.strip() == "sandbox: stopped (SIGINT): nothing had started yet"
     nothing_left(tag)
+
+
+# ---------------------------------------------------------------------------------------------
+# The folder, its lock, the settings and leftovers: checked in-process, no emulator needed
+
+
+def without_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's environment as clean_env makes a child's (restored after the test)."""
+    from notifier.sandbox_folder import TAG as SANDBOX_TAG
+
+    dropped = ("NOTIFY_", "SENDGRID_", "SMTP_", "CLOUDSDK_", "BOTO_", "K_SERVICE")
+    for key in [key for key in os.environ if key.startswith(dropped)]:
+        monkeypatch.delenv(key)
+    for key in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", SANDBOX_TAG):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_a_first_start_interrupted_after_the_lock_leaves_a_folder_the_next_run_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import notifier.sandbox_folder as folder
+    from notifier.localcloud import Stopped
+
+    def interrupted(name: str, value: str) -> int:  # Ctrl-C while leftovers are looked for
+        raise Stopped(signal.SIGINT)
+
+    monkeypatch.setattr(folder, "stop_tagged", interrupted)
+    with pytest.raises(Stopped):
+        folder.prepare(tmp_path / "sandbox")
+    monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
+
+    sandbox, lock = folder.prepare(tmp_path / "sandbox")
+
+    lock.close()
+    assert (sandbox.outbox.is_dir(), sandbox.report.read_text()) == (True, folder.SAMPLE_CSV)
+
+
+@pytest.mark.parametrize("left", [["lock"], [".storage-notifier-sandbox"], ["lock", ".storage-notifier-sandbox"]])
+def test_a_folder_holding_only_what_a_first_start_writes_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left: list[str]
+) -> None:
+    import notifier.sandbox_folder as folder
+
+    monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
+    for name in left:  # an earlier version wrote the lock before the marker
+        (tmp_path / name).write_text("")
+
+    sandbox, lock = folder.prepare(tmp_path)
+
+    lock.close()
+    assert (sandbox.root / folder.MARKER).is_file() and sandbox.outbox.is_dir()
+
+
+def test_an_unreadable_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import notifier.sandbox_folder as folder
+
+    (tmp_path / "theirs.txt").write_text("x")
+    iterdir = Path.iterdir
+
+    def unreadable(self: Path):  # tests run as root, which reads any folder
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", unreadable)
+    with pytest.raises(folder.SandboxError, match=rf"--dir: cannot prepare {tmp_path}: .*Permission denied"):
+        folder.prepare(tmp_path)
+
+
+def test_a_dangling_link_as_dir_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    import notifier.sandbox_folder as folder
+
+    (tmp_path / "sandbox").symlink_to(tmp_path / "elsewhere" / "sandbox")
+
+    with pytest.raises(
+        folder.SandboxError, match=rf"--dir: {tmp_path / 'sandbox'} is a link to {tmp_path / 'elsewhere'}/sandbox"
+    ):
+        folder.prepare(tmp_path / "sandbox")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_link_to_a_folder_is_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import notifier.sandbox_folder as folder
+
+    monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "sandbox").symlink_to(tmp_path / "real")
+
+    sandbox, lock = folder.prepare(tmp_path / "sandbox")
+
+    lock.close()
+    assert sandbox.root == tmp_path / "real" and (tmp_path / "real" / "outbox").is_dir()
+
+
+def test_a_link_planted_as_the_lock_is_refused_not_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import notifier.sandbox_folder as folder
+
+    monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
+    _, lock = folder.prepare(tmp_path / "sandbox")
+    lock.close()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "sandbox" / "lock").unlink()
+    (tmp_path / "sandbox" / "lock").symlink_to(victim)
+
+    with pytest.raises(folder.SandboxError, match=r"lock is a symbolic link"):
+        folder.prepare(tmp_path / "sandbox")
+    assert victim.read_text() == "keep me"
+
+
+def test_a_pid_no_longer_tagged_is_not_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import notifier.localcloud as localcloud
+
+    # The pid was listed as tagged, then the process ended and another (untagged) one got its pid.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        monkeypatch.setattr(localcloud, "_processes_with", lambda entry: [other.pid])
+        localcloud.stop_tagged("NOTIFIER_TEST_REUSED", uuid.uuid4().hex, grace=0.5)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_tagged_process_is_stopped() -> None:
+    from notifier.localcloud import stop_tagged
+
+    value = uuid.uuid4().hex
+    env = {**os.environ, "NOTIFIER_TEST_LEFTOVER": value}
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        assert stop_tagged("NOTIFIER_TEST_LEFTOVER", value, grace=10) == 1
+        assert left.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        left.kill()
+        left.wait()
+
+
+def _serve_must_not_be_reached(*args: object) -> None:
+    raise AssertionError("the sandbox went on to start its parts")
+
+
+@pytest.mark.parametrize(
+    ("deadline", "message"),
+    [
+        ("soon", "NOTIFY_DEADLINE_SECONDS: expected a positive number of seconds, got 'soon'"),
+        ("590", "NOTIFY_DEADLINE_SECONDS: 590 is more than the sandbox allows (585 s)"),
+    ],
+)
+def test_settings_are_refused_before_the_last_runs_mail_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], deadline: str, message: str
+) -> None:
+    import notifier.sandbox as sandbox_module
+    import notifier.sandbox_folder as folder
+
+    without_user_settings(monkeypatch)
+    monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
+    monkeypatch.setattr(sandbox_module, "check_tools", lambda: None)
+    monkeypatch.setattr(sandbox_module, "serve", _serve_must_not_be_reached)
+    earlier, lock = folder.prepare(tmp_path / "sandbox")
+    lock.close()
+    (earlier.outbox / "earlier.eml").write_text("the last run's mail")
+    monkeypatch.setenv("NOTIFY_DEADLINE_SECONDS", deadline)
+
+    assert sandbox_module._run(tmp_path / "sandbox", []) == 2
+
+    assert message in capsys.readouterr().err
+    assert (earlier.outbox / "earlier.eml").read_text() == "the last run's mail"
