@@ -2,18 +2,21 @@
 
 An extra copy is explained by an unanswered send (the SendGrid stand-in accepted and hung, or the
 function gave up on SendGrid at its deadline) or by a lost `sent` mark in the ledger (the function's
-`sent` line carries ``ledger_error``); anything else is an unexplained duplicate.
+`sent` line carries ``ledger_error``) of the copy before it; anything else (a cause on the last copy
+included) is an unexplained duplicate.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -35,42 +38,78 @@ def acceptances(sendgrid: StandIn) -> Iterator[tuple[str, Acceptance]]:
 
 @dataclass
 class FunctionLog:
-    """What the instances' outcome lines say could explain a second email about an object."""
+    """What the instances' outcome lines say could explain a second email about an object: when
+    (time.time()) a `sent` line carried ``ledger_error``, and when the function gave up on SendGrid."""
 
-    ledger_failures: Counter = field(default_factory=Counter)  # `sent` lines with ledger_error
-    cut_sends: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # SendGrid timed out
+    ledger_failures: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cut_sends: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def read(cls, workdir: Path) -> FunctionLog:
         log = cls()
         for path in workdir.glob("instance-*.log"):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                entry = json.loads(line) if line.startswith("{") else {}
+            for entry in _entries(path):
                 name, outcome = entry.get("object", ""), entry.get("outcome")
                 if outcome == "sent" and entry.get("ledger_error"):
-                    log.ledger_failures[name] += 1
+                    log.ledger_failures[name].append(_timestamp(entry))
                 elif outcome == "retrying" and str(entry.get("error")).startswith(_SENDGRID_TIMED_OUT):
-                    log.cut_sends[name].append(datetime.fromisoformat(entry["time"]).timestamp())
+                    log.cut_sends[name].append(_timestamp(entry))
         return log
 
 
-def explain(copies: list[Acceptance], cut_sends: list[float], ledger_failures: int) -> tuple[int, int, int]:
+def _entries(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON lines of a log; others (a traceback, a last line cut by a SIGKILL) are skipped."""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("time"), str):
+            yield entry
+
+
+def _timestamp(entry: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(entry["time"]).timestamp()
+    except ValueError:
+        return float("nan")  # never within a window: explains nothing
+
+
+# When a cause is logged, relative to the acceptance of the copy whose send it cut short (the log's
+# milliseconds against the stand-in's clock: a little early is the same send) or whose `sent` mark
+# it lost (the storage client's retries, three times over, take a while: only the next copy bounds it).
+CUT_WINDOW = (-0.5, 3.0)
+LEDGER_WINDOW = (-0.5, math.inf)
+
+
+def explain(copies: list[Acceptance], cut_sends: list[float], ledger_failures: list[float]) -> tuple[int, int, int]:
     """(extra copies, how many an unanswered send explains, how many a lost `sent` mark explains).
 
-    An unanswered send is one the stand-in accepted and then hung on, or one the function gave up
-    on (its `retrying` line says SendGrid timed out: its deadline may have cut an answer that was on
-    its way). A give-up within seconds after a hung acceptance is that same send, counted once."""
-    extra = len(copies) - 1
-    hung = sorted(copy.at for copy in copies if copy.ambiguous)
-    unmatched = 0
-    for gave_up in sorted(cut_sends):
-        same = next((at for at in hung if -0.5 <= gave_up - at <= 3.0), None)
-        if same is None:
-            unmatched += 1
-        else:
-            hung.remove(same)
-    timed_out = min(extra, sum(copy.ambiguous for copy in copies) + unmatched)
-    return extra, timed_out, min(extra - timed_out, ledger_failures)
+    Copy k+1 exists because copy k's send was not recorded as sent, so its cause is attached to
+    copy k and comes before copy k+1: copy k was accepted and then hung on (the client was never
+    told), or the function gave up on SendGrid just after copy k was accepted (its `retrying` line
+    says SendGrid timed out: its deadline may have cut an answer on its way), or copy k's `sent`
+    line carries ``ledger_error``. A cause attached to the last copy explains nothing. A give-up
+    just after a hung acceptance is that same send: one cause, counted once."""
+    ordered = sorted(copies, key=lambda copy: copy.at)
+    cuts, ledger = sorted(cut_sends), sorted(ledger_failures)
+    timed_out = lost_marks = 0
+    for copy, following in pairwise(ordered):
+        cut = _take(cuts, copy.at, following.at, CUT_WINDOW)
+        if copy.ambiguous or cut is not None:
+            timed_out += 1
+        elif _take(ledger, copy.at, following.at, LEDGER_WINDOW) is not None:
+            lost_marks += 1
+    return len(ordered) - 1, timed_out, lost_marks
+
+
+def _take(times: list[float], accepted: float, next_accepted: float, window: tuple[float, float]) -> float | None:
+    """The first of ``times`` within ``window`` of ``accepted`` and before ``next_accepted``,
+    removed (a cause explains one copy); None if there is none."""
+    for index, at in enumerate(times):
+        if window[0] <= at - accepted <= window[1] and at < next_accepted:
+            return times.pop(index)
+    return None
 
 
 def report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: FunctionLog,
@@ -82,7 +121,7 @@ def report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: Funct
     lost = [name for name in names if name not in emails and name not in dead]
     by_cause, unexplained = Counter(), []
     for name, copies in emails.items():
-        extra, timed_out, ledger = explain(copies, log.cut_sends.get(name, []), log.ledger_failures[name])
+        extra, timed_out, ledger = explain(copies, log.cut_sends.get(name, []), log.ledger_failures.get(name, []))
         by_cause.update({CAUSES[0]: timed_out, CAUSES[1]: ledger, "duplicates": extra})
         if timed_out + ledger < extra:
             unexplained.append(name)

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 # Headers about one connection, not the message: never passed through a proxy.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"})
 _BYTE_COUNT = re.compile(r"[0-9]{1,20}")  # int() would also take "-1", "+5", "1_0" and other digits
+READ_TIMEOUT = 30.0  # seconds a client may leave a request half sent before its connection is closed
 
 
 class LocalServer:
@@ -25,6 +26,8 @@ class LocalServer:
     def _listen(
         self, handler: type[BaseHTTPRequestHandler], server: type[ThreadingHTTPServer] = ThreadingHTTPServer
     ) -> None:
+        if handler.timeout is None:  # a stalled client would hold its thread for ever
+            handler = type(handler.__name__, (handler,), {"timeout": READ_TIMEOUT})
         self._server = server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -41,9 +44,13 @@ class LocalServer:
 
 def read_body(handler: BaseHTTPRequestHandler, limit: int) -> bytes | None:
     """The request's body, by its Content-Length (none: empty). None once a length that is not a
-    whole number of bytes has been answered 400, or one over ``limit`` 413: a negative length would
-    read to the end of the stream, a huge one for ever. The connection is then closed (what follows
-    cannot be framed)."""
+    whole number of bytes has been answered 400, one over ``limit`` 413, or a Transfer-Encoding
+    (chunked) body 411: a negative length would read to the end of the stream, a huge one for ever,
+    and unread chunks would be taken for the next request. The connection is then closed (what
+    follows cannot be framed)."""
+    if coding := handler.headers.get("Transfer-Encoding"):
+        _refuse(handler, 411, f"Transfer-Encoding: {coding[:40]!r} is not read here; send a Content-Length")
+        return None
     declared = {value.strip() for value in handler.headers.get_all("Content-Length") or ()}
     if not declared:
         return b""

@@ -178,3 +178,87 @@ def test_a_copier_that_dies_fails_the_run_saying_why():
     assert chaos.copier_problems(tally) == [
         "the copier thread died (KeyError: 'attributes'): notifications after it were neither counted nor copied"
     ]
+
+
+@pytest.mark.parametrize("server", ["balancer", "gcs proxy", "sendgrid"])
+def test_a_chunked_body_is_refused_with_411_and_the_connection_closed(server):
+    # Read by Content-Length alone, a chunked body was taken for empty and its chunks for the next request.
+    with _stand_ins()[server]() as stand_in:
+        port = int(stand_in.url.rstrip("/").rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(
+                b"POST /v3/mail/send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            )
+            answer = b"".join(iter(lambda: client.recv(4096), b"")).decode("latin-1")  # until it closes
+    assert answer.startswith("HTTP/1.1 411 "), answer
+    assert "Transfer-Encoding" in answer.split("\r\n\r\n", 1)[1], "the answer says what was wrong"
+
+
+@pytest.mark.parametrize("server", ["balancer", "gcs proxy", "sendgrid"])
+def test_a_client_that_sends_nothing_is_disconnected_after_the_read_timeout(server, monkeypatch):
+    from bench import httpd
+
+    monkeypatch.setattr(httpd, "READ_TIMEOUT", 0.2)  # 30 s in a run
+    with _stand_ins()[server]() as stand_in:
+        port = int(stand_in.url.rstrip("/").rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST /v3/mail/send HTTP/1.1\r\n")  # and then nothing: a stalled client
+            assert client.recv(4096) == b"", "the server closed the connection (not stuck until our 10 s)"
+
+
+# ---------------------------------------------------------------------------------------------
+# make chaos's report: which duplicate has a cause, in order
+
+
+def _copies(*copies: tuple[float, bool]):
+    """Accepted copies of one email, (time accepted, hung on) each."""
+    from bench.standin import Acceptance
+
+    return [Acceptance("id", "Uploaded: chaos/00001.csv (b)", hung, at) for at, hung in copies]
+
+
+def test_a_duplicate_is_explained_by_a_cause_attached_to_the_copy_before_it():
+    from bench.chaos_report import explain
+
+    assert explain(_copies((100, False)), [], []) == (0, 0, 0)
+    assert explain(_copies((100, False), (110, False)), [], []) == (1, 0, 0), "nothing explains the second copy"
+    assert explain(_copies((100, True), (110, False)), [], []) == (1, 1, 0), "the stand-in hung on the first"
+    assert explain(_copies((100, False), (110, False)), [101.0], []) == (1, 1, 0), "the function cut the first"
+    assert explain(_copies((100, False), (110, False)), [99.7], []) == (1, 1, 0), "the log's clock, a bit early"
+    assert explain(_copies((100, False), (110, False)), [], [100.4]) == (1, 0, 1), "the first's `sent` not recorded"
+    assert explain(_copies((110, False), (100, True)), [], []) == (1, 1, 0), "copies are taken in time order"
+
+
+def test_a_hang_and_the_give_up_it_caused_are_one_cause():
+    from bench.chaos_report import explain
+
+    three = _copies((100, True), (110, False), (120, False))
+    assert explain(three, [101.2], []) == (2, 1, 0), "the second copy has no cause of its own"
+    assert explain(three, [111.0], []) == (2, 2, 0), "a give-up after the second copy explains the third"
+    assert explain(_copies((100, False), (110, False), (120, False)), [100.5], [111.0]) == (2, 1, 1)
+
+
+def test_a_cause_after_the_last_copy_explains_no_duplicate():
+    from bench.chaos_report import explain
+
+    assert explain(_copies((100, False), (110, True)), [], []) == (1, 0, 0), "the hang was on the last copy"
+    assert explain(_copies((100, False), (110, False)), [111.0], []) == (1, 0, 0), "the give-up was on the last"
+    assert explain(_copies((100, False), (110, False)), [], [110.3]) == (1, 0, 0), "the lost mark was the last's"
+    assert explain(_copies((100, False), (101, False)), [], [101.5]) == (1, 0, 0), "after the next copy: too late"
+    assert explain(_copies((100, False), (110, False)), [50.0], [50.0]) == (1, 0, 0), "long before any copy"
+
+
+def test_the_function_log_is_read_to_its_last_whole_line(tmp_path):
+    from bench.chaos_report import FunctionLog
+
+    lines = [
+        {"time": "2026-01-01T00:00:01.000+00:00", "object": "chaos/1.csv", "outcome": "sent", "ledger_error": "503"},
+        {"time": "2026-01-01T00:00:02.500+00:00", "object": "chaos/1.csv", "outcome": "sent"},
+        {"time": "2026-01-01T00:00:03.000+00:00", "object": "chaos/2.csv", "outcome": "retrying",
+         "error": "SendGrid unreachable: timed out"},
+    ]  # fmt: skip
+    text = "\n".join(json.dumps(line) for line in lines) + "\nnot json\n{broken\n"
+    (tmp_path / "instance-0.log").write_text(text + '{"time": "2026-01-01T00:00:04', encoding="utf-8")  # SIGKILLed
+    log = FunctionLog.read(tmp_path)
+    assert log.ledger_failures == {"chaos/1.csv": [1767225601.0]}
+    assert log.cut_sends == {"chaos/2.csv": [1767225603.0]}
