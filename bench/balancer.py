@@ -72,7 +72,7 @@ class Balancer(LocalServer):
             def _serve(self) -> None:
                 body = read_body(self, MAX_BODY_BYTES)
                 if body is None:
-                    return  # refused, 400 or 413
+                    return  # refused: 400, 411 or 413 (read_body answered)
                 headers = passed_on(self.headers.items())
                 status = 502
                 upstream = balancer._pick()

@@ -141,7 +141,7 @@ class GcsFaultProxy(LocalServer):
             def _serve(self) -> None:
                 body = read_body(self, MAX_BODY_BYTES)
                 if body is None:
-                    return  # refused, 400 or 413
+                    return  # refused: 400, 411 or 413 (read_body answered)
                 request = ProxiedRequest.parse(self.command, self.path, self.headers, body)
                 decision = proxy._decide(request)
                 if isinstance(decision, int) or decision == "server_error":

@@ -91,7 +91,7 @@ class StandIn(LocalServer):
             def do_POST(self) -> None:
                 body = read_body(self, MAX_BODY_BYTES)
                 if body is None:
-                    return  # refused, 400 or 413
+                    return  # refused: 400, 411 or 413 (read_body answered)
                 if stand_in.faults.latency:
                     time.sleep(stand_in.faults.latency)
                 decision = stand_in._decide()
