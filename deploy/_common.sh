@@ -242,40 +242,26 @@ ensure() {
   fi
 }
 
-# A describe failure meaning "there is none", in each service's words: NOT_FOUND (Pub/Sub, functions),
-# "gs://B not found: 404." (Cloud Storage), an HTTP 404. Anything else (a refusal, a network error)
-# is not absence. The same test as a case pattern, for the script --dry-run prints.
-GONE_CASE="*NOT_FOUND*|*'not found'*|*404*"
-is_gone_error() {
-  case "$1" in *NOT_FOUND* | *'not found'* | *404*) return 0 ;; *) return 1 ;; esac
+# How a describe's error is classed: "refused" (401/403, PERMISSION_DENIED, credentials), checked first
+# because its text may name a project such as shop-404 or say "token not found"; "gone" only in the
+# exact words gcloud (528, lib/googlecloudsdk) prints for a 404 of that command: Cloud Storage's
+# GcsNotFoundError "gs://B not found: 404.", functions' ResponseError "status=[404]" (gen1 and gen2),
+# Pub/Sub's NOT_FOUND; anything else "failed". Part of the script teardown.sh runs or, with --dry-run, prints.
+DESCRIBE_ERROR_KIND_FN="$(
+  cat <<'EOF'
+describe_error_kind() {
+  case $1 in
+    *PERMISSION_DENIED* | *UNAUTHENTICATED* | *"status=[40"[13]"]"* | *"HTTPError 40"[13]* | \
+      *"Permission '"* | *"does not have"* | *"not authorized"* | *"auth tokens"* | *"gcloud auth"* | \
+      *"active account selected"*) echo refused ;;
+    *"ERROR: (gcloud.storage.buckets.describe) gs://"*" not found: 404."* | \
+      *"ERROR: (gcloud.functions.describe) ResponseError: status=[404], "* | \
+      *"ERROR: (gcloud.pubsub.topics.describe) NOT_FOUND: "*) echo gone ;;
+    *) echo failed ;;
+  esac
 }
-
-# What could not be removed (teardown): each step is tried, and the run fails at the end.
-NOT_REMOVED=()
-
-# The mirror of ensure: run the action only when the describe command finds the resource.
-# Arguments: WHAT (named in messages), the describe command, "--", the action (a command or a
-# function; under --dry-run it prints itself). Absent: "already gone: WHAT" on stderr. A describe
-# or action failing otherwise: its error is shown and WHAT is added to NOT_REMOVED.
-when_present() {
-  local what="$1" describe=() action=() error
-  shift
-  while [[ "$1" != -- ]]; do describe+=("$1"); shift; done
-  shift
-  action=("$@")
-  if ((DRY_RUN)); then
-    # shellcheck disable=SC2016  # printed for the user's shell to expand
-    printf 'if err=$(%s 2>&1 >/dev/null); then %s; else case $err in %s) echo %s >&2 ;; *) printf '\''%%s\\n'\'' "$err" >&2 ;; esac; fi\n' \
-      "$(print_command "${describe[@]}")" "$("${action[@]}")" "$GONE_CASE" "$(quote_literal "already gone: $what")"
-  elif error="$("${describe[@]}" 2>&1 >/dev/null)"; then
-    "${action[@]}" || NOT_REMOVED+=("$what")
-  elif is_gone_error "$error"; then
-    printf 'already gone: %s\n' "$what" >&2
-  else
-    printf '%s\n' "$error" >&2
-    NOT_REMOVED+=("$what")
-  fi
-}
+EOF
+)"
 
 # Run a command, or print it under --dry-run.
 run() {

@@ -16,40 +16,92 @@ and the exit status is 1.
 
   --via pubsub          deployed with deploy.sh --via pubsub: first delete the bucket's
                         notification configurations publishing to the topic PREFIX-TRIGGER,
-                        then the function, then the topic (or NOTIFIER_VIA)
+                        then the function, then the topic (or NOTIFIER_VIA). The topic is
+                        kept while configurations may still publish to it: when removing
+                        them failed, or when the bucket is not found (a typo in --bucket?)
   --bucket NAME         with --via pubsub: the bucket holding those configurations
                         (or NOTIFIER_BUCKET)
 $(common_help)
 EOF
 }
 
-# Delete every notification configuration on BUCKET that publishes to TRIGGER's topic, whatever
-# its event types or prefix. Under --dry-run, the same as one printed loop.
-delete_notifications() {
-  local trigger="$1" topic listing id listed_topic ids=() status=0
+# The teardown is one POSIX shell script, run by bash or, with --dry-run, printed: both do the same.
+# Each step is one line, guarded by a describe (absent: skipped; refused or failing: shown, the rest
+# still runs, and the script exits 1 naming what is left).
+script_preamble() {
+  printf '%s\n' 'rc=0' 'not_removed=' "$DESCRIBE_ERROR_KIND_FN"
+  cat <<'EOF'
+not_removed() { rc=1; not_removed="${not_removed:+$not_removed, }$1"; }
+absent() { case $(describe_error_kind "$1") in gone) printf '%s\n' "$2" >&2 ;; *) printf '%s\n' "$1" >&2; return 1 ;; esac; }
+EOF
+}
+
+# Sets $notifications to removed, no-bucket or failed: the topic step reads it.
+notifications_step() {
+  local trigger="$1" topic
+  topic="$(topic_id "$trigger")"
+  local describe=(gcloud storage buckets describe "gs://$BUCKET" "--project=$PROJECT")
   local list=(gcloud storage buckets notifications list "gs://$BUCKET" "--project=$PROJECT"
     "--format=$NOTIFICATION_ID_FORMAT")
   local delete=(gcloud storage buckets notifications delete
     "${RAW}\"projects/_/buckets/$BUCKET/notificationConfigs/\$id\"" "--project=$PROJECT")
-  topic="$(notification_topic "$trigger")"
-  if ((DRY_RUN)); then
-    # shellcheck disable=SC2016  # printed for the user's shell to expand
-    printf 'for id in $(%s | awk -v topic=%s %s); do %s; done\n' "$(print_command "${list[@]}")" \
-      "$(shell_quote "$topic")" "$(quote_literal '$2 == topic && $1 ~ /^[0-9]+$/ { print $1 }')" \
-      "$(print_command "${delete[@]}")"
-    return 0
-  fi
-  # Called as when_present's action, where set -e is off: each failure is returned by hand.
-  listing="$(run "${list[@]}")" || return 1
-  while read -r id listed_topic; do
-    if [[ "$listed_topic" == "$topic" && "$id" =~ ^[0-9]+$ ]]; then ids+=("$id"); fi
-  done <<<"$listing"
-  for id in "${ids[@]}"; do
-    run gcloud storage buckets notifications delete "projects/_/buckets/$BUCKET/notificationConfigs/$id" \
-      "--project=$PROJECT" || status=1
-  done
-  return "$status"
+  # shellcheck disable=SC2016  # printed for the script's shell to expand
+  printf 'notifications=removed; if err=$(%s 2>&1 >/dev/null); then if ids=$(%s); then for id in $(printf '\''%%s\\n'\'' "$ids" | awk -v topic=%s %s); do %s || notifications=failed; done; else notifications=failed; fi; elif absent "$err" %s; then notifications=no-bucket; else notifications=failed; fi; [ "$notifications" != failed ] || not_removed %s\n' \
+    "$(print_command "${describe[@]}")" "$(print_command "${list[@]}")" \
+    "$(shell_quote "$(notification_topic "$trigger")")" \
+    "$(quote_literal '$2 == topic && $1 ~ /^[0-9]+$/ { print $1 }')" "$(print_command "${delete[@]}")" \
+    "$(quote_literal "bucket gs://$BUCKET not found: no notification configurations to delete there")" \
+    "$(quote_literal "notifications from gs://$BUCKET to $topic")"
 }
+
+function_step() {
+  local name flags
+  name="$(function_name "$1")"
+  flags=("$(gen_flag)" "--project=$PROJECT" "--region=$REGION")
+  # shellcheck disable=SC2016
+  printf 'if err=$(%s 2>&1 >/dev/null); then %s || not_removed %s; elif ! absent "$err" %s; then not_removed %s; fi\n' \
+    "$(print_command gcloud functions describe "$name" "${flags[@]}")" \
+    "$(print_command gcloud functions delete "$name" "${flags[@]}" --quiet)" "$(quote_literal "function $name")" \
+    "$(quote_literal "already gone: function $name (project $PROJECT, region $REGION)")" \
+    "$(quote_literal "function $name")"
+}
+
+# The topic goes only once no notification configuration can still publish to it: a later deploy
+# recreating the topic would otherwise revive configurations (old prefix, old event types).
+topic_step() {
+  local topic what
+  topic="$(topic_id "$1")"
+  what="$(quote_literal "topic $topic")"
+  # shellcheck disable=SC2016
+  printf 'if err=$(%s 2>&1 >/dev/null); then case $notifications in removed) %s || not_removed %s ;; no-bucket) echo %s >&2; not_removed %s ;; *) echo %s >&2; not_removed %s ;; esac; elif ! absent "$err" %s; then not_removed %s; fi\n' \
+    "$(print_command gcloud pubsub topics describe "$topic" "--project=$PROJECT")" \
+    "$(print_command gcloud pubsub topics delete "$topic" "--project=$PROJECT" --quiet)" "$what" \
+    "$(quote_literal "bucket gs://$BUCKET not found: topic $topic kept (its notifications, if any, live on another bucket?). Run teardown again with the right --bucket, or if that bucket is really gone: gcloud pubsub topics delete $topic --project=$PROJECT")" \
+    "$what" \
+    "$(quote_literal "topic $topic kept: notifications from gs://$BUCKET may still point at it; run teardown again once the error above is fixed")" \
+    "$what" "$(quote_literal "already gone: topic $topic (project $PROJECT)")" "$what"
+}
+
+script_summary() {
+  # shellcheck disable=SC2016
+  printf '%s\n' 'if [ "$rc" != 0 ]; then printf '\''teardown incomplete: not removed: %s. Fix the error above and run it again; what is gone is skipped.\n'\'' "$not_removed" >&2; fi' 'exit "$rc"'
+}
+
+teardown_script() {
+  script_preamble
+  for trigger in "${SELECTED_TRIGGERS[@]}"; do
+    if [[ "$VIA" == pubsub ]]; then notifications_step "$trigger"; fi
+    function_step "$trigger"
+    if [[ "$VIA" == pubsub ]]; then topic_step "$trigger"; fi
+  done
+  script_summary
+}
+
+# Run for real: each call but a describe is shown as "+ gcloud ..." on stderr (fd 3, so a describe's
+# captured error never holds it).
+TRACE_GCLOUD='set +eu
+exec 3>&2
+gcloud() { case " $* " in *" describe "*) ;; *) printf "+ gcloud" >&3; printf " %q" "$@" >&3; echo >&3 ;; esac; command gcloud "$@"; }'
 
 POSITIONAL=()
 BUCKET_GIVEN=0
@@ -76,28 +128,10 @@ validate_common
 ((DRY_RUN)) || require_gcloud
 
 # Notifications first, so nothing is published to a topic about to go; the function before its
-# topic, so its trigger's subscription goes with it. Each is looked up first, so a teardown that
-# stopped half-way can simply be run again: what is gone is skipped, and one failure does not
-# keep the rest in place.
-for trigger in "${SELECTED_TRIGGERS[@]}"; do
-  function_id="$(function_name "$trigger")"
-  topic="$(topic_id "$trigger")"
-  if [[ "$VIA" == pubsub ]]; then
-    # A bucket's notification configurations go with it: none to list when the bucket is gone.
-    when_present "notifications from gs://$BUCKET to $topic" \
-      gcloud storage buckets describe "gs://$BUCKET" "--project=$PROJECT" -- delete_notifications "$trigger"
-  fi
-  when_present "function $function_id" \
-    gcloud functions describe "$function_id" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION" -- \
-    run gcloud functions delete "$function_id" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION" --quiet
-  if [[ "$VIA" == pubsub ]]; then
-    when_present "topic $topic" gcloud pubsub topics describe "$topic" "--project=$PROJECT" -- \
-      run gcloud pubsub topics delete "$topic" "--project=$PROJECT" --quiet
-  fi
-done
-if ((${#NOT_REMOVED[@]})); then
-  printf -v not_removed '%s, ' "${NOT_REMOVED[@]}"
-  printf 'teardown incomplete: not removed: %s. Fix the error above and run it again; what is gone is skipped.\n' \
-    "${not_removed%, }" >&2
-  exit 1
+# topic, so its trigger's subscription goes with it.
+if ((DRY_RUN)); then
+  teardown_script
+else
+  exec "$BASH" -c "$TRACE_GCLOUD
+$(teardown_script)"
 fi

@@ -348,9 +348,9 @@ TEARDOWN = ("finalize", "--project", "acme-prod", *PUBSUB, "--bucket", "acme-upl
 # What `notifications list --format=value(id,topic)` prints for one configuration of ours (tab-separated).
 OUR_NOTIFICATION = f"7\t//pubsub.googleapis.com/{topic_path('finalize')}\n"
 GONE_MESSAGES = {
-    "bucket": "already gone: notifications from gs://acme-uploads to storage-notifier-finalize",
-    "function": "already gone: function storage-notifier-finalize",
-    "topic": "already gone: topic storage-notifier-finalize",
+    "bucket": "bucket gs://acme-uploads not found",
+    "function": "already gone: function storage-notifier-finalize (project acme-prod, region us-central1)",
+    "topic": "already gone: topic storage-notifier-finalize (project acme-prod)",
 }
 DELETES = {
     "bucket": ["storage", "buckets", "notifications", "delete",
@@ -359,37 +359,41 @@ DELETES = {
                  "--region=us-central1", "--quiet"],
     "topic": ["pubsub", "topics", "delete", "storage-notifier-finalize", "--project=acme-prod", "--quiet"],
 }  # fmt: skip
+KEPT_TOPIC = "topic storage-notifier-finalize kept"
 
 
 def deletes(calls: list[dict]) -> list[list[str]]:
     return [argv for argv in argvs(calls) if "delete" in argv]
 
 
-@pytest.mark.parametrize("gone", [(), ("bucket",), ("function",), ("topic",), ("bucket", "function", "topic")])
+def teardown_and_replay(tmp_path, *args, **env):
+    """teardown.sh, then its --dry-run script against the same fake cloud: both must agree."""
+    result, calls = run_script("teardown.sh", *args, tmp_path=tmp_path, **env)
+    dry, dry_calls = run_script("teardown.sh", *args, "--dry-run", tmp_path=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert dry_calls == []
+    (tmp_path / "dry-run.sh").write_text(dry.stdout)
+    replayed, replay_calls = run_script(str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, **env)
+    assert argvs(replay_calls) == argvs(calls)
+    assert replayed.returncode == result.returncode, (replayed.stderr, result.stderr)
+    if result.returncode:  # the same summary ("teardown incomplete: not removed: ...")
+        assert replayed.stderr.splitlines()[-1] == result.stderr.splitlines()[-1], (replayed.stderr, result.stderr)
+    return result, calls, replayed
+
+
+@pytest.mark.parametrize("gone", [(), ("function",), ("topic",), ("bucket", "function", "topic")])
 def test_teardown_deletes_what_is_there_and_skips_what_is_gone(tmp_path, gone):
     there = [kind for kind in ("bucket", "function", "topic") if kind not in gone]
     env = {"FAKE_GCLOUD_EXISTING": ",".join(there), "FAKE_GCLOUD_NOTIFICATIONS": OUR_NOTIFICATION}
-    result, calls = run_script("teardown.sh", *TEARDOWN, tmp_path=tmp_path, **env)
+    result, calls, replayed = teardown_and_replay(tmp_path, *TEARDOWN, **env)
 
     assert result.returncode == 0, result.stderr
     assert deletes(calls) == [DELETES[kind] for kind in there]
     for kind, message in GONE_MESSAGES.items():
         assert (message in result.stderr) == (kind in gone), (kind, result.stderr)
+        assert (message in replayed.stderr) == (kind in gone), (kind, replayed.stderr)
     if "bucket" in gone:
         assert not calls_of(calls, "storage", "buckets", "notifications"), "no bucket, no configurations to list"
-
-    # The printed dry run makes the same calls, skips the same things and says so.
-    dry, _ = run_script("teardown.sh", *TEARDOWN, "--dry-run", tmp_path=tmp_path)
-    assert [line.split(" ", 4)[:4] for line in dry.stdout.splitlines()] == [
-        ["if", "err=$(gcloud", kind, word] for kind, word in [("storage", "buckets"), ("functions", "describe"),
-                                                               ("pubsub", "topics")]
-    ], "one guarded line per resource"  # fmt: skip
-    (tmp_path / "dry-run.sh").write_text(dry.stdout)
-    replayed, replay_calls = run_script(str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, **env)
-    assert replayed.returncode == 0, replayed.stderr
-    assert argvs(replay_calls) == argvs(calls)
-    for kind in gone:
-        assert GONE_MESSAGES[kind] in replayed.stderr
 
 
 def test_teardown_twice_in_a_row_succeeds_and_the_second_deletes_nothing(tmp_path):
@@ -400,7 +404,8 @@ def test_teardown_twice_in_a_row_succeeds_and_the_second_deletes_nothing(tmp_pat
     second, second_calls = run_script("teardown.sh", "all", *TEARDOWN[1:], tmp_path=tmp_path)
     assert second.returncode == 0, second.stderr
     assert deletes(second_calls) == []
-    assert second.stderr.count("already gone: ") == 12
+    assert second.stderr.count("already gone: ") == 8
+    assert second.stderr.count("bucket gs://acme-uploads not found") == 4
 
 
 def test_eventarc_teardown_of_a_function_already_gone_succeeds(tmp_path):
@@ -408,22 +413,94 @@ def test_eventarc_teardown_of_a_function_already_gone_succeeds(tmp_path):
     assert result.returncode == 0, result.stderr
     assert argvs(calls) == [["functions", "describe", "storage-notifier-finalize", "--gen2", "--project=acme-prod",
                              "--region=us-central1"]]  # fmt: skip
-    assert "already gone: function storage-notifier-finalize" in result.stderr
+    assert GONE_MESSAGES["function"] in result.stderr, "a wrong --project or --region shows here"
 
 
-@pytest.mark.parametrize(
-    ("denied", "kept"),
-    [("storage buckets notifications list", "bucket"), ("functions describe", "function"),
-     ("pubsub topics delete", "topic")],
-)  # fmt: skip
-def test_teardown_any_other_failure_is_reported_after_doing_the_rest(tmp_path, denied, kept):
-    result, calls = run_script("teardown.sh", *TEARDOWN, tmp_path=tmp_path, FAKE_GCLOUD_EXISTING=ALL_THERE,
-                               FAKE_GCLOUD_NOTIFICATIONS=OUR_NOTIFICATION, FAKE_GCLOUD_DENIED=denied)  # fmt: skip
-    assert result.returncode == 1
-    assert "PERMISSION_DENIED" in result.stderr
-    assert "already gone" not in result.stderr, "a refusal is not taken for absence"
-    assert deletes(calls) == [DELETES[k] for k in ("bucket", "function", "topic") if k != kept or kept == "topic"]
-    assert "teardown incomplete" in result.stderr.splitlines()[-1]
+# Denied command → the deletes still tried (a denied delete is tried too); "bucket" stands for the
+# notification configuration. Notifications not (all) removed: the topic they publish to is kept, so a
+# later deploy that recreates the topic does not revive configurations nobody knows about.
+AFTER_A_REFUSAL = {
+    "storage buckets describe": ["function"],
+    "storage buckets notifications list": ["function"],
+    "storage buckets notifications delete": ["bucket", "function"],
+    "functions describe": ["bucket", "topic"],
+    "functions delete": ["bucket", "function", "topic"],
+    "pubsub topics delete": ["bucket", "function", "topic"],
+}
+
+
+@pytest.mark.parametrize("denied", AFTER_A_REFUSAL)
+def test_teardown_any_other_failure_is_reported_after_doing_the_rest(tmp_path, denied):
+    result, calls, replayed = teardown_and_replay(tmp_path, *TEARDOWN, FAKE_GCLOUD_EXISTING=ALL_THERE,
+                                                  FAKE_GCLOUD_NOTIFICATIONS=OUR_NOTIFICATION,
+                                                  FAKE_GCLOUD_DENIED=denied)  # fmt: skip
+    for run in (result, replayed):
+        assert run.returncode == 1
+        assert "PERMISSION_DENIED" in run.stderr
+        assert "already gone" not in run.stderr, "a refusal is not taken for absence"
+        assert "teardown incomplete" in run.stderr.splitlines()[-1]
+        assert (KEPT_TOPIC in run.stderr) == (denied.startswith("storage")), run.stderr
+    assert deletes(calls) == [DELETES[kind] for kind in AFTER_A_REFUSAL[denied]]
+
+
+def test_teardown_keeps_the_topic_when_the_notifications_could_not_be_listed(tmp_path):
+    result, calls, replayed = teardown_and_replay(tmp_path, *TEARDOWN, FAKE_GCLOUD_EXISTING=ALL_THERE,
+                                                  FAKE_GCLOUD_NOTIFICATIONS=OUR_NOTIFICATION,
+                                                  FAKE_GCLOUD_DENIED="storage buckets notifications list")  # fmt: skip
+    assert deletes(calls) == [DELETES["function"]]
+    for run in (result, replayed):
+        assert run.returncode == 1
+        assert f"{KEPT_TOPIC}: notifications from gs://acme-uploads may still point at it" in run.stderr
+        summary = run.stderr.splitlines()[-1]
+        assert "notifications from gs://acme-uploads to storage-notifier-finalize" in summary
+        assert "topic storage-notifier-finalize" in summary
+
+
+def test_a_bucket_not_found_keeps_the_topic_and_fails(tmp_path):
+    # A typo in --bucket: the real bucket's configurations may still publish to the topic.
+    result, calls, replayed = teardown_and_replay(tmp_path, *TEARDOWN, FAKE_GCLOUD_EXISTING="function,topic")
+    assert deletes(calls) == [DELETES["function"]]
+    for run in (result, replayed):
+        assert run.returncode == 1, run.stderr
+        assert (f"bucket gs://acme-uploads not found: {KEPT_TOPIC} (its notifications, if any, live on another "
+                "bucket?)") in run.stderr  # fmt: skip
+        assert "already gone: notifications" not in run.stderr
+        assert "topic storage-notifier-finalize" in run.stderr.splitlines()[-1]
+
+
+# Refusals whose text holds "404" or "not found" (a project named shop-404, an auth error), as gcloud 528
+# prints them (the first two as it formatted canned 403 answers): none is absence.
+REFUSALS = {
+    "storage buckets describe": "ERROR: (gcloud.storage.buckets.describe) [None] does not have permission to access"
+    " b instance [acme-uploads] (or it may not exist): dev@shop-404.iam.gserviceaccount.com does not have storage."
+    "buckets.get access to the Google Cloud Storage bucket. Permission 'storage.buckets.get' denied on resource (or"
+    " it may not exist).",
+    "functions describe": "ERROR: (gcloud.functions.describe) ResponseError: status=[403], code=[Ok], message=["
+    "Permission 'cloudfunctions.functions.get' denied on resource 'projects/shop-404/locations/us-central1/"
+    "functions/storage-notifier-finalize' (or resource may not exist).]",
+    "pubsub topics describe": "ERROR: (gcloud.pubsub.topics.describe) There was a problem refreshing your current "
+    "auth tokens: refresh token not found. Please run:\n\n  $ gcloud auth login",
+}
+
+
+@pytest.mark.parametrize("denied", REFUSALS)
+def test_a_refusal_mentioning_404_or_not_found_is_not_taken_for_absence(tmp_path, denied):
+    args = ("finalize", "--project", "shop-404", *PUBSUB, "--bucket", "acme-uploads")
+    result, _, replayed = teardown_and_replay(tmp_path, *args, FAKE_GCLOUD_EXISTING=ALL_THERE,
+                                              FAKE_GCLOUD_DENIED=denied, FAKE_GCLOUD_DENIED_ERROR=REFUSALS[denied])  # fmt: skip
+    for run in (result, replayed):
+        assert run.returncode == 1, run.stderr
+        assert "already gone" not in run.stderr
+        assert " not found: topic" not in run.stderr
+        assert "teardown incomplete" in run.stderr.splitlines()[-1]
+
+
+def test_a_project_named_like_a_status_code_still_skips_what_is_gone(tmp_path):
+    args = ("finalize", "--project", "shop-403", *PUBSUB, "--bucket", "acme-uploads")
+    result, calls, _ = teardown_and_replay(tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    assert "already gone: function storage-notifier-finalize (project shop-403, region us-central1)" in result.stderr
+    assert deletes(calls) == []
 
 
 @pytest.mark.parametrize(
