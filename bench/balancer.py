@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from bench.httpd import LocalServer, answer, forward, passed_on, read_body
+from bench.httpd import LocalServer, QuietHandler, answer, forward, passed_on, read_body
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # the function refuses far less; a push body is a few KB
 UPSTREAM_TIMEOUT = 120.0  # longer than any delivery; the emulator gives up on its own clock
@@ -63,12 +63,7 @@ class Balancer(LocalServer):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         balancer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def _serve(self) -> None:
                 body = read_body(self, MAX_BODY_BYTES)
                 if body is None:

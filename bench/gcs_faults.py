@@ -25,7 +25,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from bench.httpd import LocalServer, answer, forward, passed_on, read_body, reset
+from bench.httpd import LocalServer, QuietHandler, answer, forward, passed_on, read_body, reset
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # an upload of a 20 MiB attachment, with room to spare
 
@@ -132,12 +132,7 @@ class GcsFaultProxy(LocalServer):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def _serve(self) -> None:
                 body = read_body(self, MAX_BODY_BYTES)
                 if body is None:

@@ -69,6 +69,15 @@ def _refuse(handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
     handler.close_connection = True
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 (kept-alive connections, as real clients use) and no access log: the stand-ins' base."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def passed_on(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The request headers a proxy passes on."""
     return {key: value for key, value in headers if key.lower() not in HOP_BY_HOP}

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from bench.httpd import LocalServer, answer, read_body, reset
+from bench.httpd import LocalServer, QuietHandler, answer, read_body, reset
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # SendGrid takes 30 MB per message
 
@@ -82,12 +82,7 @@ class StandIn(LocalServer):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = read_body(self, MAX_BODY_BYTES)
                 if body is None:
