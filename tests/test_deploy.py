@@ -56,6 +56,13 @@ def run_script(script, *args, tmp_path, stdin="", parse_check=False, path_dirs=N
     return result, calls
 
 
+def replay_dry_run(printed: str, *, tmp_path, **env):
+    """Run what a ``--dry-run`` printed, as the user would paste it, against the fake gcloud."""
+    script = tmp_path / "dry-run.sh"
+    script.write_text(printed)
+    return run_script(str(script), tmp_path=tmp_path, **env)
+
+
 def deploy_calls(calls):
     return [c for c in calls if c["argv"][:2] == ["functions", "deploy"]]
 
@@ -278,9 +285,7 @@ def test_dry_run_prints_a_script_that_makes_exactly_the_same_calls(tmp_path, gen
     assert dry_calls == [], "a dry run runs nothing"
     assert "gcloud functions deploy storage-notifier-finalize" in dry.stdout
 
-    script = tmp_path / "dry-run.sh"
-    script.write_text(dry.stdout)
-    replayed, replay_calls = run_script(str(script), tmp_path=tmp_path)
+    replayed, replay_calls = replay_dry_run(dry.stdout, tmp_path=tmp_path)
     _, real_calls = run_script("deploy.sh", *args, tmp_path=tmp_path)
 
     assert replayed.returncode == 0, replayed.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_deploy import FAKE_BIN, REAL_GCLOUD, SA, expected_gen2, normalized, run_script
+from tests.test_deploy import FAKE_BIN, REAL_GCLOUD, SA, expected_gen2, normalized, replay_dry_run, run_script
 
 TRIGGERS = ["finalize", "delete", "archive", "metadata"]
 # The Pub/Sub notification event types, written out (not read from the scripts).
@@ -188,9 +188,7 @@ def test_pubsub_dry_run_prints_a_script_making_the_same_calls(tmp_path, trigger,
     assert all("|| gcloud storage buckets notifications create gs://acme-uploads" in line for line in checks)
     assert any("gcloud pubsub topics create storage-notifier-finalize" in line for line in lines)
 
-    script = tmp_path / "dry-run.sh"
-    script.write_text(dry.stdout)
-    replayed, replay_calls = run_script(str(script), tmp_path=tmp_path)
+    replayed, replay_calls = replay_dry_run(dry.stdout, tmp_path=tmp_path)
     _, real_calls = run_script("deploy.sh", *args, tmp_path=tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     assert [normalized(c["argv"]) for c in replay_calls] == [normalized(c["argv"]) for c in real_calls]
@@ -217,9 +215,8 @@ def test_a_second_deploy_finds_its_notification_and_creates_nothing(tmp_path, pr
 
     # The printed dry run carries the same check, and skips too.
     dry, _ = run_script("deploy.sh", *args, "--dry-run", tmp_path=tmp_path)
-    (tmp_path / "dry-run.sh").write_text(dry.stdout)
-    _, replay_calls = run_script(
-        str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, FAKE_GCLOUD_EXISTING="topic", FAKE_GCLOUD_NOTIFICATIONS=answer
+    _, replay_calls = replay_dry_run(
+        dry.stdout, tmp_path=tmp_path, FAKE_GCLOUD_EXISTING="topic", FAKE_GCLOUD_NOTIFICATIONS=answer
     )
     assert not [argv for argv in argvs(replay_calls) if "create" in argv]
 
@@ -328,9 +325,8 @@ def test_pubsub_teardown_removes_the_topics_notifications_then_function_then_top
     dry, dry_calls = run_script("teardown.sh", *args, "--dry-run", tmp_path=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert dry_calls == []
-    (tmp_path / "dry-run.sh").write_text(dry.stdout)
-    _, replay_calls = run_script(str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, FAKE_GCLOUD_NOTIFICATIONS=answer,
-                                 FAKE_GCLOUD_EXISTING=ALL_THERE)  # fmt: skip
+    _, replay_calls = replay_dry_run(dry.stdout, tmp_path=tmp_path, FAKE_GCLOUD_NOTIFICATIONS=answer,
+                                     FAKE_GCLOUD_EXISTING=ALL_THERE)  # fmt: skip
     assert argvs(replay_calls) == argvs(calls)
 
 
@@ -372,8 +368,7 @@ def teardown_and_replay(tmp_path, *args, **env):
     dry, dry_calls = run_script("teardown.sh", *args, "--dry-run", tmp_path=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert dry_calls == []
-    (tmp_path / "dry-run.sh").write_text(dry.stdout)
-    replayed, replay_calls = run_script(str(tmp_path / "dry-run.sh"), tmp_path=tmp_path, **env)
+    replayed, replay_calls = replay_dry_run(dry.stdout, tmp_path=tmp_path, **env)
     assert argvs(replay_calls) == argvs(calls)
     assert replayed.returncode == result.returncode, (replayed.stderr, result.stderr)
     if result.returncode:  # the same summary ("teardown incomplete: not removed: ...")
