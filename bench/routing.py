@@ -15,7 +15,8 @@ import time
 
 from notifier.addresses import Address
 from notifier.events import decode, object_resource, storage_cloud_event
-from notifier.rules import Globs, Recipients, Rule, RuleSet
+from notifier.globs import Globs
+from notifier.rules import Conditions, Delivery, Recipients, Rule, RuleSet
 
 TARGET_MS = 1.0
 
@@ -25,19 +26,18 @@ def build_rules(count: int) -> RuleSet:
     rules = []
     for i in range(count):
         if i % 10 == 7:
-            rule = Rule(f"suffix-{i}", recipients, include=Globs((f"**/*.ext{i}",)))
+            rule = Rule(f"suffix-{i}", Conditions(include=Globs((f"**/*.ext{i}",))), Delivery(recipients))
         elif i % 10 == 8:
-            rule = Rule(f"type-{i}", recipients, content_types=(f"application/x-type{i}",))
+            rule = Rule(f"type-{i}", Conditions(content_types=(f"application/x-type{i}",)), Delivery(recipients))
         elif i % 10 == 9:
-            rule = Rule(f"meta-{i}", recipients, metadata={"team": f"team{i}"})
+            rule = Rule(f"meta-{i}", Conditions(metadata={"team": f"team{i}"}), Delivery(recipients))
         else:
-            rule = Rule(
-                f"team-{i}",
-                recipients,
+            conditions = Conditions(
                 events=frozenset({"finalize", "delete"}),
                 include=Globs((f"team{i}/**/*.csv", f"team{i}/exports/*")),
                 exclude=Globs(("**/_tmp/**",)),
             )
+            rule = Rule(f"team-{i}", conditions, Delivery(recipients))
         rules.append(rule)
     return RuleSet(tuple(rules), ignore=Globs(("**/*.part",)), state_bucket="notifier-state")
 

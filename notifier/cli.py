@@ -155,8 +155,8 @@ def check_config(args: argparse.Namespace) -> int:
     rules = settings.rules.rules
     print(f"{settings.rules_file or 'environment'}: OK, {len(rules)} rule(s), backend {settings.backend}")
     for rule in rules:
-        events = ",".join(k for k in KINDS if k in rule.events)
-        print(f"  {rule.name}: {events} → {len(rule.recipients.everyone)} recipient(s)")
+        events = ",".join(k for k in KINDS if k in rule.when.events)
+        print(f"  {rule.name}: {events} → {len(rule.delivery.recipients.everyone)} recipient(s)")
     return 0
 
 

@@ -22,7 +22,7 @@ from notifier.mail.base import OCTET_STREAM, Attachment, attachment_type, media_
 if TYPE_CHECKING:
     from notifier.config import Settings
     from notifier.events import StorageEvent
-    from notifier.rules import Rule
+    from notifier.rules import Delivery
 
 # Path separators, quotes, and '?', without which no RFC 2047 encoded word ("=?utf-8?q?...?=", which
 # mail clients decode, hidden characters and all) can be spelled.
@@ -64,18 +64,18 @@ class ObjectAccess:
         self._client: Any = None
         self._lock = threading.Lock()
 
-    def extras(self, event: StorageEvent, rule: Rule) -> Extras:
-        if rule.signed_link_ttl is None and rule.attach_max_size is None:
+    def extras(self, event: StorageEvent, delivery: Delivery) -> Extras:
+        if delivery.signed_link_ttl is None and delivery.attach_max_size is None:
             return NO_EXTRAS
         url, attachments, notes = None, [], []
-        if rule.signed_link_ttl is not None and event.kind != "delete":  # a deleted object has nothing to fetch
+        if delivery.signed_link_ttl is not None and event.kind != "delete":  # a deleted object has nothing to fetch
             try:
-                url = self.signed_url(event, rule.signed_link_ttl)
+                url = self.signed_url(event, delivery.signed_link_ttl)
             except Exception as error:  # noqa: BLE001 - the email goes out without the link
                 _log_failure("no download link", event, error)
                 notes.append(_NO_LINK)
-        if rule.attach_max_size is not None:
-            attachment, note = self.attachment(event, rule.attach_max_size)
+        if delivery.attach_max_size is not None:
+            attachment, note = self.attachment(event, delivery.attach_max_size)
             attachments += [attachment] if attachment else []
             notes += [note] if note else []
         return Extras(url, tuple(attachments), tuple(notes))

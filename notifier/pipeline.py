@@ -182,7 +182,7 @@ class Pipeline:
         deadline = started + self.settings.deadline_seconds
         try:
             if message is None:
-                extras = self.objects.extras(notification.event, notification.rule)
+                extras = self.objects.extras(notification.event, notification.delivery)
                 message = self.renderer.render(notification, extras)
             if deadline - self._clock() < MIN_ATTEMPT_SECONDS:
                 # A slow ledger or bucket used the time up: a send started now would be cut off

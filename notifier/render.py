@@ -92,11 +92,13 @@ class Renderer:
         wanted = {(None, kind) for kind in KINDS} if templates_dir is not None or check_builtin else set()
         compiled: dict[str, jinja2.Template] = {}  # many rules often share a subject: compile it once
         for rule in rules:
-            wanted.update((rule.template, kind) for kind in rule.events if rule.template is not None)
-            if rule.subject is not None:
-                if rule.subject not in compiled:
-                    compiled[rule.subject] = self._compile_subject(rule)
-                self._subjects[rule.name] = compiled[rule.subject]
+            wanted.update(
+                (rule.delivery.template, kind) for kind in rule.when.events if rule.delivery.template is not None
+            )
+            if (subject := rule.delivery.subject) is not None:
+                if subject not in compiled:
+                    compiled[subject] = self._compile_subject(rule.name, subject)
+                self._subjects[rule.name] = compiled[subject]
         for name, kind in sorted(wanted, key=lambda key: (key[0] or "", key[1])):
             self._sets[name, kind] = self._load_set(name, kind)
         if not wanted.issuperset((None, kind) for kind in KINDS):
@@ -116,7 +118,7 @@ class Renderer:
                 checks.setdefault((id(template), kind), (f"templates/{template.name}", template))
         for rule in rules:
             template = self._subjects.get(rule.name)
-            for kind in (k for k in KINDS if k in rule.events) if template is not None else ():  # in a set order
+            for kind in (k for k in KINDS if k in rule.when.events) if template is not None else ():  # in a set order
                 checks.setdefault((id(template), kind), (f"rule {rule.name!r}: subject", template))
         for (_, kind), (where, template) in checks.items():
             context = template_context(samples[kind])
@@ -135,10 +137,10 @@ class Renderer:
         )  # fmt: skip
 
     def render(self, notification: Notification, extras: Extras = NO_EXTRAS) -> Message:
-        event, rule = notification.event, notification.rule
-        subject_template, text_template, html_template = self._template_set(rule.template, event.kind)
+        event, rule, delivery = notification.event, notification.rule, notification.delivery
+        subject_template, text_template, html_template = self._template_set(delivery.template, event.kind)
         subject_template = self._subjects.get(rule.name, subject_template)
-        recipients = rule.recipients
+        recipients = delivery.recipients
         envelopes = recipients.envelopes()
         headers: dict[str, str] = {}
         redirected_from: list[str] = []
@@ -160,8 +162,8 @@ class Renderer:
             categories=("storage-notifier", event.kind),
             headers=headers,
             attachments=extras.attachments,
-            template_id=rule.sendgrid_template_id,
-            template_data=provider_data(context, subject) if rule.sendgrid_template_id else {},
+            template_id=delivery.template_id,
+            template_data=provider_data(context, subject) if delivery.template_id else {},
         )
 
     def _render_part(self, rule: Rule, template: jinja2.Template, context: dict[str, Any]) -> str:
@@ -206,13 +208,13 @@ class Renderer:
         except (RecursionError, ValueError, ArithmeticError) as error:  # e.g. nested too deeply
             raise TemplateError(f"{names[0]}: cannot compile: {type(error).__name__}: {error}") from None
 
-    def _compile_subject(self, rule: Rule) -> jinja2.Template:
+    def _compile_subject(self, rule_name: str, subject: str) -> jinja2.Template:
         try:
-            return self._env.from_string(rule.subject)
+            return self._env.from_string(subject)
         except jinja2.TemplateSyntaxError as error:
-            raise TemplateError(f"rule {rule.name!r}: subject: {error.message}") from None
+            raise TemplateError(f"rule {rule_name!r}: subject: {error.message}") from None
         except (RecursionError, ValueError, ArithmeticError) as error:
-            where = f"rule {rule.name!r}: subject"
+            where = f"rule {rule_name!r}: subject"
             raise TemplateError(f"{where}: cannot compile: {type(error).__name__}: {error}") from None
 
 

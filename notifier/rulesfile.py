@@ -21,7 +21,8 @@ import jinja2
 
 from notifier.addresses import Address, parse_addresses
 from notifier.events import KINDS
-from notifier.rules import GlobError, Globs, Recipients, Rule, RuleSet
+from notifier.globs import GlobError, Globs
+from notifier.rules import Conditions, Delivery, Recipients, Rule, RuleSet
 
 TOP_KEYS = ("defaults", "rules", "ignore")
 DEFAULT_KEYS = ("from", "to", "cc", "bcc", "reply_to", "separate_envelopes")
@@ -97,7 +98,9 @@ def load_rules(
 def default_rules(env: EnvDefaults, state_bucket: str | None) -> RuleSet:
     """Without a rules file: every event to the environment's recipients."""
     assert env.sender is not None
-    return RuleSet((Rule("default", Recipients(env.sender, to=env.to)),), state_bucket=state_bucket)
+    return RuleSet(
+        (Rule("default", Conditions(), Delivery(Recipients(env.sender, to=env.to))),), state_bucket=state_bucket
+    )
 
 
 class _Parser:
@@ -189,10 +192,15 @@ class _Parser:
             fields["signed_link_ttl"] = own.get("link_ttl", DEFAULT_LINK_TTL)
         if own.get("attach"):
             fields["attach_max_size"] = own.get("attach_max_size", DEFAULT_ATTACHMENT)
+        if "sendgrid_template_id" in fields:
+            fields["template_id"] = fields.pop("sendgrid_template_id")
         for key in ("events", "buckets"):
             if key in fields:
                 fields[key] = frozenset(fields[key])
-        return Rule(name=name, recipients=recipients, **fields)
+        delivered = ("subject", "template", "signed_link_ttl", "attach_max_size", "template_id")
+        delivery = Delivery(recipients, **{k: fields.pop(k) for k in delivered if k in fields})
+        stop = fields.pop("stop", False)
+        return Rule(name, Conditions(**fields), delivery, stop)
 
     def _recipients(self, own: dict[str, Any], defaults: dict[str, Any], where: str) -> Recipients | None:
         """From the rule, else [defaults], else the environment. A rule setting any of to/cc/bcc

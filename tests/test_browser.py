@@ -13,7 +13,7 @@ from notifier.browser import BrowserError, chromium, measure
 from notifier.events import KINDS, decode
 from notifier.objects import Extras
 from notifier.render import Renderer
-from notifier.rules import Notification, Recipients, Rule
+from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule
 from tests.conftest import storage_cloud_event
 
 try:
@@ -24,7 +24,7 @@ except BrowserError as missing:
         raise
     pytest.skip(f"{missing}", allow_module_level=True)
 
-RULE = Rule("r", Recipients(Address("alerts@example.com"), to=(Address("a@example.com"),)))
+RULE = Rule("r", Conditions(), Delivery(Recipients(Address("alerts@example.com"), to=(Address("a@example.com"),))))
 NAME = "reports/2026/quarterly-close/very-long-folder-name-without-spaces/Q3 revenue (final) #2.csv"
 
 

@@ -13,12 +13,12 @@ from notifier.config import ConfigError, Settings, load_settings
 
 def sender_of(settings):
     (rule,) = settings.rules.rules
-    return rule.recipients.sender
+    return rule.delivery.recipients.sender
 
 
 def to_of(settings):
     (rule,) = settings.rules.rules
-    return rule.recipients.to
+    return rule.delivery.recipients.to
 
 
 KEY = "SG.test-secret-key-must-never-be-printed.0123456789"

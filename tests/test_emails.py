@@ -17,11 +17,15 @@ from notifier.mail.base import Attachment
 from notifier.mail.sendgrid import build_payload
 from notifier.objects import Extras
 from notifier.render import Renderer, TemplateError, variables_markdown
-from notifier.rules import Notification, Recipients, Rule
+from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule
 from tests.conftest import storage_cloud_event
 
 ROOT = Path(__file__).resolve().parent.parent
-RULE = Rule("r", Recipients(Address("alerts@example.com"), to=(Address("a@example.com"), Address("b@example.com"))))
+RULE = Rule(
+    "r",
+    Conditions(),
+    Delivery(Recipients(Address("alerts@example.com"), to=(Address("a@example.com"), Address("b@example.com")))),
+)
 
 
 def _render(kind="finalize", renderer=None, rule=RULE, extras=None, **data):
@@ -103,7 +107,7 @@ def test_user_templates_run_in_the_sandbox(tmp_path):
 
 
 def test_a_sendgrid_dynamic_template_gets_the_same_data():
-    rule = Rule("r", RULE.recipients, sendgrid_template_id="d-" + "0" * 32)
+    rule = Rule("r", Conditions(), Delivery(RULE.delivery.recipients, template_id="d-" + "0" * 32))
     message = _render(rule=rule, metadata={"team": "finance"})
     payload = build_payload(message, message.envelopes)
     assert payload["template_id"] == "d-" + "0" * 32

@@ -23,7 +23,7 @@ from notifier.localcloud import running_fake_gcs
 from notifier.mail.base import Attachment, Envelope, Message, as_mime
 from notifier.mail.sendgrid import build_payload
 from notifier.objects import ObjectAccess, safe_filename
-from notifier.rules import Recipients, Rule
+from notifier.rules import Conditions, Delivery, Recipients, Rule
 from tests.conftest import read_eml, settings_for
 from tests.fake_gcs_server import FakeGcs
 
@@ -32,7 +32,11 @@ HOSTILE_TYPE = "text/csv\r\nBcc: victim@example.com"
 INVALID = "is not a valid media type"
 CONTAINER = "would be read as part of this email rather than as a file"
 HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # invisible, or breaks a line, or has no glyph
-RULE = Rule("r", Recipients(Address("alerts@example.com"), to=(Address("ops@example.com"),)), attach_max_size=4096)
+RULE = Rule(
+    "r",
+    Conditions(),
+    Delivery(Recipients(Address("alerts@example.com"), to=(Address("ops@example.com"),)), attach_max_size=4096),
+)
 NOTIFY_TOML = """
 [[rules]]
 name = "attach-everything"
@@ -173,7 +177,7 @@ def test_only_a_valid_media_type_is_kept(fake_gcs, event_type, content_type, why
     data = object_resource("finalize", BUCKET, "unit/data.bin", size=5, content_type=event_type)
     data["generation"] = str(generation)
     event = decode(storage_cloud_event("finalize", data, "evt"))
-    extras = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url)).extras(event, RULE)
+    extras = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url)).extras(event, RULE.delivery)
     (attachment,) = extras.attachments
     assert (attachment.content_type, attachment.data) == (content_type, b"12345")
     if why is None:

@@ -17,7 +17,7 @@ from notifier.addresses import Address
 from notifier.cli import main
 from notifier.events import decode
 from notifier.render import Renderer, TemplateError
-from notifier.rules import Notification, Recipients, Rule, notification_id
+from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule, notification_id
 from notifier.rulesfile import MAX_RULES, MAX_RULES_FILE_BYTES
 from tests.conftest import storage_cloud_event
 
@@ -66,7 +66,7 @@ def _check_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_subject_that_overflows_names_the_rule_and_the_real_error():
-    rule = Rule("big", RECIPIENTS, subject=OVERFLOW)
+    rule = Rule("big", Conditions(), Delivery(RECIPIENTS, subject=OVERFLOW))
     with pytest.raises(TemplateError) as caught:
         Renderer(rules=[rule])
     assert "rule 'big': subject: OverflowError: int too large to convert to float" in str(caught.value)
@@ -121,7 +121,7 @@ def test_a_costly_template_fails_the_start_up_quickly_with_the_file_named(tmp_pa
 def test_a_template_that_spins_on_a_real_event_fails_that_email_not_the_instance(tmp_path, short_budget):
     slow = '{% if event.name == "slow.csv" %}' + SPIN + "{% endif %}ok"
     renderer = Renderer(_templates_dir(tmp_path, {"finalize/body.txt": slow}))  # the sample event passes
-    rule = Rule("r", RECIPIENTS)
+    rule = Rule("r", Conditions(), Delivery(RECIPIENTS))
     event = decode(storage_cloud_event(name="slow.csv"))
 
     with pytest.raises(TemplateError, match=r"rule .r., templates/finalize/body\.txt: rendering took more than 0\.2 s"):
@@ -140,7 +140,7 @@ def test_loops_still_behave_as_jinjas(tmp_path):
         "|{{ 2 ** 10 }} {{ 3 * 4 }} {{ 'ab' * 3 }} {{ '%05.1f'|format(2.5) }} {{ '%s-%s' % ('a', 'b') }}"
     )
     renderer = Renderer(_templates_dir(tmp_path, {"finalize/body.txt": text}))
-    rule = Rule("r", RECIPIENTS)
+    rule = Rule("r", Conditions(), Delivery(RECIPIENTS))
     event = decode(storage_cloud_event(metadata={"b": "2", "a": "1"}))
     message = renderer.render(Notification(notification_id(event, rule), event, rule))
     assert message.text == "1/2:a=1,2/2:b=2|012|13|1024 12 ababab 002.5 a-b\n"
@@ -346,7 +346,7 @@ def test_the_alarm_gives_back_the_handler_and_timer_it_found(short_budget):
 def test_a_slow_filter_on_a_real_event_fails_that_email_not_the_instance(tmp_path, short_budget):
     slow = '{% if event.name == "slow.csv" %}' + SLOW_FILTERS["select in"][0] + "{% endif %}ok"
     renderer = Renderer(_templates_dir(tmp_path, {"finalize/body.txt": slow}))
-    rule = Rule("r", RECIPIENTS)
+    rule = Rule("r", Conditions(), Delivery(RECIPIENTS))
     event = decode(storage_cloud_event(name="slow.csv"))
     started = time.monotonic()
     with pytest.raises(TemplateError, match=r"rule .r., templates/finalize/body\.txt: rendering took more than 0\.2 s"):
@@ -399,7 +399,7 @@ def test_small_containers_and_widths_still_render(tmp_path):
         " {{ [3, 1, 3]|unique|list }} {{ [3, 1]|sort }} {{ ['1', '2']|map('int')|sum }}"
     )
     renderer = Renderer(_templates_dir(tmp_path, {"finalize/body.txt": text}))
-    rule = Rule("r", RECIPIENTS)
+    rule = Rule("r", Conditions(), Delivery(RECIPIENTS))
     event = decode(storage_cloud_event())
     message = renderer.render(Notification(notification_id(event, rule), event, rule))
     assert message.text == "[1, 'a'] {\"k\": [1, 2]}    42   x a,b (1, 2) True aa\nbb [1, 2] [3, 1] [3, 1] [1, 3] 3\n"

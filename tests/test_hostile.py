@@ -21,11 +21,11 @@ from notifier.addresses import Address
 from notifier.events import decode
 from notifier.mail.base import as_mime
 from notifier.render import Renderer
-from notifier.rules import Notification, Recipients, Rule
+from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule
 from tests.conftest import storage_cloud_event
 
 RENDERER = Renderer()
-RULE = Rule("r", Recipients(Address("alerts@example.com"), to=(Address("ops@example.com"),)))
+RULE = Rule("r", Conditions(), Delivery(Recipients(Address("alerts@example.com"), to=(Address("ops@example.com"),))))
 OUR_TAGS = {"html", "head", "meta", "title", "body", "div", "table", "tbody", "tr", "td", "th", "h1", "p", "a",
             "strong", "span", "br"}  # fmt: skip
 HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "X-Notification-Id", "X-Categories", "MIME-Version",

@@ -25,12 +25,12 @@ from werkzeug import Response
 from notifier.addresses import Address
 from notifier.events import decode
 from notifier.objects import ObjectAccess, safe_filename
-from notifier.rules import Recipients, Rule
+from notifier.rules import Conditions, Delivery, Recipients, Rule
 from tests.conftest import settings_for, storage_cloud_event
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 SIGNER_EMAIL = "notifier@acme-prod.iam.gserviceaccount.com"
-RULE = Rule("r", Recipients(Address("a@example.com"), to=(Address("b@example.com"),)))
+RULE = Rule("r", Conditions(), Delivery(Recipients(Address("a@example.com"), to=(Address("b@example.com"),))))
 
 
 def _key_info():
@@ -142,8 +142,8 @@ def test_without_a_key_the_link_is_signed_through_iam_sign_blob(monkeypatch, htt
 
 def test_a_link_that_cannot_be_signed_becomes_a_note_not_a_lost_email(monkeypatch, capsys):
     monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "p"))
-    rule = Rule("r", RULE.recipients, signed_link_ttl=600)
-    extras = ObjectAccess(settings_for()).extras(decode(storage_cloud_event()), rule)
+    delivery = Delivery(RULE.delivery.recipients, signed_link_ttl=600)
+    extras = ObjectAccess(settings_for()).extras(decode(storage_cloud_event()), delivery)
     assert extras.download_url is None
     assert extras.notes[0].startswith("No download link: ")
     # The recipient reads what to do; the program's own words go to the log, once.
@@ -154,8 +154,8 @@ def test_a_link_that_cannot_be_signed_becomes_a_note_not_a_lost_email(monkeypatc
 
 
 def test_no_link_for_a_deleted_object():
-    rule = Rule("r", RULE.recipients, signed_link_ttl=600)
-    extras = ObjectAccess(settings_for()).extras(decode(storage_cloud_event("delete")), rule)
+    delivery = Delivery(RULE.delivery.recipients, signed_link_ttl=600)
+    extras = ObjectAccess(settings_for()).extras(decode(storage_cloud_event("delete")), delivery)
     assert (extras.download_url, extras.notes) == (None, ())
 
 
@@ -175,7 +175,7 @@ def _uploaded(bucket, name, data, content_type="text/csv"):
 def test_an_object_under_the_limit_is_attached_with_its_type(uploads_bucket, fake_gcs):
     event = _uploaded(uploads_bucket, "exports/q3 final.csv", b"a,b\n1,2\n")
     access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
-    extras = access.extras(event, Rule("r", RULE.recipients, attach_max_size=1024))
+    extras = access.extras(event, Delivery(RULE.delivery.recipients, attach_max_size=1024))
     (attachment,) = extras.attachments
     assert (attachment.filename, attachment.content_type, attachment.data) == (
         "q3 final.csv",
@@ -190,7 +190,7 @@ def test_an_object_under_the_limit_is_attached_with_its_type(uploads_bucket, fak
 def test_an_object_over_the_limit_is_not_attached_and_the_email_says_so(uploads_bucket, fake_gcs):
     event = _uploaded(uploads_bucket, "exports/big.bin", b"x" * 2048, "application/octet-stream")
     access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
-    extras = access.extras(event, Rule("r", RULE.recipients, attach_max_size=1024))
+    extras = access.extras(event, Delivery(RULE.delivery.recipients, attach_max_size=1024))
     assert extras.attachments == ()
     assert extras.notes == ("Not attached: 2,048 bytes is over the 1,024-byte limit; use the link.",)
 
@@ -198,7 +198,7 @@ def test_an_object_over_the_limit_is_not_attached_and_the_email_says_so(uploads_
 def test_a_vanished_object_is_a_note(uploads_bucket, fake_gcs):
     event = decode(storage_cloud_event(bucket=uploads_bucket.name, name="gone.csv", size="10"))
     access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
-    extras = access.extras(event, Rule("r", RULE.recipients, attach_max_size=1024))
+    extras = access.extras(event, Delivery(RULE.delivery.recipients, attach_max_size=1024))
     assert extras.attachments == ()
     assert extras.notes == ("Not attached: the object is no longer there.",)
 
@@ -218,7 +218,7 @@ def test_on_a_local_emulator_the_link_is_its_plain_download_url_for_that_generat
     event = _uploaded(uploads_bucket, name, b"first")
     access = ObjectAccess(settings_for(STORAGE_EMULATOR_HOST=fake_gcs.url))
 
-    extras = access.extras(event, Rule("r", RULE.recipients, signed_link_ttl=600))
+    extras = access.extras(event, Delivery(RULE.delivery.recipients, signed_link_ttl=600))
 
     assert extras.notes == ()
     assert extras.download_url.startswith(fake_gcs.url + "/download/storage/v1/b/acme-uploads/o/in%2FQ3%20%231%20")

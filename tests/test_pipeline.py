@@ -16,7 +16,7 @@ from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
 from notifier.mail.base import Backend, DeliveryError, Receipt
 from notifier.pipeline import Pipeline, RetryLater
-from notifier.rules import Recipients, Rule, notification_id
+from notifier.rules import Conditions, Delivery, Recipients, Rule, notification_id
 from tests.conftest import settings_for, storage_cloud_event
 
 
@@ -165,7 +165,7 @@ def test_notification_id_is_stable_for_redelivery_and_distinct_otherwise():
     sender = Address("alerts@example.com")
 
     def rule(name, *to):
-        return Rule(name, Recipients(sender, to=tuple(Address(*a) for a in to)))
+        return Rule(name, Conditions(), Delivery(Recipients(sender, to=tuple(Address(*a) for a in to))))
 
     ops = rule("r", ("ops@example.com",), ("data@example.com",))
     reordered = rule("r", ("DATA@example.com", "Data"), ("ops@example.com",))

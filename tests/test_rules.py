@@ -9,8 +9,9 @@ import pytest
 
 from notifier.addresses import Address
 from notifier.events import decode
+from notifier.globs import GlobError, Globs, _glob_tokens
 from notifier.mail.base import Envelope
-from notifier.rules import GlobError, Globs, Recipients, Rule, RuleSet, _glob_tokens
+from notifier.rules import Conditions, Delivery, Recipients, Rule, RuleSet
 from tests.conftest import storage_cloud_event
 
 SENDER = Address("alerts@example.com")
@@ -25,7 +26,8 @@ def rule(name="r", recipients=OPS, **conditions):
     for key in ("include", "exclude"):
         if key in conditions:
             conditions[key] = Globs(tuple(conditions[key]))
-    return Rule(name, recipients, **conditions)
+    stop = conditions.pop("stop", False)
+    return Rule(name, Conditions(**conditions), Delivery(recipients), stop)
 
 
 def routed(rules, ev, **ruleset):

@@ -240,7 +240,7 @@ def test_neither_sender_nor_recipients_for_sendgrid_reports_both_for_each_rule(t
 def test_a_rule_with_its_own_recipients_needs_no_notify_to(tmp_path):
     text = '[[rules]]\nname = "a"\nfrom = "alerts@example.com"\nbcc = "x@example.com"\n'
     rule = rule_named(load(tmp_path, text, **SENDGRID), "a")
-    assert (rule.recipients.to, rule.recipients.bcc) == ((), (a("x@example.com"),))
+    assert (rule.delivery.recipients.to, rule.delivery.recipients.bcc) == ((), (a("x@example.com"),))
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def templates_dir(tmp_path):
 def test_a_template_folder_in_notify_templates_dir_is_known(tmp_path, templates_dir):
     text = R + "template = 'report'\n"
     settings = load(tmp_path, text, NOTIFY_TEMPLATES_DIR=str(templates_dir))
-    assert rule_named(settings, "r").template == "report"
+    assert rule_named(settings, "r").delivery.template == "report"
 
 
 def test_a_builtin_template_folder_is_known(tmp_path):
@@ -347,7 +347,7 @@ def test_the_environment_fills_in_where_the_file_is_silent(tmp_path):
     env = {**SENDGRID, "NOTIFY_FROM": "Ops <ops@example.com>", "NOTIFY_TO": "a@example.com, B <b@example.com>"}
     text = '[[rules]]\nname = "silent"\n[[rules]]\nname = "own"\nfrom = "x@example.com"\ncc = "y@example.com"\n'
     settings = load(tmp_path, text, **env)
-    silent, own = rule_named(settings, "silent").recipients, rule_named(settings, "own").recipients
+    silent, own = rule_named(settings, "silent").delivery.recipients, rule_named(settings, "own").delivery.recipients
     assert settings.backend == "sendgrid"
     assert silent.sender == a("ops@example.com", "Ops")
     assert silent.to == (a("a@example.com"), a("b@example.com", "B"))
@@ -380,7 +380,7 @@ def test_defaults_beat_the_environment(tmp_path):
 )  # fmt: skip
 def test_sizes_are_read_in_bytes(tmp_path, value, expected):
     rule = rule_named(load(tmp_path, R + f"min_size = {value}\nmax_size = {value}\n"), "r")
-    assert (rule.min_size, rule.max_size) == (expected, expected)
+    assert (rule.when.min_size, rule.when.max_size) == (expected, expected)
 
 
 def test_a_file_with_only_defaults_is_one_rule_named_default(tmp_path):
@@ -388,17 +388,23 @@ def test_a_file_with_only_defaults_is_one_rule_named_default(tmp_path):
     settings = load(tmp_path, text)
     (rule,) = settings.rules.rules
     assert rule.name == "default"
-    assert rule.events == frozenset(KINDS)
-    assert (rule.buckets, rule.include, rule.exclude, rule.min_size, rule.stop) == (None, None, None, None, False)
-    assert rule.recipients.sender == a("alerts@example.com")
-    assert rule.recipients.to == (a("a@example.com"), a("b@example.com"))
+    assert rule.when.events == frozenset(KINDS)
+    assert (rule.when.buckets, rule.when.include, rule.when.exclude, rule.when.min_size, rule.stop) == (
+        None,
+        None,
+        None,
+        None,
+        False,
+    )
+    assert rule.delivery.recipients.sender == a("alerts@example.com")
+    assert rule.delivery.recipients.to == (a("a@example.com"), a("b@example.com"))
     assert settings.rules.ignore.patterns == ("**/*.part",)
 
 
 def test_an_empty_file_sends_everything_to_the_environment(tmp_path):
     settings = load(tmp_path, "", NOTIFY_FROM="alerts@example.com", NOTIFY_TO="ops@example.com")
     (rule,) = settings.rules.rules
-    assert (rule.name, rule.recipients.sender, rule.recipients.to) == (
+    assert (rule.name, rule.delivery.recipients.sender, rule.delivery.recipients.to) == (
         "default",
         a("alerts@example.com"),
         (a("ops@example.com"),),
@@ -412,12 +418,12 @@ def test_a_string_is_accepted_where_a_list_is(tmp_path):
     )
     settings = load(tmp_path, text, NOTIFY_STATE_BUCKET="state-bucket")
     rule = rule_named(settings, "r")
-    assert rule.events == frozenset({"delete"})
-    assert rule.buckets == frozenset({"acme"})
-    assert rule.include.patterns == ("raw/**",)
-    assert rule.exclude.patterns == ("**/*.tmp",)
-    assert rule.content_types == ("text/csv",)
-    assert rule.recipients.to == (a("x@example.com"),)
+    assert rule.when.events == frozenset({"delete"})
+    assert rule.when.buckets == frozenset({"acme"})
+    assert rule.when.include.patterns == ("raw/**",)
+    assert rule.when.exclude.patterns == ("**/*.tmp",)
+    assert rule.when.content_types == ("text/csv",)
+    assert rule.delivery.recipients.to == (a("x@example.com"),)
     assert settings.rules.state_bucket == "state-bucket"
 
 
@@ -454,18 +460,22 @@ to = ["data-team@example.com"]
     assert settings.rules_file == tmp_path / "notify.toml"
     assert [r.name for r in settings.rules.rules] == ["finance-reports", "raw-deletions"]
     finance = rule_named(settings, "finance-reports")
-    assert finance.events == frozenset({"finalize"})
-    assert finance.buckets == frozenset({"acme-uploads"})
-    assert finance.include.patterns == ("reports/**/*.csv",)
-    assert finance.exclude.patterns == ("**/draft-*",)
-    assert finance.content_types == ("text/csv", "image/*")
-    assert (finance.min_size, finance.max_size) == (1024, 5_000_000)
-    assert dict(finance.metadata) == {"team": "finance"}
-    assert (finance.subject, finance.template, finance.stop) == ("New report: {{ object.name }}", "report", True)
-    assert finance.recipients.to == (a("finance@example.com"),)
+    assert finance.when.events == frozenset({"finalize"})
+    assert finance.when.buckets == frozenset({"acme-uploads"})
+    assert finance.when.include.patterns == ("reports/**/*.csv",)
+    assert finance.when.exclude.patterns == ("**/draft-*",)
+    assert finance.when.content_types == ("text/csv", "image/*")
+    assert (finance.when.min_size, finance.when.max_size) == (1024, 5_000_000)
+    assert dict(finance.when.metadata) == {"team": "finance"}
+    assert (finance.delivery.subject, finance.delivery.template, finance.stop) == (
+        "New report: {{ object.name }}",
+        "report",
+        True,
+    )
+    assert finance.delivery.recipients.to == (a("finance@example.com"),)
     raw = rule_named(settings, "raw-deletions")
-    assert (raw.subject, raw.template, raw.stop, raw.buckets) == (None, None, False, None)
-    assert raw.recipients.sender == a("alerts@example.com", "Storage Alerts")
+    assert (raw.delivery.subject, raw.delivery.template, raw.stop, raw.when.buckets) == (None, None, False, None)
+    assert raw.delivery.recipients.sender == a("alerts@example.com", "Storage Alerts")
     assert settings.rules.ignore.patterns == ("**/_tmp/**", "**/*.part")
 
 
@@ -549,12 +559,12 @@ def test_link_and_attachment_keys(tmp_path):
         '[[rules]]\nname = "b"\nto = "x@example.com"\nlink = "signed"\nattach = true\n'
     )
     a, b = load(tmp_path, text).rules.rules
-    assert (a.signed_link_ttl, a.attach_max_size, a.sendgrid_template_id) == (
+    assert (a.delivery.signed_link_ttl, a.delivery.attach_max_size, a.delivery.template_id) == (
         172800.0,
         2 * 1024**2,
         "d-0123456789abcdef0123456789abcdef",
     )
-    assert (b.signed_link_ttl, b.attach_max_size) == (86400.0, 5 * 1024**2), "the documented defaults"
+    assert (b.delivery.signed_link_ttl, b.delivery.attach_max_size) == (86400.0, 5 * 1024**2), "the documented defaults"
 
 
 @pytest.mark.parametrize(
