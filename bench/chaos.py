@@ -52,16 +52,21 @@ from bench.balancer import Balancer
 from bench.chaos_report import STATE, FunctionLog, acceptances, report
 from bench.gcs_faults import GcsFaultProxy, GcsFaults, ProxiedRequest
 from bench.standin import Faults, StandIn
-from notifier.demo import free_port, start_server, stop_server, wait_until_serving
-from notifier.localcloud import (
+from notifier.tools.localcloud import (
     EventSink,
     FakeGcsServer,
-    LocalCloudError,
     PubSubEmulator,
-    Stopped,
     running_fake_gcs,
     running_pubsub_emulator,
+)
+from notifier.tools.processes import (
+    LocalCloudError,
+    Stopped,
+    free_port,
+    start_server,
     stop_on_signals,
+    stop_server,
+    wait_until_serving,
 )
 
 PROJECT, WATCHED = "chaos", "chaos-uploads"

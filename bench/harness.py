@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from notifier.cli import build_request
-from notifier.demo import free_port, start_server, stop_server
+from notifier.payloads import build_request
+from notifier.tools.processes import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {

@@ -14,8 +14,9 @@ import sys
 import time
 
 from notifier.addresses import Address
-from notifier.events import decode, object_resource, storage_cloud_event
+from notifier.events import decode
 from notifier.globs import Globs
+from notifier.payloads import object_resource, storage_cloud_event
 from notifier.rules import Conditions, Delivery, Recipients, Rule, RuleSet
 
 TARGET_MS = 1.0

@@ -64,7 +64,7 @@ def warm(events: int, rules: int) -> dict[str, Any]:
     handler's per-event cost in the same process (SendGrid's send() replaced by a no-op)."""
     from cloudevents.http import CloudEvent
 
-    from notifier.events import object_resource, storage_cloud_event
+    from notifier.payloads import object_resource, storage_cloud_event
 
     def event(index: int) -> CloudEvent:
         data = object_resource("finalize", "bench", f"in/{index:06d}.csv", size=1024, content_type="text/csv")

@@ -1,7 +1,8 @@
-"""Storage event payloads → :class:`StorageEvent`, and back for ``emit``.
+"""Storage event payloads → :class:`StorageEvent`: every delivery mode decoded and bounded.
 
-This is the only module that knows what Cloud Storage events look like on the wire. The knowledge
-lives in the tables at the top; the functions below read them. A new event type is a table row.
+With :mod:`notifier.payloads` (which builds them, reading the same tables the other way round) this
+is the only place that knows what Cloud Storage events look like on the wire. The knowledge lives in
+the tables at the top; the functions below read them. A new event type is a table row.
 
 functions-framework has already turned binary, structured and 1st-gen background requests into a
 CloudEvent by the time :func:`decode` runs, so only the CloudEvent shapes are decoded here.
@@ -23,14 +24,13 @@ Kind = Literal["finalize", "delete", "archive", "metadata"]
 KINDS: tuple[Kind, ...] = ("finalize", "delete", "archive", "metadata")
 
 # CloudEvent type → kind. The 1st-gen names are converted to these by functions-framework.
-_CE_TYPE_TO_KIND: dict[str, Kind] = {
+CE_TYPES: dict[str, Kind] = {
     "google.cloud.storage.object.v1.finalized": "finalize",
     "google.cloud.storage.object.v1.deleted": "delete",
     "google.cloud.storage.object.v1.archived": "archive",
     "google.cloud.storage.object.v1.metadataUpdated": "metadata",
 }
-_KIND_TO_CE_TYPE: dict[Kind, str] = {kind: t for t, kind in _CE_TYPE_TO_KIND.items()}
-_KIND_TO_GEN1_TYPE: dict[Kind, str] = {
+GEN1_TYPES: dict[Kind, str] = {
     "finalize": "google.storage.object.finalize",
     "delete": "google.storage.object.delete",
     "archive": "google.storage.object.archive",
@@ -39,14 +39,12 @@ _KIND_TO_GEN1_TYPE: dict[Kind, str] = {
 
 # Cloud Storage Pub/Sub notifications delivered through Eventarc as messagePublished.
 _PUBSUB_CE_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
-_PUBSUB_EVENT_TO_KIND: dict[str, Kind] = {
+PUBSUB_EVENT_TYPES: dict[str, Kind] = {
     "OBJECT_FINALIZE": "finalize",
     "OBJECT_DELETE": "delete",
     "OBJECT_ARCHIVE": "archive",
     "OBJECT_METADATA_UPDATE": "metadata",
 }
-
-_KIND_TO_PUBSUB_EVENT: dict[Kind, str] = {kind: name for name, kind in _PUBSUB_EVENT_TO_KIND.items()}
 
 # The legacy 1st-gen "object.change" event becomes "finalized"; its data says what really happened.
 _LEGACY_RESOURCE_STATE_TO_KIND: dict[str, Kind] = {"not_exists": "delete"}
@@ -187,13 +185,13 @@ def decode(cloud_event: Any, *, percent_encoded: bool = False) -> StorageEvent:
         raise InvalidEvent(f"CloudEvent attribute {error.args[0]!r} is missing") from None
     if event_type == _PUBSUB_CE_TYPE:
         kind, data = _unwrap_pubsub(cloud_event.data)
-    elif event_type in _CE_TYPE_TO_KIND:
-        kind, data = _CE_TYPE_TO_KIND[event_type], _as_object(cloud_event.data, "data")
+    elif event_type in CE_TYPES:
+        kind, data = CE_TYPES[event_type], _as_object(cloud_event.data, "data")
         state = _parse_str(data.get("resourceState"), "data.resourceState")
         kind = _LEGACY_RESOURCE_STATE_TO_KIND.get(state, kind)
     else:
         raise InvalidEvent(
-            f"type: unsupported event type {event_type!r}; expected one of " + ", ".join(sorted(_CE_TYPE_TO_KIND))
+            f"type: unsupported event type {event_type!r}; expected one of " + ", ".join(sorted(CE_TYPES))
         )
     return _storage_event(kind, data, _unicode(event_id, "id"), event_type, event_time)
 
@@ -220,106 +218,6 @@ def _storage_event(kind: Kind, data: dict[str, Any], event_id: str, event_type: 
         metadata=_metadata(data),
         **{attr: _PARSERS[how](data.get(key), f"data.{key}") for key, (attr, how) in _OPTIONAL_FIELDS.items()},
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Building events (for `emit`, tests and the demo) — the same tables, read the other way round.
-
-
-def object_resource(
-    kind: Kind,
-    bucket: str,
-    name: str,
-    *,
-    size: int | None = 0,
-    content_type: str = "application/octet-stream",
-    metadata: Mapping[str, str] | None = None,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """A realistic GCS object resource, as the event ``data`` carries it."""
-    now = now or datetime.now(UTC)
-    stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    generation = str(int(now.timestamp() * 1_000_000))
-    resource: dict[str, Any] = {
-        "kind": "storage#object",
-        "id": f"{bucket}/{name}/{generation}",
-        "bucket": bucket,
-        "name": name,
-        "generation": generation,
-        "metageneration": "2" if kind == "metadata" else "1",
-        "contentType": content_type,
-        "size": str(size),
-        "storageClass": "STANDARD",
-        "timeCreated": stamp,
-        "updated": stamp,
-        "md5Hash": base64.b64encode(b"\0" * 16).decode(),
-        "crc32c": "AAAAAA==",
-    }
-    if size is None:  # unknown, as `route` is asked without --size
-        del resource["size"]
-    if kind in ("delete", "archive"):
-        resource["timeDeleted"] = stamp
-    if metadata:
-        resource["metadata"] = dict(metadata)
-    return resource
-
-
-def cloud_event_attributes(kind: Kind, data: dict[str, Any], event_id: str) -> dict[str, str]:
-    """CloudEvent attributes as Eventarc sets them for a storage event about ``data``."""
-    return {
-        "specversion": "1.0",
-        "type": _KIND_TO_CE_TYPE[kind],
-        "source": f"//storage.googleapis.com/projects/_/buckets/{data['bucket']}",
-        "subject": f"objects/{data['name']}",
-        "id": event_id,
-        "time": data["updated"],
-        "datacontenttype": "application/json",
-    }
-
-
-def storage_cloud_event(kind: Kind, data: dict[str, Any], event_id: str) -> Any:
-    """The CloudEvent Eventarc would deliver about ``data`` (a :func:`object_resource`)."""
-    from cloudevents.http import CloudEvent  # loaded by functions-framework anyway; not at import
-
-    return CloudEvent(cloud_event_attributes(kind, data, event_id), data)
-
-
-def background_event(kind: Kind, data: dict[str, Any], event_id: str) -> dict[str, Any]:
-    """The 1st-gen ``{"context": ..., "data": ...}`` form of the same event."""
-    return {
-        "context": {
-            "eventId": event_id,
-            "timestamp": data["updated"],
-            "eventType": _KIND_TO_GEN1_TYPE[kind],
-            "resource": {
-                "service": "storage.googleapis.com",
-                "name": f"projects/_/buckets/{data['bucket']}/objects/{data['name']}",
-                "type": "storage#object",
-            },
-        },
-        "data": data,
-    }
-
-
-def pubsub_message(kind: Kind, data: dict[str, Any], *, event_time: str | None = None) -> dict[str, Any]:
-    """The Pub/Sub message a bucket notification (``--payload-format=json``) publishes about ``data``:
-    ``data`` is the base64 JSON object resource, the attributes say what happened."""
-    attributes = {
-        "eventType": _KIND_TO_PUBSUB_EVENT[kind],
-        "bucketId": data["bucket"],
-        "objectId": data["name"],
-        "objectGeneration": str(data.get("generation", "")),
-        "eventTime": event_time or data.get("updated", ""),
-        "payloadFormat": "JSON_API_V1",
-        "notificationConfig": f"projects/_/buckets/{data['bucket']}/notificationConfigs/1",
-    }
-    return {"data": base64.b64encode(json.dumps(data).encode()).decode(), "attributes": attributes}
-
-
-def pubsub_push(message: dict[str, Any], message_id: str, subscription: str) -> dict[str, Any]:
-    """The body a push subscription POSTs for ``message`` (what functions-framework converts)."""
-    published = {**message, "messageId": message_id, "publishTime": message["attributes"].get("eventTime", "")}
-    return {"message": published, "subscription": subscription}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,9 +255,9 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
     message = _as_object(_as_object(envelope, "data").get("message"), "data.message")
     attributes = message.get("attributes") or {}
     notification = attributes.get("eventType") if isinstance(attributes, dict) else None
-    if not isinstance(notification, str) or notification not in _PUBSUB_EVENT_TO_KIND:
+    if not isinstance(notification, str) or notification not in PUBSUB_EVENT_TYPES:
         raise InvalidEvent(
-            f"data.message.attributes.eventType: expected one of {', '.join(_PUBSUB_EVENT_TO_KIND)},"
+            f"data.message.attributes.eventType: expected one of {', '.join(PUBSUB_EVENT_TYPES)},"
             f" got {_preview(notification)}"
         )
     if not message.get("data"):
@@ -385,7 +283,7 @@ def _unwrap_pubsub(envelope: Any) -> tuple[Kind, dict[str, Any]]:
     for key in _PUBSUB_ATTRIBUTES:
         if key in attributes:
             data[key] = _parse_int(attributes[key], f"data.message.attributes.{key}")
-    return _PUBSUB_EVENT_TO_KIND[notification], data
+    return PUBSUB_EVENT_TYPES[notification], data
 
 
 def _required_text(data: dict[str, Any], key: str, *, where: str | None = None) -> str:

@@ -308,7 +308,8 @@ def variables_markdown() -> str:
 
 def _sample_event(kind: str) -> StorageEvent:
 
-    from notifier.events import decode, object_resource, storage_cloud_event
+    from notifier.events import decode
+    from notifier.payloads import object_resource, storage_cloud_event
 
     data = object_resource(kind, "sample-bucket", "sample/object.csv", size=1024, content_type="text/csv",
                            metadata={"sample": "value"})  # fmt: skip

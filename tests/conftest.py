@@ -24,10 +24,10 @@ from cloudevents.http import CloudEvent
 
 from bench.gcs_faults import GcsFaultProxy
 from notifier.config import Settings, load_settings
-from notifier.demo import free_port, start_server, stop_server, wait_until_serving
-from notifier.events import object_resource
-from notifier.events import storage_cloud_event as build_cloud_event
-from notifier.localcloud import FakeGcsServer, running_fake_gcs
+from notifier.payloads import object_resource
+from notifier.payloads import storage_cloud_event as build_cloud_event
+from notifier.tools.localcloud import FakeGcsServer, running_fake_gcs
+from notifier.tools.processes import free_port, start_server, stop_server, wait_until_serving
 from tests.fake_gcs_server import FakeGcs, clean_slate
 
 DATA = Path(__file__).parent / "data"

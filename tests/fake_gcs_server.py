@@ -1,6 +1,6 @@
 """The tests' handle on fake-gcs-server: one server per session, a clean slate and a proxy per test.
 
-The server is started by :func:`notifier.localcloud.running_fake_gcs` (the ``gcs_server`` fixture in
+The server is started by :func:`notifier.tools.localcloud.running_fake_gcs` (the ``gcs_server`` fixture in
 conftest). Each test gets :class:`FakeGcs` (the ``fake_gcs`` fixture): every bucket emptied, the
 state bucket made, and a :class:`bench.gcs_faults.GcsFaultProxy` in front, which the code under
 test reaches through ``STORAGE_EMULATOR_HOST``. The proxy records each request (``requests``), fails
@@ -26,7 +26,7 @@ from typing import Any
 from google.cloud import storage
 
 from bench.gcs_faults import GcsFaultProxy, ProxiedRequest
-from notifier.localcloud import FakeGcsServer
+from notifier.tools.localcloud import FakeGcsServer
 
 STATE_BUCKET = "notifier-state"
 

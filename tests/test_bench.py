@@ -138,7 +138,7 @@ def _notification(name: str) -> dict:
 
 
 def test_the_copier_pauses_after_each_failed_pull_instead_of_spinning():
-    from notifier.localcloud import LocalCloudError
+    from notifier.tools.processes import LocalCloudError
 
     emulator, stop, _ = _copy([LocalCloudError("the emulator is gone")] * 200, [])
     assert emulator.pulled == 3, "one pull per pause, not a busy loop"
@@ -147,7 +147,7 @@ def test_the_copier_pauses_after_each_failed_pull_instead_of_spinning():
 
 def test_a_copy_the_emulator_refuses_once_is_published_on_the_next_try():
     from bench import chaos
-    from notifier.localcloud import LocalCloudError
+    from notifier.tools.processes import LocalCloudError
 
     emulator, _, tally = _copy([[_notification("chaos/00001.csv")]], [LocalCloudError("busy")])
     assert emulator.published == 2
@@ -157,7 +157,7 @@ def test_a_copy_the_emulator_refuses_once_is_published_on_the_next_try():
 
 def test_a_copy_that_cannot_be_published_is_counted_and_fails_the_run():
     from bench import chaos
-    from notifier.localcloud import LocalCloudError
+    from notifier.tools.processes import LocalCloudError
 
     emulator, _, tally = _copy([[_notification("chaos/00001.csv")]], [LocalCloudError("refused")] * 10)
     assert emulator.published == chaos.COPY_TRIES

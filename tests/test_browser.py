@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from notifier.addresses import Address
-from notifier.browser import BrowserError, chromium, measure
 from notifier.events import KINDS, decode
 from notifier.objects import Extras
 from notifier.render import Renderer
 from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule
+from notifier.tools.browser import BrowserError, chromium, measure
 from tests.conftest import storage_cloud_event
 
 try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.cli import main
+from notifier.tools.cli import main
 from tests.conftest import read_eml
 
 ROOT = Path(__file__).resolve().parent.parent

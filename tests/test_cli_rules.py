@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.cli import main
+from notifier.tools.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "notify.example.toml"
 

@@ -496,8 +496,9 @@ def test_gcloudignore_uploads_exactly_what_runs():
     uploaded = {f for f in files if not spec.match_file(f)}
     runtime = {"main.py", "requirements.txt"} | {
         f for f in files if f.startswith(("notifier/", "templates/")) and "__pycache__" not in f
-    }
+    } - {f for f in files if f.startswith("notifier/tools/")}
     assert uploaded == runtime
+    assert "notifier/pipeline.py" in uploaded and "notifier/tools/cli.py" not in uploaded
     assert {"notify.toml"} == {f for f in ["notify.toml", "tests/x.py"] if not spec.match_file(f)}
     for never in (
         "tests/test_http.py",

@@ -11,13 +11,13 @@ import pytest
 from jinja2.exceptions import SecurityError
 
 from notifier.addresses import Address
-from notifier.cli import main
 from notifier.events import decode
 from notifier.mail.base import Attachment
 from notifier.mail.sendgrid import build_payload
 from notifier.objects import Extras
 from notifier.render import Renderer, TemplateError, variables_markdown
 from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule
+from notifier.tools.cli import main
 from tests.conftest import storage_cloud_event
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,16 +13,8 @@ import pytest
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent, from_http
 
-from notifier.events import (
-    KINDS,
-    InvalidEvent,
-    background_event,
-    cloud_event_attributes,
-    decode,
-    object_resource,
-    pubsub_message,
-    pubsub_push,
-)
+from notifier.events import KINDS, InvalidEvent, decode
+from notifier.payloads import background_event, cloud_event_attributes, object_resource, pubsub_message, pubsub_push
 from tests.conftest import CE_TYPES, GEN1_TYPES
 
 PUBSUB_KINDS = {

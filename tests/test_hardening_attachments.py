@@ -18,12 +18,13 @@ import pytest
 from cloudevents.conversion import to_structured
 
 from notifier.addresses import Address
-from notifier.events import decode, object_resource, storage_cloud_event
-from notifier.localcloud import running_fake_gcs
+from notifier.events import decode
 from notifier.mail.base import Attachment, Envelope, Message, as_mime
 from notifier.mail.sendgrid import build_payload
 from notifier.objects import ObjectAccess, safe_filename
+from notifier.payloads import object_resource, storage_cloud_event
 from notifier.rules import Conditions, Delivery, Recipients, Rule
+from notifier.tools.localcloud import running_fake_gcs
 from tests.conftest import read_eml, settings_for
 from tests.fake_gcs_server import FakeGcs
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cloudevents.conversion import to_binary, to_structured
 
-from notifier.events import background_event, object_resource
+from notifier.payloads import background_event, object_resource
 from tests.conftest import storage_cloud_event
 
 MIB = 1024 * 1024

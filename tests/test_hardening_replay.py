@@ -17,13 +17,13 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from notifier.cli import main
 from notifier.events import decode
 from notifier.ledger import MAX_DEAD_LETTER_BYTES, DeadLetter, UnreadableLetter
 from notifier.ledger.gcs import GcsDeadLetters
 from notifier.ledger.local import LocalDeadLetters
 from notifier.mail.base import Backend, DeliveryError
 from notifier.pipeline import Pipeline
+from notifier.tools.cli import main
 from tests.conftest import read_eml, storage_cloud_event
 
 RULES = """

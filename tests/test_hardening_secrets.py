@@ -27,7 +27,6 @@ from werkzeug import Request, Response
 
 from notifier import log as log_module
 from notifier.addresses import Address
-from notifier.demo import free_port
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
 from notifier.mail import scrub as mail_scrub
@@ -35,6 +34,7 @@ from notifier.mail.base import DeliveryError, Envelope, Message
 from notifier.mail.sendgrid import SendGridBackend
 from notifier.mail.smtp import SmtpBackend
 from notifier.pipeline import DEAD_LETTERED, RETRYING, Pipeline, RetryLater
+from notifier.tools.processes import free_port
 from tests.conftest import SECRET_KEY, key_leaks, secret_traces, settings_for, storage_cloud_event
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,11 +14,11 @@ import pytest
 
 from notifier import templates
 from notifier.addresses import Address
-from notifier.cli import main
 from notifier.events import decode
 from notifier.render import Renderer, TemplateError
 from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule, notification_id
 from notifier.rulesfile import MAX_RULES, MAX_RULES_FILE_BYTES
+from notifier.tools.cli import main
 from tests.conftest import storage_cloud_event
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ import json
 import pytest
 from cloudevents.conversion import to_binary, to_structured
 
-from notifier.cli import build_request
 from notifier.events import KINDS
+from notifier.payloads import build_request
 from tests.conftest import CE_TYPES, DATA, GEN1_TYPES, SECRET_KEY, read_eml, storage_cloud_event
 
 
@@ -399,7 +399,7 @@ def test_binary_mode_attributes_are_percent_decoded_like_the_http_binding_says(s
 
 
 def test_emit_sends_non_ascii_names_in_binary_mode(server):
-    from notifier.cli import main
+    from notifier.tools.cli import main
 
     before = server.emails()
     assert main(["emit", "finalize", 'gs://acme/数据/a b%"c".csv', "--url", server.url]) == 0

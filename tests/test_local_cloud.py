@@ -28,17 +28,17 @@ import pytest
 from bench.chaos import ledger_calls
 from bench.gcs_faults import GcsFaultProxy
 from notifier.config import ROOT
-from notifier.events import object_resource, pubsub_message
 from notifier.ledger.gcs import LEDGER_PREFIX
-from notifier.localcloud import (
+from notifier.payloads import object_resource, pubsub_message
+from notifier.tools.localcloud import (
     EventSink,
     FakeGcsServer,
-    LocalCloudError,
     PubSubEmulator,
     pubsub_emulator_problem,
     running_fake_gcs,
     running_pubsub_emulator,
 )
+from notifier.tools.processes import LocalCloudError
 from tests.conftest import read_eml
 
 if problem := pubsub_emulator_problem():
@@ -355,7 +355,7 @@ def test_sigterm_stops_a_chaos_run_and_everything_it_started(tmp_path):
 TINY_SUITE = """
 import os, pathlib, time
 import pytest
-from notifier.localcloud import running_fake_gcs
+from notifier.tools.localcloud import running_fake_gcs
 
 @pytest.fixture
 def server():

@@ -27,7 +27,7 @@ from typing import IO
 
 import pytest
 
-from notifier.localcloud import pubsub_emulator_problem
+from notifier.tools.localcloud import pubsub_emulator_problem
 from tests.conftest import read_eml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,7 +297,7 @@ def test_a_function_that_dies_stops_the_rest_and_says_why(tmp_path: Path) -> Non
 
 def test_the_function_gets_the_outbox_unless_the_user_chose_a_real_backend(tmp_path: Path) -> None:
     from notifier.config import load_settings
-    from notifier.sandbox import SandboxDir, function_env
+    from notifier.tools.sandbox import SandboxDir, function_env
 
     sandbox = SandboxDir(tmp_path)
     (tmp_path / "outbox").mkdir()
@@ -318,7 +318,7 @@ def test_the_function_gets_the_outbox_unless_the_user_chose_a_real_backend(tmp_p
 
 def test_log_lines_become_one_short_line_each_and_never_a_secret() -> None:
     from notifier.log import register_secret
-    from notifier.sandbox_output import human_line
+    from notifier.tools.sandbox_output import human_line
 
     secret = "SG.sandbox-secret-never-shown-0123456789"
     register_secret(secret)
@@ -332,7 +332,7 @@ def test_log_lines_become_one_short_line_each_and_never_a_secret() -> None:
 
 
 def test_an_object_name_cannot_send_escape_sequences_to_the_terminal() -> None:
-    from notifier.sandbox_output import human_line
+    from notifier.tools.sandbox_output import human_line
 
     hostile = "a\x1b]0;owned\x07\x1b[2Jb\u202etxt.exe"
     line = json.dumps(
@@ -387,7 +387,7 @@ def test_a_second_sandbox_on_its_folder_is_refused_and_one_killed_is_cleaned_up_
 def test_a_port_another_program_answers_on_is_not_taken_for_the_function(tmp_path: Path) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from notifier.demo import wait_until_serving
+    from notifier.tools.processes import wait_until_serving
 
     class Foreign(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -416,7 +416,7 @@ def test_a_port_another_program_answers_on_is_not_taken_for_the_function(tmp_pat
 
 
 def test_the_emulators_are_recognised_by_their_answers() -> None:
-    from notifier.localcloud import answers_as_fake_gcs, answers_as_pubsub
+    from notifier.tools.localcloud import answers_as_fake_gcs, answers_as_pubsub
 
     assert answers_as_fake_gcs(200, b'{"kind": "storage#buckets", "items": []}')
     assert not answers_as_fake_gcs(200, b"hello")
@@ -438,7 +438,7 @@ def test_the_emulators_are_recognised_by_their_answers() -> None:
 def test_pubsub_waits_for_the_function_as_a_deployment_does(
     tmp_path: Path, user: dict[str, str], function_deadline: str, ack_deadline: int
 ) -> None:
-    from notifier.sandbox import SandboxDir, ack_deadline_for, function_env
+    from notifier.tools.sandbox import SandboxDir, ack_deadline_for, function_env
 
     env = function_env(user, SandboxDir(tmp_path), "http://127.0.0.1:9")
 
@@ -447,7 +447,7 @@ def test_pubsub_waits_for_the_function_as_a_deployment_does(
 
 
 def test_a_long_object_name_is_shortened_not_the_recipients_or_the_eml(tmp_path: Path) -> None:
-    from notifier.sandbox_output import human_line
+    from notifier.tools.sandbox_output import human_line
 
     eml = tmp_path / "outbox" / ("x" * 200 + ".eml")
     eml.parent.mkdir()
@@ -467,7 +467,7 @@ def test_ctrl_c_before_anything_started_exits_quietly(tmp_path: Path) -> None:
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "import notifier.sandbox as sandbox\n"
+        "import notifier.tools.sandbox as sandbox\n"
         "def interrupted_checks() -> None:\n"  # Ctrl-C while the tools are being checked
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "sandbox.check_tools = interrupted_checks\n"
@@ -488,7 +488,7 @@ def test_ctrl_c_before_anything_started_exits_quietly(tmp_path: Path) -> None:
 
 def without_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process's environment as clean_env makes a child's (restored after the test)."""
-    from notifier.sandbox_folder import TAG as SANDBOX_TAG
+    from notifier.tools.sandbox_folder import TAG as SANDBOX_TAG
 
     dropped = ("NOTIFY_", "SENDGRID_", "SMTP_", "CLOUDSDK_", "BOTO_", "K_SERVICE")
     for key in [key for key in os.environ if key.startswith(dropped)]:
@@ -500,8 +500,8 @@ def without_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_first_start_interrupted_after_the_lock_leaves_a_folder_the_next_run_takes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import notifier.sandbox_folder as folder
-    from notifier.localcloud import Stopped
+    import notifier.tools.sandbox_folder as folder
+    from notifier.tools.processes import Stopped
 
     def interrupted(name: str, value: str) -> int:  # Ctrl-C while leftovers are looked for
         raise Stopped(signal.SIGINT)
@@ -521,7 +521,7 @@ def test_a_first_start_interrupted_after_the_lock_leaves_a_folder_the_next_run_t
 def test_a_folder_holding_only_what_a_first_start_writes_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left: list[str]
 ) -> None:
-    import notifier.sandbox_folder as folder
+    import notifier.tools.sandbox_folder as folder
 
     monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
     for name in left:  # an earlier version wrote the lock before the marker
@@ -534,7 +534,7 @@ def test_a_folder_holding_only_what_a_first_start_writes_is_taken(
 
 
 def test_an_unreadable_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import notifier.sandbox_folder as folder
+    import notifier.tools.sandbox_folder as folder
 
     (tmp_path / "theirs.txt").write_text("x")
     iterdir = Path.iterdir
@@ -550,7 +550,7 @@ def test_an_unreadable_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_a_dangling_link_as_dir_is_refused_and_creates_nothing(tmp_path: Path) -> None:
-    import notifier.sandbox_folder as folder
+    import notifier.tools.sandbox_folder as folder
 
     (tmp_path / "sandbox").symlink_to(tmp_path / "elsewhere" / "sandbox")
 
@@ -562,7 +562,7 @@ def test_a_dangling_link_as_dir_is_refused_and_creates_nothing(tmp_path: Path) -
 
 
 def test_a_link_to_a_folder_is_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import notifier.sandbox_folder as folder
+    import notifier.tools.sandbox_folder as folder
 
     monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
     (tmp_path / "real").mkdir()
@@ -575,7 +575,7 @@ def test_a_link_to_a_folder_is_followed(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_a_link_planted_as_the_lock_is_refused_not_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import notifier.sandbox_folder as folder
+    import notifier.tools.sandbox_folder as folder
 
     monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)
     _, lock = folder.prepare(tmp_path / "sandbox")
@@ -591,13 +591,13 @@ def test_a_link_planted_as_the_lock_is_refused_not_followed(tmp_path: Path, monk
 
 
 def test_a_pid_no_longer_tagged_is_not_killed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import notifier.localcloud as localcloud
+    import notifier.tools.processes as processes
 
     # The pid was listed as tagged, then the process ended and another (untagged) one got its pid.
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        monkeypatch.setattr(localcloud, "_processes_with", lambda entry: [other.pid])
-        localcloud.stop_tagged("NOTIFIER_TEST_REUSED", uuid.uuid4().hex, grace=0.5)
+        monkeypatch.setattr(processes, "_processes_with", lambda entry: [other.pid])
+        processes.stop_tagged("NOTIFIER_TEST_REUSED", uuid.uuid4().hex, grace=0.5)
         assert other.poll() is None
     finally:
         other.kill()
@@ -605,7 +605,7 @@ def test_a_pid_no_longer_tagged_is_not_killed(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_a_tagged_process_is_stopped() -> None:
-    from notifier.localcloud import stop_tagged
+    from notifier.tools.processes import stop_tagged
 
     value = uuid.uuid4().hex
     env = {**os.environ, "NOTIFIER_TEST_LEFTOVER": value}
@@ -632,8 +632,8 @@ def _serve_must_not_be_reached(*args: object) -> None:
 def test_settings_are_refused_before_the_last_runs_mail_is_touched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], deadline: str, message: str
 ) -> None:
-    import notifier.sandbox as sandbox_module
-    import notifier.sandbox_folder as folder
+    import notifier.tools.sandbox as sandbox_module
+    import notifier.tools.sandbox_folder as folder
 
     without_user_settings(monkeypatch)
     monkeypatch.setattr(folder, "stop_tagged", lambda name, value: 0)

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from notifier.addresses import Address
-from notifier.demo import free_port
 from notifier.mail.base import Attachment, DeliveryError, Envelope, Message
 from notifier.mail.smtp import SmtpBackend
+from notifier.tools.processes import free_port
 from tests.conftest import settings_for
 
 PASSWORD = "smtp-secret-never-printed-4711"

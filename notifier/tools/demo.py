@@ -10,18 +10,15 @@ import contextlib
 import json
 import os
 import stat
-import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 from email import message_from_binary_file, policy
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from notifier.cli import build_request
-from notifier.config import ROOT
-from notifier.localcloud import free_port, wait_until_answering
+from notifier.payloads import build_request
+from notifier.tools.processes import free_port, start_server, stop_server, wait_until_serving
 
 DEMO_EVENTS = (
     # kind, object, size, content type, delivery format
@@ -211,39 +208,3 @@ def _post(url: str, request: tuple[dict[str, str], bytes]) -> int:
     http_request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     with urllib.request.urlopen(http_request, timeout=30) as response:  # noqa: S310
         return response.status
-
-
-def start_server(
-    port: int, env: dict[str, str], log_file: Any, *, source: Path = ROOT / "main.py", **popen: Any
-) -> subprocess.Popen:
-    """functions-framework serving ``handle_storage_event`` from ``source``, as Cloud Run functions
-    does; ``popen``: more Popen options (the benchmarks pin the process to a CPU)."""
-    command = [
-        sys.executable,
-        "-m",
-        "functions_framework",
-        "--target",
-        "handle_storage_event",
-        "--source",
-        str(source),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, **popen)
-
-
-def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Until the function answers as functions-framework does (a GET is not an event: 405), or it
-    exits; an OSError saying which, or that another program answers on its port."""
-    wait_until_answering(url, server, "the function", timeout, answers_as=lambda status, _body: status == 405)
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()

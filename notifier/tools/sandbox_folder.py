@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from notifier.localcloud import stop_tagged
+from notifier.tools.processes import stop_tagged
 
 PROJECT = "sandbox"
 MARKER = ".storage-notifier-sandbox"

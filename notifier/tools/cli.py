@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import mimetypes
 import os
 import sys
@@ -13,18 +12,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
-from notifier.events import (
-    KINDS,
-    Kind,
-    StorageEvent,
-    background_event,
-    object_resource,
-    pubsub_message,
-    pubsub_push,
-    storage_cloud_event,
-)
+from notifier.events import KINDS, StorageEvent
+from notifier.payloads import build_request, object_resource, storage_cloud_event
 
 if TYPE_CHECKING:
     from notifier.config import Settings
@@ -32,7 +22,6 @@ if TYPE_CHECKING:
     from notifier.rules import Notification
 
 DEFAULT_URL = "http://localhost:8080"
-_HEADER_SAFE = "!#$&'()*+,/:;<=>?@[\\]^_`{|}~"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +94,7 @@ def preview(args: argparse.Namespace) -> int:
         for path in files:
             print(f"  {path}")
         if args.png:
-            from notifier.browser import screenshot
+            from notifier.tools.browser import screenshot
 
             print(f"  {screenshot(out / f'{stem}.html', out / f'{stem}.png', width=args.width)}")
     return 0
@@ -161,8 +150,8 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
-    """Send dead letters again once their cause is fixed (see notifier/replay_command.py)."""
-    from notifier.replay_command import replay as run
+    """Send dead letters again once their cause is fixed (see notifier/tools/replay_command.py)."""
+    from notifier.tools.replay_command import replay as run
 
     return run(args)
 
@@ -176,49 +165,18 @@ def variables(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from notifier.demo import run_demo
+    from notifier.tools.demo import run_demo
 
     return run_demo(Path(args.outbox))
 
 
 def sandbox(args: argparse.Namespace) -> int:
-    from notifier.sandbox import run_sandbox
+    from notifier.tools.sandbox import run_sandbox
 
     return run_sandbox(Path(args.dir) if args.dir else None)
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def build_request(
-    kind: Kind,
-    bucket: str,
-    name: str,
-    *,
-    size: int = 0,
-    content_type: str = "application/octet-stream",
-    metadata: dict[str, str] | None = None,
-    mode: str = "binary",
-    event_id: str | None = None,
-) -> tuple[dict[str, str], bytes]:
-    """Headers and body of an HTTP request delivering one storage event as the platform does."""
-    from cloudevents.conversion import to_binary, to_structured
-
-    event_id = event_id or str(uuid.uuid4())
-    data = object_resource(kind, bucket, name, size=size, content_type=content_type, metadata=metadata)
-    if mode == "gen1":
-        return {"Content-Type": "application/json"}, json.dumps(background_event(kind, data, event_id)).encode()
-    if mode == "pubsub":  # a bucket notification, as a Pub/Sub push subscription delivers it
-        push = pubsub_push(pubsub_message(kind, data), event_id, "projects/local/subscriptions/storage-notifier")
-        return {"Content-Type": "application/json"}, json.dumps(push).encode()
-    event = storage_cloud_event(kind, data, event_id)
-    if mode == "structured":
-        headers, body = to_structured(event)
-        return dict(headers), body
-    headers, body = to_binary(event)
-    # The HTTP binding percent-encodes ce-* values (space, '"', '%' and anything not printable
-    # ASCII); the SDK does not, and a non-ASCII object name would not even fit in a header.
-    return {k: quote(v, safe=_HEADER_SAFE) if k.startswith("ce-") else v for k, v in headers.items()}, body
 
 
 def _local_pipeline_parts() -> tuple[Settings, Renderer]:

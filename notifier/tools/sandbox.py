@@ -29,21 +29,25 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from notifier.config import ROOT
-from notifier.demo import free_port, start_server, wait_until_serving
-from notifier.localcloud import (
-    STOP_SIGNALS,
+from notifier.log import LINE_LIMIT, for_terminal, redact, register_secret
+from notifier.tools.localcloud import (
     EventSink,
-    LocalCloudError,
-    Stopped,
     fake_gcs_binary,
     pubsub_emulator_problem,
     running_fake_gcs,
     running_pubsub_emulator,
+)
+from notifier.tools.processes import (
+    STOP_SIGNALS,
+    LocalCloudError,
+    Stopped,
+    free_port,
+    start_server,
     stop_group,
     stop_on_signals,
+    wait_until_serving,
 )
-from notifier.log import LINE_LIMIT, for_terminal, redact, register_secret
-from notifier.sandbox_folder import (
+from notifier.tools.sandbox_folder import (
     PROJECT,
     TAG,
     SandboxDir,
@@ -52,7 +56,7 @@ from notifier.sandbox_folder import (
     sandbox_at,
     write_gcloud_config,
 )
-from notifier.sandbox_output import SHOWN_CHARS, human_line, shown
+from notifier.tools.sandbox_output import SHOWN_CHARS, human_line, shown
 
 UPLOADS = "sandbox-uploads"  # the watched bucket
 STATE = "sandbox-state"  # NOTIFY_STATE_BUCKET: the ledger and dead letters, as deployed

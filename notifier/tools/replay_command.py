@@ -118,21 +118,20 @@ def _since(text: str) -> str:
     """An ISO 8601 time, or a duration back from now ("2h", "7d"), as an ISO string to compare."""
     from datetime import UTC, datetime, timedelta
 
-    units = {"m": "minutes", "h": "hours", "d": "days"}
-    amount, unit = text[:-1], text[-1:]
-    shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+    from notifier.units import DURATION_EXAMPLE, UnitError, parse_duration, shown
+
     try:
-        if unit in units and amount.isascii() and amount.isdigit():
-            if len(amount) > 10:  # int() of thousands of digits is slow; no such duration fits anyway
-                raise OverflowError
-            moment = datetime.now(UTC) - timedelta(**{units[unit]: int(amount)})
-        else:
+        try:
             moment = datetime.fromisoformat(text)
             moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    except ValueError:
-        raise ValueError(f"--since: expected an ISO 8601 time or a duration like 2h or 7d, got {shown}") from None
+        except ValueError:
+            moment = datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except UnitError:
+        raise ValueError(
+            f"--since: expected an ISO 8601 time or a duration {DURATION_EXAMPLE}, got {shown(text)}"
+        ) from None
     except OverflowError:
         raise ValueError(
-            f"--since: {shown} reaches back before the year 1; give a later time or a shorter duration"
+            f"--since: {shown(text)} reaches back before the year 1; give a later time or a shorter duration"
         ) from None
     return moment.isoformat()

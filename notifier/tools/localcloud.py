@@ -9,153 +9,28 @@ The Pub/Sub emulator is driven over its REST API, so no Pub/Sub client library i
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from notifier.tools.processes import LocalCloudError, Log, free_port, start_group, stop_group, wait_until_answering
 
 READY_TIMEOUT = 60.0  # the emulator's JVM can take a while on a busy machine
 EMULATOR_PACKAGE = "google-cloud-cli-pubsub-emulator"
 JAVA_PACKAGE = "openjdk-17-jre-headless"
 _ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-Log = IO[bytes] | int
-
-
-class LocalCloudError(OSError):
-    """A local server is missing, did not start, or refused a request; the message says which."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Stopped(BaseException):
-    """A signal asked the tool (sandbox, chaos) to stop: a BaseException, so nothing on the way swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, so every part is
-    stopped on the way out; a second signal is ignored, so it cannot cut that clean-up short."""
-
-    def stop(signum: int, frame: Any) -> None:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        raise Stopped(signum)
-
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def start_group(command: list[str], *, env: Mapping[str, str] | None = None, log: Log = subprocess.DEVNULL,
-                cwd: Path | None = None) -> subprocess.Popen:  # fmt: skip
-    """``command`` in a new session (its own process group), output to ``log``, no stdin; a
-    terminal's Ctrl-C reaches only us, and we stop the group in order."""
-    return subprocess.Popen(
-        command, env=dict(env) if env is not None else None, cwd=cwd, stdin=subprocess.DEVNULL,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-
-def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM to the whole group, SIGKILL after ``grace`` seconds; returns once the leader is reaped
-    and nothing of the group is left."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break  # the whole group is gone
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        if not _group_alive(process.pid):
-            break
-        time.sleep(0.1)  # the leader is gone but a child (the emulator's JVM) is still ending
-    process.poll()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def free_port() -> int:
-    """A port nothing listens on now, on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# Whether an answer (status, the start of its body) is the server we started, not another program
-# that took the port between choosing it and our server binding it (the emulator's JVM takes seconds).
-AnswerCheck = Callable[[int, bytes], bool]
-ANSWER_BYTES = 64 * 1024
-
-
-def wait_until_answering(
-    url: str, process: subprocess.Popen, what: str, timeout: float, *, answers_as: AnswerCheck | None = None
-) -> None:
-    """Until ``url`` answers as ``answers_as`` accepts (without it, any HTTP status means serving),
-    or ``process`` dies. Another answer while our process lives: polled again until ``timeout``, then
-    an error saying another program may hold the port."""
-    give_up, foreign = time.monotonic() + timeout, False
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            raise LocalCloudError(f"{what} exited with status {process.returncode} before serving on {url}")
-        try:
-            status, body = _get(url)
-        except OSError:
-            time.sleep(0.05)
-            continue
-        if answers_as is None or answers_as(status, body):
-            return
-        foreign = True
-        time.sleep(0.1)
-    if foreign:
-        port = urllib.parse.urlsplit(url).port
-        raise LocalCloudError(f"port {port} answers, but not as {what} (another program holds it?)")
-    raise LocalCloudError(f"{what} did not answer on {url} within {timeout:.0f}s")
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    """Status and the start of the body of a GET, whatever the status."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback server
-            return response.status, response.read(ANSWER_BYTES)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read(ANSWER_BYTES)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -174,55 +49,6 @@ def answers_as_fake_gcs(status: int, body: bytes) -> bool:
 def answers_as_pubsub(status: int, body: bytes) -> bool:
     """``GET /v1/projects/P/topics``: a JSON object (``{}`` while there is no topic)."""
     return status == 200 and _json_object(body) is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes left by a tool that was killed
-
-
-def stop_tagged(name: str, value: str, grace: float = 10.0) -> int:
-    """Stop every process (but this one) whose environment holds ``name=value`` exactly: SIGTERM,
-    then SIGKILL to those left after ``grace`` seconds. How many there were. A tool that tags what it
-    starts (children inherit the environment, whatever group they start) finds its own leftovers
-    after a SIGKILL, which no clean-up of its own could handle. The tag is read again before each
-    signal: a pid that ended meanwhile may already be another program's."""
-    entry = f"{name}={value}".encode()
-    tagged = _processes_with(entry)
-
-    def still_tagged(pid: int) -> bool:
-        return _running(pid) and _carries(pid, entry)
-
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
-        for pid in filter(still_tagged, tagged):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        give_up = time.monotonic() + wait
-        while any(map(still_tagged, tagged)) and time.monotonic() < give_up:
-            time.sleep(0.1)
-    return len(tagged)
-
-
-def _processes_with(entry: bytes) -> list[int]:
-    if not Path("/proc").is_dir():  # macOS: no way to read other processes' environments; none found
-        return []
-    pids = (int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit())
-    return [pid for pid in pids if pid != os.getpid() and _carries(pid, entry)]
-
-
-def _carries(pid: int, entry: bytes) -> bool:
-    """Whether process ``pid``'s environment holds ``entry`` (``NAME=value``) exactly."""
-    try:
-        return entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False  # gone meanwhile, or another user's
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (one left for a parent that does not reap counts as stopped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
