@@ -10,162 +10,45 @@ claim is a lease, so one left behind by a crashed instance can be taken over onc
 
 from __future__ import annotations
 
-import json
-import secrets
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from notifier.ledger.base import (
+    MAX_DEAD_LETTER_BYTES,
+    Claim,
+    ClaimStatus,
+    DeadLetter,
+    DeadLetters,
+    Ledger,
+    LedgerError,
+    UnreadableLetter,
+    decode_letter,
+    encode_record,
+    held_status,
+    new_token,
+    now_utc,
+    too_large,
+)
 
 if TYPE_CHECKING:
     from notifier.config import Settings
 
-
-class ClaimStatus(Enum):
-    CLAIMED = "claimed"  # ours: send it, then mark_sent / release / mark_dead
-    SENT = "sent"  # an earlier delivery sent it
-    BUSY = "busy"  # another delivery holds a live lease right now
-    DEAD = "dead"  # an earlier delivery dead-lettered it; only `replay` sends it again
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    notification_id: str
-    status: ClaimStatus
-    token: str = ""  # identifies our claim, so we only ever change our own record
-    message_id: str = ""  # SendGrid's id when status is SENT
-    version: Any = None  # the store's version of the record we hold (GCS generation, row token)
-
-
-class LedgerError(Exception):
-    """The state store could not be read or written; retrying later may succeed.
-
-    ``misconfigured``: it will keep failing until someone fixes the setting or permission the
-    message names (logged as an ERROR, not a passing WARNING).
-    """
-
-    def __init__(self, message: str, *, misconfigured: bool = False) -> None:
-        super().__init__(message)
-        self.misconfigured = misconfigured
-
-
-def held_status(record: dict[str, Any], now: float, *, replay: bool) -> Claim | None:
-    """What an existing ledger record means for a new claim: a Claim to return as it is (sent,
-    dead, or busy), or None when the claim may be taken (expired lease, or a dead letter being
-    replayed). Every store decides with this one function."""
-    state, notification_id = record.get("state"), record.get("notification_id", "")
-    if state == "sent":
-        return Claim(notification_id, ClaimStatus.SENT, message_id=record.get("message_id", ""))
-    if state == "dead" and not replay:
-        return Claim(notification_id, ClaimStatus.DEAD)
-    if state == "claimed" and record.get("lease_until", 0) > now:
-        return Claim(notification_id, ClaimStatus.BUSY)
-    return None
-
-
-class Ledger(ABC):
-    name: str
-
-    @abstractmethod
-    def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
-        """Claim a notification. ``replay`` also takes over a dead-lettered one."""
-
-    @abstractmethod
-    def mark_sent(self, claim: Claim, message_id: str) -> None:
-        """The provider accepted the message: later deliveries are duplicates."""
-
-    @abstractmethod
-    def release(self, claim: Claim) -> None:
-        """Sending failed transiently: the next delivery may claim it at once."""
-
-    @abstractmethod
-    def mark_dead(self, claim: Claim) -> None:
-        """Sending failed permanently: the message is in the dead letters until replayed."""
-
-
-# Dead letters are a few KB (an event, a rule name, an error, the rendered message): anything much
-# bigger was not written by us and is not read, since parsing JSON can take 30 times its size in
-# memory. (Letters from before attachments were left out of them may be larger: see too_large.)
-MAX_DEAD_LETTER_BYTES = 2 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A stored letter as found: untrusted JSON. ``replay`` rebuilds the email from its ``event``
-    and today's rules; nothing else in ``record`` decides what is sent or to whom."""
-
-    notification_id: str  # the file or object name without ".json": what `remove` deletes
-    created: str  # ISO 8601, UTC
-    record: dict[str, Any]  # event, rule, error (and, in older letters, the message), as JSON values
-    source: str = ""  # the file path or gs:// URI, to name it in messages
-
-
-@dataclass(frozen=True, slots=True)
-class UnreadableLetter:
-    """A file among the dead letters that is not one (bad JSON, not an object, too large)."""
-
-    notification_id: str
-    source: str
-    reason: str
-
-
-class DeadLetters(ABC):
-    """Where undeliverable messages are kept for `python -m notifier replay`."""
-
-    location: str
-    max_bytes: int = MAX_DEAD_LETTER_BYTES
-
-    @abstractmethod
-    def put(self, notification_id: str, record: dict[str, Any]) -> str:
-        """Store a dead letter; return where it went (for the log)."""
-
-    @abstractmethod
-    def list(self) -> Iterator[DeadLetter | UnreadableLetter]:
-        """Every stored letter; one that cannot be read is yielded as an UnreadableLetter, never raised."""
-
-    @abstractmethod
-    def remove(self, notification_id: str) -> None: ...
-
-
-def new_token() -> str:
-    return secrets.token_hex(8)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def encode_record(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
-
-
-def decode_letter(notification_id: str, source: str, data: bytes, max_bytes: int) -> DeadLetter | UnreadableLetter:
-    """What a stored file holds: a DeadLetter if it is a JSON object of at most ``max_bytes``."""
-
-    def unreadable(reason: str) -> UnreadableLetter:
-        return UnreadableLetter(notification_id, source, reason)
-
-    if len(data) > max_bytes:
-        return unreadable(too_large(len(data), max_bytes))
-    try:
-        record = json.loads(data)
-    except (ValueError, RecursionError) as error:  # RecursionError: "[[[[..." nested too deep
-        return unreadable(f"not JSON ({type(error).__name__}: {str(error)[:200]})")
-    if not isinstance(record, dict):
-        return unreadable(f"expected a JSON object, got {type(record).__name__}")
-    created = record.get("created", "")
-    if not isinstance(created, str):
-        return unreadable(f"created: expected an ISO 8601 string, got {type(created).__name__}")
-    return DeadLetter(notification_id, created, record, source)
-
-
-def too_large(size: int, max_bytes: int) -> str:
-    return (
-        f"{size} bytes, more than the {max_bytes / 2**20:g} MiB a dead letter may have (one written before"
-        ' attachments were left out of dead letters: delete its "message" field, replay does not use it)'
-    )
+__all__ = [
+    "MAX_DEAD_LETTER_BYTES",
+    "Claim",
+    "ClaimStatus",
+    "DeadLetter",
+    "DeadLetters",
+    "Ledger",
+    "LedgerError",
+    "UnreadableLetter",
+    "create_state",
+    "decode_letter",
+    "encode_record",
+    "held_status",
+    "new_token",
+    "now_utc",
+    "too_large",
+]
 
 
 def create_state(settings: Settings) -> tuple[Ledger, DeadLetters]:

@@ -21,7 +21,7 @@ from google.auth import exceptions as auth_exceptions
 from google.cloud import storage
 from google.cloud.storage import retry as storage_retry
 
-from notifier.ledger import (
+from notifier.ledger.base import (
     Claim,
     ClaimStatus,
     DeadLetter,

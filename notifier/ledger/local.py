@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from notifier.ledger import (
+from notifier.ledger.base import (
     DeadLetter,
     DeadLetters,
     UnreadableLetter,

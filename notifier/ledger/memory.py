@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from notifier.ledger import Claim, ClaimStatus, Ledger, held_status, new_token
+from notifier.ledger.base import Claim, ClaimStatus, Ledger, held_status, new_token
 
 
 @dataclass(slots=True)

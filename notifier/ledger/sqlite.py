@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
-from notifier.ledger import Claim, ClaimStatus, Ledger, LedgerError, held_status, new_token
+from notifier.ledger.base import Claim, ClaimStatus, Ledger, LedgerError, held_status, new_token
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
