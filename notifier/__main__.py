@@ -1,3 +1,5 @@
+"""``python -m notifier``: the command line (notifier/tools/cli.py)."""
+
 import sys
 
 from notifier.tools.cli import main

@@ -174,7 +174,7 @@ def test_notification_id_is_stable_for_redelivery_and_distinct_otherwise():
     assert notification_id(event, ops) != notification_id(other, ops)
     assert notification_id(event, ops) != notification_id(event, rule("r", ("ops@example.com",)))
     assert notification_id(event, ops) != notification_id(
-        event, rule("other-rule", *[(a.email,) for a in ops.recipients.to])
+        event, rule("other-rule", *[(a.email,) for a in ops.delivery.recipients.to])
     )
 
 
