@@ -17,4 +17,4 @@ http.install(current_app, pipeline)
 
 @functions_framework.cloud_event
 def handle_storage_event(cloud_event):
-    pipeline.handle(cloud_event, percent_encoded=http.sent_in_binary_mode())
+    http.handle(pipeline, cloud_event)

@@ -1,27 +1,29 @@
 """Environment (+ ``notify.toml``) → :class:`Settings`, validated once at start-up with every
 problem reported at once.
 
-This is the only module that reads the environment. Error messages name the variable and what was
-expected, and never repeat a secret's value.
+The core variables are one table (:data:`CORE`); the chosen provider reads and checks its own
+(``notifier.mail.PROVIDERS``). Nothing else reads the environment. Error messages name the variable
+and what was expected, and never repeat a secret's value.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from notifier.addresses import Address, parse_addresses
+from notifier import envvars
+from notifier.addresses import Address
+from notifier.mail import DEFAULT_PROVIDER, PROVIDERS, ProviderSettings, RetrySettings, provider_settings
+from notifier.mail.outbox import OutboxSettings
 from notifier.rules import RuleSet
-from notifier.rulesfile import EnvDefaults, default_rules, load_rules, parse_duration
+from notifier.rulesfile import EnvDefaults, default_rules, load_rules
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
-
-BACKENDS = ("sendgrid", "smtp", "outbox", "console")
 
 ROOT = Path(__file__).resolve().parent.parent  # where main.py is
 BUILTIN_TEMPLATES = ROOT / "templates"
@@ -43,31 +45,26 @@ class ConfigError(ValueError):
 class Settings:
     rules: RuleSet
     rules_file: Path | None  # None: every event goes to NOTIFY_TO
-    backend: str
-    outbox_dir: Path
+    backend: str  # a name in notifier.mail.PROVIDERS
+    provider: ProviderSettings  # that backend's own settings (SendGridSettings, SmtpSettings, ...)
+    retry: RetrySettings
     templates_dir: Path | None
-    sendgrid_api_host: str
-    sendgrid_timeout: float
     # Time budget for delivering one event, retries included; must stay under the function timeout.
     deadline_seconds: float
-    max_attempts: int
     # Delivery state (see notifier/ledger): the bucket, else an SQLite file, else memory.
-    state_bucket: str | None = None
-    storage_emulator_host: str | None = None
-    ledger_file: Path | None = None
-    dead_letter_dir: Path = Path("deadletter")
+    state_bucket: str | None
+    storage_emulator_host: str | None
+    ledger_file: Path | None
+    dead_letter_dir: Path
     # Seconds; older events are dropped as "expired". None: no limit (local runs, where nothing
     # redelivers); deployed, it defaults to the platform's 24-hour redelivery window.
-    max_event_age: float | None = 24 * 3600.0
-    max_backoff: float = 8.0  # seconds between in-process retries, at most
-    timezone: ZoneInfo | None = None  # NOTIFY_TIMEZONE: emails show local time too
-    redirect_to: Address | None = None  # NOTIFY_REDIRECT_TO: every message goes here instead
-    sendgrid_sandbox: bool = False  # SendGrid validates, sends nothing
-    smtp_url: str | None = None
-    smtp_password: str = field(default="", repr=False)
-    deployed: bool = False  # running on Cloud Run functions (K_SERVICE is set)
-    key_secret: str | None = None  # the Secret Manager secret holding the key, for messages
-    sendgrid_api_key: str = field(default="", repr=False)
+    max_event_age: float | None
+    timezone: ZoneInfo | None  # NOTIFY_TIMEZONE: emails show local time too
+    redirect_to: Address | None  # NOTIFY_REDIRECT_TO: every message goes here instead
+    deployed: bool  # running on Cloud Run functions (K_SERVICE is set)
+    # Every secret in the environment, the chosen provider's or not (a SendGrid key set beside
+    # NOTIFY_BACKEND=console is still a key): never printed, scrubbed from every error text.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def lease_seconds(self) -> float:
@@ -75,147 +72,186 @@ class Settings:
         return self.deadline_seconds + 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What a context-dependent default may depend on."""
+
+    deployed: bool
+    outbox: Path | None  # the outbox backend's directory, when it is the backend
+    values: Mapping[str, Any]  # the variables read so far (the table's earlier rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """A default that depends on the context: deployed or not, the backend, earlier rows."""
+
+    value: Callable[[_Context], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    var: str
+    field: str  # of Settings, or of RetrySettings
+    read: Callable[[Mapping[str, str], str, list[str], Any], Any]  # (env, var, problems, default)
+    default: Any  # or Computed
+
+
+def _directory(env: Mapping[str, str], var: str, problems: list[str], default: Path | None) -> Path | None:
+    raw = envvars.text(env, var)
+    if not raw:
+        return default
+    if not Path(raw).is_dir():
+        problems.append(f"{var}: {raw!r} is not a directory")
+    return Path(raw)
+
+
+def _path(env: Mapping[str, str], var: str, problems: list[str], default: Path | None) -> Path | None:
+    return Path(raw) if (raw := envvars.text(env, var)) else default
+
+
+def _bucket(env: Mapping[str, str], var: str, problems: list[str], default: str | None) -> str | None:
+    bucket = envvars.text(env, var).removeprefix("gs://").rstrip("/")
+    if bucket and not _BUCKET.fullmatch(bucket):
+        problems.append(f"{var}: {bucket!r} is not a bucket name")
+    return bucket or default
+
+
+def _one_address(env: Mapping[str, str], var: str, problems: list[str], default: Address | None) -> Address | None:
+    return envvars.one_address(env, var, problems) or default
+
+
+def _storage_emulator_host(env: Mapping[str, str], var: str, problems: list[str], default: str | None) -> str | None:
+    """A local Cloud Storage (fake-gcs-server) for the ledger, links and attachments: never deployed,
+    where it would send the state and every download link to another server than Cloud Storage."""
+    value = envvars.text(env, var)
+    if not value:
+        return default
+    if env.get("K_SERVICE"):
+        problems.append(
+            f"{var}: set on a deployed function (K_SERVICE is set), so the ledger, links and"
+            " attachments would use that server instead of Cloud Storage; remove it from the environment"
+        )
+    elif not _EMULATOR_HOST.fullmatch(value):
+        problems.append(f"{var}: expected http://HOST:PORT (a local fake-gcs-server), got {value!r}")
+    return value.rstrip("/")
+
+
+def _timezone(env: Mapping[str, str], var: str, problems: list[str], default: ZoneInfo | None) -> ZoneInfo | None:
+    raw = envvars.text(env, var)
+    if not raw:
+        return default
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when asked for: 5 ms of cold start
+
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"{var}: {raw!r} is not an IANA time zone such as Europe/Paris")
+        return default
+
+
+def _local_ledger(context: _Context) -> Path | None:
+    # Local runs keep the ledger in an SQLite file beside the outbox, so duplicates are caught
+    # across restarts too; deployed without a state bucket it is per-instance memory.
+    if context.outbox is None or context.values["state_bucket"] is not None:
+        return None
+    return context.outbox / "ledger.sqlite3"
+
+
+# The core variables, each default written once. Rows are read in order: a Computed default may
+# use the rows above it.
+CORE: tuple[Variable, ...] = (
+    Variable("NOTIFY_TEMPLATES_DIR", "templates_dir", _directory, None),
+    Variable("NOTIFY_DEADLINE_SECONDS", "deadline_seconds", envvars.positive_number, 45.0),
+    Variable("NOTIFY_MAX_ATTEMPTS", "max_attempts", envvars.positive_int, 5),
+    Variable("NOTIFY_MAX_BACKOFF_SECONDS", "max_backoff", envvars.positive_number, 8.0),
+    # Deployed: the platform's 24-hour redelivery window; locally nothing redelivers, so no limit.
+    Variable("NOTIFY_MAX_EVENT_AGE", "max_event_age", envvars.duration,
+             Computed(lambda c: 24 * 3600.0 if c.deployed else None)),
+    Variable("NOTIFY_TIMEZONE", "timezone", _timezone, None),
+    Variable("NOTIFY_REDIRECT_TO", "redirect_to", _one_address, None),
+    Variable("NOTIFY_STATE_BUCKET", "state_bucket", _bucket, None),
+    Variable("STORAGE_EMULATOR_HOST", "storage_emulator_host", _storage_emulator_host, None),
+    Variable("NOTIFY_LEDGER_FILE", "ledger_file", _path, Computed(_local_ledger)),
+    Variable("NOTIFY_DEAD_LETTER_DIR", "dead_letter_dir", _path,
+             Computed(lambda c: c.outbox / "deadletter" if c.outbox else Path("deadletter"))),
+)  # fmt: skip
+_RETRY_FIELDS = ("max_attempts", "max_backoff")
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raise :class:`ConfigError` listing every problem."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
+    deployed = bool(env.get("K_SERVICE"))
 
-    api_key = env.get("SENDGRID_API_KEY", "").strip()  # secrets piped through echo end in "\n"
-    if any(ch.isspace() or not ch.isprintable() for ch in api_key):
-        problems.append("SENDGRID_API_KEY: contains whitespace or control characters")
-    raw_backend = env.get("NOTIFY_BACKEND", "").strip()
-    backend = raw_backend.lower()
-    if not backend and not api_key and not env.get("SMTP_URL", "").strip() and env.get("K_SERVICE"):
+    backend = _backend(env, deployed, problems)
+    provider = provider_settings(backend, env, problems, deployed=deployed) if backend else None
+    outbox = provider.directory if isinstance(provider, OutboxSettings) else None
+    values: dict[str, Any] = {}
+    for variable in CORE:
+        default = variable.default
+        if isinstance(default, Computed):
+            default = default.value(_Context(deployed, outbox, values))
+        values[variable.field] = variable.read(env, variable.var, problems, default)
+    rules, rules_file = _rules(env, backend, values, problems)
+
+    secrets = _secrets(env, provider)
+    if problems:
+        raise ConfigError(_redacted(problems, secrets))
+    assert rules is not None and backend is not None and provider is not None
+    retry = RetrySettings(**{name: values.pop(name) for name in _RETRY_FIELDS})
+    return Settings(
+        rules=rules, rules_file=rules_file, backend=backend, provider=provider, retry=retry, deployed=deployed,
+        secrets=secrets, **values,
+    )  # fmt: skip
+
+
+def _backend(env: Mapping[str, str], deployed: bool, problems: list[str]) -> str | None:
+    """NOTIFY_BACKEND, else the first provider whose variable is set, else the outbox (not when
+    deployed); None when there is none to use (a problem noted)."""
+    raw = envvars.text(env, "NOTIFY_BACKEND")
+    if raw:
+        if raw.lower() not in PROVIDERS:
+            problems.append(f"NOTIFY_BACKEND: expected one of {', '.join(PROVIDERS)}, got {raw!r}")
+            return None
+        return raw.lower()
+    chosen = next((name for name, p in PROVIDERS.items() if p.selected_by and envvars.text(env, p.selected_by)), None)
+    if chosen is None and deployed:
         # On Cloud Run functions the outbox is an instance's scratch disk: every email would vanish.
         problems.append(
             "SENDGRID_API_KEY: not set, and this is a deployed function (K_SERVICE is set); set the "
             "secret, or NOTIFY_BACKEND=console to only log the emails"
         )
-    if backend == "outbox" and env.get("K_SERVICE"):
-        problems.append(
-            "NOTIFY_BACKEND: outbox on a deployed function (K_SERVICE is set) writes every email to the"
-            " instance's scratch disk, where it is lost; use sendgrid or smtp, or console to only log them"
-        )
-    smtp_url = env.get("SMTP_URL", "").strip()
-    backend = backend or ("sendgrid" if api_key else "smtp" if smtp_url else "outbox")
-    if backend not in BACKENDS:
-        problems.append(f"NOTIFY_BACKEND: expected one of {', '.join(BACKENDS)}, got {raw_backend!r}")
-    elif backend == "sendgrid" and not api_key:
-        problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
-    elif backend == "smtp" and not smtp_url:
-        problems.append("SMTP_URL: required when NOTIFY_BACKEND is smtp (smtp://user@host:587 or smtps://host:465)")
-    smtp_password = env.get("SMTP_PASSWORD", "")
-    if re.match(r"smtps?://[^@/]*:[^@/]*@", smtp_url):
-        problems.append("SMTP_URL: holds a password; put it in SMTP_PASSWORD (from Secret Manager) instead")
-    if smtp_url and not re.fullmatch(r"smtps?://(?:[^@/\s]+@)?[^:/\s@?]+(?::\d{1,5})?/?(?:\?tls=none)?", smtp_url):
-        shown = _without_password(smtp_url)
-        problems.append(f"SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got {shown!r}")
-    local = backend not in ("sendgrid", "smtp")
+        return None
+    return chosen or DEFAULT_PROVIDER
 
-    env_sender = _env_addresses(env, "NOTIFY_FROM", problems)
+
+def _rules(
+    env: Mapping[str, str], backend: str | None, values: Mapping[str, Any], problems: list[str]
+) -> tuple[RuleSet | None, Path | None]:
+    """The rules from the rules file, else one rule sending every event to NOTIFY_TO."""
+    env_sender = envvars.addresses(env, "NOTIFY_FROM", problems)
     if env_sender is not None and len(env_sender) > 1:
         problems.append(f"NOTIFY_FROM: expected one address, got {len(env_sender)}")
-    env_to = _env_addresses(env, "NOTIFY_TO", problems)
-
-    templates_dir = None
-    if raw := env.get("NOTIFY_TEMPLATES_DIR", "").strip():
-        templates_dir = Path(raw)
-        if not templates_dir.is_dir():
-            problems.append(f"NOTIFY_TEMPLATES_DIR: {raw!r} is not a directory")
-
-    host = env.get("SENDGRID_API_HOST", "").strip().rstrip("/") or "https://api.sendgrid.com"
-    if not re.fullmatch(r"https?://[^\s/?#]+(?:/[^\s?#]*)?", host):
-        problems.append(f"SENDGRID_API_HOST: expected an http(s) URL, got {host!r}")
-
-    timeout = _number(env, "SENDGRID_TIMEOUT_SECONDS", 10.0, problems)
-    deadline = _number(env, "NOTIFY_DEADLINE_SECONDS", 45.0, problems)
-    attempts = _number(env, "NOTIFY_MAX_ATTEMPTS", 5, problems, integer=True)
-
-    deployed = bool(env.get("K_SERVICE"))
-    max_event_age = _duration(env, "NOTIFY_MAX_EVENT_AGE", 24 * 3600.0 if deployed else None, problems)
-    max_backoff = _number(env, "NOTIFY_MAX_BACKOFF_SECONDS", 8.0, problems)
-    timezone = _timezone(env, problems)
-    redirect = _env_addresses(env, "NOTIFY_REDIRECT_TO", problems)
-    if redirect is not None and len(redirect) > 1:
-        problems.append(f"NOTIFY_REDIRECT_TO: expected one address, got {len(redirect)}")
-    sandbox = _boolean(env, "SENDGRID_SANDBOX", problems)
-    outbox_dir = Path(env.get("NOTIFY_OUTBOX_DIR", "").strip() or "outbox")
-    if backend == "outbox":
-        problems.extend(_writable_directory_problems(outbox_dir, "NOTIFY_OUTBOX_DIR"))
-
-    state_bucket = env.get("NOTIFY_STATE_BUCKET", "").strip().removeprefix("gs://").rstrip("/") or None
-    if state_bucket is not None and not _BUCKET.fullmatch(state_bucket):
-        problems.append(f"NOTIFY_STATE_BUCKET: {state_bucket!r} is not a bucket name")
-    storage_emulator_host = _storage_emulator_host(env, deployed, problems)
-
+    env_to = envvars.addresses(env, "NOTIFY_TO", problems)
     # Where the environment is silent, local backends need no addresses: the mail stays here.
+    local = backend is None or not PROVIDERS[backend].sends_mail
     defaults = EnvDefaults(
         sender=env_sender[0] if env_sender else (_LOCAL_FROM if local else None),
         to=tuple(env_to) if env_to else ((_LOCAL_TO,) if local else ()),
     )
+    state_bucket, templates_dir = values["state_bucket"], values["templates_dir"]
     rules_file = _rules_file(env, problems)
     if rules_file is not None:
         rules, file_problems = load_rules(
             rules_file, defaults, [d for d in (templates_dir, BUILTIN_TEMPLATES) if d], state_bucket
         )
         problems.extend(file_problems)
-    else:
-        for var, value in (("NOTIFY_FROM", defaults.sender), ("NOTIFY_TO", defaults.to)):
-            if not value and (env_sender if var == "NOTIFY_FROM" else env_to) is None:
-                problems.append(f"{var}: required when NOTIFY_BACKEND is {backend} (or use a notify.toml)")
-        rules = default_rules(defaults, state_bucket) if defaults.sender and defaults.to else None
-
-    if problems:
-        for secret in (api_key, smtp_password):  # a secret pasted into the wrong variable is not echoed
-            if secret:
-                problems = [p.replace(secret, "[redacted]") for p in problems]
-        raise ConfigError(problems)
-    # Local runs keep the ledger in an SQLite file beside the outbox, so duplicates are caught
-    # across restarts too; deployed without a state bucket it is per-instance memory.
-    ledger_file = Path(raw) if (raw := env.get("NOTIFY_LEDGER_FILE", "").strip()) else None
-    if ledger_file is None and backend == "outbox" and state_bucket is None:
-        ledger_file = outbox_dir / "ledger.sqlite3"
-    dead_letter_default = outbox_dir / "deadletter" if backend == "outbox" else Path("deadletter")
-    dead_letter_dir = Path(env.get("NOTIFY_DEAD_LETTER_DIR", "").strip() or dead_letter_default)
-
-    assert rules is not None
-    return Settings(
-        state_bucket=state_bucket,
-        storage_emulator_host=storage_emulator_host,
-        ledger_file=ledger_file,
-        dead_letter_dir=dead_letter_dir,
-        max_event_age=max_event_age,
-        max_backoff=max_backoff,
-        timezone=timezone,
-        redirect_to=redirect[0] if redirect else None,
-        sendgrid_sandbox=sandbox,
-        smtp_url=smtp_url or None,
-        smtp_password=smtp_password,
-        deployed=deployed,
-        key_secret=env.get("NOTIFY_KEY_SECRET", "").strip() or None,
-        rules=rules,
-        rules_file=rules_file,
-        backend=backend,
-        outbox_dir=outbox_dir,
-        templates_dir=templates_dir,
-        sendgrid_api_host=host,
-        sendgrid_timeout=timeout,
-        deadline_seconds=deadline,
-        max_attempts=int(attempts),
-        sendgrid_api_key=api_key,
-    )
-
-
-def _env_addresses(env: Mapping[str, str], var: str, problems: list[str]) -> list[Address] | None:
-    """The addresses in ``var``; None when it is unset, [] when it is invalid (a problem noted)."""
-    raw = env.get(var, "").strip()
-    if not raw:
-        return None
-    try:
-        return parse_addresses(raw, var)
-    except ValueError as error:
-        problems.append(str(error))
-        return []
+        return rules, rules_file
+    for var, value in (("NOTIFY_FROM", defaults.sender), ("NOTIFY_TO", defaults.to)):
+        if not value and (env_sender if var == "NOTIFY_FROM" else env_to) is None:
+            problems.append(f"{var}: required when NOTIFY_BACKEND is {backend} (or use a notify.toml)")
+    return (default_rules(defaults, state_bucket) if defaults.sender and defaults.to else None), None
 
 
 def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
@@ -230,85 +266,17 @@ def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
     return beside_main if beside_main.is_file() else None
 
 
-def _storage_emulator_host(env: Mapping[str, str], deployed: bool, problems: list[str]) -> str | None:
-    """A local Cloud Storage (fake-gcs-server) for the ledger, links and attachments: never deployed,
-    where it would send the state and every download link to another server than Cloud Storage."""
-    value = env.get("STORAGE_EMULATOR_HOST", "").strip()
-    if not value:
-        return None
-    if deployed:
-        problems.append(
-            "STORAGE_EMULATOR_HOST: set on a deployed function (K_SERVICE is set), so the ledger, links and"
-            " attachments would use that server instead of Cloud Storage; remove it from the environment"
-        )
-    elif not _EMULATOR_HOST.fullmatch(value):
-        problems.append(f"STORAGE_EMULATOR_HOST: expected http://HOST:PORT (a local fake-gcs-server), got {value!r}")
-    return value.rstrip("/")
+def _secrets(env: Mapping[str, str], provider: ProviderSettings | None) -> tuple[str, ...]:
+    """Every provider's secret variables, chosen or not (the problem may be that none could be
+    chosen), as set and stripped, and the chosen provider's own; longest first, so a secret that
+    contains another is redacted whole."""
+    found = {env.get(var, "") for p in PROVIDERS.values() for var in p.secret_variables}
+    found |= {value.strip() for value in found} | set(provider.secrets if provider else ())
+    return tuple(sorted(filter(None, found), key=len, reverse=True))
 
 
-def _duration(env: Mapping[str, str], var: str, default: float | None, problems: list[str]) -> float | None:
-    """Seconds from "90", "30m", "12h" or "7d"."""
-    raw = env.get(var, "").strip()
-    if not raw:
-        return default
-    seconds = parse_duration(raw.lower())
-    if seconds is None or seconds <= 0:
-        problems.append(f"{var}: expected a duration such as 90 (seconds), 30m, 12h or 7d, got {raw!r}")
-        return default
-    return seconds
-
-
-def _timezone(env: Mapping[str, str], problems: list[str]) -> ZoneInfo | None:
-    raw = env.get("NOTIFY_TIMEZONE", "").strip()
-    if not raw:
-        return None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when asked for: 5 ms of cold start
-
-    try:
-        return ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError):
-        problems.append(f"NOTIFY_TIMEZONE: {raw!r} is not an IANA time zone such as Europe/Paris")
-        return None
-
-
-def _boolean(env: Mapping[str, str], var: str, problems: list[str]) -> bool:
-    raw = env.get(var, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    problems.append(f"{var}: expected true or false, got {raw!r}")
-    return False
-
-
-def _without_password(url: str) -> str:
-    return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
-
-
-def _writable_directory_problems(path: Path, var: str) -> list[str]:
-    """A directory we can write to, or can create: checked now rather than on every event."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing == path and not path.is_dir():
-        return [f"{var}: {str(path)!r} exists and is not a directory"]
-    if not existing.is_dir():
-        return [f"{var}: cannot create {str(path)!r}: {str(existing)!r} is not a directory"]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return [f"{var}: {str(existing)!r} is not writable"]
-    return []
-
-
-def _number(env: Mapping[str, str], var: str, default: float, problems: list[str], *, integer: bool = False) -> float:
-    raw = env.get(var, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        value = -1
-    if not value > 0 or value != value or value == float("inf"):
-        kind = "a positive whole number" if integer else "a positive number of seconds"
-        problems.append(f"{var}: expected {kind}, got {raw!r}")
-        return default
-    return value
+def _redacted(problems: list[str], secrets: tuple[str, ...]) -> list[str]:
+    """A secret pasted into the wrong variable is not echoed."""
+    for secret in secrets:
+        problems = [problem.replace(secret, "[redacted]") for problem in problems]
+    return problems

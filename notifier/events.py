@@ -160,7 +160,7 @@ def from_dict(values: Any) -> StorageEvent:
     """The event :meth:`StorageEvent.to_dict` stored, checked as strictly as a delivered one (a dead
     letter is untrusted input: whoever can write to the state bucket can edit one); InvalidEvent."""
     if not isinstance(values, dict):
-        raise InvalidEvent(f"expected an object, got {_type_name(values)}")
+        raise InvalidEvent(f"expected an object, got {json_type_name(values)}")
     kind = values.get("kind")
     if kind not in KINDS:
         raise InvalidEvent(f"kind: expected one of {', '.join(KINDS)}, got {_preview(kind)}")
@@ -226,7 +226,7 @@ def _storage_event(kind: Kind, data: dict[str, Any], event_id: str, event_type: 
 
 def _as_is(value: Any, where: str) -> Any:
     if value is not None and not isinstance(value, str):
-        raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
+        raise InvalidEvent(f"{where}: expected a string, got {json_type_name(value)}")
     return value
 
 
@@ -247,7 +247,7 @@ def _as_object(data: Any, where: str) -> dict[str, Any]:
         except (ValueError, UnicodeDecodeError):
             raise InvalidEvent(f"{where}: expected a JSON object, got unparsable text") from None
     if not isinstance(data, dict):
-        raise InvalidEvent(f"{where}: expected a JSON object, got {_type_name(data)}")
+        raise InvalidEvent(f"{where}: expected a JSON object, got {json_type_name(data)}")
     return data
 
 
@@ -292,7 +292,7 @@ def _required_text(data: dict[str, Any], key: str, *, where: str | None = None) 
     if value is None or value == "":
         raise InvalidEvent(f"{where}: required, but missing or empty")
     if not isinstance(value, str):
-        raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
+        raise InvalidEvent(f"{where}: expected a string, got {json_type_name(value)}")
     return _unicode(_bounded(value, where), where)
 
 
@@ -339,7 +339,7 @@ def _parse_int(value: Any, where: str) -> int | None:
 def _parse_str(value: Any, where: str) -> str | None:
     if value is None or isinstance(value, str):
         return _unicode(_bounded(value, where), where) if value else None
-    raise InvalidEvent(f"{where}: expected a string, got {_type_name(value)}")
+    raise InvalidEvent(f"{where}: expected a string, got {json_type_name(value)}")
 
 
 def _parse_time(value: Any, where: str) -> datetime | None:
@@ -354,7 +354,7 @@ def _parse_time(value: Any, where: str) -> datetime | None:
         except ValueError:
             raise InvalidEvent(f"{where}: expected an RFC 3339 time, got {_preview(value)}") from None
     else:
-        raise InvalidEvent(f"{where}: expected an RFC 3339 time, got {_type_name(value)}")
+        raise InvalidEvent(f"{where}: expected an RFC 3339 time, got {json_type_name(value)}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
@@ -368,17 +368,18 @@ def _metadata(data: dict[str, Any]) -> Mapping[str, str]:
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, dict):
-        raise InvalidEvent(f"data.metadata: expected an object of strings, got {_type_name(raw)}")
+        raise InvalidEvent(f"data.metadata: expected an object of strings, got {json_type_name(raw)}")
     for key, value in raw.items():
         if not isinstance(value, str):
-            raise InvalidEvent(f"data.metadata[{_preview(key)}]: expected a string, got {_type_name(value)}")
+            raise InvalidEvent(f"data.metadata[{_preview(key)}]: expected a string, got {json_type_name(value)}")
     _bounded("".join(key + value for key, value in raw.items()), "data.metadata")
     for key, value in raw.items():
         _unicode(key + value, f"data.metadata[{_preview(key)}]")
     return MappingProxyType(dict(raw))
 
 
-def _type_name(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """A JSON value's type in words, as every error about an event's shape names it."""
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}.get(
         type(value), "null" if value is None else f"a {type(value).__name__}"
     )

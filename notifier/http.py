@@ -21,9 +21,10 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
-from flask import Flask, has_request_context, request
+from flask import Flask, g, has_request_context, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
+from notifier.events import json_type_name as type_name  # the same words the event's own checks use
 from notifier.events import pubsub_push_problem
 from notifier.log import cut
 from notifier.pipeline import Pipeline, RetryLater
@@ -45,6 +46,8 @@ _NOT_DELIVERIES = (404, 405)
 _REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 _SPECVERSION = "1.0"
 _STRUCTURED = "application/cloudevents+json"
+_NOT_AN_OBJECT = "is not the JSON object a CloudEvent or 1st-gen event must be"
+_HANDLING = "notifier_handling"  # flask.g: the event reached our code, so what it raises is a bug of ours
 
 
 def install(app: Flask, pipeline: Pipeline) -> None:
@@ -52,6 +55,13 @@ def install(app: Flask, pipeline: Pipeline) -> None:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.before_request(partial(_read_body, pipeline))
     app.register_error_handler(Exception, partial(error_response, pipeline))
+
+
+def handle(pipeline: Pipeline, cloud_event: Any) -> None:
+    """Hand an event the framework converted to the pipeline: from here on an exception is a bug of
+    ours (logged with its traceback); before, it was the framework rejecting the request."""
+    setattr(g, _HANDLING, True)
+    pipeline.handle(cloud_event, percent_encoded=sent_in_binary_mode())
 
 
 def sent_in_binary_mode() -> bool:
@@ -82,12 +92,11 @@ def error_response(pipeline: Pipeline, error: BaseException) -> Any:
             reason = "the request is neither a CloudEvent nor a 1st-gen background event"
             if error.__context__ is not None:  # the framework's own reason, e.g. an unknown event type
                 reason += f" ({str(error.__context__)[:200]})"
-    else:
-        reason = (
-            "the body is not the JSON object a CloudEvent or 1st-gen event must be"
-            f" ({type(error).__name__}: {str(error)[:200]})"
-        )
-        exc_info = True  # the framework's parser, or a bug of ours: either way, show where
+    elif g.get(_HANDLING):
+        reason = f"could not be handled ({type(error).__name__}: {str(error)[:200]})"
+        exc_info = True  # a bug of ours: show where
+    else:  # functions-framework raised while converting the request: say what is wrong with it instead
+        reason = _body_problem(body) or _first_gen_problem(_json_object(body)) or _unconverted(error)
     return _acknowledge(pipeline, reason, body, exc_info=exc_info)
 
 
@@ -184,6 +193,54 @@ def _what_the_cloudevent_lacks(body: bytes) -> str | None:
         shown = str(version) if len(str(version)) <= 40 else f"{str(version)[:40]}…"
         return f"{mode}: specversion {shown} is not supported; expected {_SPECVERSION}"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Saying what is wrong with a body functions-framework raised on (no traceback: the request's fault).
+
+
+def _body_problem(body: bytes) -> str | None:
+    """Why ``body`` is not a JSON object (in binary mode: why it is not readable JSON data), or None."""
+    binary = "ce-specversion" in request.headers
+    where = "binary-mode CloudEvent: data" if binary else "the body"
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return f"{where} is not valid UTF-8 (byte 0x{body[error.start]:02x} at position {error.start})"
+    except RecursionError:  # "[[[[...": deeper than Python's parser goes
+        return f"{where} is nested too deeply" if binary else f"the body {_NOT_AN_OBJECT}: it is nested too deeply"
+    except ValueError as error:
+        return f"{where} is not JSON ({str(error)[:200]})"
+    if binary or isinstance(value, dict):
+        return None
+    return f"the body {_NOT_AN_OBJECT}: it is {type_name(value)}"
+
+
+def _first_gen_problem(body: dict[str, Any] | None) -> str | None:
+    """The first field of a 1st-gen event's ``context`` that has the wrong type, if any."""
+    if body is None or "context" not in body:
+        return None
+    context = body["context"]
+    if not isinstance(context, dict):
+        return f"context: expected a JSON object, got {type_name(context)}"
+    resource = context.get("resource", "")
+    if isinstance(resource, dict):
+        resource = resource.get("name")
+        if not isinstance(resource, str):
+            return f"context.resource.name: expected a string, got {type_name(resource)}"
+    elif not isinstance(resource, str):
+        return f"context.resource: expected a string or a JSON object, got {type_name(resource)}"
+    event_type = context.get("eventType", "")
+    if not isinstance(event_type, str):
+        return f"context.eventType: expected a string, got {type_name(event_type)}"
+    return None
+
+
+def _unconverted(error: BaseException) -> str:
+    return (
+        "the request is neither a CloudEvent nor a 1st-gen background event (functions-framework could"
+        f" not convert it: {type(error).__name__}: {str(error)[:200]})"
+    )
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -112,9 +112,13 @@ class ObjectAccess:
             return None, f"Not attached: {event.size:,} bytes is over the {max_size:,}-byte limit; use the link."
         from google.api_core import exceptions as gexc
 
+        from notifier.ledger.gcs import DEFAULT_RETRY, before_send, call_options
+
         blob = self._storage().bucket(event.bucket).blob(event.name, generation=event.generation)
         try:
-            data = blob.download_as_bytes(end=max_size, timeout=10)  # `end` is inclusive: one byte over
+            with before_send():  # within its share of the delivery's time left: the send keeps the rest
+                options = call_options(DEFAULT_RETRY)
+            data = blob.download_as_bytes(end=max_size, **options)  # `end` is inclusive: one byte over
         except gexc.NotFound:
             return None, "Not attached: the object is no longer there."
         except Exception as error:  # noqa: BLE001 - the email goes out without the attachment

@@ -5,7 +5,8 @@ exactly one outcome line per notification (one per event when it is invalid, exp
 and raises :class:`RetryLater` only when a redelivery by the platform can help.
 
 Outcomes: ``sent``, ``duplicate`` (the ledger says it was sent or dead-lettered already),
-``ignored``, ``expired``, ``invalid``, ``dead-lettered`` (permanent failure, kept for replay) and
+``ignored``, ``expired``, ``invalid``, ``dead-lettered`` (permanent failure, kept for replay),
+``partially-sent`` (some recipients refused it: kept for replay to just them) and
 ``retrying`` (transient failure: the function answers 500 and the platform redelivers); and, for
 :meth:`Pipeline.replay` only, ``refused`` (the dead letter's rule is gone or no longer matches).
 """
@@ -25,7 +26,10 @@ from notifier import log
 from notifier.config import Settings, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
+from notifier.ledger.base import state_deadline
 from notifier.mail import Backend, DeliveryError, Message, create_backend
+from notifier.mail.base import Receipt
+from notifier.mail.redirect import RedirectBackend
 from notifier.mail.retry import MIN_ATTEMPT_SECONDS
 from notifier.mail.scrub import scrub
 from notifier.objects import ObjectAccess
@@ -35,6 +39,7 @@ from notifier.rules import Notification
 
 SENT, DUPLICATE, IGNORED, EXPIRED = "sent", "duplicate", "ignored", "expired"
 INVALID, DEAD_LETTERED, RETRYING = "invalid", "dead-lettered", "retrying"
+PARTIAL = "partially-sent"  # accepted for some recipients; the refused ones are dead-lettered alone
 REFUSED = "refused"  # replay: the letter's rule is gone or no longer matches, and nothing said what to do
 
 
@@ -62,7 +67,9 @@ class Pipeline:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
-        self.backend = backend or create_backend(settings)
+        self.backend = backend or create_backend(settings.backend, settings.provider, settings.retry)
+        if settings.redirect_to is not None:  # staging: a test's own backend is redirected too
+            self.backend = RedirectBackend(self.backend, settings.redirect_to)
         self.renderer = renderer or Renderer.for_settings(settings)
         self.objects = ObjectAccess(settings)
         if ledger is None or dead_letters is None:
@@ -80,8 +87,8 @@ class Pipeline:
         logger = log.get_logger()
         try:
             settings = load_settings()
-            log.register_secret(settings.sendgrid_api_key)
-            log.register_secret(settings.smtp_password)
+            for secret in settings.secrets:
+                log.register_secret(secret)
             pipeline = cls(settings)  # compiles and tries every template
         except ValueError as error:
             log.log(logger, logging.CRITICAL, f"storage-notifier cannot start: {error}")
@@ -118,7 +125,8 @@ class Pipeline:
         if not notifications:
             self._event_line(event, IGNORED, reason or "no rule matches", started)
             return [Outcome(IGNORED)]
-        outcomes = [self._deliver(n, started) for n in notifications]
+        with state_deadline(started + self.settings.deadline_seconds):  # bounds every state-bucket call
+            outcomes = [self._deliver(n, started) for n in notifications]
         retrying = sum(o.outcome == RETRYING for o in outcomes)
         if retrying:
             raise RetryLater(f"{retrying} notification(s) for event {event.event_id} failed transiently")
@@ -169,7 +177,7 @@ class Pipeline:
             claim = self._claim(notification, started, replay=True)
             delivered = claim if isinstance(claim, Outcome) else self.deliver(notification, None, claim, started)
             outcomes.append(delivered)
-        if all(o.outcome in (SENT, DUPLICATE) for o in outcomes):  # DUPLICATE: sent meanwhile, or a copy
+        if all(_settles(o, letter) for o in outcomes):
             self.dead_letters.remove(letter.notification_id)
         return outcomes
 
@@ -198,6 +206,8 @@ class Pipeline:
             return self._dead_letter(notification, message, claim, started, error, status=error.status)
         except Exception as error:  # noqa: BLE001 - a bug must not turn into endless redelivery
             return self._dead_letter(notification, message, claim, started, error, exc_info=True)
+        if receipt.refused:  # outside the try: a bug there must not dead-letter it for everyone
+            return self._partially_sent(notification, message, claim, started, receipt)
         # A lost "sent" mark would let a redelivery after the lease send again: try it a few times.
         ledger_error = self._ledger_quietly(
             self._mark_sent_policy().wraps(self.ledger.mark_sent), claim, receipt.message_id
@@ -240,14 +250,7 @@ class Pipeline:
         error: Exception, *, status: int | None = None, exc_info: bool = False,
     ) -> Outcome:  # fmt: skip
         detail = self._scrubbed(str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}")
-        record = {
-            "notification_id": notification.id,
-            "rule": notification.rule.name,
-            "event": notification.event.to_dict(),
-            "message": message.to_dict() if message is not None else None,
-            "error": detail,
-            "status": status,
-        }
+        record = _letter(notification, message, detail, status)
         try:
             stored_at = self.dead_letters.put(notification.id, record)
         except (LedgerError, OSError) as store_error:
@@ -267,11 +270,40 @@ class Pipeline:
         )  # fmt: skip
         return Outcome(DEAD_LETTERED, notification.id)
 
+    def _partially_sent(
+        self, notification: Notification, message: Message, claim: Claim, started: float, receipt: Receipt
+    ) -> Outcome:
+        """Some recipients got it and ``receipt.refused`` did not: a dead letter for just them (replay
+        sends to them alone), and the claim marked dead, so a redelivery sends nobody a second copy.
+        Transient refusals the backend's retries did not overcome are kept too, not redelivered:
+        the platform would send the whole notification again, to everyone who has it."""
+        refused = receipt.refused
+        detail = self._scrubbed(
+            f"{receipt.backend} refused {len(refused)} of {message.recipient_count} recipient(s): "
+            + "; ".join(f"{r.address}: {r.status} {r.reply}".strip() for r in refused)
+            + (f" (after {receipt.attempts} attempt(s))" if any(r.transient for r in refused) else "")
+        )
+        record = {**_letter(notification, message, detail, refused[0].status),
+                  "refused_recipients": [r.address for r in refused]}  # fmt: skip
+        try:
+            stored_at: str | None = self.dead_letters.put(notification.id, record)
+        except (LedgerError, OSError) as store_error:
+            # Not left to the platform: its redelivery would send everyone who has it a second copy.
+            stored_at = None
+            detail += f"; and the dead letter could not be stored ({store_error}): replay cannot send it to them"
+        ledger_error = self._ledger_quietly(self._mark_sent_policy().wraps(self.ledger.mark_dead), claim)
+        self._line(
+            notification, PARTIAL, started, logging.ERROR, attempts=receipt.attempts, message_id=receipt.message_id,
+            status=refused[0].status, error=detail, dead_letter=stored_at, ledger_error=ledger_error,
+            refused=[{"address": r.address, "status": r.status, "transient": r.transient} for r in refused],
+            subject=message.subject,
+        )  # fmt: skip
+        return Outcome(PARTIAL, notification.id, receipt.message_id)
+
     def _scrubbed(self, error_text: str) -> str:
         """An error text as it may be stored and logged. Backends scrub what they build from a
         provider's answer already; this catches one that forgot, or an unexpected exception."""
-        secrets = (self.settings.sendgrid_api_key, self.settings.smtp_password)
-        return log.redact(scrub(error_text, secrets))
+        return log.redact(scrub(error_text, self.settings.secrets))
 
     def _mark_sent_policy(self) -> Retrying:
         return Retrying(
@@ -315,6 +347,26 @@ class Pipeline:
 
     def _elapsed_ms(self, started: float) -> float:
         return round((self._clock() - started) * 1000, 1)
+
+
+def _letter(notification: Notification, message: Message | None, error: str, status: int | None) -> dict[str, Any]:
+    """A dead letter's record: what replay reads (the event and rule) and what a person reads."""
+    return {
+        "notification_id": notification.id,
+        "rule": notification.rule.name,
+        "event": notification.event.to_dict(),
+        "message": message.to_dict() if message is not None else None,
+        "error": error,
+        "status": status,
+    }
+
+
+def _settles(outcome: Outcome, letter: DeadLetter) -> bool:
+    """Whether a replayed notification's outcome means the letter may go: sent (or sent meanwhile,
+    or a copy's); or sent to some, with a new letter for the rest that did not overwrite this one."""
+    if outcome.outcome == PARTIAL:
+        return outcome.notification_id != letter.notification_id
+    return outcome.outcome in (SENT, DUPLICATE)
 
 
 def _event_fields(event: StorageEvent) -> dict[str, Any]:

@@ -4,17 +4,22 @@ A dead letter is untrusted input: it lives in the state bucket (or a local folde
 write there can edit or plant one. So only its event and its rule's name are read, the event as
 strictly as a delivered one. Recipients, sender and templates come from today's rules, and every
 notification id is recomputed, so a renamed copy maps to the same ledger record and is a duplicate.
+A letter written when the server refused only some recipients names them (``refused_recipients``):
+it narrows today's recipients to those, so the others never get a second copy; it cannot add any.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from notifier import events
 from notifier.events import InvalidEvent, StorageEvent
 from notifier.ledger import DeadLetter
 from notifier.rules import Notification, RuleSet, notification_id
+
+MAX_REFUSED = 10_000  # addresses a letter may narrow a replay to: more was not written by us
+MAX_ADDRESS_LENGTH = 320  # 64 for the local part, @, 255 for the domain
 
 
 class UnreplayableLetter(ValueError):
@@ -50,6 +55,9 @@ def plan_replay(letter: DeadLetter, rules: RuleSet, *, rule_name: str | None = N
     notifications = [n for n in routed if n.rule.name == stored_rule]
     if not notifications:
         notifications = _instead(rules, event, _problem(rules, event, stored_rule), routed, rule_name, force)
+    only = _refused_recipients(record.get("refused_recipients"))
+    if only is not None:
+        notifications = _narrowed(notifications, only)
     ids = [n.id for n in notifications]
     note = "" if letter.notification_id in ids else (
         f"{letter.notification_id} is replayed as {', '.join(ids)}: the letter was renamed, its rule's"
@@ -77,6 +85,42 @@ def _instead(
         f"{problem}; to send it anyway: --rule NAME (through that current rule) or --force"
         " (through every current rule that matches it)"
     )
+
+
+def _refused_recipients(values: Any) -> frozenset[str] | None:
+    """The addresses a partial send's letter is for (compared as Address.key), or None when the
+    letter is for every recipient; :class:`MalformedLetter` when it is not what the function writes."""
+    if values is None:
+        return None
+    if (
+        not isinstance(values, list) or not 0 < len(values) <= MAX_REFUSED
+        or not all(isinstance(v, str) and 0 < len(v) <= MAX_ADDRESS_LENGTH for v in values)
+    ):  # fmt: skip
+        raise MalformedLetter(
+            f"refused_recipients: expected a list of 1 to {MAX_REFUSED} email addresses, got {_json_type(values)}"
+        )
+    return frozenset(v.lower() for v in values)
+
+
+def _narrowed(notifications: list[Notification], only: frozenset[str]) -> list[Notification]:
+    """Each notification for just the recipients in ``only`` that today's rule still has (same id:
+    the ledger record is the one the partial send marked); one left with nobody is dropped."""
+    narrowed = []
+    for notification in notifications:
+        recipients = notification.recipients
+        chosen = replace(
+            recipients, **{f: tuple(a for a in getattr(recipients, f) if a.key in only) for f in ("to", "cc", "bcc")}
+        )
+        if chosen.everyone:
+            delivery = replace(notification.delivery, recipients=chosen)
+            rule = replace(notification.rule, delivery=delivery)
+            narrowed.append(Notification(notification.id, notification.event, rule))
+    if not narrowed:
+        raise UnreplayableLetter(
+            f"the letter is for the {len(only)} recipient(s) the server refused, and none of them is a recipient"
+            " of today's rules: delete the letter if they were removed on purpose (the others have the email)"
+        )
+    return narrowed
 
 
 def _problem(rules: RuleSet, event: StorageEvent, rule_name: str) -> str:

@@ -35,11 +35,9 @@ def parse_duration(value: object, *, maximum: float | None = None) -> float:
 
 def parse_size(value: object, *, maximum: int | None = None) -> int:
     """Bytes, zero or more (and at most ``maximum``), from a string or a whole number of bytes."""
-    if isinstance(value, float):  # 1.5 bytes is not a size; "1.5 KiB" is
-        value = None
-    size = _amount(value, _SIZE_UNITS)
+    size = None if isinstance(value, float) else _amount(value, _SIZE_UNITS)  # 1.5 bytes is not a size
     if size is None or (maximum is not None and size > maximum):
-        limit = f" up to {maximum:,} bytes" if maximum is not None else ""
+        limit = f" up to {describe_size(maximum)}" if maximum is not None else ""
         raise UnitError(f"expected a size{limit} {SIZE_EXAMPLE}, got {shown(value)}")
     return int(size)
 
@@ -51,6 +49,14 @@ def describe_duration(seconds: float) -> str:
             count = int(seconds // length)
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds:g} seconds"
+
+
+def describe_size(size: int) -> str:
+    """The largest whole binary unit: 20971520 → "20 MiB", 1000 → "1,000 bytes"."""
+    for unit, length in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= length and size % length == 0:
+            return f"{size // length:,} {unit}"
+    return f"{size:,} bytes"
 
 
 def shown(value: object) -> str:

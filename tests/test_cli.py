@@ -108,7 +108,10 @@ def test_negative_size_is_refused_before_anything_is_sent(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["emit", "finalize", "gs://b/o", "--size", "-1", "--url", "http://127.0.0.1:9"])
     assert caught.value.code == 2
-    assert "expected a size in bytes" in capsys.readouterr().err
+    assert (
+        """argument --size: expected a size such as 1024 (bytes), "1 KiB" or "5 MB", got '-1'"""
+        in capsys.readouterr().err
+    )
 
 
 def test_preview_needs_no_delivery_settings(tmp_path, monkeypatch, capsys):

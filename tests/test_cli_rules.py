@@ -138,7 +138,7 @@ def test_check_config_on_a_broken_file_prints_every_problem_and_fails(capsys, tm
         'notify.toml: rules[0] (finance-reports): events: unknown event "finalise" (did you mean "finalize"?)',
         "notify.toml: rules[0] (finance-reports): to: 'finance.example.com' is not a valid email address",
         "notify.toml: rules[1] (raw): include: bad glob: '**' must be a whole path segment, as in 'a/**/b' (in 'raw**')",
-        'notify.toml: rules[1] (raw): min_size: cannot read \'lots\' as a size; write bytes or e.g. "1 KiB", "5 MB"',
+        'notify.toml: rules[1] (raw): min_size: expected a size such as 1024 (bytes), "1 KiB" or "5 MB", got \'lots\'',
         "5 problem(s) found.",
     ]
 

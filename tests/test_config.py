@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
@@ -44,20 +45,24 @@ def test_defaults_without_a_key_are_local_and_complete():
     assert settings.backend == "outbox"
     assert sender_of(settings) == Address("storage-notifier@example.com", "Storage Notifier")
     assert to_of(settings) == (Address("you@example.com"),)
-    assert settings.outbox_dir == Path("outbox")
+    assert settings.provider.directory == Path("outbox")
     assert settings.templates_dir is None
-    assert settings.sendgrid_api_host == "https://api.sendgrid.com"
-    assert settings.sendgrid_timeout == 10.0
     assert settings.deadline_seconds == 45.0
-    assert settings.max_attempts == 5
-    assert isinstance(settings.max_attempts, int)
-    assert settings.sendgrid_api_key == ""
+    assert settings.retry.max_attempts == 5
+    assert isinstance(settings.retry.max_attempts, int)
+    assert settings.secrets == ()
+
+
+def test_sendgrid_defaults():
+    provider = load_settings({"SENDGRID_API_KEY": KEY, **MAIL}).provider
+    assert provider.api_host == "https://api.sendgrid.com"
+    assert provider.timeout == 10.0
 
 
 def test_a_key_selects_sendgrid():
     settings = load_settings({"SENDGRID_API_KEY": KEY, **MAIL})
 
-    assert (settings.backend, settings.sendgrid_api_key) == ("sendgrid", KEY)
+    assert (settings.backend, settings.provider.api_key) == ("sendgrid", KEY)
     assert sender_of(settings) == Address("alerts@example.com", "Alerts")
     assert to_of(settings) == (Address("ops@example.com"),)
 
@@ -82,24 +87,28 @@ def test_local_backend_with_a_key_still_gets_local_addresses():
     assert to_of(settings) == (Address("you@example.com"),)
 
 
+SENDGRID = {"SENDGRID_API_KEY": KEY, **MAIL}  # SendGrid's variables are read when it is the backend
+
+
 @pytest.mark.parametrize(
-    ("var", "raw", "attr", "expected"),
+    ("var", "raw", "attr", "expected", "env"),
     [
-        ("NOTIFY_OUTBOX_DIR", " /tmp/mail out ", "outbox_dir", Path("/tmp/mail out")),
+        ("NOTIFY_OUTBOX_DIR", " /tmp/mail out ", "provider.directory", Path("/tmp/mail out"), {}),
         (
             "SENDGRID_API_HOST",
             "https://api.eu.sendgrid.com/",
-            "sendgrid_api_host",
+            "provider.api_host",
             "https://api.eu.sendgrid.com",
+            SENDGRID,
         ),
-        ("SENDGRID_API_HOST", "http://127.0.0.1:8080", "sendgrid_api_host", "http://127.0.0.1:8080"),
-        ("SENDGRID_TIMEOUT_SECONDS", "2.5", "sendgrid_timeout", 2.5),
-        ("NOTIFY_DEADLINE_SECONDS", " 30 ", "deadline_seconds", 30.0),
-        ("NOTIFY_MAX_ATTEMPTS", "3", "max_attempts", 3),
+        ("SENDGRID_API_HOST", "http://127.0.0.1:8080", "provider.api_host", "http://127.0.0.1:8080", SENDGRID),
+        ("SENDGRID_TIMEOUT_SECONDS", "2.5", "provider.timeout", 2.5, SENDGRID),
+        ("NOTIFY_DEADLINE_SECONDS", " 30 ", "deadline_seconds", 30.0, {}),
+        ("NOTIFY_MAX_ATTEMPTS", "3", "retry.max_attempts", 3, {}),
     ],
 )
-def test_optional_settings_are_read_and_trimmed(var, raw, attr, expected):
-    assert getattr(load_settings({var: raw}), attr) == expected
+def test_optional_settings_are_read_and_trimmed(var, raw, attr, expected, env):
+    assert attrgetter(attr)(load_settings({**env, var: raw})) == expected
 
 
 def test_templates_dir_that_exists_is_kept(tmp_path):
@@ -148,18 +157,18 @@ INVALID = [
     pytest.param({"SENDGRID_API_KEY": KEY, "NOTIFY_FROM": "a@example.com"}, ["NOTIFY_TO"], id="sendgrid-no-to"),
     pytest.param({"SENDGRID_API_KEY": KEY, "NOTIFY_TO": "a@example.com"}, ["NOTIFY_FROM"], id="sendgrid-no-from"),
     pytest.param({"NOTIFY_TEMPLATES_DIR": "/nonexistent/templates"}, ["NOTIFY_TEMPLATES_DIR"], id="tpl-missing"),
-    pytest.param({"SENDGRID_API_HOST": "not a url"}, ["SENDGRID_API_HOST"], id="host-words"),
-    pytest.param({"SENDGRID_API_HOST": "ftp://api.sendgrid.com"}, ["SENDGRID_API_HOST"], id="host-ftp"),
-    pytest.param({"SENDGRID_API_HOST": "api.sendgrid.com"}, ["SENDGRID_API_HOST"], id="host-no-scheme"),
-    pytest.param({"SENDGRID_API_HOST": "https://"}, ["SENDGRID_API_HOST"], id="host-empty"),
+    pytest.param({**SENDGRID, "SENDGRID_API_HOST": "not a url"}, ["SENDGRID_API_HOST"], id="host-words"),
+    pytest.param({**SENDGRID, "SENDGRID_API_HOST": "ftp://api.sendgrid.com"}, ["SENDGRID_API_HOST"], id="host-ftp"),
+    pytest.param({**SENDGRID, "SENDGRID_API_HOST": "api.sendgrid.com"}, ["SENDGRID_API_HOST"], id="host-no-scheme"),
+    pytest.param({**SENDGRID, "SENDGRID_API_HOST": "https://"}, ["SENDGRID_API_HOST"], id="host-empty"),
     pytest.param({"NOTIFY_MAX_ATTEMPTS": "0"}, ["NOTIFY_MAX_ATTEMPTS"], id="attempts-0"),
     pytest.param({"NOTIFY_MAX_ATTEMPTS": "x"}, ["NOTIFY_MAX_ATTEMPTS"], id="attempts-x"),
     pytest.param({"NOTIFY_MAX_ATTEMPTS": "-1"}, ["NOTIFY_MAX_ATTEMPTS"], id="attempts-negative"),
     pytest.param({"NOTIFY_MAX_ATTEMPTS": "2.5"}, ["NOTIFY_MAX_ATTEMPTS"], id="attempts-fraction"),
-    pytest.param({"SENDGRID_TIMEOUT_SECONDS": "nan"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-nan"),
-    pytest.param({"SENDGRID_TIMEOUT_SECONDS": "-1"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-negative"),
-    pytest.param({"SENDGRID_TIMEOUT_SECONDS": "0"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-0"),
-    pytest.param({"SENDGRID_TIMEOUT_SECONDS": "inf"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-inf"),
+    pytest.param({**SENDGRID, "SENDGRID_TIMEOUT_SECONDS": "nan"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-nan"),
+    pytest.param({**SENDGRID, "SENDGRID_TIMEOUT_SECONDS": "-1"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-negative"),
+    pytest.param({**SENDGRID, "SENDGRID_TIMEOUT_SECONDS": "0"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-0"),
+    pytest.param({**SENDGRID, "SENDGRID_TIMEOUT_SECONDS": "inf"}, ["SENDGRID_TIMEOUT_SECONDS"], id="timeout-inf"),
     pytest.param({"NOTIFY_DEADLINE_SECONDS": "soon"}, ["NOTIFY_DEADLINE_SECONDS"], id="deadline-word"),
 ]
 
@@ -227,12 +236,12 @@ def test_without_an_argument_the_process_environment_is_read(monkeypatch):
 
     settings = load_settings()
 
-    assert (to_of(settings), settings.max_attempts) == ((Address("env@example.com"),), 2)
+    assert (to_of(settings), settings.retry.max_attempts) == ((Address("env@example.com"),), 2)
 
 
 @pytest.mark.parametrize("raw", [KEY + "\n", KEY + "\r\n", f"  {KEY}\n\n"])
 def test_the_api_key_is_stripped_of_surrounding_whitespace(raw):
-    assert load_settings({"SENDGRID_API_KEY": raw, **MAIL}).sendgrid_api_key == KEY
+    assert load_settings({"SENDGRID_API_KEY": raw, **MAIL}).provider.api_key == KEY
 
 
 def test_the_api_key_is_not_in_the_settings_repr():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,11 +14,13 @@ from jinja2.exceptions import SecurityError
 from notifier.addresses import Address
 from notifier.events import decode
 from notifier.mail.base import Attachment
+from notifier.mail.redirect import RedirectBackend
 from notifier.mail.sendgrid import build_payload
 from notifier.objects import Extras
-from notifier.render import Renderer, TemplateError, variables_markdown
+from notifier.render import Renderer, TemplateError
 from notifier.rules import Conditions, Delivery, Notification, Recipients, Rule
 from notifier.tools.cli import main
+from notifier.tools.variables_doc import variables_markdown
 from tests.conftest import storage_cloud_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +92,10 @@ def test_local_time_with_a_time_zone():
 
 
 def test_redirect_sends_everything_to_one_address_and_says_for_whom():
-    renderer = Renderer(redirect_to=Address("qa@example.com"))
-    message = _render(renderer=renderer)
+    sent = []
+    backend = SimpleNamespace(name="recording", send=lambda message, deadline: sent.append(message))
+    RedirectBackend(backend, Address("qa@example.com")).send(_render(renderer=Renderer(redirected=True)), deadline=0)
+    (message,) = sent
     assert [[a.email for a in e.to] for e in message.envelopes] == [["qa@example.com"]]
     assert message.headers["X-Original-Recipients"] == "a@example.com, b@example.com"
     assert "[Redirected for testing: meant for a@example.com, b@example.com]" in message.text
@@ -103,7 +108,7 @@ def test_user_templates_run_in_the_sandbox(tmp_path):
     with pytest.raises(TemplateError, match=r"templates/finalize/subject\.txt: SecurityError"):
         Renderer(tmp_path)  # tried at start-up, so the function would not start
     with pytest.raises(SecurityError):
-        Renderer()._env.from_string("{{ ''.__class__.__base__ }}").render()
+        Renderer().templates.environment.from_string("{{ ''.__class__.__base__ }}").render()
 
 
 def test_a_sendgrid_dynamic_template_gets_the_same_data():

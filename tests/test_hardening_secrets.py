@@ -98,11 +98,15 @@ def sendgrid_settings(httpserver):
     return make
 
 
+def _sendgrid(settings) -> SendGridBackend:
+    return SendGridBackend(settings.provider, settings.retry)
+
+
 @pytest.mark.parametrize("echo", ECHOES)
 def test_an_error_built_from_an_echoing_answer_holds_no_trace_of_the_key(httpserver, sendgrid_settings, echo):
     status, body_of = ECHOES[echo]
     httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(status, body_of))
-    backend = SendGridBackend(sendgrid_settings())
+    backend = _sendgrid(sendgrid_settings())
 
     with pytest.raises(DeliveryError) as caught:
         backend.send(MESSAGE, deadline=time.monotonic() + 30)
@@ -115,7 +119,7 @@ def test_an_error_built_from_an_echoing_answer_holds_no_trace_of_the_key(httpser
 
 def test_a_transient_echo_is_clean_too(httpserver, sendgrid_settings):
     httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(503, lambda auth: f"upstream: {auth}"))
-    backend = SendGridBackend(sendgrid_settings())
+    backend = _sendgrid(sendgrid_settings())
     with pytest.raises(DeliveryError) as caught:
         backend.send(MESSAGE, deadline=time.monotonic() + 30)
     assert caught.value.transient is True
@@ -127,7 +131,7 @@ def test_a_message_id_echoing_the_key_is_scrubbed_before_it_is_stored_or_logged(
         return Response("", status=202, headers={"X-Message-Id": f"id-{request.headers['Authorization']}"})
 
     httpserver.expect_request("/v3/mail/send").respond_with_handler(accept)
-    receipt = SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+    receipt = _sendgrid(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
     assert receipt.message_id == "id-Bearer [redacted]"
 
 
@@ -135,7 +139,7 @@ def test_the_cut_keeps_the_text_short_and_the_reason_readable(httpserver, sendgr
     status, body_of = ECHOES["cut-20-into-key"]
     httpserver.expect_request("/v3/mail/send").respond_with_handler(_echo(status, body_of))
     with pytest.raises(DeliveryError) as caught:
-        SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+        _sendgrid(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
     assert caught.value.detail.startswith("proxy error proxy error")
     assert len(caught.value.detail) <= 300 + len("[redacted]")
 
@@ -184,7 +188,10 @@ def test_the_pipeline_scrubs_an_error_a_backend_forgot_to_clean(tmp_path, capsys
 
     settings = settings_for(SENDGRID_API_KEY=SECRET_KEY)
     pipeline = Pipeline(
-        settings, backend=Careless(settings), ledger=MemoryLedger(), dead_letters=LocalDeadLetters(tmp_path)
+        settings,
+        backend=Careless(settings.provider, settings.retry),
+        ledger=MemoryLedger(),
+        dead_letters=LocalDeadLetters(tmp_path),
     )
     pipeline.handle(storage_cloud_event(event_id="careless"))
 
@@ -266,7 +273,7 @@ def test_smtp_errors_hold_no_trace_of_the_password(echo):
             NOTIFY_BACKEND="smtp", SMTP_URL=f"smtp://mailer@127.0.0.1:{controller.port}?tls=none",
             SMTP_PASSWORD=PASSWORD, NOTIFY_MAX_ATTEMPTS="1",
         )  # fmt: skip
-        backend = SmtpBackend(settings)
+        backend = SmtpBackend(settings.provider, settings.retry)
         with pytest.raises(DeliveryError) as caught:
             backend.send(MESSAGE, deadline=time.monotonic() + 30)
     finally:
@@ -466,7 +473,7 @@ def test_a_sendgrid_answer_echoing_the_key_without_its_prefix_holds_no_run_of_it
 
     httpserver.expect_request("/v3/mail/send").respond_with_handler(respond)
     with pytest.raises(DeliveryError) as caught:
-        SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+        _sendgrid(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
     assert _windows_in(str(caught.value)) == [], str(caught.value)
     assert _windows_in(caught.value.detail) == [], caught.value.detail
     assert "k=[redacted]" in str(caught.value)
@@ -480,6 +487,6 @@ def test_a_key_split_across_two_sendgrid_errors_holds_no_run_of_it(httpserver, s
 
     httpserver.expect_request("/v3/mail/send").respond_with_handler(respond)
     with pytest.raises(DeliveryError) as caught:
-        SendGridBackend(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
+        _sendgrid(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
     assert _windows_in(str(caught.value)) == [], str(caught.value)
     assert "[redacted]" in caught.value.detail

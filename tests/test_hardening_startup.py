@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from notifier import templates
+from notifier import jinja_sandbox
 from notifier.addresses import Address
 from notifier.events import decode
 from notifier.render import Renderer, TemplateError
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("clean_notifier_env")
 @pytest.fixture
 def short_budget(monkeypatch):
     """A spinning template fails after 0.2 s instead of the real budget, to keep the suite quick."""
-    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.2)
+    monkeypatch.setattr(jinja_sandbox, "RENDER_SECONDS", 0.2)
 
 
 def _templates_dir(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -317,11 +317,11 @@ def _spin(value):
 
 
 def test_at_start_up_an_alarm_stops_a_filter_that_never_returns(short_budget):
-    env = templates.Sandbox()
+    env = jinja_sandbox.Sandbox()
     env.filters["spin"] = _spin
     started = time.monotonic()
-    with pytest.raises(templates.RenderLimitError, match=r"took more than 0\.2 s"):
-        templates.render_within_budget(env.from_string("{{ n|spin }}"), {"n": 1}, alarm=True)
+    with pytest.raises(jinja_sandbox.RenderLimitError, match=r"took more than 0\.2 s"):
+        jinja_sandbox.render_within_budget(env.from_string("{{ n|spin }}"), {"n": 1}, alarm=True)
     assert time.monotonic() - started < 30, "not stuck"
 
 
@@ -334,8 +334,8 @@ def test_the_alarm_gives_back_the_handler_and_timer_it_found(short_budget):
     previous = signal.signal(signal.SIGALRM, theirs)
     signal.setitimer(signal.ITIMER_REAL, 100)
     try:
-        env = templates.Sandbox()
-        assert templates.render_within_budget(env.from_string("{{ 1 + 1 }}"), {}, alarm=True) == "2"
+        env = jinja_sandbox.Sandbox()
+        assert jinja_sandbox.render_within_budget(env.from_string("{{ 1 + 1 }}"), {}, alarm=True) == "2"
         assert signal.getsignal(signal.SIGALRM) is theirs
         assert 90 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100
     finally:

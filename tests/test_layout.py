@@ -134,9 +134,12 @@ def _reads_environment(path: Path) -> list[int]:
         if isinstance(node, ast.Attribute) and node.attr in ("environ", "environb", "getenv"):
             if isinstance(node.value, ast.Name) and node.value.id == "os":
                 lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and node.module == "os":
-            if {alias.name for alias in node.names} & {"environ", "environb", "getenv"}:
-                lines.append(node.lineno)
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and {alias.name for alias in node.names} & {"environ", "environb", "getenv"}
+        ):
+            lines.append(node.lineno)
     return lines
 
 

@@ -62,8 +62,13 @@ def test_console_prints_the_whole_message():
     assert "To: ops@example.com" in printed
 
 
+def _backend_for(**env):
+    settings = settings_for(**env)
+    return create_backend(settings.backend, settings.provider, settings.retry)
+
+
 def test_backend_choice_follows_settings(tmp_path):
-    assert create_backend(settings_for(NOTIFY_OUTBOX_DIR=str(tmp_path))).name == "outbox"
-    assert create_backend(settings_for(NOTIFY_BACKEND="console")).name == "console"
-    assert create_backend(settings_for(SENDGRID_API_KEY="SG.x")).name == "sendgrid"
-    assert create_backend(settings_for(SENDGRID_API_KEY="SG.x", NOTIFY_BACKEND="outbox")).name == "outbox"
+    assert _backend_for(NOTIFY_OUTBOX_DIR=str(tmp_path)).name == "outbox"
+    assert _backend_for(NOTIFY_BACKEND="console").name == "console"
+    assert _backend_for(SENDGRID_API_KEY="SG.x").name == "sendgrid"
+    assert _backend_for(SENDGRID_API_KEY="SG.x", NOTIFY_BACKEND="outbox").name == "outbox"

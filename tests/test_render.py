@@ -11,7 +11,8 @@ import jinja2
 import pytest
 
 from notifier.events import KINDS, decode
-from notifier.render import Renderer, TemplateError, console_url, encode_object_name, format_size, one_line
+from notifier.filters import console_url, encode_object_name, format_size, one_line
+from notifier.render import Renderer, TemplateError
 from tests.conftest import settings_for, storage_cloud_event
 
 SETTINGS = settings_for()
@@ -275,7 +276,7 @@ def _kinds(names):
 def test_the_sandbox_decides_as_jinjas_own_however_often_it_is_asked():
     from jinja2.sandbox import SandboxedEnvironment
 
-    ours, jinjas = Renderer()._env, SandboxedEnvironment()
+    ours, jinjas = Renderer().templates.environment, SandboxedEnvironment()
     values = [decode(storage_cloud_event("finalize")), "text", {"a": 1}, len, str, Renderer.render, (i for i in ())]
     for value in values:
         for attr in ("name", "upper", "keys", "mro", "__class__", "_private", "__globals__", "gi_frame", "__code__"):
@@ -289,12 +290,12 @@ def test_the_sandbox_decides_as_jinjas_own_however_often_it_is_asked():
 def test_a_missing_template_of_ours_still_stops_the_start_up(tmp_path, monkeypatch):
     import shutil
 
-    from notifier import render
+    from notifier import templates
 
     copy = tmp_path / "templates"
-    shutil.copytree(render.BUILTIN_TEMPLATES, copy)
+    shutil.copytree(templates.BUILTIN_TEMPLATES, copy)
     (copy / "archive" / "body.txt").unlink()
-    monkeypatch.setattr(render, "BUILTIN_TEMPLATES", copy)
+    monkeypatch.setattr(templates, "BUILTIN_TEMPLATES", copy)
 
     with pytest.raises(TemplateError, match=r"missing archive/body\.txt \(was templates/ uploaded\?\)"):
         Renderer()

@@ -303,7 +303,7 @@ def test_the_function_gets_the_outbox_unless_the_user_chose_a_real_backend(tmp_p
     (tmp_path / "outbox").mkdir()
     local = function_env({"NOTIFY_TO": "me@example.org"}, sandbox, "http://127.0.0.1:9")
     settings = load_settings(local)
-    assert (settings.backend, settings.outbox_dir, settings.state_bucket) == (
+    assert (settings.backend, settings.provider.directory, settings.state_bucket) == (
         "outbox",
         tmp_path / "outbox",
         "sandbox-state",

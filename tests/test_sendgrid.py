@@ -33,7 +33,7 @@ def backend_for(httpserver):
         settings = settings_for(
             SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=httpserver.url_for("").rstrip("/"), **env
         )
-        backend = SendGridBackend(settings)
+        backend = SendGridBackend(settings.provider, settings.retry)
         backend.sleeps = []
         backend.sleep = backend.sleeps.append
         return backend
@@ -207,9 +207,8 @@ def test_connection_refused_is_transient():
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    backend = SendGridBackend(
-        settings_for(SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=closed, NOTIFY_MAX_ATTEMPTS="3")
-    )
+    settings = settings_for(SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=closed, NOTIFY_MAX_ATTEMPTS="3")
+    backend = SendGridBackend(settings.provider, settings.retry)
     sleeps = []
     backend.sleep = sleeps.append
 

@@ -99,7 +99,8 @@ def smtp_server(request):
 
 
 def _backend(url, **env):
-    backend = SmtpBackend(settings_for(NOTIFY_BACKEND="smtp", SMTP_URL=url, SMTP_PASSWORD=PASSWORD, **env))
+    settings = settings_for(NOTIFY_BACKEND="smtp", SMTP_URL=url, SMTP_PASSWORD=PASSWORD, **env)
+    backend = SmtpBackend(settings.provider, settings.retry)
     backend.sleeps = []
     backend.sleep = backend.sleeps.append
     return backend

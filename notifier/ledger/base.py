@@ -7,6 +7,8 @@ import json
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -84,7 +86,8 @@ MAX_DEAD_LETTER_BYTES = 2 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A stored letter as found: untrusted JSON. ``replay`` rebuilds the email from its ``event``
-    and today's rules; nothing else in ``record`` decides what is sent or to whom."""
+    and today's rules; nothing else in ``record`` decides what is sent or to whom, except that
+    ``refused_recipients`` (a partial send's) narrows today's recipients to those: never widens."""
 
     notification_id: str  # the file or object name without ".json": what `remove` deletes
     created: str  # ISO 8601, UTC
@@ -156,3 +159,23 @@ def too_large(size: int, max_bytes: int) -> str:
         f"{size} bytes, more than the {max_bytes / 2**20:g} MiB a dead letter may have (one written before"
         ' attachments were left out of dead letters: delete its "message" field, replay does not use it)'
     )
+
+
+# The deadline of the delivery under way (a time.monotonic() value), set around it by the pipeline:
+# a store that makes network calls bounds each by the time left, so a hung store cannot hold an
+# event past it. None outside a delivery (the CLI): each store's own fixed bounds apply.
+_STATE_DEADLINE: ContextVar[float | None] = ContextVar("state_deadline", default=None)
+
+
+@contextmanager
+def state_deadline(deadline: float) -> Iterator[None]:
+    """State calls made inside the block end by ``deadline`` (a ``time.monotonic()`` value)."""
+    token = _STATE_DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _STATE_DEADLINE.reset(token)
+
+
+def current_deadline() -> float | None:
+    return _STATE_DEADLINE.get()

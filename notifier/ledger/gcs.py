@@ -29,11 +29,13 @@ from notifier.ledger.base import (
     Ledger,
     LedgerError,
     UnreadableLetter,
+    current_deadline,
     decode_letter,
     encode_record,
     held_status,
     new_token,
     now_utc,
+    state_deadline,
     too_large,
 )
 
@@ -57,7 +59,36 @@ def storage_client(settings: Settings) -> storage.Client:
 
 # The client retries conditional requests by itself; bound it well inside a delivery's deadline.
 DEFAULT_RETRY = storage_retry.DEFAULT_RETRY.with_timeout(8.0)
-REQUEST_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 5.0  # the longest one request waits for its answer (the client's default is 60 s)
+# A call made at or past the deadline still gets this long (without retries): a "sent" mark lost to
+# a slow answer costs a duplicate email. So a delivery may end at most this much after its deadline.
+MIN_CALL_SECONDS = 1.0
+BEFORE_SEND_SHARE = 0.5  # calls before the send (the claim, an attachment) leave it the other half
+
+
+def call_options(retry: Retry | None) -> dict[str, Any]:
+    """``timeout`` and ``retry`` for one Cloud Storage call made now, ending by the state deadline
+    (outside a delivery, none: the fixed bounds). Half the time left waits for an answer, the rest
+    is for the client's retries."""
+    until = current_deadline()
+    if until is None:
+        return {"retry": retry, "timeout": REQUEST_TIMEOUT}
+    left = until - time.monotonic()
+    timeout = min(REQUEST_TIMEOUT, max(MIN_CALL_SECONDS, left / 2))
+    if retry is not None:
+        retrying = max(0.0, left - timeout)  # 0: the first failure is final
+        retry = retry.with_timeout(retrying if retry.timeout is None else min(retry.timeout, retrying))
+    return {"retry": retry, "timeout": timeout}
+
+
+def before_send() -> contextlib.AbstractContextManager[Any]:
+    """``with before_send():`` calls made in the block (the claim, an attachment) end within their
+    share of the delivery's time left, so that the send keeps the rest."""
+    deadline = current_deadline()
+    if deadline is None:
+        return contextlib.nullcontext()
+    now = time.monotonic()
+    return state_deadline(now + max(0.0, deadline - now) * BEFORE_SEND_SHARE)
 
 
 class GcsLedger(Ledger):
@@ -66,9 +97,15 @@ class GcsLedger(Ledger):
     def __init__(self, bucket: storage.Bucket, clock=time.time, retry: Retry | None = DEFAULT_RETRY) -> None:
         self._bucket = bucket
         self._clock = clock
-        self._call = {"retry": retry, "timeout": REQUEST_TIMEOUT}
+        self._retry = retry
 
     def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
+        # A timeout is a LedgerError: the platform redelivers. A create that went through although
+        # its answer did not is our claim, left to expire with its lease (the redelivery is BUSY).
+        with before_send():
+            return self._claim(notification_id, lease_seconds, replay)
+
+    def _claim(self, notification_id: str, lease_seconds: float, replay: bool) -> Claim:
         blob = self._bucket.blob(LEDGER_PREFIX + notification_id)
         token = new_token()
         record = {"state": "claimed", "token": token, "lease_until": self._clock() + lease_seconds}
@@ -103,7 +140,7 @@ class GcsLedger(Ledger):
     def release(self, claim: Claim) -> None:
         try:
             blob = self._bucket.blob(LEDGER_PREFIX + claim.notification_id)
-            blob.delete(if_generation_match=claim.version, **self._call)
+            blob.delete(if_generation_match=claim.version, **call_options(self._retry))
         except (gexc.NotFound, gexc.PreconditionFailed):
             pass  # already gone, or no longer ours
         except _TRANSIENT as error:
@@ -119,14 +156,15 @@ class GcsLedger(Ledger):
     def _read(self, name: str) -> tuple[int, dict[str, Any]] | None:
         """The record and its generation, or None if it is gone or changed while we read it."""
         try:
-            blob = self._bucket.get_blob(name, **self._call)
+            blob = self._bucket.get_blob(name, **call_options(self._retry))
             if blob is None:
                 return None
             if (blob.size or 0) > MAX_RECORD_BYTES or blob.content_encoding:  # planted: ours are tiny, plain JSON
                 return blob.generation, {}
             data = blob.download_as_bytes(
-                if_generation_match=blob.generation, raw_download=True, start=0, end=MAX_RECORD_BYTES, **self._call
-            )
+                if_generation_match=blob.generation, raw_download=True, start=0, end=MAX_RECORD_BYTES,
+                **call_options(self._retry),
+            )  # fmt: skip
             return blob.generation, _record(data)
         except (gexc.NotFound, gexc.PreconditionFailed):
             return None
@@ -139,7 +177,7 @@ class GcsLedger(Ledger):
                 json.dumps(record),
                 content_type="application/json",
                 if_generation_match=if_generation_match,
-                **self._call,
+                **call_options(self._retry),
             )
         except gexc.PreconditionFailed:
             return None
@@ -147,24 +185,29 @@ class GcsLedger(Ledger):
 
 
 class GcsDeadLetters(DeadLetters):
-    def __init__(self, bucket: storage.Bucket) -> None:
+    def __init__(self, bucket: storage.Bucket, retry: Retry | None = DEFAULT_RETRY) -> None:
         self._bucket = bucket
         self.location = f"gs://{bucket.name}/{DEAD_LETTER_PREFIX}"
-        self._call = {"retry": DEFAULT_RETRY, "timeout": REQUEST_TIMEOUT}
+        self._retry = retry
 
     def put(self, notification_id: str, record: dict[str, Any]) -> str:
+        """Store the letter within the delivery's deadline; a timeout is a LedgerError, on which the
+        pipeline logs the letter's summary at ERROR and answers so that the platform redelivers.
+        Retrying the upload is safe: the same letter under the same name."""
         blob = self._bucket.blob(f"{DEAD_LETTER_PREFIX}{notification_id}.json")
         try:
             blob.upload_from_string(
-                encode_record({"created": now_utc().isoformat(), **record}), content_type="application/json"
-            )
+                encode_record({"created": now_utc().isoformat(), **record}), content_type="application/json",
+                **call_options(self._retry),
+            )  # fmt: skip
         except _TRANSIENT as error:
             raise _ledger_error(self._bucket.name, error) from error
         return f"gs://{self._bucket.name}/{blob.name}"
 
     def list(self) -> Iterator[DeadLetter | UnreadableLetter]:
         try:
-            blobs = list(self._bucket.client.list_blobs(self._bucket, prefix=DEAD_LETTER_PREFIX, **self._call))
+            options = call_options(self._retry)
+            blobs = list(self._bucket.client.list_blobs(self._bucket, prefix=DEAD_LETTER_PREFIX, **options))
         except _TRANSIENT as error:
             raise _ledger_error(self._bucket.name, error) from error
         for blob in blobs:
@@ -184,8 +227,9 @@ class GcsDeadLetters(DeadLetters):
             return UnreadableLetter(notification_id, source, reason)
         try:  # the generation listed, as stored (never decompressed), and never more than one byte over
             data = blob.download_as_bytes(
-                if_generation_match=blob.generation, raw_download=True, start=0, end=self.max_bytes, **self._call
-            )
+                if_generation_match=blob.generation, raw_download=True, start=0, end=self.max_bytes,
+                **call_options(self._retry),
+            )  # fmt: skip
         except (gexc.NotFound, gexc.PreconditionFailed):
             return None  # removed (replayed by someone else) or replaced: the next run sees the new one
         except _TRANSIENT as error:
@@ -194,7 +238,8 @@ class GcsDeadLetters(DeadLetters):
 
     def remove(self, notification_id: str) -> None:
         with contextlib.suppress(gexc.NotFound):
-            self._bucket.blob(f"{DEAD_LETTER_PREFIX}{notification_id}.json").delete()
+            blob = self._bucket.blob(f"{DEAD_LETTER_PREFIX}{notification_id}.json")
+            blob.delete(**call_options(self._retry))
 
 
 def _record(data: bytes) -> dict[str, Any]:

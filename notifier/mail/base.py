@@ -110,12 +110,29 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """One recipient the provider refused while it accepted the message for others (SMTP answers
+    each RCPT TO on its own)."""
+
+    address: str
+    status: int  # the reply code: 4xx transient, 5xx permanent
+    reply: str = ""  # the provider's words, scrubbed and bounded: safe to log
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.status < 500
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """What a backend reports after the provider accepted a message."""
 
     backend: str
     message_id: str
     attempts: int = 1
+    # Recipients who did not get it although others did: permanent refusals, and transient ones
+    # still refused when the retries ran out. The pipeline dead-letters it for just them.
+    refused: tuple[Refusal, ...] = ()
 
 
 class DeliveryError(Exception):

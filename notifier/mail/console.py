@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Self, TextIO
 
 from notifier.mail.base import Backend, Message, Receipt, as_mime
+from notifier.mail.retry import RetrySettings
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """The console backend has no variables of its own."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+        return cls()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return ()
 
 
 class ConsoleBackend(Backend):
@@ -20,3 +36,8 @@ class ConsoleBackend(Backend):
             stream.write(f"{as_mime(message, envelope).as_string()}\n{'-' * 72}\n")
         stream.flush()
         return Receipt(self.name, message.notification_id)
+
+
+def console_backend(settings: ConsoleSettings, retry: RetrySettings) -> ConsoleBackend:
+    """The factory named in notifier.mail.PROVIDERS."""
+    return ConsoleBackend()

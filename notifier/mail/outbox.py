@@ -4,11 +4,38 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.policy import SMTP
 from pathlib import Path
+from typing import Self
 
+from notifier import envvars
 from notifier.mail.base import Backend, Envelope, Message, Receipt, as_mime
+from notifier.mail.retry import RetrySettings
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    """Where the ``.eml`` files go (NOTIFY_OUTBOX_DIR); local runs keep their ledger beside them."""
+
+    directory: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+        if deployed:
+            problems.append(
+                "NOTIFY_BACKEND: outbox on a deployed function (K_SERVICE is set) writes every email to the"
+                " instance's scratch disk, where it is lost; use sendgrid or smtp, or console to only log them"
+            )
+        directory = Path(envvars.text(env, "NOTIFY_OUTBOX_DIR") or "outbox")
+        problems.extend(envvars.writable_directory_problems(directory, "NOTIFY_OUTBOX_DIR"))
+        return cls(directory)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return ()
 
 
 class OutboxBackend(Backend):
@@ -24,6 +51,11 @@ class OutboxBackend(Backend):
             for i, envelope in enumerate(envelopes, 1)
         ]
         return Receipt(self.name, ",".join(str(p) for p in paths))
+
+
+def outbox_backend(settings: OutboxSettings, retry: RetrySettings) -> OutboxBackend:
+    """The factory named in notifier.mail.PROVIDERS: writing a file needs no retry."""
+    return OutboxBackend(settings.directory)
 
 
 def write_eml(message: Message, envelope: Envelope, directory: Path, suffix: str = "") -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from tenacity import (
     RetryCallState,
@@ -15,10 +15,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
-if TYPE_CHECKING:
-    from notifier.config import Settings
-
 MIN_ATTEMPT_SECONDS = 1.0  # never start an attempt that could not finish before the deadline
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """How a backend retries within one invocation (config.py reads them and holds the defaults)."""
+
+    max_attempts: int  # NOTIFY_MAX_ATTEMPTS
+    max_backoff: float  # NOTIFY_MAX_BACKOFF_SECONDS: seconds between retries, at most
 
 
 def retry_policy(
@@ -49,11 +54,10 @@ def retry_policy(
 
 
 class RetryingSender:
-    """What a retrying backend keeps from the settings; ``sleep`` is swapped by tests."""
+    """A backend that retries with :func:`retry_policy`; ``sleep`` is swapped by tests."""
 
-    def __init__(self, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._max_attempts = settings.max_attempts
-        self._max_backoff = settings.max_backoff
+    def __init__(self, retry: RetrySettings, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._retry = retry
         self.sleep = sleep
 
     def _retrying(
@@ -63,6 +67,6 @@ class RetryingSender:
         wait_first: Callable[[RetryCallState], float | None] | None = None,
     ) -> Retrying:
         return retry_policy(
-            transient=transient, max_attempts=self._max_attempts, max_backoff=self._max_backoff,
+            transient=transient, max_attempts=self._retry.max_attempts, max_backoff=self._retry.max_backoff,
             deadline=deadline, sleep=self.sleep, wait_first=wait_first,
         )  # fmt: skip

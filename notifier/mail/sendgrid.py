@@ -13,9 +13,10 @@ import http.client
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Self
 
 from python_http_client.exceptions import HTTPError, err_dict
 from sendgrid import SendGridAPIClient
@@ -41,10 +42,10 @@ from sendgrid.helpers.mail import (
 )
 from tenacity import RetryCallState
 
-from notifier.config import Settings
+from notifier import envvars
 from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
 from notifier.mail.keepalive import KeepAlive
-from notifier.mail.retry import RetryingSender
+from notifier.mail.retry import RetryingSender, RetrySettings
 from notifier.mail.scrub import scrub
 
 MAX_RECIPIENTS = 1000  # per request, across personalizations (to + cc + bcc)
@@ -63,18 +64,50 @@ _MAX_ERRORS_TEXT, _MAX_BODY_TEXT = 1000, 300
 _MAX_MESSAGE_ID = 200  # SendGrid's are about 22 characters
 
 
+@dataclass(frozen=True, slots=True)
+class SendGridSettings:
+    """The SendGrid variables, read and checked at start-up when this backend is chosen."""
+
+    api_key: str = field(repr=False)  # SENDGRID_API_KEY, from Secret Manager
+    api_host: str  # SENDGRID_API_HOST: https://api.eu.sendgrid.com for EU data residency
+    timeout: float  # SENDGRID_TIMEOUT_SECONDS: one request, connect and read
+    sandbox: bool  # SENDGRID_SANDBOX: SendGrid validates, sends nothing
+    key_secret: str | None  # NOTIFY_KEY_SECRET: the Secret Manager secret holding the key, for messages
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+        api_key = envvars.text(env, "SENDGRID_API_KEY")
+        if not api_key:
+            problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
+        elif any(ch.isspace() or not ch.isprintable() for ch in api_key):
+            problems.append("SENDGRID_API_KEY: contains whitespace or control characters")
+        return cls(
+            api_key=api_key,
+            api_host=envvars.http_url(env, "SENDGRID_API_HOST", problems, "https://api.sendgrid.com"),
+            timeout=envvars.positive_number(env, "SENDGRID_TIMEOUT_SECONDS", problems, 10.0),
+            sandbox=envvars.boolean(env, "SENDGRID_SANDBOX", problems),
+            key_secret=envvars.text(env, "NOTIFY_KEY_SECRET") or None,
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.api_key,) if self.api_key else ()
+
+
 class SendGridBackend(RetryingSender, Backend):
     name = "sendgrid"
 
-    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_api_host).client
+    def __init__(
+        self, settings: SendGridSettings, retry: RetrySettings, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        client = SendGridAPIClient(settings.api_key, host=settings.api_host).client
         self._connections = KeepAlive(client.mail.send._build_url(None))
         self._headers = {**client.request_headers, "Content-Type": "application/json"}
-        self._timeout = settings.sendgrid_timeout
-        self._sandbox = settings.sendgrid_sandbox
+        self._timeout = settings.timeout
+        self._sandbox = settings.sandbox
         self._key_secret = settings.key_secret
-        self._secrets = (settings.sendgrid_api_key,)  # scrubbed from every error text built here
-        super().__init__(settings, sleep)
+        self._secrets = settings.secrets  # scrubbed from every error text built here
+        super().__init__(retry, sleep)
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
         message_ids, attempts = [], 0

@@ -2,48 +2,86 @@
 
 ``smtps://[user@]host[:465]`` uses implicit TLS; ``smtp://[user@]host[:587]`` requires STARTTLS,
 unless ``?tls=none`` says the relay is local and plain. Replies are classified like SendGrid's
-answers: 4xx is transient (retried, then redelivered by the platform), 5xx permanent.
+answers: 4xx is transient (retried, then redelivered by the platform), 5xx permanent. A recipient
+refused while others were accepted is retried alone (4xx) and reported in the receipt, never
+failing the message for those who got it.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from email.policy import SMTP as SMTP_POLICY
-from typing import TYPE_CHECKING
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from notifier.mail.base import Backend, DeliveryError, Message, Receipt, as_mime
-from notifier.mail.retry import RetryingSender
+from notifier import envvars
+from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt, Refusal, as_mime
+from notifier.mail.retry import RetryingSender, RetrySettings
 from notifier.mail.scrub import scrub
 
-if TYPE_CHECKING:
-    from notifier.config import Settings
-
 _MAX_ERROR_TEXT = 1000  # a relay's replies, quoted in an error text
+_MAX_REPLY_TEXT = 200  # one refused recipient's reply
+_URL = re.compile(r"smtps?://(?:[^@/\s]+@)?[^:/\s@?]+(?::\d{1,5})?/?(?:\?tls=none)?")
+_URL_WITH_PASSWORD = re.compile(r"smtps?://[^@/]*:[^@/]*@")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The SMTP variables, read and checked at start-up when this backend is chosen."""
+
+    url: str  # SMTP_URL: smtp://[user@]host[:port] (STARTTLS), smtps://... (implicit TLS)
+    password: str = field(repr=False)  # SMTP_PASSWORD, from Secret Manager
+    timeout: float  # SMTP_TIMEOUT_SECONDS: connecting, and each reply
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+        url = envvars.text(env, "SMTP_URL")
+        if not url:
+            problems.append("SMTP_URL: required when NOTIFY_BACKEND is smtp (smtp://user@host:587 or smtps://host:465)")
+        if _URL_WITH_PASSWORD.match(url):
+            problems.append("SMTP_URL: holds a password; put it in SMTP_PASSWORD (from Secret Manager) instead")
+        if url and not _URL.fullmatch(url):
+            shown = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
+            problems.append(f"SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got {shown!r}")
+        return cls(
+            url=url,
+            password=env.get("SMTP_PASSWORD", ""),
+            timeout=envvars.positive_number(env, "SMTP_TIMEOUT_SECONDS", problems, 10.0),
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password,) if self.password else ()
 
 
 class SmtpBackend(RetryingSender, Backend):
     name = "smtp"
 
-    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        url = urlsplit(settings.smtp_url or "")
+    def __init__(
+        self, settings: SmtpSettings, retry: RetrySettings, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        url = urlsplit(settings.url)
         self._implicit_tls = url.scheme == "smtps"
         self._starttls = not self._implicit_tls and parse_qs(url.query).get("tls") != ["none"]
         self._host = url.hostname or "localhost"
         self._port = url.port or (465 if self._implicit_tls else 587)
         self._user = unquote(url.username) if url.username else None
-        self._password = settings.smtp_password
-        self._timeout = settings.sendgrid_timeout
-        super().__init__(settings, sleep)
+        self._password = settings.password
+        self._timeout = settings.timeout
+        super().__init__(retry, sleep)
 
     def send(self, message: Message, *, deadline: float) -> Receipt:
-        pending = list(message.envelopes)  # envelopes already accepted are not sent again on retry
+        progress = _Progress([(e, [a.email for a in (*e.to, *e.cc, *e.bcc)]) for e in message.envelopes])
         retrying = self._retrying(_is_transient, deadline)
         try:
-            retrying(self._deliver, message, pending, deadline)
+            retrying(self._deliver, message, progress, deadline)
+        except smtplib.SMTPRecipientsRefused:
+            pass  # raised by _deliver for the retry: every refusal is in progress.refused
         except smtplib.SMTPException as error:
             raise _delivery_error(error, retrying.statistics["attempt_number"], (self._password,)) from None
         except OSError as error:
@@ -53,11 +91,13 @@ class SmtpBackend(RetryingSender, Backend):
                 transient=True,
                 attempts=retrying.statistics["attempt_number"],
             ) from None
-        return Receipt(
-            self.name, f"<{message.notification_id}@storage-notifier>", retrying.statistics["attempt_number"]
-        )
+        attempts = retrying.statistics["attempt_number"]
+        if progress.refused and not progress.accepted:  # nobody got it: one error for the whole message
+            raise _delivery_error(smtplib.SMTPRecipientsRefused(progress.refused), attempts, (self._password,))
+        refused = tuple(_refusal(address, *answer, (self._password,)) for address, answer in progress.refused.items())
+        return Receipt(self.name, f"<{message.notification_id}@storage-notifier>", attempts, refused)
 
-    def _deliver(self, message: Message, pending: list, deadline: float) -> None:
+    def _deliver(self, message: Message, progress: _Progress, deadline: float) -> None:
         timeout = max(1.0, min(self._timeout, deadline - time.monotonic()))
         context = ssl.create_default_context()
         if self._implicit_tls:
@@ -69,12 +109,46 @@ class SmtpBackend(RetryingSender, Backend):
                 connection.starttls(context=context)
             if self._user:
                 connection.login(self._user, self._password)
-            while pending:
-                envelope = pending[0]
-                recipients = [a.email for a in (*envelope.to, *envelope.cc, *envelope.bcc)]
-                data = as_mime(message, envelope).as_bytes(policy=SMTP_POLICY)
-                connection.sendmail(message.sender.email, recipients, data)
-                pending.pop(0)
+            progress.pending.extend(progress.retry)  # the last attempt's transient refusals, again
+            progress.retry.clear()
+            while progress.pending:
+                envelope, recipients = progress.pending[0]
+                data = as_mime(message, envelope).as_bytes(policy=SMTP_POLICY)  # headers name everyone
+                try:  # sendmail raises only when it refuses every recipient, else returns the refused
+                    refused = connection.sendmail(message.sender.email, recipients, data)
+                except smtplib.SMTPRecipientsRefused as error:
+                    refused = error.recipients
+                progress.pending.pop(0)
+                progress.record(envelope, recipients, refused)
+        if progress.retry:  # tenacity retries this (4xx only), for these recipients alone
+            raise smtplib.SMTPRecipientsRefused({a: progress.refused[a] for _, r in progress.retry for a in r})
+
+
+@dataclass
+class _Progress:
+    """One send's state across its attempts: the copies still to send, each with the recipients
+    still to get it; those to try again (4xx); how many got it; who was refused and how."""
+
+    pending: list[tuple[Envelope, list[str]]]
+    retry: list[tuple[Envelope, list[str]]] = field(default_factory=list)
+    accepted: int = 0
+    refused: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+    def record(self, envelope: Envelope, recipients: list[str], refused: dict[str, tuple[int, bytes]]) -> None:
+        for address in recipients:
+            if address in refused:
+                self.refused[address] = refused[address]
+            else:
+                self.refused.pop(address, None)  # accepted on a retry
+                self.accepted += 1
+        again = [a for a in recipients if a in refused and 400 <= refused[a][0] < 500]
+        if again:
+            self.retry.append((envelope, again))
+
+
+def _refusal(address: str, code: int, reply: bytes, secrets: tuple[str | None, ...]) -> Refusal:
+    text = scrub(reply.decode(errors="replace"), secrets, limit=_MAX_REPLY_TEXT)
+    return Refusal(address, code, text)
 
 
 def _codes(error: BaseException) -> list[int]:

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 
 from notifier.events import KINDS, StorageEvent
 from notifier.payloads import build_request, object_resource, storage_cloud_event
+from notifier.units import UnitError, parse_size
 
 if TYPE_CHECKING:
     from notifier.config import Settings
+    from notifier.mail.base import Message
     from notifier.render import Renderer
     from notifier.rules import Notification
 
@@ -84,7 +86,7 @@ def preview(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for notification in _routed(settings, event):
-        message = renderer.render(notification)
+        message = _as_sent(settings, renderer.render(notification))
         stem = f"{args.kind}-{notification.rule.name}-{notification.id}"  # rule names may hold dots
         eml = as_mime(message, message.envelopes[0]).as_string()  # the first recipient's copy
         files = {out / f"{stem}.txt": message.text, out / f"{stem}.html": message.html, out / f"{stem}.eml": eml}
@@ -109,7 +111,7 @@ def route(args: argparse.Namespace) -> int:
     print(f"{event.kind} {event.gs_uri} ({size}, {event.content_type}) against {source}:")
     notifications = _routed(settings, event)
     for notification in notifications:
-        message = renderer.render(notification)
+        message = _as_sent(settings, renderer.render(notification))
         recipients = notification.recipients
         how = "each their own copy" if recipients.separate_envelopes else "one shared message"
         print(f"  rule {notification.rule.name}{' (stop)' if notification.rule.stop else ''}:")
@@ -158,7 +160,7 @@ def replay(args: argparse.Namespace) -> int:
 
 def variables(args: argparse.Namespace) -> int:
     """Print the documented list of template variables (docs/template-variables.md)."""
-    from notifier.render import variables_markdown
+    from notifier.tools.variables_doc import variables_markdown
 
     print(variables_markdown(), end="")
     return 0
@@ -187,6 +189,13 @@ def _local_pipeline_parts() -> tuple[Settings, Renderer]:
 
     settings = load_settings({**os.environ, "NOTIFY_BACKEND": "console"})
     return settings, Renderer.for_settings(settings)
+
+
+def _as_sent(settings: Settings, message: Message) -> Message:
+    """The message as the function's backend gets it: NOTIFY_REDIRECT_TO applied."""
+    from notifier.mail.redirect import redirected
+
+    return message if settings.redirect_to is None else redirected(message, settings.redirect_to)
 
 
 def _event_from_args(args: argparse.Namespace) -> StorageEvent:
@@ -224,9 +233,11 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
 
 
 def _size(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a size in bytes (0 or more), got {text!r}")
-    return int(text)
+    """Bytes, or a size with a unit ("5 MB"), as in notify.toml."""
+    try:
+        return parse_size(text)
+    except UnitError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -249,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
             "--size",
             type=_size,
             default=size_default,
-            help=f"object size in bytes (default {size_default or 'unknown'})",
+            help=f'object size: bytes or e.g. "5 MB" (default {size_default or "unknown"})',
         )
         sub.add_argument("--content-type", help="object content type (default: guessed from the name)")
         sub.add_argument(

@@ -1,0 +1,285 @@
+"""Issue 14, item 7a: an SMTP server that refuses some recipients and accepts the others.
+
+``sendmail`` raises only when every recipient of a copy is refused; otherwise it returns the refused
+ones. Each refused address is named in the outcome line, retried while its refusal is transient
+(4xx) and dead-lettered for just itself when it is permanent (5xx) or the retries run out; nobody
+who got the email gets it twice, neither from a retry nor from a replay.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from cloudevents.conversion import to_binary
+
+from notifier.ledger.local import LocalDeadLetters
+from notifier.ledger.memory import MemoryLedger
+from notifier.pipeline import Pipeline, RetryLater
+from notifier.tools.cli import main
+from notifier.tools.processes import free_port
+from tests.conftest import settings_for, storage_cloud_event
+
+EVERYONE = ("a@example.com", "b@example.com", "c@example.com")
+NO_SUCH_USER = "550 5.1.1 <c@example.com>: no such user"
+MAILBOX_BUSY = "450 4.2.1 <b@example.com>: mailbox busy, try again later"
+
+
+class Relay:
+    """An aiosmtpd handler refusing RCPT TO for some addresses with scripted replies (one per try;
+    once a script is used up, the address is accepted); records who got each message."""
+
+    def __init__(self, refusals: dict[str, Iterator[str]] | None = None) -> None:
+        self.refusals = refusals or {}
+        self.received: list[list[str]] = []  # the accepted recipients of each message, in order
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = next(self.refusals.get(address, iter(())), None)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append(list(envelope.rcpt_tos))
+        return "250 OK"
+
+    def copies(self) -> Counter[str]:
+        """How many copies each address got."""
+        return Counter(itertools.chain.from_iterable(self.received))
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[Relay, int]]:
+    handler = Relay()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield handler, controller.port
+    controller.stop()
+
+
+def _rules(folder: Path, *, separate: bool) -> Path:
+    path = folder / "notify.toml"
+    path.write_text(
+        f"""
+[defaults]
+from = "Storage Alerts <alerts@example.com>"
+
+[[rules]]
+name = "reports"
+include = ["reports/**"]
+to = {json.dumps(list(EVERYONE))}
+separate_envelopes = {str(separate).lower()}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _env(folder: Path, port: int, *, separate: bool, **extra: str) -> dict[str, str]:
+    return {
+        "NOTIFY_BACKEND": "smtp",
+        "SMTP_URL": f"smtp://127.0.0.1:{port}?tls=none",
+        "NOTIFY_CONFIG": str(_rules(folder, separate=separate)),
+        "NOTIFY_DEAD_LETTER_DIR": str(folder / "dead"),
+        "NOTIFY_LEDGER_FILE": str(folder / "ledger.sqlite3"),
+        **extra,
+    }
+
+
+def _pipeline(folder: Path, port: int, *, separate: bool, **extra: str) -> Pipeline:
+    """The pipeline in-process, so the backend's sleep between retries is recorded, not slept."""
+    settings = settings_for(**_env(folder, port, separate=separate, **extra))
+    pipeline = Pipeline(settings, ledger=MemoryLedger(), dead_letters=LocalDeadLetters(folder / "dead"))
+    pipeline.backend.sleeps = []
+    pipeline.backend.sleep = pipeline.backend.sleeps.append
+    return pipeline
+
+
+def _letters(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((folder / "dead").glob("*.json"))]
+
+
+def _outcome_lines(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if "outcome" in line]
+
+
+@pytest.mark.parametrize("separate", [True, False], ids=["separate-envelopes", "one-envelope"])
+def test_a_permanent_refusal_reaches_the_others_and_is_dead_lettered_for_just_that_address(
+    function_server_factory, relay, tmp_path, monkeypatch, capsys, separate
+):
+    handler, port = relay
+    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
+    env = _env(tmp_path, port, separate=separate)
+    server = function_server_factory(**env)
+    server.new_log_lines()
+
+    status, _ = server.post(*reversed(to_binary(storage_cloud_event(name="reports/q3.csv", generation="42"))))
+
+    assert status == 200, "nothing a redelivery could fix: the platform must not send it again"
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    (line,) = _outcome_lines(server.new_log_lines())
+    assert line["outcome"] == "partially-sent"
+    assert line["severity"] == "ERROR"
+    assert line["refused"] == [{"address": "c@example.com", "status": 550, "transient": False}]
+    assert "c@example.com" in line["message"] and "550" in line["message"]
+    assert line["message_id"]
+    (letter,) = _letters(tmp_path)
+    assert letter["refused_recipients"] == ["c@example.com"]
+    assert letter["notification_id"] == line["notification_id"]
+    assert line["dead_letter"].endswith(f"{line['notification_id']}.json")
+
+    # The platform redelivers anyway: the ledger says it was dealt with, nobody gets a second copy.
+    assert server.post(*reversed(to_binary(storage_cloud_event(name="reports/q3.csv", generation="42"))))[0] == 200
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+
+    # The mailbox exists now: replay sends to it, and only to it.
+    handler.refusals = {}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("NOTIFY_FROM", "Storage Alerts <alerts@example.com>")
+    capsys.readouterr()
+    assert main(["replay", "--dry-run"]) == 0
+    shown = capsys.readouterr().out
+    assert "to: c@example.com" in shown and "a@example.com" not in shown and "b@example.com" not in shown
+    assert main(["replay"]) == 0, capsys.readouterr().out
+    assert handler.received[-1] == ["c@example.com"]
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1, "c@example.com": 1})
+    assert _letters(tmp_path) == []
+    assert main(["replay"]) == 0
+    assert handler.copies() == Counter(EVERYONE)
+
+
+@pytest.mark.parametrize("separate", [True, False], ids=["separate-envelopes", "one-envelope"])
+def test_a_transient_refusal_is_retried_for_that_address_only(relay, tmp_path, capsys, separate):
+    handler, port = relay
+    handler.refusals = {"b@example.com": iter([MAILBOX_BUSY])}
+    pipeline = _pipeline(tmp_path, port, separate=separate)
+
+    (outcome,) = pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+
+    assert outcome.outcome == "sent"
+    assert handler.copies() == Counter(EVERYONE), "each address exactly once"
+    assert handler.received[-1] == ["b@example.com"], "the retry was for the refused address alone"
+    assert len(pipeline.backend.sleeps) == 1
+    (line,) = _outcome_lines([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert (line["outcome"], line["attempts"]) == ("sent", 2)
+    assert "refused" not in line
+    assert _letters(tmp_path) == []
+
+
+@pytest.mark.parametrize("separate", [True, False], ids=["separate-envelopes", "one-envelope"])
+def test_a_refusal_still_transient_after_the_retries_is_dead_lettered_for_that_address(
+    relay, tmp_path, capsys, separate
+):
+    handler, port = relay
+    handler.refusals = {"b@example.com": itertools.repeat(MAILBOX_BUSY)}
+    pipeline = _pipeline(tmp_path, port, separate=separate, NOTIFY_MAX_ATTEMPTS="3")
+    event = storage_cloud_event(name="reports/q3.csv")
+
+    try:
+        (outcome,) = pipeline.handle(event)
+    except RetryLater:
+        pytest.fail("a redelivery would send a second copy to a@ and c@, who have theirs")
+    assert outcome.outcome == "partially-sent"
+    assert handler.copies() == Counter({"a@example.com": 1, "c@example.com": 1})
+    assert len(pipeline.backend.sleeps) == 2
+    (line,) = _outcome_lines([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert line["refused"] == [{"address": "b@example.com", "status": 450, "transient": True}]
+    assert line["attempts"] == 3
+    (letter,) = _letters(tmp_path)
+    assert letter["refused_recipients"] == ["b@example.com"]
+    assert "450" in letter["error"] and "after 3 attempt(s)" in letter["error"]
+
+    assert pipeline.handle(event)[0].outcome == "duplicate"  # a redelivery sends nothing
+    handler.refusals = {}
+    (stored,) = pipeline.dead_letters.list()
+    (replayed,) = pipeline.replay(stored)
+    assert replayed.outcome == "sent"
+    assert handler.received[-1] == ["b@example.com"]
+    assert handler.copies() == Counter(EVERYONE)
+    assert _letters(tmp_path) == []
+
+
+def test_every_recipient_refused_is_still_one_dead_letter_for_everyone(relay, tmp_path, capsys):
+    handler, port = relay
+    handler.refusals = {address: itertools.repeat(f"550 5.1.1 <{address}>: no such user") for address in EVERYONE}
+    pipeline = _pipeline(tmp_path, port, separate=True)
+
+    (outcome,) = pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+
+    assert outcome.outcome == "dead-lettered"
+    assert handler.received == []
+    (letter,) = _letters(tmp_path)
+    assert "refused_recipients" not in letter  # nobody got it: a replay sends to everyone
+    assert all(address in letter["error"] for address in EVERYONE)
+    assert pipeline.backend.sleeps == []
+
+
+def test_a_letter_narrowed_to_recipients_no_longer_in_the_rule_is_refused(relay, tmp_path, monkeypatch, capsys):
+    handler, port = relay
+    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
+    pipeline = _pipeline(tmp_path, port, separate=True)
+    pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+    (path,) = sorted((tmp_path / "dead").glob("*.json"))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["refused_recipients"] = ["evil@attacker.example"]  # a planted letter: it can only narrow
+    path.write_text(json.dumps(record), encoding="utf-8")
+    handler.refusals = {}
+
+    (stored,) = pipeline.dead_letters.list()
+    (replayed,) = pipeline.replay(stored)
+
+    assert replayed.outcome == "refused"
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    assert "evil@attacker.example" not in capsys.readouterr().out.replace("\\", "")
+    assert path.exists()
+
+
+@pytest.mark.parametrize("planted", ["c@example.com", [], [7], ["x" * 400]], ids=["string", "empty", "number", "long"])
+def test_a_malformed_refused_recipients_list_is_not_replayed(relay, tmp_path, capsys, planted):
+    handler, port = relay
+    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
+    pipeline = _pipeline(tmp_path, port, separate=True)
+    pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+    (path,) = sorted((tmp_path / "dead").glob("*.json"))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["refused_recipients"] = planted
+    path.write_text(json.dumps(record), encoding="utf-8")
+    handler.refusals = {}
+    capsys.readouterr()
+
+    (stored,) = pipeline.dead_letters.list()
+    (replayed,) = pipeline.replay(stored)
+
+    assert replayed.outcome == "invalid"
+    assert "refused_recipients: expected a list of 1 to" in capsys.readouterr().out
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+
+
+class UnwritableDeadLetters(LocalDeadLetters):
+    def put(self, notification_id, record):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_partial_send_whose_letter_cannot_be_stored_is_not_redelivered_to_everyone(relay, tmp_path, capsys):
+    handler, port = relay
+    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
+    settings = settings_for(**_env(tmp_path, port, separate=True))
+    pipeline = Pipeline(settings, ledger=MemoryLedger(), dead_letters=UnwritableDeadLetters(tmp_path / "dead"))
+    event = storage_cloud_event(name="reports/q3.csv")
+
+    (outcome,) = pipeline.handle(event)  # no RetryLater: a redelivery would mail a@ and b@ again
+
+    assert outcome.outcome == "partially-sent"
+    (line,) = _outcome_lines([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert line["severity"] == "ERROR"
+    assert "c@example.com" in line["error"] and "could not be stored" in line["error"]
+    assert "dead_letter" not in line
+    assert pipeline.handle(event)[0].outcome == "duplicate"
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
