@@ -223,14 +223,7 @@ def test_every_recipient_refused_is_still_one_dead_letter_for_everyone(relay, tm
 
 def test_a_letter_narrowed_to_recipients_no_longer_in_the_rule_is_refused(relay, tmp_path, monkeypatch, capsys):
     handler, port = relay
-    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
-    pipeline = _pipeline(tmp_path, port, separate=True)
-    pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
-    (path,) = sorted((tmp_path / "dead").glob("*.json"))
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record["refused_recipients"] = ["evil@attacker.example"]  # a planted letter: it can only narrow
-    path.write_text(json.dumps(record), encoding="utf-8")
-    handler.refusals = {}
+    pipeline, path = _letter_with_refused(handler, port, tmp_path, ["evil@attacker.example"])  # it can only narrow
 
     (stored,) = pipeline.dead_letters.list()
     (replayed,) = pipeline.replay(stored)
@@ -244,14 +237,7 @@ def test_a_letter_narrowed_to_recipients_no_longer_in_the_rule_is_refused(relay,
 @pytest.mark.parametrize("planted", ["c@example.com", [], [7], ["x" * 400]], ids=["string", "empty", "number", "long"])
 def test_a_malformed_refused_recipients_list_is_not_replayed(relay, tmp_path, capsys, planted):
     handler, port = relay
-    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
-    pipeline = _pipeline(tmp_path, port, separate=True)
-    pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
-    (path,) = sorted((tmp_path / "dead").glob("*.json"))
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record["refused_recipients"] = planted
-    path.write_text(json.dumps(record), encoding="utf-8")
-    handler.refusals = {}
+    pipeline, path = _letter_with_refused(handler, port, tmp_path, planted)
     capsys.readouterr()
 
     (stored,) = pipeline.dead_letters.list()
@@ -260,6 +246,7 @@ def test_a_malformed_refused_recipients_list_is_not_replayed(relay, tmp_path, ca
     assert replayed.outcome == "invalid"
     assert "refused_recipients: expected a list of 1 to" in capsys.readouterr().out
     assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    assert path.exists(), "an unreadable letter is kept for a person to fix"
 
 
 class UnwritableDeadLetters(LocalDeadLetters):
@@ -283,3 +270,17 @@ def test_a_partial_send_whose_letter_cannot_be_stored_is_not_redelivered_to_ever
     assert "dead_letter" not in line
     assert pipeline.handle(event)[0].outcome == "duplicate"
     assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+
+
+def _letter_with_refused(handler, port, tmp_path, planted):
+    """The pipeline and the dead letter of a 550 for c@, its refused_recipients replaced by ``planted``;
+    the relay then accepts everyone."""
+    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
+    pipeline = _pipeline(tmp_path, port, separate=True)
+    pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+    (path,) = sorted((tmp_path / "dead").glob("*.json"))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["refused_recipients"] = planted
+    path.write_text(json.dumps(record), encoding="utf-8")
+    handler.refusals = {}
+    return pipeline, path
