@@ -1,9 +1,10 @@
 """Environment (+ ``notify.toml``) → :class:`Settings`, validated once at start-up with every
 problem reported at once.
 
-The core variables are one table (:data:`CORE`); the chosen provider reads and checks its own
-(``notifier.mail.PROVIDERS``). Nothing else reads the environment. Error messages name the variable
-and what was expected, and never repeat a secret's value.
+The core variables are one table (:data:`CORE`); each provider reads and checks its own
+(``notifier.mail.PROVIDERS``): their form whatever the backend, what it requires only when it is
+the backend. Nothing else reads the environment. Error messages name the variable and what was
+expected, and never repeat a secret's value.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from notifier import envvars
 from notifier.addresses import Address
-from notifier.mail import DEFAULT_PROVIDER, PROVIDERS, ProviderSettings, RetrySettings, provider_settings
-from notifier.mail.outbox import OutboxSettings
+from notifier.mail import DEFAULT_PROVIDER, PROVIDERS, ProviderSettings, RetrySettings, checked_settings
 from notifier.rules import RuleSet
 from notifier.rulesfile import EnvDefaults, default_rules, load_rules
 
@@ -77,7 +77,7 @@ class _Context:
     """What a context-dependent default may depend on."""
 
     deployed: bool
-    outbox: Path | None  # the outbox backend's directory, when it is the backend
+    local_dir: Path | None  # where the backend keeps local state beside the mail (the outbox's directory)
     values: Mapping[str, Any]  # the variables read so far (the table's earlier rows)
 
 
@@ -152,9 +152,9 @@ def _timezone(env: Mapping[str, str], var: str, problems: list[str], default: Zo
 def _local_ledger(context: _Context) -> Path | None:
     # Local runs keep the ledger in an SQLite file beside the outbox, so duplicates are caught
     # across restarts too; deployed without a state bucket it is per-instance memory.
-    if context.outbox is None or context.values["state_bucket"] is not None:
+    if context.local_dir is None or context.values["state_bucket"] is not None:
         return None
-    return context.outbox / "ledger.sqlite3"
+    return context.local_dir / "ledger.sqlite3"
 
 
 # The core variables, each default written once. Rows are read in order: a Computed default may
@@ -173,7 +173,7 @@ CORE: tuple[Variable, ...] = (
     Variable("STORAGE_EMULATOR_HOST", "storage_emulator_host", _storage_emulator_host, None),
     Variable("NOTIFY_LEDGER_FILE", "ledger_file", _path, Computed(_local_ledger)),
     Variable("NOTIFY_DEAD_LETTER_DIR", "dead_letter_dir", _path,
-             Computed(lambda c: c.outbox / "deadletter" if c.outbox else Path("deadletter"))),
+             Computed(lambda c: c.local_dir / "deadletter" if c.local_dir else Path("deadletter"))),
 )  # fmt: skip
 _RETRY_FIELDS = ("max_attempts", "max_backoff")
 
@@ -185,13 +185,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     deployed = bool(env.get("K_SERVICE"))
 
     backend = _backend(env, deployed, problems)
-    provider = provider_settings(backend, env, problems, deployed=deployed) if backend else None
-    outbox = provider.directory if isinstance(provider, OutboxSettings) else None
+    provider = checked_settings(backend, env, problems, deployed=deployed)
+    local_dir = provider.local_dir if provider else None
     values: dict[str, Any] = {}
     for variable in CORE:
         default = variable.default
         if isinstance(default, Computed):
-            default = default.value(_Context(deployed, outbox, values))
+            default = default.value(_Context(deployed, local_dir, values))
         values[variable.field] = variable.read(env, variable.var, problems, default)
     rules, rules_file = _rules(env, backend, values, problems)
 

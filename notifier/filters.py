@@ -14,10 +14,10 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from notifier.mail.headers import SUBJECT_LIMIT, one_line
+from notifier.mail.headers import one_line
 
 __all__ = [
-    "FILTERS", "SUBJECT_LIMIT", "console_url", "encode_object_name", "format_local", "format_size", "format_utc",
+    "FILTERS", "console_url", "encode_object_name", "format_local", "format_size", "format_utc",
     "one_line", "show_hidden_characters", "visible_line_breaks",
 ]  # fmt: skip
 

@@ -47,7 +47,11 @@ _REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 _SPECVERSION = "1.0"
 _STRUCTURED = "application/cloudevents+json"
 _NOT_AN_OBJECT = "is not the JSON object a CloudEvent or 1st-gen event must be"
-_HANDLING = "notifier_handling"  # flask.g: the event reached our code, so what it raises is a bug of ours
+# flask.g flags saying whose code an exception came from. Before _BODY_READ: our own before-request
+# hook (a bug of ours); between the two: the framework converting the request (the request's fault);
+# after _HANDLING: the function (a bug of ours). Only our bugs are logged with a traceback.
+_BODY_READ = "notifier_body_read"
+_HANDLING = "notifier_handling"
 
 
 def install(app: Flask, pipeline: Pipeline) -> None:
@@ -59,7 +63,8 @@ def install(app: Flask, pipeline: Pipeline) -> None:
 
 def handle(pipeline: Pipeline, cloud_event: Any) -> None:
     """Hand an event the framework converted to the pipeline: from here on an exception is a bug of
-    ours (logged with its traceback); before, it was the framework rejecting the request."""
+    ours (logged with its traceback); before, and after our body reader, it was the framework
+    rejecting the request."""
     setattr(g, _HANDLING, True)
     pipeline.handle(cloud_event, percent_encoded=sent_in_binary_mode())
 
@@ -77,6 +82,8 @@ def error_response(pipeline: Pipeline, error: BaseException) -> Any:
     """
     if isinstance(error, RetryLater):
         return f"retry later: {error}\n", 500
+    if not g.get(_BODY_READ):  # our before-request hook raised; the body is not read again, unbounded
+        return _acknowledge(pipeline, _our_bug(error), None, exc_info=True)
     if isinstance(error, HTTPException) and error.code in _NOT_DELIVERIES:
         return error
     body = _body_so_far()
@@ -93,11 +100,14 @@ def error_response(pipeline: Pipeline, error: BaseException) -> Any:
             if error.__context__ is not None:  # the framework's own reason, e.g. an unknown event type
                 reason += f" ({str(error.__context__)[:200]})"
     elif g.get(_HANDLING):
-        reason = f"could not be handled ({type(error).__name__}: {str(error)[:200]})"
-        exc_info = True  # a bug of ours: show where
+        reason, exc_info = _our_bug(error), True
     else:  # functions-framework raised while converting the request: say what is wrong with it instead
         reason = _body_problem(body) or _first_gen_problem(_json_object(body)) or _unconverted(error)
     return _acknowledge(pipeline, reason, body, exc_info=exc_info)
+
+
+def _our_bug(error: BaseException) -> str:
+    return f"could not be handled ({type(error).__name__}: {str(error)[:200]})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +116,12 @@ def error_response(pipeline: Pipeline, error: BaseException) -> Any:
 
 def _read_body(pipeline: Pipeline) -> Any:
     """Flask ``before_request``: read the whole body now, or answer without calling the function."""
+    answer = _bounded_body(pipeline)
+    setattr(g, _BODY_READ, True)  # from here on, until handle(), an exception is the framework's
+    return answer
+
+
+def _bounded_body(pipeline: Pipeline) -> Any:
     if request.method != "POST":
         return None
     too_large = ended_early = False

@@ -34,7 +34,14 @@ from notifier.mail.retry import MIN_ATTEMPT_SECONDS
 from notifier.mail.scrub import scrub
 from notifier.objects import ObjectAccess
 from notifier.render import Renderer
-from notifier.replay import MalformedLetter, ReplayPlan, UnreplayableLetter, plan_replay
+from notifier.replay import (
+    MalformedLetter,
+    ReplayPlan,
+    UnreplayableLetter,
+    letter_record,
+    plan_replay,
+    unstored_narrowing,
+)
 from notifier.rules import Notification
 
 SENT, DUPLICATE, IGNORED, EXPIRED = "sent", "duplicate", "ignored", "expired"
@@ -52,6 +59,9 @@ class Outcome:
     outcome: str
     notification_id: str | None = None
     message_id: str | None = None
+    # partially-sent: whether the letter for the refused was stored under its own id; a replay
+    # removes the letter it replayed only then (else that letter is all that names them).
+    letter_stored: bool = True
 
 
 class Pipeline:
@@ -175,8 +185,10 @@ class Pipeline:
         outcomes = []
         for notification in plan.notifications:
             claim = self._claim(notification, started, replay=True)
-            delivered = claim if isinstance(claim, Outcome) else self.deliver(notification, None, claim, started)
-            outcomes.append(delivered)
+            if isinstance(claim, Outcome):
+                outcomes.append(claim)
+            else:
+                outcomes.append(self.deliver(notification, None, claim, started, replaying=letter))
         if all(_settles(o, letter) for o in outcomes):
             self.dead_letters.remove(letter.notification_id)
         return outcomes
@@ -185,8 +197,12 @@ class Pipeline:
         log.log(self._log, level, f"{outcome}: replay of {letter.source or letter.notification_id}: {reason}",
                 notification_id=letter.notification_id, outcome=outcome, reason=reason)  # fmt: skip
 
-    def deliver(self, notification: Notification, message: Message | None, claim: Claim, started: float) -> Outcome:
-        """Render (unless ``message`` is given), send and record one claimed notification."""
+    def deliver(
+        self, notification: Notification, message: Message | None, claim: Claim, started: float,
+        *, replaying: DeadLetter | None = None,
+    ) -> Outcome:  # fmt: skip
+        """Render (unless ``message`` is given), send and record one claimed notification;
+        ``replaying``: the dead letter it is sent again for."""
         deadline = started + self.settings.deadline_seconds
         try:
             if message is None:
@@ -207,7 +223,7 @@ class Pipeline:
         except Exception as error:  # noqa: BLE001 - a bug must not turn into endless redelivery
             return self._dead_letter(notification, message, claim, started, error, exc_info=True)
         if receipt.refused:  # outside the try: a bug there must not dead-letter it for everyone
-            return self._partially_sent(notification, message, claim, started, receipt)
+            return self._partially_sent(notification, message, claim, started, receipt, replaying)
         # A lost "sent" mark would let a redelivery after the lease send again: try it a few times.
         ledger_error = self._ledger_quietly(
             self._mark_sent_policy().wraps(self.ledger.mark_sent), claim, receipt.message_id
@@ -250,7 +266,7 @@ class Pipeline:
         error: Exception, *, status: int | None = None, exc_info: bool = False,
     ) -> Outcome:  # fmt: skip
         detail = self._scrubbed(str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}")
-        record = _letter(notification, message, detail, status)
+        record = letter_record(notification, message, detail, status)
         try:
             stored_at = self.dead_letters.put(notification.id, record)
         except (LedgerError, OSError) as store_error:
@@ -271,8 +287,9 @@ class Pipeline:
         return Outcome(DEAD_LETTERED, notification.id)
 
     def _partially_sent(
-        self, notification: Notification, message: Message, claim: Claim, started: float, receipt: Receipt
-    ) -> Outcome:
+        self, notification: Notification, message: Message, claim: Claim, started: float, receipt: Receipt,
+        replaying: DeadLetter | None = None,
+    ) -> Outcome:  # fmt: skip
         """Some recipients got it and ``receipt.refused`` did not: a dead letter for just them (replay
         sends to them alone), and the claim marked dead, so a redelivery sends nobody a second copy.
         Transient refusals the backend's retries did not overcome are kept too, not redelivered:
@@ -283,22 +300,45 @@ class Pipeline:
             + "; ".join(f"{r.address}: {r.status} {r.reply}".strip() for r in refused)
             + (f" (after {receipt.attempts} attempt(s))" if any(r.transient for r in refused) else "")
         )
-        record = {**_letter(notification, message, detail, refused[0].status),
+        record = {**letter_record(notification, message, detail, refused[0].status),
                   "refused_recipients": [r.address for r in refused]}  # fmt: skip
-        try:
-            stored_at: str | None = self.dead_letters.put(notification.id, record)
-        except (LedgerError, OSError) as store_error:
-            # Not left to the platform: its redelivery would send everyone who has it a second copy.
-            stored_at = None
+        # Not left to the platform when it cannot be stored: its redelivery would send everyone who
+        # has it a second copy.
+        stored_at, store_error = self._put_letter(notification.id, record)
+        fields: dict[str, Any] = {}
+        if store_error is not None and replaying is None:
             detail += f"; and the dead letter could not be stored ({store_error}): replay cannot send it to them"
+        elif store_error is not None and replaying is not None:
+            stored_at, note, fields = self._narrow_replayed(replaying, notification, record, store_error)
+            detail += note
         ledger_error = self._ledger_quietly(self._mark_sent_policy().wraps(self.ledger.mark_dead), claim)
         self._line(
             notification, PARTIAL, started, logging.ERROR, attempts=receipt.attempts, message_id=receipt.message_id,
             status=refused[0].status, error=detail, dead_letter=stored_at, ledger_error=ledger_error,
             refused=[{"address": r.address, "status": r.status, "transient": r.transient} for r in refused],
-            subject=message.subject,
+            subject=message.subject, **fields,
         )  # fmt: skip
-        return Outcome(PARTIAL, notification.id, receipt.message_id)
+        return Outcome(PARTIAL, notification.id, receipt.message_id, letter_stored=store_error is None)
+
+    def _put_letter(self, name: str, record: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Store a letter, tried like the sent mark: where it is, or why it is not."""
+        try:
+            return self._mark_sent_policy().wraps(self.dead_letters.put)(name, record), None
+        except (LedgerError, OSError) as store_error:
+            return None, str(store_error)
+
+    def _narrow_replayed(
+        self, replayed: DeadLetter, notification: Notification, record: dict[str, Any], store_error: str
+    ) -> tuple[str | None, str, dict[str, Any]]:
+        """A replay reached some of the letter's recipients and its narrowed letter could not be
+        stored: narrow the replayed letter in place, else say who has the email now and who still
+        needs it (the replayed letter is kept as it was). Where it is, what to add to the error, fields."""
+        if replayed.notification_id != notification.id:  # under its own name it just failed
+            stored_at, _ = self._put_letter(replayed.notification_id, record)
+            if stored_at is not None:
+                return stored_at, f"; narrowed to them in place instead ({notification.id}: {store_error})", {}
+        note, fields = unstored_narrowing(replayed, notification, record["refused_recipients"], store_error)
+        return None, note, fields
 
     def _scrubbed(self, error_text: str) -> str:
         """An error text as it may be stored and logged. Backends scrub what they build from a
@@ -349,23 +389,11 @@ class Pipeline:
         return round((self._clock() - started) * 1000, 1)
 
 
-def _letter(notification: Notification, message: Message | None, error: str, status: int | None) -> dict[str, Any]:
-    """A dead letter's record: what replay reads (the event and rule) and what a person reads."""
-    return {
-        "notification_id": notification.id,
-        "rule": notification.rule.name,
-        "event": notification.event.to_dict(),
-        "message": message.to_dict() if message is not None else None,
-        "error": error,
-        "status": status,
-    }
-
-
 def _settles(outcome: Outcome, letter: DeadLetter) -> bool:
     """Whether a replayed notification's outcome means the letter may go: sent (or sent meanwhile,
     or a copy's); or sent to some, with a new letter for the rest that did not overwrite this one."""
     if outcome.outcome == PARTIAL:
-        return outcome.notification_id != letter.notification_id
+        return outcome.notification_id != letter.notification_id and outcome.letter_stored
     return outcome.outcome in (SENT, DUPLICATE)
 
 

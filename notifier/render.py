@@ -16,7 +16,7 @@ from urllib.parse import quote
 import jinja2
 
 from notifier.events import StorageEvent
-from notifier.filters import SUBJECT_LIMIT, console_url, encode_object_name, format_utc, one_line
+from notifier.filters import console_url, encode_object_name, format_utc, one_line
 from notifier.jinja_sandbox import render_within_budget
 from notifier.mail.base import Message
 from notifier.objects import NO_EXTRAS, Extras
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from notifier.config import Settings
 
 __all__ = [
-    "METADATA_SHOWN", "METADATA_TEXT_LIMIT", "SUBJECT_LIMIT", "TEMPLATE_FILTERS", "TEMPLATE_VARIABLES", "Renderer",
+    "METADATA_SHOWN", "METADATA_TEXT_LIMIT", "TEMPLATE_FILTERS", "TEMPLATE_VARIABLES", "Renderer",
     "TemplateError", "provider_data", "template_context",
 ]  # fmt: skip
 

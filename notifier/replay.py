@@ -16,6 +16,7 @@ from typing import Any
 from notifier import events
 from notifier.events import InvalidEvent, StorageEvent
 from notifier.ledger import DeadLetter
+from notifier.mail.base import Message
 from notifier.rules import Notification, RuleSet, notification_id
 
 MAX_REFUSED = 10_000  # addresses a letter may narrow a replay to: more was not written by us
@@ -146,3 +147,43 @@ def _json_type(value: Any) -> str:
         return "nothing (missing or null)"
     text = repr(value)
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing letters: what the pipeline stores, in the shape this module reads back.
+
+
+def letter_record(
+    notification: Notification, message: Message | None, error: str, status: int | None
+) -> dict[str, Any]:
+    """A dead letter's record: what replay reads (the event and rule) and what a person reads."""
+    return {
+        "notification_id": notification.id,
+        "rule": notification.rule.name,
+        "event": notification.event.to_dict(),
+        "message": message.to_dict() if message is not None else None,
+        "error": error,
+        "status": status,
+    }
+
+
+def unstored_narrowing(
+    replayed: DeadLetter, notification: Notification, still: list[str], store_error: str
+) -> tuple[str, dict[str, Any]]:
+    """A replay reached some of ``replayed``'s recipients and the letter for the rest (``still``)
+    could not be stored: the text to add to the error, and the fields saying who has it now."""
+    refused = {address.lower() for address in still}
+    got = [a.email for a in notification.recipients.everyone if a.key not in refused]
+    kept = replayed.source or replayed.notification_id
+    note = (
+        f"; and the narrowed dead letter could not be stored ({store_error}): {kept} is kept as it was,"
+        " so replaying it again would send a second copy to"
+        f" {_listed(got)}, who got it now; only {_listed(still)} still need it: narrow or delete that letter"
+    )
+    return note, {"already_sent": got, "still_to_send": list(still)}
+
+
+def _listed(addresses: list[str], shown: int = 10) -> str:
+    """Addresses for a log message, the first ``shown`` of them (the line's fields hold them all)."""
+    more = len(addresses) - shown
+    return ", ".join(addresses[:shown]) + (f" and {more} more" if more > 0 else "")

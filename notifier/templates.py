@@ -9,6 +9,7 @@ threads is safe.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from datetime import tzinfo
@@ -22,12 +23,21 @@ from notifier.config import BUILTIN_TEMPLATES
 from notifier.events import KINDS, StorageEvent
 from notifier.filters import FILTERS, show_hidden_characters
 from notifier.jinja_sandbox import RenderLimitError, Sandbox, render_within_budget
+from notifier.log import get_logger, log
 from notifier.rules import Rule
 
 TEMPLATE_FILES = ("subject.txt", "body.txt", "body.html")
 # What the bodies share: the base each extends (by the body's extension), and the styles both import.
 BASE_OF = {"body.txt": "base.txt", "body.html": "base.html"}
 SHARED_FILES = (*BASE_OF.values(), "styles.html")
+# What the blocks our bodies fill hold: named when a base of the user's has nowhere to put one.
+BLOCK_HOLDS = {
+    "title": "the page title",
+    "accent": "the colour of the top bar",
+    "headline": "the headline",
+    "summary": "the sentence saying what happened to the object",
+    "extra_facts": "the metageneration, a fact only metadata events have",
+}
 
 TemplateSet = tuple[jinja2.Template, jinja2.Template, jinja2.Template]  # subject, text body, HTML body
 ContextFor = Callable[[StorageEvent], dict[str, Any]]
@@ -75,9 +85,8 @@ class Templates:
         templates = cls(templates_dir, timezone=timezone)
         everything = templates_dir is not None or check_builtin
         templates._compile(rules, {(None, kind) for kind in KINDS} if everything else set())
-        if templates_dir is not None:
-            templates._check_user_bases()
         _Trial(templates, context, check_html).run(rules)
+        templates._warn_of_missing_blocks()  # after the trial: a start-up that fails says only why
         return templates
 
     def set_for(self, template_name: str | None, kind: str) -> TemplateSet:
@@ -147,23 +156,32 @@ class Templates:
 
     # -- a user's base.html / base.txt -----------------------------------------------------------
 
-    def _check_user_bases(self) -> None:
-        """A base of the user's must have every block a body of ours fills: without it, that part
-        of the email (the headline, the metadata's facts...) would vanish without a word."""
-        for base in BASE_OF.values():
-            if self.templates_dir is None or not (self.templates_dir / base).is_file():
-                continue
-            blocks = set(self._load([base]).blocks)
-            missing: dict[str, list[str]] = {}
-            for template in self._our_bodies_extending(base):
-                for block in sorted(set(template.blocks) - blocks):
-                    missing.setdefault(block, []).append(f"templates/{template.name}")
-            if missing:
-                lacks = " and no ".join(f"{{% block {b} %}} (filled by {', '.join(by)})" for b, by in missing.items())
-                raise TemplateError(
-                    f"templates/{base}: has no {lacks}; add each where that part of the email belongs,"
-                    " or override those bodies too"
-                )
+    def _warn_of_missing_blocks(self) -> None:
+        """One WARNING line when a base of the user's lacks a block a body of ours fills: that part
+        of the email (the summary, the metadata's facts...) would vanish without a word. Not an
+        error: such a base rendered before this check existed, and an upgrade must not stop it."""
+        problems = [problem for base in BASE_OF.values() if (problem := self._blocks_missing_from(base))]
+        if problems:
+            log(get_logger(), logging.WARNING, "; ".join(problems))
+
+    def _blocks_missing_from(self, base: str) -> str | None:
+        if self.templates_dir is None or not (self.templates_dir / base).is_file():
+            return None
+        blocks = set(self._load([base]).blocks)
+        missing: dict[str, list[str]] = {}
+        for template in self._our_bodies_extending(base):
+            for block in sorted(set(template.blocks) - blocks):
+                missing.setdefault(block, []).append(f"templates/{template.name}")
+        if not missing:
+            return None
+        lacks = " and no ".join(
+            f"{{% block {block} %}} ({BLOCK_HOLDS.get(block, 'its content')}, filled by {', '.join(by)})"
+            for block, by in missing.items()
+        )
+        return (
+            f"templates/{base}: has no {lacks}: what they hold will not show in the emails; add each"
+            " block where that part of the email belongs, or override those bodies too"
+        )
 
     def _our_bodies_extending(self, base: str) -> list[jinja2.Template]:
         bodies = {t.name: t for _, templates in self.loaded() for t in templates[1:] if self._is_ours(t)}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +59,7 @@ def test_smtp_timeout_seconds_is_the_smtp_backends_timeout_not_sendgrids():
 
 def test_smtp_timeout_seconds_has_its_own_default_and_check():
     smtp = {"SMTP_URL": "smtp://relay.example.com", "NOTIFY_FROM": "a@example.com", "NOTIFY_TO": "b@example.com"}
-    assert load_settings({**smtp, "SENDGRID_TIMEOUT_SECONDS": "2.5"}).provider.timeout == 10.0
+    assert load_settings(smtp).provider.timeout == 10.0  # SENDGRID_TIMEOUT_SECONDS's part: see below
     assert load_settings({**smtp, "SMTP_TIMEOUT_SECONDS": "2.5"}).provider.timeout == 2.5
     with pytest.raises(ConfigError) as caught:
         load_settings({**smtp, "SMTP_TIMEOUT_SECONDS": "soon"})
@@ -79,15 +80,17 @@ class PigeonSettings:
     speed: float
 
     @classmethod
-    def from_env(cls, env, problems, *, deployed):
+    def from_env(cls, env, problems, *, deployed, chosen):
         loft = envvars.text(env, "PIGEON_LOFT")
-        if not loft:
+        if not loft and chosen:
             problems.append("PIGEON_LOFT: required when NOTIFY_BACKEND is pigeon")
         return cls(loft, env.get("PIGEON_RING", ""), envvars.positive_number(env, "PIGEON_SPEED", problems, 1.0))
 
     @property
     def secrets(self):
         return (self.ring,) if self.ring else ()
+
+    local_dir = None
 
 
 class PigeonBackend(Backend):
@@ -110,7 +113,8 @@ def pigeon(tmp_path, monkeypatch):
     """A provider added as one module plus one line in PROVIDERS."""
     (tmp_path / "pigeon_provider.py").write_text(PIGEON)
     monkeypatch.syspath_prepend(str(tmp_path))
-    line = Provider("pigeon_provider", "PigeonSettings", "pigeon_backend", True, "PIGEON_LOFT", ("PIGEON_RING",))
+    line = Provider("pigeon_provider", "PigeonSettings", "pigeon_backend", True, "PIGEON_LOFT", ("PIGEON_RING",),
+                    ("PIGEON_LOFT", "PIGEON_RING", "PIGEON_SPEED"))  # fmt: skip
     monkeypatch.setitem(PROVIDERS, "pigeon", line)
     yield
     sys.modules.pop("pigeon_provider", None)
@@ -177,3 +181,112 @@ def test_each_provider_checks_its_own_required_variables(name, problems, tmp_pat
     settings = mail.provider_settings(name, {"NOTIFY_OUTBOX_DIR": str(tmp_path)}, found, deployed=False)
     assert found == problems
     assert settings.secrets == ()
+
+
+# Checks that do not depend on being chosen run whatever the backend (as before the providers owned
+# their settings): a mistyped variable, or a password in SMTP_URL, stops start-up even beside console.
+UNCHOSEN_PROBLEMS = [
+    ({"SENDGRID_TIMEOUT_SECONDS": "abc"}, "SENDGRID_TIMEOUT_SECONDS: expected a positive number of seconds, got 'abc'"),
+    ({"SENDGRID_API_KEY": "SG.a b"}, "SENDGRID_API_KEY: contains whitespace or control characters"),
+    ({"SENDGRID_SANDBOX": "maybe"}, "SENDGRID_SANDBOX: expected true or false, got 'maybe'"),
+    ({"SENDGRID_API_HOST": "ftp://x"}, "SENDGRID_API_HOST: expected an http(s) URL, got 'ftp://x'"),
+    ({"SMTP_URL": "smtp://u:hunter2@h:587"},
+     "SMTP_URL: holds a password; put it in SMTP_PASSWORD (from Secret Manager) instead"),
+    ({"SMTP_URL": "smtp://h:port"}, "SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got 'smtp://h:port'"),
+    ({"SMTP_TIMEOUT_SECONDS": "0"}, "SMTP_TIMEOUT_SECONDS: expected a positive number of seconds, got '0'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["console", "outbox"])
+@pytest.mark.parametrize(("env", "problem"), UNCHOSEN_PROBLEMS)
+def test_a_providers_checks_run_when_another_backend_is_chosen(backend, env, problem, tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"NOTIFY_BACKEND": backend, "NOTIFY_OUTBOX_DIR": str(tmp_path), **env})
+    assert caught.value.problems == [problem]
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_chosen_providers_checks_and_the_others_are_all_reported():
+    env = {"SMTP_URL": "smtp://u:pw@relay.example.com", "SENDGRID_API_KEY": "SG.k", "SENDGRID_SANDBOX": "maybe",
+           "NOTIFY_FROM": "a@example.com", "NOTIFY_TO": "b@example.com"}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)  # the key chooses SendGrid; SMTP_URL is still checked
+    assert sorted(caught.value.problems) == [
+        "SENDGRID_SANDBOX: expected true or false, got 'maybe'",
+        "SMTP_URL: holds a password; put it in SMTP_PASSWORD (from Secret Manager) instead",
+    ]
+
+
+SMTP = {"SMTP_URL": "smtp://relay.example.com", "NOTIFY_FROM": "a@example.com", "NOTIFY_TO": "b@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("env", "timeout"),
+    [
+        ({}, 10.0),
+        ({"SENDGRID_TIMEOUT_SECONDS": "30"}, 30.0),  # what SMTP deployments set before SMTP_TIMEOUT_SECONDS
+        ({"SENDGRID_TIMEOUT_SECONDS": "30", "SMTP_TIMEOUT_SECONDS": "2.5"}, 2.5),
+        ({"SMTP_TIMEOUT_SECONDS": "2.5"}, 2.5),
+    ],
+)
+def test_smtp_timeout_falls_back_to_sendgrid_timeout_then_ten_seconds(env, timeout):
+    assert load_settings({**SMTP, **env}).provider.timeout == timeout
+
+
+def test_an_unusable_sendgrid_timeout_is_reported_once_when_smtp_falls_back_to_it():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**SMTP, "SENDGRID_TIMEOUT_SECONDS": "soon"})
+    assert caught.value.problems == ["SENDGRID_TIMEOUT_SECONDS: expected a positive number of seconds, got 'soon'"]
+
+
+def test_importing_config_loads_no_provider_module():
+    providers = sorted(line.module for line in PROVIDERS.values())
+    script = f"import sys, notifier.config; print(sorted(m for m in sys.modules if m in {providers!r}))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+@pytest.mark.parametrize(("name", "expected"), [("outbox", "outbox-dir"), ("console", None), ("sendgrid", None)])
+def test_local_state_goes_beside_the_outbox_only(name, expected, tmp_path):
+    env = {"NOTIFY_BACKEND": name, "NOTIFY_OUTBOX_DIR": str(tmp_path / "outbox-dir"), "SENDGRID_API_KEY": "SG.k",
+           "NOTIFY_FROM": "a@example.com", "NOTIFY_TO": "b@example.com"}  # fmt: skip
+    settings = load_settings(env)
+    assert settings.provider.local_dir == (tmp_path / expected if expected else None)
+    assert settings.dead_letter_dir == (tmp_path / expected / "deadletter" if expected else Path("deadletter"))
+    assert settings.ledger_file == (tmp_path / expected / "ledger.sqlite3" if expected else None)
+
+
+class RecordingEnv(dict):
+    """An environment that remembers every variable looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+@pytest.mark.parametrize("deployed", [False, True])
+def test_a_provider_reads_only_its_declared_variables_and_unset_they_raise_nothing_unchosen(name, deployed):
+    # Config imports a provider that is not the backend only when one of its declared variables is
+    # set: so every variable it reads must be declared, and with none set it must find no problem.
+    line = mail.PROVIDERS[name]
+    for chosen in (True, False):
+        env, found = RecordingEnv(), []
+        mail.provider_settings(name, env, found, deployed=deployed, chosen=chosen)
+        assert env.read <= set(line.variables), (chosen, env.read - set(line.variables))
+        if not chosen:
+            assert found == []
+    assert line.selected_by is None or line.selected_by in line.variables
+    assert set(line.secret_variables) <= set(line.variables)

@@ -5,11 +5,15 @@ still logged with its traceback."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cloudevents.conversion import to_binary
 from flask import Flask
+from functions_framework import create_app
+from werkzeug.exceptions import BadRequest
 
 from notifier import http
 from tests.conftest import settings_for, storage_cloud_event
@@ -105,3 +109,37 @@ def test_a_bug_of_ours_is_still_logged_with_its_traceback(clean_notifier_env, ca
     assert line["severity"] == "ERROR"
     assert "ZeroDivisionError: a bug of ours" in line["message"]
     assert "ZeroDivisionError" in line["traceback"]
+
+
+def _raising(error: Exception) -> Any:
+    def raise_it(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return raise_it
+
+
+@pytest.mark.parametrize(
+    "error",
+    [KeyError("bug in our body reader"), BadRequest("an HTTP error raised by our body reader")],
+    ids=["plain", "http-exception"],
+)
+def test_a_bug_in_our_body_reader_is_logged_with_its_traceback(clean_notifier_env, capsys, monkeypatch, error):
+    # Our before-request hook runs before the framework converts the request: what it raises is
+    # ours, not a request the framework rejected. In-process, so that the hook can be broken.
+    monkeypatch.setenv("NOTIFY_FROM", "Alerts <alerts@example.com>")
+    monkeypatch.setenv("NOTIFY_TO", "ops@example.com")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # create_app appends the source's folder
+    monkeypatch.delitem(sys.modules, "main", raising=False)  # and registers the module as "main"
+    app = create_app(target="handle_storage_event", source=str(Path(__file__).parent.parent / "main.py"))
+    monkeypatch.setattr(http, "_body_deadline", _raising(error))
+    headers, body = to_binary(storage_cloud_event(event_id="hook-bug"))
+    capsys.readouterr()
+
+    answer = app.test_client().post("/", data=body, headers=dict(headers))
+
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    (line,) = _errors([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert type(error).__name__ in line["message"], line["message"]
+    assert "functions-framework" not in line["message"], "our bug blamed on the framework"
+    assert type(error).__name__ in line.get("traceback", ""), line
+    assert "_read_body" in line["traceback"], "the traceback shows where in our hook"

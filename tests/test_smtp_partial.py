@@ -18,8 +18,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from cloudevents.conversion import to_binary
 
+from notifier.ledger import LedgerError
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
+from notifier.mail import smtp
 from notifier.pipeline import Pipeline, RetryLater
 from notifier.tools.cli import main
 from notifier.tools.processes import free_port
@@ -284,3 +286,205 @@ def _letter_with_refused(handler, port, tmp_path, planted):
     path.write_text(json.dumps(record), encoding="utf-8")
     handler.refusals = {}
     return pipeline, path
+
+
+DISCONNECT = "disconnect"  # MailFailingRelay: drop the connection instead of answering MAIL FROM
+
+
+class MailFailingRelay(Relay):
+    """A Relay whose MAIL FROM fails from the ``fail_from``-th one on (counted across connections):
+    answered with ``failure``, or the connection dropped when it is DISCONNECT."""
+
+    def __init__(self, refusals: dict[str, Iterator[str]], *, fail_from: int, failure: str | None) -> None:
+        super().__init__(refusals)
+        self.fail_from, self.failure, self.mails = fail_from, failure, 0
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.mails += 1
+        if self.failure is not None and self.mails >= self.fail_from:
+            if self.failure == DISCONNECT:
+                server.transport.abort()
+            return self.failure
+        envelope.mail_from = address
+        return "250 OK"
+
+
+@pytest.fixture
+def failing_relay() -> Iterator[tuple[MailFailingRelay, int]]:
+    handler = MailFailingRelay({}, fail_from=1, failure=None)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield handler, controller.port
+    controller.stop()
+
+
+EXPECTED_REFUSAL = {  # the final failure → how the recipients it left without the email are reported
+    "550 5.7.1 sender blocked now": (550, False),
+    "421 4.3.2 shutting down": (421, True),
+    DISCONNECT: (421, True),  # no reply: reported as RFC 5321's "closing the channel", transient
+}
+
+
+@pytest.mark.parametrize("separate", [True, False], ids=["separate-envelopes", "one-envelope"])
+@pytest.mark.parametrize("failure", list(EXPECTED_REFUSAL), ids=["550", "421", "disconnect"])
+def test_a_retry_that_fails_for_the_whole_message_keeps_who_already_got_it(
+    failing_relay, tmp_path, capsys, failure, separate
+):
+    handler, port = failing_relay
+    handler.refusals = {"b@example.com": iter([MAILBOX_BUSY])}
+    handler.fail_from, handler.failure = (4 if separate else 2), failure  # the retry's connection fails
+    pipeline = _pipeline(tmp_path, port, separate=separate, NOTIFY_MAX_ATTEMPTS="2")
+    event = storage_cloud_event(name="reports/q3.csv")
+
+    try:
+        (outcome,) = pipeline.handle(event)
+    except RetryLater:
+        pytest.fail("a redelivery would send a second copy to a@ and c@, who have theirs")
+
+    assert outcome.outcome == "partially-sent"
+    assert handler.copies() == Counter({"a@example.com": 1, "c@example.com": 1})
+    status, transient = EXPECTED_REFUSAL[failure]
+    (line,) = _outcome_lines([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert line["refused"] == [{"address": "b@example.com", "status": status, "transient": transient}]
+    (letter,) = _letters(tmp_path)
+    assert letter["refused_recipients"] == ["b@example.com"]
+
+    assert pipeline.handle(event)[0].outcome == "duplicate"
+    handler.failure = None
+    (stored,) = pipeline.dead_letters.list()
+    assert pipeline.replay(stored)[0].outcome == "sent"
+    assert handler.copies() == Counter(EVERYONE)
+    assert _letters(tmp_path) == []
+
+
+@pytest.mark.parametrize("failure", ["550 5.7.1 sender blocked now", DISCONNECT], ids=["550", "disconnect"])
+def test_a_later_envelope_whose_connection_fails_leaves_the_first_accepted(failing_relay, tmp_path, capsys, failure):
+    handler, port = failing_relay
+    handler.fail_from, handler.failure = 2, failure  # a@'s copy goes; b@'s and c@'s never do
+    pipeline = _pipeline(tmp_path, port, separate=True, NOTIFY_MAX_ATTEMPTS="3")
+
+    (outcome,) = pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+
+    assert outcome.outcome == "partially-sent"
+    assert handler.copies() == Counter({"a@example.com": 1})
+    status, transient = EXPECTED_REFUSAL[failure]
+    (line,) = _outcome_lines([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert line["refused"] == [
+        {"address": address, "status": status, "transient": transient} for address in ("b@example.com", "c@example.com")
+    ]
+    (letter,) = _letters(tmp_path)
+    assert letter["refused_recipients"] == ["b@example.com", "c@example.com"]
+
+
+class FlakyDeadLetters(LocalDeadLetters):
+    """Letters whose ``put`` fails with a LedgerError ``failures`` times, then works; ``only_for``:
+    just for that id (None: for every id)."""
+
+    def __init__(self, directory: Path, *, failures: int, only_for: str | None = None) -> None:
+        super().__init__(directory)
+        self.failures, self.only_for, self.tries = failures, only_for, 0
+
+    def put(self, notification_id, record):
+        if self.only_for in (None, notification_id):
+            self.tries += 1
+            if self.tries <= self.failures:
+                raise LedgerError("state bucket: 503 Service Unavailable")
+        return super().put(notification_id, record)
+
+
+def _partial_for_b_and_c(handler, port, tmp_path) -> tuple[Pipeline, Path]:
+    """A send that reached a@ alone (550 for b@ and c@) and its letter; the relay then accepts b@."""
+    refusals = {a: itertools.repeat(f"550 5.1.1 <{a}>: no such user") for a in ("b@example.com", "c@example.com")}
+    handler.refusals = refusals
+    pipeline = _pipeline(tmp_path, port, separate=True)
+    pipeline.sleeps = []
+    pipeline.sleep = pipeline.sleeps.append
+    assert pipeline.handle(storage_cloud_event(name="reports/q3.csv"))[0].outcome == "partially-sent"
+    (path,) = sorted((tmp_path / "dead").glob("*.json"))
+    handler.refusals = {"c@example.com": refusals["c@example.com"]}
+    return pipeline, path
+
+
+def test_a_partial_sends_letter_is_stored_when_the_state_bucket_fails_once(relay, tmp_path, capsys):
+    handler, port = relay
+    handler.refusals = {"c@example.com": itertools.repeat(NO_SUCH_USER)}
+    settings = settings_for(**_env(tmp_path, port, separate=True))
+    letters = FlakyDeadLetters(tmp_path / "dead", failures=1)
+    pipeline = Pipeline(settings, ledger=MemoryLedger(), dead_letters=letters)
+    pipeline.sleep = (sleeps := []).append
+
+    (outcome,) = pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+
+    assert outcome.outcome == "partially-sent"
+    (letter,) = _letters(tmp_path)
+    assert letter["refused_recipients"] == ["c@example.com"]
+    assert len(sleeps) == 1, "tried again after a pause, as the sent mark is"
+    (line,) = _outcome_lines([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert line["dead_letter"].endswith(f"{outcome.notification_id}.json")
+
+
+def test_a_replay_whose_narrowed_letter_cannot_be_stored_says_who_got_it_and_who_did_not(relay, tmp_path, capsys):
+    handler, port = relay
+    pipeline, path = _partial_for_b_and_c(handler, port, tmp_path)
+    pipeline.dead_letters = UnwritableDeadLetters(tmp_path / "dead")
+    (stored,) = pipeline.dead_letters.list()
+    capsys.readouterr()
+
+    (replayed,) = pipeline.replay(stored)
+
+    assert replayed.outcome == "partially-sent"
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    lines = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    (error,) = [line for line in lines if line["severity"] == "ERROR"]
+    assert error["already_sent"] == ["b@example.com"]
+    assert error["still_to_send"] == ["c@example.com"]
+    assert "b@example.com" in error["message"] and "c@example.com" in error["message"]
+    assert path.exists(), "the old letter is all that says c@ still needs it"
+
+
+def test_a_renamed_letter_is_narrowed_in_place_when_the_new_one_cannot_be_stored(relay, tmp_path, capsys):
+    handler, port = relay
+    pipeline, path = _partial_for_b_and_c(handler, port, tmp_path)
+    renamed = path.with_name("renamed-by-hand.json")
+    path.rename(renamed)
+    pipeline.dead_letters = FlakyDeadLetters(tmp_path / "dead", failures=99, only_for=path.stem)
+    (stored,) = pipeline.dead_letters.list()
+
+    (replayed,) = pipeline.replay(stored)
+
+    assert replayed.outcome == "partially-sent"
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    assert not path.exists()
+    (letter,) = _letters(tmp_path)
+    assert letter["refused_recipients"] == ["c@example.com"], "narrowed: the next replay skips b@"
+
+    handler.refusals = {}
+    (stored,) = pipeline.dead_letters.list()
+    assert pipeline.replay(stored)[0].outcome == "sent"
+    assert handler.copies() == Counter(EVERYONE)
+    assert _letters(tmp_path) == []
+
+
+def test_a_bug_after_the_first_copy_went_leaves_the_others_dead_lettered_alone(relay, tmp_path, capsys, monkeypatch):
+    handler, port = relay
+    copies = itertools.count()
+    real_as_mime = smtp.as_mime
+
+    def as_mime_failing_after_the_first(message, envelope):
+        if next(copies) >= 1:
+            raise ValueError("a bug building the second copy")
+        return real_as_mime(message, envelope)
+
+    monkeypatch.setattr(smtp, "as_mime", as_mime_failing_after_the_first)
+    pipeline = _pipeline(tmp_path, port, separate=True)
+
+    (outcome,) = pipeline.handle(storage_cloud_event(name="reports/q3.csv"))
+
+    assert outcome.outcome == "partially-sent", "dead-lettered for everyone, replay would mail a@ again"
+    assert handler.copies() == Counter({"a@example.com": 1})
+    (line,) = _outcome_lines([json.loads(text) for text in capsys.readouterr().out.splitlines()])
+    assert [(r["address"], r["status"], r["transient"]) for r in line["refused"]] == [
+        ("b@example.com", 554, False),
+        ("c@example.com", 554, False),
+    ]
+    assert "ValueError: a bug building the second copy" in line["error"]

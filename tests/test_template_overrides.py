@@ -1,8 +1,10 @@
-"""NOTIFY_TEMPLATES_DIR overriding a few files: a base of yours works with every body of ours, and
-what a body of ours needs from a base of yours, when missing, stops the start-up naming the base."""
+"""NOTIFY_TEMPLATES_DIR overriding a few files: a base of yours works with every body of ours; a
+block of ours your base lacks is one warning at start-up, and what breaks rendering stops the
+start-up naming the base."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,20 +82,51 @@ def test_one_body_of_yours_alone_still_gets_our_base_and_its_styles(tmp_path):
     assert "New object in acme" in _render(renderer, "finalize").html
 
 
-@pytest.mark.parametrize(("base", "block", "body"), [
-    ("base.html", "extra_facts", "metadata/body.html"),
-    ("base.txt", "summary", "finalize/body.txt"),
+# What a block of ours holds, seen in the metadata email (whose bodies fill both blocks).
+SHOWN_BY = {"summary": "its content did not", "extra_facts": "Metageneration"}
+
+
+@pytest.mark.parametrize(("base", "blocks", "bodies"), [
+    ("base.html", ("extra_facts",), ("metadata/body.html",)),
+    ("base.html", ("summary", "extra_facts"), ("finalize/body.html", "metadata/body.html")),
+    ("base.txt", ("summary",), ("finalize/body.txt",)),
 ])  # fmt: skip
-def test_a_base_of_yours_without_a_block_ours_fill_stops_the_start_up_naming_both(tmp_path, base, block, body):
-    text = (BASE_HTML if base == "base.html" else BASE_TXT).replace(f"{{% block {block} %}}{{% endblock %}}", "")
-    assert f"block {block}" not in text
+def test_a_base_of_yours_without_a_block_ours_fill_starts_with_one_warning_naming_both(
+    tmp_path, capsys, base, blocks, bodies
+):
+    text = BASE_HTML if base == "base.html" else BASE_TXT
+    for block in blocks:
+        text = text.replace(f"{{% block {block} %}}{{% endblock %}}", "")
+        assert f"block {block}" not in text
+    capsys.readouterr()
 
-    with pytest.raises(TemplateError) as caught:
-        Renderer(_templates_dir(tmp_path, {base: text}))
+    renderer = Renderer(_templates_dir(tmp_path, {base: text}))  # an upgrade must not take it down
 
-    message = str(caught.value)
+    (warning,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert warning["severity"] == "WARNING"
+    message = warning["message"]
     assert message.startswith(f"templates/{base}: "), message
-    assert f"{{% block {block} %}}" in message and f"templates/{body}" in message
+    for block in blocks:
+        assert f"{{% block {block} %}}" in message, message
+    for body in bodies:
+        assert f"templates/{body}" in message, message
+    assert "will not show" in message, message
+    message = _render(renderer, "metadata")
+    rendered = message.html if base == "base.html" else message.text
+    assert "ACME BASE reports/q3.csv" in rendered
+    for block in blocks:
+        assert SHOWN_BY[block] not in rendered, f"{block} has nowhere to go in this base"
+
+
+def test_a_base_of_yours_with_every_block_starts_without_a_word(tmp_path, capsys):
+    capsys.readouterr()
+
+    renderer = Renderer(_templates_dir(tmp_path, {"base.html": BASE_HTML, "base.txt": BASE_TXT}))
+
+    assert capsys.readouterr().out == ""
+    message = _render(renderer, "metadata")
+    for shown in SHOWN_BY.values():
+        assert shown in message.html and shown in message.text
 
 
 def test_a_variable_your_base_uses_but_never_defines_is_named_in_the_base(tmp_path):

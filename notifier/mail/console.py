@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self, TextIO
 
 from notifier.mail.base import Backend, Message, Receipt, as_mime
@@ -16,12 +17,16 @@ class ConsoleSettings:
     """The console backend has no variables of its own."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool, chosen: bool) -> Self:
         return cls()
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return ()
+
+    @property
+    def local_dir(self) -> Path | None:
+        return None
 
 
 class ConsoleBackend(Backend):

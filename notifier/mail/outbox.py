@@ -23,19 +23,26 @@ class OutboxSettings:
     directory: Path
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool, chosen: bool) -> Self:
+        directory = Path(envvars.text(env, "NOTIFY_OUTBOX_DIR") or "outbox")
+        if not chosen:  # only the outbox writes there: another backend leaves it alone
+            return cls(directory)
         if deployed:
             problems.append(
                 "NOTIFY_BACKEND: outbox on a deployed function (K_SERVICE is set) writes every email to the"
                 " instance's scratch disk, where it is lost; use sendgrid or smtp, or console to only log them"
             )
-        directory = Path(envvars.text(env, "NOTIFY_OUTBOX_DIR") or "outbox")
         problems.extend(envvars.writable_directory_problems(directory, "NOTIFY_OUTBOX_DIR"))
         return cls(directory)
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return ()
+
+    @property
+    def local_dir(self) -> Path | None:
+        """The ledger and dead letters go beside the ``.eml`` files."""
+        return self.directory
 
 
 class OutboxBackend(Backend):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Self
 
 from python_http_client.exceptions import HTTPError, err_dict
@@ -66,7 +67,7 @@ _MAX_MESSAGE_ID = 200  # SendGrid's are about 22 characters
 
 @dataclass(frozen=True, slots=True)
 class SendGridSettings:
-    """The SendGrid variables, read and checked at start-up when this backend is chosen."""
+    """The SendGrid variables, read and checked at start-up (their form whatever the backend)."""
 
     api_key: str = field(repr=False)  # SENDGRID_API_KEY, from Secret Manager
     api_host: str  # SENDGRID_API_HOST: https://api.eu.sendgrid.com for EU data residency
@@ -75,10 +76,11 @@ class SendGridSettings:
     key_secret: str | None  # NOTIFY_KEY_SECRET: the Secret Manager secret holding the key, for messages
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool, chosen: bool) -> Self:
         api_key = envvars.text(env, "SENDGRID_API_KEY")
         if not api_key:
-            problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
+            if chosen:
+                problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
         elif any(ch.isspace() or not ch.isprintable() for ch in api_key):
             problems.append("SENDGRID_API_KEY: contains whitespace or control characters")
         return cls(
@@ -92,6 +94,10 @@ class SendGridSettings:
     @property
     def secrets(self) -> tuple[str, ...]:
         return (self.api_key,) if self.api_key else ()
+
+    @property
+    def local_dir(self) -> Path | None:
+        return None
 
 
 class SendGridBackend(RetryingSender, Backend):

@@ -4,7 +4,8 @@
 unless ``?tls=none`` says the relay is local and plain. Replies are classified like SendGrid's
 answers: 4xx is transient (retried, then redelivered by the platform), 5xx permanent. A recipient
 refused while others were accepted is retried alone (4xx) and reported in the receipt, never
-failing the message for those who got it.
+failing the message for those who got it; so is everyone a later failure (a retry's connection
+refused or dropped, a later copy's) leaves without it, once anyone has it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -32,31 +34,38 @@ _URL_WITH_PASSWORD = re.compile(r"smtps?://[^@/]*:[^@/]*@")
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
-    """The SMTP variables, read and checked at start-up when this backend is chosen."""
+    """The SMTP variables, read and checked at start-up (their form whatever the backend)."""
 
     url: str  # SMTP_URL: smtp://[user@]host[:port] (STARTTLS), smtps://... (implicit TLS)
     password: str = field(repr=False)  # SMTP_PASSWORD, from Secret Manager
-    timeout: float  # SMTP_TIMEOUT_SECONDS: connecting, and each reply
+    timeout: float  # SMTP_TIMEOUT_SECONDS, else SENDGRID_TIMEOUT_SECONDS: connecting, and each reply
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool) -> Self:
+    def from_env(cls, env: Mapping[str, str], problems: list[str], *, deployed: bool, chosen: bool) -> Self:
         url = envvars.text(env, "SMTP_URL")
-        if not url:
+        if not url and chosen:
             problems.append("SMTP_URL: required when NOTIFY_BACKEND is smtp (smtp://user@host:587 or smtps://host:465)")
         if _URL_WITH_PASSWORD.match(url):
             problems.append("SMTP_URL: holds a password; put it in SMTP_PASSWORD (from Secret Manager) instead")
         if url and not _URL.fullmatch(url):
             shown = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
             problems.append(f"SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got {shown!r}")
+        # SMTP deployments set SENDGRID_TIMEOUT_SECONDS before SMTP_TIMEOUT_SECONDS existed. SendGrid's
+        # settings report it when it is unusable (it is theirs), so its problems are not kept here.
+        fallback = envvars.positive_number(env, "SENDGRID_TIMEOUT_SECONDS", [], 10.0)
         return cls(
             url=url,
             password=env.get("SMTP_PASSWORD", ""),
-            timeout=envvars.positive_number(env, "SMTP_TIMEOUT_SECONDS", problems, 10.0),
+            timeout=envvars.positive_number(env, "SMTP_TIMEOUT_SECONDS", problems, fallback),
         )
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return (self.password,) if self.password else ()
+
+    @property
+    def local_dir(self) -> Path | None:
+        return None
 
 
 class SmtpBackend(RetryingSender, Backend):
@@ -82,20 +91,28 @@ class SmtpBackend(RetryingSender, Backend):
             retrying(self._deliver, message, progress, deadline)
         except smtplib.SMTPRecipientsRefused:
             pass  # raised by _deliver for the retry: every refusal is in progress.refused
-        except smtplib.SMTPException as error:
-            raise _delivery_error(error, retrying.statistics["attempt_number"], (self._password,)) from None
-        except OSError as error:
-            reason = scrub(f"{type(error).__name__}: {error}", (self._password,), limit=_MAX_ERROR_TEXT)
-            raise DeliveryError(
-                f"SMTP server {self._host}:{self._port} unreachable: {reason}",
-                transient=True,
-                attempts=retrying.statistics["attempt_number"],
-            ) from None
+        except Exception as error:  # noqa: BLE001 - once some have it, no failure may undo that
+            if not progress.accepted:
+                raise self._failure(error, retrying.statistics["attempt_number"]) from None
+            # Raising would dead-letter or redeliver it for everyone, those who have it included:
+            # the recipients it did not reach yet are reported as refused, with the final answer.
+            progress.give_up(*_final_answer(error))
         attempts = retrying.statistics["attempt_number"]
         if progress.refused and not progress.accepted:  # nobody got it: one error for the whole message
             raise _delivery_error(smtplib.SMTPRecipientsRefused(progress.refused), attempts, (self._password,))
         refused = tuple(_refusal(address, *answer, (self._password,)) for address, answer in progress.refused.items())
         return Receipt(self.name, f"<{message.notification_id}@storage-notifier>", attempts, refused)
+
+    def _failure(self, error: Exception, attempts: int) -> Exception:
+        """What ``send`` raises when the message reached nobody: a DeliveryError, or a bug as it is."""
+        if isinstance(error, smtplib.SMTPException):
+            return _delivery_error(error, attempts, (self._password,))
+        if isinstance(error, OSError):
+            reason = scrub(f"{type(error).__name__}: {error}", (self._password,), limit=_MAX_ERROR_TEXT)
+            return DeliveryError(
+                f"SMTP server {self._host}:{self._port} unreachable: {reason}", transient=True, attempts=attempts
+            )
+        return error
 
     def _deliver(self, message: Message, progress: _Progress, deadline: float) -> None:
         timeout = max(1.0, min(self._timeout, deadline - time.monotonic()))
@@ -145,10 +162,29 @@ class _Progress:
         if again:
             self.retry.append((envelope, again))
 
+    def give_up(self, code: int, reply: bytes) -> None:
+        """The send failed for good: everyone not yet accepted is refused with this answer."""
+        for _, recipients in (*self.pending, *self.retry):
+            for address in recipients:
+                self.refused[address] = (code, reply)
+        self.pending.clear()
+        self.retry.clear()
+
 
 def _refusal(address: str, code: int, reply: bytes, secrets: tuple[str | None, ...]) -> Refusal:
     text = scrub(reply.decode(errors="replace"), secrets, limit=_MAX_REPLY_TEXT)
     return Refusal(address, code, text)
+
+
+def _final_answer(error: Exception) -> tuple[int, bytes]:
+    """The reply code and text a failure leaves the recipients it did not reach with. Without a
+    reply, a lost connection counts as 421 (RFC 5321: the server closes the channel; transient)
+    and anything else as 554 (transaction failed; permanent): replay sends it to them."""
+    if isinstance(error, smtplib.SMTPResponseException):
+        reply = error.smtp_error if isinstance(error.smtp_error, bytes) else str(error.smtp_error).encode()
+        return error.smtp_code, reply
+    code = 421 if isinstance(error, OSError) else 554  # smtplib's errors are OSErrors too
+    return code, f"no reply: {type(error).__name__}: {error}".encode()
 
 
 def _codes(error: BaseException) -> list[int]:
