@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from notifier import envvars
 from notifier.addresses import Address
 from notifier.mail import DEFAULT_PROVIDER, PROVIDERS, ProviderSettings, RetrySettings, checked_settings
+from notifier.mail.scrub import scrub
 from notifier.rules import RuleSet
 from notifier.rulesfile import EnvDefaults, default_rules, load_rules
 
@@ -266,17 +267,35 @@ def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
     return beside_main if beside_main.is_file() else None
 
 
-def _secrets(env: Mapping[str, str], provider: ProviderSettings | None) -> tuple[str, ...]:
+def environment_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """Every provider's secret variables, chosen or not (the problem may be that none could be
-    chosen), as set and stripped, and the chosen provider's own; longest first, so a secret that
-    contains another is redacted whole."""
-    found = {env.get(var, "") for p in PROVIDERS.values() for var in p.secret_variables}
-    found |= {value.strip() for value in found} | set(provider.secrets if provider else ())
-    return tuple(sorted(filter(None, found), key=len, reverse=True))
+    chosen), in each form a problem text or a log line may show them (:func:`_forms`); longest
+    first, so a secret that contains another is redacted whole. Registered with the log before
+    the settings are read, so even the "cannot start" line has a second filter."""
+    env = os.environ if environ is None else environ
+    return _forms(env.get(var, "") for p in PROVIDERS.values() for var in p.secret_variables)
+
+
+def _secrets(env: Mapping[str, str], provider: ProviderSettings | None) -> tuple[str, ...]:
+    """The environment's secrets and the chosen provider's own, in every form."""
+    forms = {*environment_secrets(env), *_forms(provider.secrets if provider else ())}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _forms(values: Iterable[str]) -> tuple[str, ...]:
+    """Each value as set, stripped (a trailing "\\n" from echo), without a pair of quotes around it
+    (set as '"SG.x"', pasted bare elsewhere), and each of those as repr escapes it between its
+    quotes (problems quote values with !r: a backslash or a quote reads differently)."""
+    forms: set[str] = set()
+    for value in values:
+        stripped = value.strip()
+        quoted = len(stripped) > 1 and stripped[0] == stripped[-1] and stripped[0] in "'\""
+        for form in (value, stripped, stripped[1:-1] if quoted else stripped):
+            forms |= {form, repr(form)[1:-1]}
+    return tuple(sorted(filter(None, forms), key=len, reverse=True))
 
 
 def _redacted(problems: list[str], secrets: tuple[str, ...]) -> list[str]:
-    """A secret pasted into the wrong variable is not echoed."""
-    for secret in secrets:
-        problems = [problem.replace(secret, "[redacted]") for problem in problems]
-    return problems
+    """A secret pasted into the wrong variable is not echoed: not whole, not escaped, and not the
+    part of it a long value is cut to (notifier.mail.scrub finds runs and prefixes of it)."""
+    return [scrub(problem, secrets) for problem in problems]

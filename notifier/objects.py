@@ -37,6 +37,7 @@ _BLANK_LETTERS = dict.fromkeys(
 FILENAME_BYTES = 200  # well under the 255-byte file name limit of common file systems
 _EXTENSION_BYTES = 16  # longer than any real extension: past it, the tail is just more name
 _PREVIEW_CHARACTERS = 80
+DOWNLOAD_TIMEOUT = 10.0  # the longest an attachment's download waits for an answer (as before issue 14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +113,13 @@ class ObjectAccess:
             return None, f"Not attached: {event.size:,} bytes is over the {max_size:,}-byte limit; use the link."
         from google.api_core import exceptions as gexc
 
-        from notifier.ledger.gcs import DEFAULT_RETRY, before_send, call_options
+        from notifier.ledger.base import before_send
+        from notifier.ledger.gcs import DEFAULT_RETRY, call_options
 
         blob = self._storage().bucket(event.bucket).blob(event.name, generation=event.generation)
         try:
-            with before_send():  # within its share of the delivery's time left: the send keeps the rest
-                options = call_options(DEFAULT_RETRY)
+            with before_send():  # half the time left before the send, at most: the email without it beats none
+                options = call_options(DEFAULT_RETRY, DOWNLOAD_TIMEOUT, share=0.5)
             data = blob.download_as_bytes(end=max_size, **options)  # `end` is inclusive: one byte over
         except gexc.NotFound:
             return None, "Not attached: the object is no longer there."

@@ -16,55 +16,41 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from notifier import log
-from notifier.config import Settings, load_settings
+from notifier.config import Settings, environment_secrets, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
-from notifier.ledger.base import state_deadline
+from notifier.ledger.base import STATE_GRACE_SECONDS, state_deadline
 from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.mail.base import Receipt
 from notifier.mail.redirect import RedirectBackend
 from notifier.mail.retry import MIN_ATTEMPT_SECONDS
 from notifier.mail.scrub import scrub
 from notifier.objects import ObjectAccess
-from notifier.render import Renderer
-from notifier.replay import (
-    MalformedLetter,
-    ReplayPlan,
-    UnreplayableLetter,
-    letter_record,
-    plan_replay,
-    unstored_narrowing,
+from notifier.outcomes import (
+    DEAD_LETTERED,
+    DUPLICATE,
+    EXPIRED,
+    IGNORED,
+    INVALID,
+    PARTIAL,
+    RETRYING,
+    SENT,
+    Outcome,
+    RetryLater,
 )
+from notifier.render import Renderer
+from notifier.replay import letter_record, owed_after_failure, still_owed, unstored_narrowing
+from notifier.replaying import Replaying
 from notifier.rules import Notification
 
-SENT, DUPLICATE, IGNORED, EXPIRED = "sent", "duplicate", "ignored", "expired"
-INVALID, DEAD_LETTERED, RETRYING = "invalid", "dead-lettered", "retrying"
-PARTIAL = "partially-sent"  # accepted for some recipients; the refused ones are dead-lettered alone
-REFUSED = "refused"  # replay: the letter's rule is gone or no longer matches, and nothing said what to do
 
-
-class RetryLater(Exception):
-    """Some notification failed transiently; answering non-2xx makes the platform redeliver."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    outcome: str
-    notification_id: str | None = None
-    message_id: str | None = None
-    # partially-sent: whether the letter for the refused was stored under its own id; a replay
-    # removes the letter it replayed only then (else that letter is all that names them).
-    letter_stored: bool = True
-
-
-class Pipeline:
+class Pipeline(Replaying):
     def __init__(
         self,
         settings: Settings,
@@ -89,6 +75,7 @@ class Pipeline:
         self._clock = clock
         self._wall_clock = wall_clock
         self.sleep = time.sleep  # tests swap this for a recorder
+        self.state_grace = STATE_GRACE_SECONDS  # state calls after the deadline; tests shorten it
         self._log = log.get_logger()
 
     @classmethod
@@ -96,6 +83,8 @@ class Pipeline:
         """Read and validate the environment; a bad setting is logged once and raised."""
         logger = log.get_logger()
         try:
+            for secret in environment_secrets():  # first: a problem that names one is logged redacted
+                log.register_secret(secret)
             settings = load_settings()
             for secret in settings.secrets:
                 log.register_secret(secret)
@@ -135,8 +124,10 @@ class Pipeline:
         if not notifications:
             self._event_line(event, IGNORED, reason or "no rule matches", started)
             return [Outcome(IGNORED)]
-        with state_deadline(started + self.settings.deadline_seconds):  # bounds every state-bucket call
-            outcomes = [self._deliver(n, started) for n in notifications]
+        # Every state-bucket call ends in time: before a send, in time for it; after it, within the grace.
+        deadline = started + self.settings.deadline_seconds
+        with state_deadline(deadline, send_needs=MIN_ATTEMPT_SECONDS, grace=self.state_grace):
+            outcomes = [self._deliver(n, started, first=i == 0) for i, n in enumerate(notifications)]
         retrying = sum(o.outcome == RETRYING for o in outcomes)
         if retrying:
             raise RetryLater(f"{retrying} notification(s) for event {event.event_id} failed transiently")
@@ -153,49 +144,6 @@ class Pipeline:
             error=reason,
             **fields,
         )
-
-    def replay(self, letter: DeadLetter, *, rule_name: str | None = None, force: bool = False) -> list[Outcome]:
-        """Send a dead letter again, rebuilt from its event and today's rules (see :meth:`plan_replay`)."""
-        try:
-            plan = self.plan_replay(letter, rule_name=rule_name, force=force)
-        except UnreplayableLetter as error:
-            outcome = INVALID if isinstance(error, MalformedLetter) else REFUSED
-            self._replay_line(letter, outcome, logging.ERROR, str(error))
-            return [Outcome(outcome, letter.notification_id)]
-        return self.send_replay(letter, plan)
-
-    def plan_replay(self, letter: DeadLetter, *, rule_name: str | None = None, force: bool = False) -> ReplayPlan:
-        """The notifications a dead letter stands for *today*; raise :class:`UnreplayableLetter`.
-
-        A letter is untrusted input (anyone who can write to the state bucket can plant one): only
-        its event and rule name are read. Recipients, sender and templates are today's, and each id
-        is recomputed, so a renamed copy is caught by the ledger as the duplicate it is. The letter's
-        own rule is used when it still exists and still matches the event; otherwise ``rule_name``
-        (that current rule, if it matches) or ``force`` (every current rule that matches) must say
-        what to do.
-        """
-        return plan_replay(letter, self.settings.rules, rule_name=rule_name, force=force)
-
-    def send_replay(self, letter: DeadLetter, plan: ReplayPlan) -> list[Outcome]:
-        """Claim, render and send each planned notification; the letter goes once every one is sent."""
-        started = self._clock()
-        if plan.note:  # not an outcome: each notification's own line follows
-            log.log(self._log, logging.WARNING, f"replay of {letter.source or letter.notification_id}: {plan.note}",
-                    notification_id=letter.notification_id, reason=plan.note)  # fmt: skip
-        outcomes = []
-        for notification in plan.notifications:
-            claim = self._claim(notification, started, replay=True)
-            if isinstance(claim, Outcome):
-                outcomes.append(claim)
-            else:
-                outcomes.append(self.deliver(notification, None, claim, started, replaying=letter))
-        if all(_settles(o, letter) for o in outcomes):
-            self.dead_letters.remove(letter.notification_id)
-        return outcomes
-
-    def _replay_line(self, letter: DeadLetter, outcome: str, level: int, reason: str) -> None:
-        log.log(self._log, level, f"{outcome}: replay of {letter.source or letter.notification_id}: {reason}",
-                notification_id=letter.notification_id, outcome=outcome, reason=reason)  # fmt: skip
 
     def deliver(
         self, notification: Notification, message: Message | None, claim: Claim, started: float,
@@ -219,22 +167,28 @@ class Pipeline:
                 fields = {"attempts": error.attempts, "status": error.status, "error": self._scrubbed(str(error))}
                 self._line(notification, RETRYING, started, logging.WARNING, **fields)
                 return Outcome(RETRYING, notification.id)
-            return self._dead_letter(notification, message, claim, started, error, status=error.status)
+            return self._dead_letter(
+                notification, message, claim, started, error, status=error.status, replaying=replaying
+            )
         except Exception as error:  # noqa: BLE001 - a bug must not turn into endless redelivery
-            return self._dead_letter(notification, message, claim, started, error, exc_info=True)
+            return self._dead_letter(notification, message, claim, started, error, exc_info=True, replaying=replaying)
         if receipt.refused:  # outside the try: a bug there must not dead-letter it for everyone
             return self._partially_sent(notification, message, claim, started, receipt, replaying)
         # A lost "sent" mark would let a redelivery after the lease send again: try it a few times.
-        ledger_error = self._ledger_quietly(
-            self._mark_sent_policy().wraps(self.ledger.mark_sent), claim, receipt.message_id
-        )
+        ledger_error = self._record_sent(notification, claim, receipt.message_id)
         self._line(
             notification, SENT, started, logging.INFO,
             attempts=receipt.attempts, message_id=receipt.message_id, ledger_error=ledger_error,
         )  # fmt: skip
         return Outcome(SENT, notification.id, receipt.message_id)
 
-    def _deliver(self, notification: Notification, started: float) -> Outcome:
+    def _deliver(self, notification: Notification, started: float, *, first: bool) -> Outcome:
+        """Claim and deliver one of an event's notifications (``first``: it has all the time)."""
+        if not first and started + self.settings.deadline_seconds - self._clock() < MIN_ATTEMPT_SECONDS:
+            # Those before it used the time up: a claim now would only hold it, unsent, for its lease.
+            reason = "no time left before the deadline to claim and send it; the platform will redeliver"
+            self._line(notification, RETRYING, started, logging.WARNING, reason=reason)
+            return Outcome(RETRYING, notification.id)
         claim = self._claim(notification, started)
         return claim if isinstance(claim, Outcome) else self.deliver(notification, None, claim, started)
 
@@ -263,10 +217,13 @@ class Pipeline:
 
     def _dead_letter(
         self, notification: Notification, message: Message | None, claim: Claim, started: float,
-        error: Exception, *, status: int | None = None, exc_info: bool = False,
+        error: Exception, *, status: int | None = None, exc_info: bool = False, replaying: DeadLetter | None = None,
     ) -> Outcome:  # fmt: skip
         detail = self._scrubbed(str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}")
         record = letter_record(notification, message, detail, status)
+        owed = owed_after_failure(notification, claim, replaying)
+        if owed is not None:  # a narrowed replay: its letter and the ledger stay narrowed
+            record["refused_recipients"] = sorted({a.key for a in notification.recipients.everyone})
         try:
             stored_at = self.dead_letters.put(notification.id, record)
         except (LedgerError, OSError) as store_error:
@@ -278,7 +235,7 @@ class Pipeline:
                 subject=message.subject if message is not None else None,
             )  # fmt: skip
             return Outcome(RETRYING, notification.id)
-        self._ledger_quietly(self.ledger.mark_dead, claim)
+        self._ledger_quietly(self.ledger.mark_dead, claim, owed)
         self._line(
             notification, DEAD_LETTERED, started, logging.ERROR, exc_info=exc_info,
             status=status, error=detail, dead_letter=stored_at,
@@ -311,7 +268,8 @@ class Pipeline:
         elif store_error is not None and replaying is not None:
             stored_at, note, fields = self._narrow_replayed(replaying, notification, record, store_error)
             detail += note
-        ledger_error = self._ledger_quietly(self._mark_sent_policy().wraps(self.ledger.mark_dead), claim)
+        owed = still_owed(notification, claim, refused)  # the ledger, not the letter, decides a replay's
+        ledger_error = self._ledger_quietly(self._mark_sent_policy().wraps(self.ledger.mark_dead), claim, owed)
         self._line(
             notification, PARTIAL, started, logging.ERROR, attempts=receipt.attempts, message_id=receipt.message_id,
             status=refused[0].status, error=detail, dead_letter=stored_at, ledger_error=ledger_error,
@@ -319,6 +277,14 @@ class Pipeline:
             subject=message.subject, **fields,
         )  # fmt: skip
         return Outcome(PARTIAL, notification.id, receipt.message_id, letter_stored=store_error is None)
+
+    def _record_sent(self, notification: Notification, claim: Claim, message_id: str) -> str | None:
+        """Mark it sent; or, for a replay that sent to fewer than the ledger says are owed (the letter
+        named fewer), keep it dead for the rest. The ledger's error, if it failed."""
+        owed = still_owed(notification, claim, ())
+        if owed:
+            return self._ledger_quietly(self._mark_sent_policy().wraps(self.ledger.mark_dead), claim, owed)
+        return self._ledger_quietly(self._mark_sent_policy().wraps(self.ledger.mark_sent), claim, message_id)
 
     def _put_letter(self, name: str, record: dict[str, Any]) -> tuple[str | None, str | None]:
         """Store a letter, tried like the sent mark: where it is, or why it is not."""
@@ -387,14 +353,6 @@ class Pipeline:
 
     def _elapsed_ms(self, started: float) -> float:
         return round((self._clock() - started) * 1000, 1)
-
-
-def _settles(outcome: Outcome, letter: DeadLetter) -> bool:
-    """Whether a replayed notification's outcome means the letter may go: sent (or sent meanwhile,
-    or a copy's); or sent to some, with a new letter for the rest that did not overwrite this one."""
-    if outcome.outcome == PARTIAL:
-        return outcome.notification_id != letter.notification_id and outcome.letter_stored
-    return outcome.outcome in (SENT, DUPLICATE)
 
 
 def _event_fields(event: StorageEvent) -> dict[str, Any]:

@@ -5,7 +5,9 @@ write there can edit or plant one. So only its event and its rule's name are rea
 strictly as a delivered one. Recipients, sender and templates come from today's rules, and every
 notification id is recomputed, so a renamed copy maps to the same ledger record and is a duplicate.
 A letter written when the server refused only some recipients names them (``refused_recipients``):
-it narrows today's recipients to those, so the others never get a second copy; it cannot add any.
+it narrows today's recipients to those; it cannot add any. The ledger is the authority on who is
+still owed the email (a letter can be stale, copied or edited): the pipeline narrows each claimed
+notification further to the ledger's ``owed`` list, so nobody who has it gets a second copy.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from typing import Any
 
 from notifier import events
 from notifier.events import InvalidEvent, StorageEvent
-from notifier.ledger import DeadLetter
-from notifier.mail.base import Message
+from notifier.ledger import Claim, DeadLetter
+from notifier.ledger.base import MAX_ADDRESS_LENGTH, MAX_OWED
+from notifier.mail.base import Message, Refusal
 from notifier.rules import Notification, RuleSet, notification_id
 
-MAX_REFUSED = 10_000  # addresses a letter may narrow a replay to: more was not written by us
-MAX_ADDRESS_LENGTH = 320  # 64 for the local part, @, 255 for the domain
+MAX_REFUSED = MAX_OWED  # addresses a letter may narrow a replay to: more was not written by us
 
 
 class UnreplayableLetter(ValueError):
@@ -106,22 +108,26 @@ def _refused_recipients(values: Any) -> frozenset[str] | None:
 def _narrowed(notifications: list[Notification], only: frozenset[str]) -> list[Notification]:
     """Each notification for just the recipients in ``only`` that today's rule still has (same id:
     the ledger record is the one the partial send marked); one left with nobody is dropped."""
-    narrowed = []
-    for notification in notifications:
-        recipients = notification.recipients
-        chosen = replace(
-            recipients, **{f: tuple(a for a in getattr(recipients, f) if a.key in only) for f in ("to", "cc", "bcc")}
-        )
-        if chosen.everyone:
-            delivery = replace(notification.delivery, recipients=chosen)
-            rule = replace(notification.rule, delivery=delivery)
-            narrowed.append(Notification(notification.id, notification.event, rule))
+    narrowed = [n for n in (narrowed_to(notification, only) for notification in notifications) if n is not None]
     if not narrowed:
         raise UnreplayableLetter(
             f"the letter is for the {len(only)} recipient(s) the server refused, and none of them is a recipient"
             " of today's rules: delete the letter if they were removed on purpose (the others have the email)"
         )
     return narrowed
+
+
+def narrowed_to(notification: Notification, only: frozenset[str]) -> Notification | None:
+    """``notification`` for just its recipients in ``only`` (compared as Address.key), with the same
+    id (the ledger record stays the one the partial send marked); None when that leaves nobody."""
+    recipients = notification.recipients
+    chosen = replace(
+        recipients, **{f: tuple(a for a in getattr(recipients, f) if a.key in only) for f in ("to", "cc", "bcc")}
+    )
+    if not chosen.everyone:
+        return None
+    rule = replace(notification.rule, delivery=replace(notification.delivery, recipients=chosen))
+    return Notification(notification.id, notification.event, rule)
 
 
 def _problem(rules: RuleSet, event: StorageEvent, rule_name: str) -> str:
@@ -187,3 +193,27 @@ def _listed(addresses: list[str], shown: int = 10) -> str:
     """Addresses for a log message, the first ``shown`` of them (the line's fields hold them all)."""
     more = len(addresses) - shown
     return ", ".join(addresses[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Who is still owed an email after a send that reached only some of its recipients.
+
+
+def still_owed(notification: Notification, claim: Claim, refused: tuple[Refusal, ...]) -> list[str]:
+    """Who is still owed the email after a send to ``notification``'s recipients that ``refused``
+    those: the ledger's list (when the claim has one) less those who got it now; else the refused."""
+    refused_keys = {r.address.lower() for r in refused}
+    got = {a.key for a in notification.recipients.everyone} - refused_keys
+    if claim.owed is None:
+        return sorted(refused_keys)
+    return sorted(claim.owed - got)
+
+
+def owed_after_failure(notification: Notification, claim: Claim, replaying: DeadLetter | None) -> list[str] | None:
+    """Who is owed the email after a send to nobody: None (everyone) unless it was a replay narrowed
+    to some (by the ledger or the letter); then the ledger's list, or those it was for."""
+    if claim.owed is not None:
+        return sorted(claim.owed)
+    if replaying is not None and replaying.record.get("refused_recipients") is not None:
+        return sorted({a.key for a in notification.recipients.everyone})
+    return None

@@ -25,6 +25,7 @@ from notifier.globs import GlobError, Globs
 from notifier.units import UnitError, parse_duration, parse_size
 
 MAX_LINK_TTL = 7 * 86400.0  # V4 signed URLs live at most 7 days
+MIN_LINK_TTL = 1.0  # and whole seconds: a shorter one would sign a link already dead
 MAX_ATTACHMENT = 20 * 1024**2  # base64 grows it by a third; SendGrid takes 30 MB in all
 BAD = object()  # a value whose problem has been reported
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # a rule's name, a template folder's
@@ -185,7 +186,7 @@ class KeyChecks:
 
     def link_ttl(self, value: Any, key: str, where: str) -> Any:
         try:
-            return parse_duration(value, maximum=MAX_LINK_TTL)
+            return parse_duration(value, minimum=MIN_LINK_TTL, maximum=MAX_LINK_TTL)
         except UnitError as error:
             self.problem(where, f"{key}: {error}")
             return BAD

@@ -24,13 +24,23 @@ class UnitError(ValueError):
     """Not a duration (or size) as this module reads them; the message says what was expected."""
 
 
-def parse_duration(value: object, *, maximum: float | None = None) -> float:
-    """Seconds, more than zero (and at most ``maximum``), from a string or a number of seconds."""
+def parse_duration(value: object, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """Seconds, more than zero (at least ``minimum``, at most ``maximum``), from a string or a
+    number of seconds."""
     seconds = _amount(value, _DURATION_UNITS)
-    if seconds is None or not 0 < seconds < float("inf") or (maximum is not None and seconds > maximum):
-        limit = f" up to {describe_duration(maximum)}" if maximum is not None else ""
-        raise UnitError(f"expected a duration{limit} {DURATION_EXAMPLE}, got {shown(value)}")
+    low, high = minimum or 0, float("inf") if maximum is None else maximum
+    if seconds is None or not 0 < seconds < float("inf") or not low <= seconds <= high:
+        raise UnitError(f"expected a duration{_range(minimum, maximum)} {DURATION_EXAMPLE}, got {shown(value)}")
     return float(seconds)
+
+
+def _range(minimum: float | None, maximum: float | None) -> str:
+    """The limits of a duration in words: " from 1 second up to 7 days", " up to 7 days", ..."""
+    if minimum is None:
+        return "" if maximum is None else f" up to {describe_duration(maximum)}"
+    if maximum is None:
+        return f" of at least {describe_duration(minimum)}"
+    return f" from {describe_duration(minimum)} up to {describe_duration(maximum)}"
 
 
 def parse_size(value: object, *, maximum: int | None = None) -> int:
@@ -44,7 +54,7 @@ def parse_size(value: object, *, maximum: int | None = None) -> int:
 
 def describe_duration(seconds: float) -> str:
     """The largest whole unit: 604800 → "7 days", 90 → "90 seconds"."""
-    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds >= length and seconds % length == 0:
             count = int(seconds // length)
             return f"{count} {unit}{'s' if count != 1 else ''}"

@@ -25,8 +25,10 @@ from aiosmtpd.smtp import AuthResult
 from cloudevents.conversion import to_binary
 from werkzeug import Request, Response
 
+from notifier import config
 from notifier import log as log_module
 from notifier.addresses import Address
+from notifier.config import ConfigError, load_settings
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
 from notifier.mail import scrub as mail_scrub
@@ -490,3 +492,137 @@ def test_a_key_split_across_two_sendgrid_errors_holds_no_run_of_it(httpserver, s
         _sendgrid(sendgrid_settings()).send(MESSAGE, deadline=time.monotonic() + 30)
     assert _windows_in(str(caught.value)) == [], str(caught.value)
     assert "[redacted]" in caught.value.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up problems: a secret in SMTP_URL, or pasted into the wrong variable, is never echoed.
+
+URL_PASSWORDS = ["Hunter@Two", "Hunter@Two:Three/Four%40Five", "Hunter/Two", "Hunter:Two@Three/Four", "Hunter%40Two"]
+
+
+def _url_password_pieces(password: str) -> list[str]:
+    """The password, and what is left of it after each '@', ':', '/' or '%' (where a parser that
+    takes the first '@' or stops at a '/' would start showing it)."""
+    pieces = [password[i + 1 :] for i, char in enumerate(password) if char in "@:/%"]
+    return [password, *(piece for piece in pieces if len(piece) >= 3)]
+
+
+@pytest.mark.parametrize("password", URL_PASSWORDS)
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+def test_a_password_in_smtp_url_is_refused_and_no_part_of_it_echoed(password, scheme):
+    url = f"{scheme}://mailer:{password}@smtp.example.com:587"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"NOTIFY_BACKEND": "console", "SMTP_URL": url})
+    text = str(caught.value)
+    assert "SMTP_URL: holds a password; put it in SMTP_PASSWORD" in text
+    for piece in _url_password_pieces(password):
+        assert piece not in text, text
+
+
+def test_a_url_with_a_user_and_no_password_is_still_shown_whole():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"NOTIFY_BACKEND": "console", "SMTP_URL": "smtp://mailer@smtp example.com"})
+    assert caught.value.problems == [
+        "SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got 'smtp://mailer@smtp example.com'"
+    ]
+
+
+CUT_PASSWORD = "p@ss\\w'rd\"x-and-then-enough-characters-to-be-cut-0123456789"
+# (secret variable, its value as set, what is pasted into another variable)
+PASTED = {
+    "backslash-and-quotes": ("SMTP_PASSWORD", "p@ss\\w'rd\"x", "p@ss\\w'rd\"x"),
+    "cut-short-by-the-problem": ("SMTP_PASSWORD", CUT_PASSWORD, CUT_PASSWORD),
+    "password-with-whitespace": ("SMTP_PASSWORD", "  Spaced-Secret-0123456789\n", "Spaced-Secret-0123456789"),
+    "key-set-in-quotes": ("SENDGRID_API_KEY", '"SG.quoted-key-0123456789abcdef"', "SG.quoted-key-0123456789abcdef"),
+    "key-pasted-in-quotes": ("SENDGRID_API_KEY", "SG.plain-key-0123456789abcdef\n", "'SG.plain-key-0123456789abcdef'"),
+}
+PASTED_INTO = ["NOTIFY_TIMEZONE", "NOTIFY_MAX_EVENT_AGE", "NOTIFY_STATE_BUCKET", "NOTIFY_BACKEND"]
+PASTED_INTO += ["STORAGE_EMULATOR_HOST"]
+
+
+def _forms(secret: str) -> set[str]:
+    """How a secret may read in a problem text: as is, stripped, between repr's quotes, without
+    its own quotes, and each cut to 20 characters (a long value is shown cut short)."""
+    bare = secret.strip().strip("'\"")
+    forms = {secret, secret.strip(), bare, repr(secret.strip())[1:-1], repr(bare)[1:-1]}
+    return forms | {form[:20] for form in forms}
+
+
+@pytest.mark.parametrize("pasted_into", PASTED_INTO)
+@pytest.mark.parametrize("case", PASTED)
+def test_a_secret_pasted_into_another_variable_is_redacted_in_every_form(case, pasted_into):
+    var, value, pasted = PASTED[case]
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"NOTIFY_BACKEND": "console", var: value, pasted_into: pasted})
+    text = str(caught.value)
+    assert f"{pasted_into}: " in text, "the problem still names the variable"
+    assert "[redacted]" in text, text
+    for form in _forms(value) | _forms(pasted):
+        assert form not in text, text
+
+
+def test_config_lists_every_form_of_the_environments_secrets():
+    env = {"SMTP_PASSWORD": "  p@ss\\w'rd\"x\n", "SENDGRID_API_KEY": '"SG.quoted"', "NOTIFY_TO": "not-a-secret"}
+    found = config.environment_secrets(env)
+    assert {"p@ss\\w'rd\"x", "p@ss\\\\w\\'rd\"x", '"SG.quoted"', "SG.quoted"} <= set(found)
+    assert "not-a-secret" not in found
+    assert list(found) == sorted(found, key=len, reverse=True), "longest first: a secret holding another goes whole"
+
+
+def test_the_cannot_start_line_has_the_log_redactor_behind_it(clean_notifier_env, monkeypatch, capsys):
+    """Even a problem text that escaped redaction (here: none is done) reaches the log redacted:
+    the environment's secrets are registered before the settings are read."""
+    secret = "p@ss\\w'rd\"x-0123456789"
+    monkeypatch.setattr(log_module, "_secrets", [])
+    monkeypatch.setattr(config, "_redacted", lambda problems, secrets: problems)
+    monkeypatch.setenv("SMTP_PASSWORD", secret + "\n")
+    monkeypatch.setenv("NOTIFY_TIMEZONE", secret)
+    with pytest.raises(ConfigError):
+        Pipeline.from_environment()
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in (captured.out + captured.err).splitlines() if line.startswith("{")]
+    message = next(line["message"] for line in lines if "cannot start" in line["message"])
+    assert "NOTIFY_TIMEZONE: '[redacted]' is not an IANA time zone" in message
+    for form in _forms(secret):
+        assert form not in captured.out + captured.err
+        assert form not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# The SMTP password is stripped like the key: `echo PASSWORD | gcloud secrets create` ends in "\n".
+
+
+class AcceptingRelay:
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+@pytest.mark.parametrize("raw", [PASSWORD + "\n", PASSWORD + "\r\n", f"  {PASSWORD}\n\n"])
+def test_the_smtp_password_is_stripped_of_surrounding_whitespace(raw):
+    relay = AcceptingRelay()
+    controller = Controller(
+        relay, hostname="127.0.0.1", port=free_port(), authenticator=_accept, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        settings = settings_for(
+            NOTIFY_BACKEND="smtp", SMTP_URL=f"smtp://mailer@127.0.0.1:{controller.port}?tls=none",
+            SMTP_PASSWORD=raw, NOTIFY_MAX_ATTEMPTS="1",
+        )  # fmt: skip
+        receipt = SmtpBackend(settings.provider, settings.retry).send(MESSAGE, deadline=time.monotonic() + 30)
+    finally:
+        controller.stop()
+    assert settings.provider.password == PASSWORD
+    assert (receipt.attempts, relay.received) == (1, ["ops@example.com"]), "the relay accepted the login"
+
+
+@pytest.mark.parametrize("quote_mark", ['"', "'"])
+def test_a_key_in_quotes_stops_start_up_without_repeating_it(quote_mark):
+    key = f"{quote_mark}SG.quoted-key-0123456789abcdef{quote_mark}"
+    with pytest.raises(ConfigError) as caught:
+        settings_for(SENDGRID_API_KEY=key)
+    assert caught.value.problems == ["SENDGRID_API_KEY: is in quotes; store the key alone, without them"]

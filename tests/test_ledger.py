@@ -318,3 +318,91 @@ def test_processes_opening_a_new_ledger_file_at_once_all_succeed(tmp_path):
             with context.Pool(6) as pool:  # new processes each time, as instances starting together
                 outcomes += pool.starmap(_open_ledger_at_once, [(path, barrier)] * 6)
     assert set(outcomes) == {"ok"}, [o for o in outcomes if o != "ok"][:3]
+
+
+# Issue 14 (7a follow-up): after a partial send the ledger, not the untrusted dead letter, says who
+# is still owed the email.
+
+
+def test_a_partial_send_records_who_is_still_owed_and_a_replay_claim_returns_them(ledger_and_clock):
+    ledger, _ = ledger_and_clock
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE), owed=["C@Example.com", "b@example.com"])
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.DEAD  # a redelivery sends nobody
+    replay = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert replay.status is ClaimStatus.CLAIMED
+    assert replay.owed == frozenset({"b@example.com", "c@example.com"})
+
+
+def test_a_replays_partial_send_shrinks_the_owed_list_and_a_full_one_marks_it_sent(ledger_and_clock):
+    ledger, _ = ledger_and_clock
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE), owed=["b@example.com", "c@example.com"])
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE, replay=True), owed=["c@example.com"])
+    replay = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert replay.owed == frozenset({"c@example.com"})
+    ledger.mark_sent(replay, "sg-c")
+    again = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert (again.status, again.message_id, again.owed) == (ClaimStatus.SENT, "sg-c", None)
+
+
+def test_a_whole_message_dead_letter_owes_everyone(ledger_and_clock):
+    ledger, _ = ledger_and_clock
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE))
+    replay = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert (replay.status, replay.owed) == (ClaimStatus.CLAIMED, None)
+
+
+def test_nobody_owed_any_more_is_sent(ledger_and_clock):
+    ledger, _ = ledger_and_clock
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE), owed=[])
+    assert ledger.claim("n1", lease_seconds=LEASE, replay=True).status is ClaimStatus.SENT
+
+
+def test_a_replay_that_crashed_keeps_the_owed_list_and_stays_dead_for_redeliveries(ledger_and_clock):
+    """Its lease expired: a redelivery must not take it over and mail everyone who has it."""
+    ledger, clock = ledger_and_clock
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE), owed=["c@example.com"])
+    ledger.claim("n1", lease_seconds=LEASE, replay=True)  # then the replay crashed
+    clock.now += 2 * LEASE
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.DEAD
+    replay = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert (replay.status, replay.owed) == (ClaimStatus.CLAIMED, frozenset({"c@example.com"}))
+
+
+@pytest.mark.parametrize(
+    "owed", ["c@example.com", [7], ["x" * 400], ["a@example.com"] * 10_001], ids=["string", "number", "long", "many"]
+)
+def test_a_planted_owed_list_is_not_trusted(fake_gcs, owed):
+    """Not what the function writes: read as no list (the dead letter's own narrowing applies)."""
+    fake_gcs.put("notifier-state", "ledger/n1", json.dumps({"state": "dead", "owed": owed}).encode())
+    replay = GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE, replay=True)
+    assert (replay.status, replay.owed) == (ClaimStatus.CLAIMED, None)
+
+
+def test_releasing_a_replays_claim_puts_the_owed_list_back(ledger_and_clock):
+    """A replay that failed transiently: its record stays a dead letter with who is owed it, not
+    deleted (a redelivery of the event would then mail everyone who has it)."""
+    ledger, _ = ledger_and_clock
+    ledger.mark_dead(ledger.claim("n1", lease_seconds=LEASE), owed=["c@example.com"])
+    ledger.release(ledger.claim("n1", lease_seconds=LEASE, replay=True))
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.DEAD
+    replay = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert (replay.status, replay.owed) == (ClaimStatus.CLAIMED, frozenset({"c@example.com"}))
+
+
+def test_a_ledger_file_from_before_owed_lists_is_upgraded_and_its_records_read_as_before(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema without the owed column, and a whole-message dead letter
+        db.execute(
+            "CREATE TABLE ledger (notification_id TEXT PRIMARY KEY, state TEXT NOT NULL, token TEXT NOT NULL,"
+            " lease_until REAL NOT NULL, message_id TEXT NOT NULL DEFAULT '', updated REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO ledger VALUES ('n1', 'dead', 't', 0, '', 0)")
+    db.close()
+    ledger = SqliteLedger(path)
+    assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.DEAD
+    replay = ledger.claim("n1", lease_seconds=LEASE, replay=True)
+    assert (replay.status, replay.owed) == (ClaimStatus.CLAIMED, None)
+    ledger.mark_dead(replay, owed=["c@example.com"])
+    assert ledger.claim("n1", lease_seconds=LEASE, replay=True).owed == frozenset({"c@example.com"})

@@ -571,7 +571,7 @@ def test_link_and_attachment_keys(tmp_path):
     ("line", "problem"),
     [
         ('link = "signd"', "link: expected \"console\" or \"signed\", got the string 'signd'"),
-        ('link = "signed"\nlink_ttl = "9d"', 'link_ttl: expected a duration up to 7 days such as 90 (seconds), "30m", "12h" or "7d", got \'9d\''),
+        ('link = "signed"\nlink_ttl = "9d"', 'link_ttl: expected a duration from 1 second up to 7 days such as 90 (seconds), "30m", "12h" or "7d", got \'9d\''),
         ('link_ttl = "1h"', 'link_ttl: only means something with link = "signed"'),
         ('attach = true\nattach_max_size = "30 MiB"', f"attach_max_size: {SIZE.replace('a size', 'a size up to 20 MiB')} '30 MiB'; SendGrid takes 30 MB per message, base64 included"),
         ('attach_max_size = "1 MiB"', "attach_max_size: only means something with attach = true"),

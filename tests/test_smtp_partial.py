@@ -8,6 +8,7 @@ who got the email gets it twice, neither from a retry nor from a replay.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections import Counter
@@ -18,9 +19,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from cloudevents.conversion import to_binary
 
-from notifier.ledger import LedgerError
+from notifier.ledger import Ledger, LedgerError
+from notifier.ledger.gcs import GcsLedger
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
+from notifier.ledger.sqlite import SqliteLedger
 from notifier.mail import smtp
 from notifier.pipeline import Pipeline, RetryLater
 from notifier.tools.cli import main
@@ -488,3 +491,155 @@ def test_a_bug_after_the_first_copy_went_leaves_the_others_dead_lettered_alone(r
         ("c@example.com", 554, False),
     ]
     assert "ValueError: a bug building the second copy" in line["error"]
+
+
+# Issue 14 (7a follow-up): the ledger, not the untrusted letter, says who is still owed the email, so
+# a stale, copied or edited letter never mails someone who has it (and never drops someone who does not).
+
+
+@pytest.fixture(params=["memory", "sqlite", "gcs"])
+def ledger_kind(request) -> str:
+    if request.param == "gcs":
+        request.getfixturevalue("fake_gcs")
+    return request.param
+
+
+def _ledger(kind: str, folder: Path) -> Ledger:
+    if kind == "memory":
+        return MemoryLedger()
+    if kind == "sqlite":
+        return SqliteLedger(folder / "ledger.sqlite3")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    bucket = storage.Client(project="local", credentials=AnonymousCredentials()).bucket("notifier-state")
+    return GcsLedger(bucket, retry=None)
+
+
+def _partial_for_b_and_c_in(kind, handler, port, tmp_path) -> tuple[Pipeline, Path]:
+    """A send that reached a@ alone (550 for b@ and c@, b@'s once), stored in a ``kind`` ledger."""
+    handler.refusals = {
+        "b@example.com": iter(["550 5.1.1 <b@example.com>: no such user"]),
+        "c@example.com": itertools.repeat(NO_SUCH_USER),
+    }
+    pipeline = _pipeline(tmp_path, port, separate=True)
+    pipeline.ledger = _ledger(kind, tmp_path)
+    pipeline.sleep = [].append  # the ledger's and letters' retries are not slept
+    assert pipeline.handle(storage_cloud_event(name="reports/q3.csv"))[0].outcome == "partially-sent"
+    (path,) = sorted((tmp_path / "dead").glob("*.json"))
+    return pipeline, path
+
+
+def _replay_everything(pipeline: Pipeline) -> None:
+    for letter in list(pipeline.dead_letters.list()):
+        pipeline.replay(letter)
+
+
+def test_a_copy_of_the_letter_replayed_after_the_first_replay_mails_nobody_twice(relay, tmp_path, ledger_kind):
+    handler, port = relay
+    pipeline, path = _partial_for_b_and_c_in(ledger_kind, handler, port, tmp_path)
+    letter = json.loads(path.read_text(encoding="utf-8"))
+    path.with_name("backup-copy.json").write_text(json.dumps(letter), encoding="utf-8")  # saved aside
+    original = next(item for item in pipeline.dead_letters.list() if item.notification_id == path.stem)
+
+    assert pipeline.replay(original)[0].outcome == "partially-sent"  # b@ now, c@ still refused
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    (copy,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "backup-copy"]
+    assert copy.record["refused_recipients"] == ["b@example.com", "c@example.com"]
+    pipeline.replay(copy)
+
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1}), "b@ has it: the ledger says so"
+    handler.refusals = {}
+    _replay_everything(pipeline)
+    _replay_everything(pipeline)
+    assert handler.copies() == Counter(EVERYONE)
+    assert _letters(tmp_path) == []
+
+
+def test_a_copy_without_its_refused_recipients_mails_only_who_the_ledger_says_is_owed(relay, tmp_path, ledger_kind):
+    handler, port = relay
+    pipeline, path = _partial_for_b_and_c_in(ledger_kind, handler, port, tmp_path)
+    letter = json.loads(path.read_text(encoding="utf-8"))
+    del letter["refused_recipients"]
+    path.with_name("backup-copy.json").write_text(json.dumps(letter), encoding="utf-8")
+    handler.refusals = {}
+
+    (copy,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "backup-copy"]
+    assert pipeline.replay(copy)[0].outcome == "sent"
+
+    assert handler.copies() == Counter(EVERYONE), "a@ has it: the ledger says only b@ and c@ are owed"
+    _replay_everything(pipeline)
+    assert handler.copies() == Counter(EVERYONE)
+    assert _letters(tmp_path) == []
+
+
+def test_a_letter_narrowed_by_hand_does_not_drop_who_else_is_owed(relay, tmp_path, ledger_kind):
+    handler, port = relay
+    pipeline, path = _partial_for_b_and_c_in(ledger_kind, handler, port, tmp_path)
+    letter = json.loads(path.read_text(encoding="utf-8"))
+    path.with_name("only-b.json").write_text(json.dumps({**letter, "refused_recipients": ["b@example.com"]}))
+    handler.refusals = {}
+
+    (only_b,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "only-b"]
+    assert pipeline.replay(only_b)[0].outcome == "sent"
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    (original,) = pipeline.dead_letters.list()
+    assert pipeline.replay(original)[0].outcome == "sent", "c@ is still owed: the ledger says so"
+
+    assert handler.copies() == Counter(EVERYONE)
+    assert _letters(tmp_path) == []
+
+
+class RemoveFailingDeadLetters(LocalDeadLetters):
+    """Letters whose first ``remove`` fails (the state bucket is down for a moment)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.removals = 0
+
+    def remove(self, notification_id: str) -> None:
+        self.removals += 1
+        if self.removals == 1:
+            raise LedgerError("state bucket: 503 Service Unavailable")
+        super().remove(notification_id)
+
+
+def test_a_renamed_letter_left_behind_by_a_failed_remove_mails_nobody_twice(relay, tmp_path, ledger_kind):
+    handler, port = relay
+    pipeline, path = _partial_for_b_and_c_in(ledger_kind, handler, port, tmp_path)
+    renamed = path.rename(path.with_name("renamed-by-hand.json"))
+    pipeline.dead_letters = RemoveFailingDeadLetters(tmp_path / "dead")
+
+    (stored,) = pipeline.dead_letters.list()
+    with contextlib.suppress(LedgerError):
+        pipeline.replay(stored)  # b@ now; c@'s letter stored under its id; removing the renamed one fails
+    assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
+    assert renamed.exists()
+
+    handler.refusals = {}
+    (wider,) = [item for item in pipeline.dead_letters.list() if item.notification_id == renamed.stem]
+    assert wider.record["refused_recipients"] == ["b@example.com", "c@example.com"]
+    pipeline.replay(wider)
+    assert handler.copies() == Counter(EVERYONE), "b@ has it: the ledger says so"
+    _replay_everything(pipeline)
+    assert handler.copies() == Counter(EVERYONE)
+    assert _letters(tmp_path) == []
+
+
+def test_a_letter_naming_only_who_has_it_now_is_a_duplicate_and_removed(relay, tmp_path, ledger_kind):
+    handler, port = relay
+    pipeline, path = _partial_for_b_and_c_in(ledger_kind, handler, port, tmp_path)
+    letter = json.loads(path.read_text(encoding="utf-8"))
+    path.with_name("only-b.json").write_text(json.dumps({**letter, "refused_recipients": ["b@example.com"]}))
+    original = next(item for item in pipeline.dead_letters.list() if item.notification_id == path.stem)
+    assert pipeline.replay(original)[0].outcome == "partially-sent"  # b@ now; c@ still refused
+    sent_so_far = handler.copies()
+
+    (only_b,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "only-b"]
+    assert pipeline.replay(only_b)[0].outcome == "duplicate"
+
+    assert handler.copies() == sent_so_far == Counter({"a@example.com": 1, "b@example.com": 1})
+    assert not path.with_name("only-b.json").exists()
+    handler.refusals = {}
+    _replay_everything(pipeline)
+    assert handler.copies() == Counter(EVERYONE), "c@ is still owed: the duplicate left the ledger as it was"

@@ -105,6 +105,40 @@ def test_a_duration_maximum_is_inclusive_and_named_in_words():
     assert str(caught.value).startswith("expected a duration up to 90 seconds such as")
 
 
+def test_a_duration_minimum_is_inclusive_and_named_with_the_maximum():
+    assert parse_duration("1", minimum=1) == 1.0
+    assert parse_duration("1s", minimum=1, maximum=7 * 86400) == 1.0
+    with pytest.raises(UnitError) as caught:
+        parse_duration("0.5", minimum=1)
+    assert str(caught.value) == (
+        'expected a duration of at least 1 second such as 90 (seconds), "30m", "12h" or "7d", got \'0.5\''
+    )
+    with pytest.raises(UnitError) as caught:
+        parse_duration(0.999, minimum=1, maximum=7 * 86400)
+    assert str(caught.value).startswith("expected a duration from 1 second up to 7 days such as")
+    with pytest.raises(UnitError) as caught:
+        parse_duration("59s", minimum=60)
+    assert str(caught.value).startswith("expected a duration of at least 1 minute such as")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [('"0.001"', "'0.001'"), ("0.5", "0.5"), ('"0.9s"', "'0.9s'"), ('"0.01m"', "'0.01m'")]
+)
+def test_a_signed_link_lives_at_least_one_second(tmp_path, value, shown):
+    """A V4 signed URL's lifetime is whole seconds: 0.001 would sign a link that is already dead."""
+    expected = DURATION_EXPECTED.replace("a duration", "a duration from 1 second up to 7 days")
+    assert _rules_problems(tmp_path, f'link = "signed"\nlink_ttl = {value}') == [
+        f"notify.toml: rules[0] (r): link_ttl: {expected} {shown}"
+    ]
+
+
+def test_a_signed_link_of_one_second_is_accepted(tmp_path):
+    path = tmp_path / "notify.toml"
+    path.write_text('[[rules]]\nname = "r"\nto = "x@example.com"\nlink = "signed"\nlink_ttl = 1\n', encoding="utf-8")
+    settings = load_settings({"NOTIFY_BACKEND": "console", "NOTIFY_CONFIG": str(path)})
+    assert settings.rules.rules[0].delivery.signed_link_ttl == 1.0
+
+
 def test_a_size_maximum_is_inclusive_and_named_in_the_largest_whole_unit():
     assert parse_size("20 MiB", maximum=20 * 1024**2) == 20 * 1024**2
     with pytest.raises(UnitError) as caught:
@@ -135,7 +169,7 @@ def test_a_bad_duration_reads_the_same_in_the_environment(bad):
 
 @pytest.mark.parametrize("bad", ["lots", "5 weeks", "-1h"])
 def test_a_bad_duration_reads_the_same_in_the_rules_file_and_on_the_command_line(tmp_path, capsys, monkeypatch, bad):
-    expected_in_file = DURATION_EXPECTED.replace("a duration", "a duration up to 7 days")
+    expected_in_file = DURATION_EXPECTED.replace("a duration", "a duration from 1 second up to 7 days")
     assert _rules_problems(tmp_path, f'link = "signed"\nlink_ttl = "{bad}"') == [
         f"notify.toml: rules[0] (r): link_ttl: {expected_in_file} {bad!r}"
     ]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -29,6 +29,9 @@ class Claim:
     token: str = ""  # identifies our claim, so we only ever change our own record
     message_id: str = ""  # SendGrid's id when status is SENT
     version: Any = None  # the store's version of the record we hold (GCS generation, row token)
+    # A replay's claim on a partial send's record: the addresses (lower-cased) still owed the email,
+    # the only ones it may send to. None: no list (a whole-message dead letter, or an older record).
+    owed: frozenset[str] | None = None
 
 
 class LedgerError(Exception):
@@ -43,18 +46,44 @@ class LedgerError(Exception):
         self.misconfigured = misconfigured
 
 
+# A partial send's owed list has at most as many addresses as a dead letter may name.
+MAX_OWED = 10_000
+MAX_ADDRESS_LENGTH = 320  # 64 for the local part, @, 255 for the domain
+
+
 def held_status(record: dict[str, Any], now: float, *, replay: bool) -> Claim | None:
     """What an existing ledger record means for a new claim: a Claim to return as it is (sent,
     dead, or busy), or None when the claim may be taken (expired lease, or a dead letter being
-    replayed). Every store decides with this one function."""
+    replayed: the new claim keeps the record's ``owed`` list). Every store decides with this one
+    function."""
     state, notification_id = record.get("state"), record.get("notification_id", "")
-    if state == "sent":
+    owed = owed_in(record)
+    if state == "sent" or (state == "dead" and owed == frozenset()):  # nobody is owed it any more
         return Claim(notification_id, ClaimStatus.SENT, message_id=record.get("message_id", ""))
-    if state == "dead" and not replay:
-        return Claim(notification_id, ClaimStatus.DEAD)
     if state == "claimed" and record.get("lease_until", 0) > now:
         return Claim(notification_id, ClaimStatus.BUSY)
+    # A partial send's replay that crashed stays dead-lettered: a redelivery would mail everyone.
+    dead = state == "dead" or (state == "claimed" and owed is not None)
+    if dead and not replay:
+        return Claim(notification_id, ClaimStatus.DEAD)
     return None
+
+
+def owed_in(record: dict[str, Any]) -> frozenset[str] | None:
+    """A record's ``owed`` list, lower-cased; None when it has none or one the function never
+    writes (a record in the state bucket can be planted: the dead letter's own narrowing applies)."""
+    values = record.get("owed")
+    if (
+        not isinstance(values, list) or len(values) > MAX_OWED
+        or not all(isinstance(v, str) and 0 < len(v) <= MAX_ADDRESS_LENGTH for v in values)
+    ):  # fmt: skip
+        return None
+    return frozenset(v.lower() for v in values)
+
+
+def owed_record(owed: Iterable[str] | None) -> dict[str, list[str]]:
+    """The ``owed`` field to store (sorted, lower-cased), or nothing for a whole-message dead letter."""
+    return {} if owed is None else {"owed": sorted({address.lower() for address in owed})}
 
 
 class Ledger(ABC):
@@ -70,11 +99,14 @@ class Ledger(ABC):
 
     @abstractmethod
     def release(self, claim: Claim) -> None:
-        """Sending failed transiently: the next delivery may claim it at once."""
+        """Sending failed transiently: the next delivery may claim it at once (a replay's claim
+        with an ``owed`` list: the dead letter's record is put back as it was)."""
 
     @abstractmethod
-    def mark_dead(self, claim: Claim) -> None:
-        """Sending failed permanently: the message is in the dead letters until replayed."""
+    def mark_dead(self, claim: Claim, owed: Iterable[str] | None = None) -> None:
+        """Sending failed permanently: the message is in the dead letters until replayed.
+        ``owed``: after a partial send, the addresses still owed it (replay sends to no one else);
+        None: nobody got it."""
 
 
 # Dead letters are a few KB (an event, a rule name, an error, the rendered message): anything much
@@ -87,7 +119,9 @@ MAX_DEAD_LETTER_BYTES = 2 * 1024 * 1024
 class DeadLetter:
     """A stored letter as found: untrusted JSON. ``replay`` rebuilds the email from its ``event``
     and today's rules; nothing else in ``record`` decides what is sent or to whom, except that
-    ``refused_recipients`` (a partial send's) narrows today's recipients to those: never widens."""
+    ``refused_recipients`` (a partial send's) narrows today's recipients to those: never widens.
+    The ledger record's ``owed`` list (see :func:`owed_in`) narrows them further: it, not a letter
+    that can be stale, copied or edited, says who still needs the email."""
 
     notification_id: str  # the file or object name without ".json": what `remove` deletes
     created: str  # ISO 8601, UTC
@@ -161,21 +195,61 @@ def too_large(size: int, max_bytes: int) -> str:
     )
 
 
-# The deadline of the delivery under way (a time.monotonic() value), set around it by the pipeline:
-# a store that makes network calls bounds each by the time left, so a hung store cannot hold an
-# event past it. None outside a delivery (the CLI): each store's own fixed bounds apply.
-_STATE_DEADLINE: ContextVar[float | None] = ContextVar("state_deadline", default=None)
+# After its deadline a delivery may still take this long to record what it did (a "sent" mark, a
+# dead letter, a release): a lost "sent" mark costs a duplicate email. deploy.sh sets the function's
+# timeout 15 s past NOTIFY_DEADLINE_SECONDS (the sandbox its ack deadline too), so the answer still
+# goes out 5 s before it.
+STATE_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StateDeadlines:
+    """When the state calls of the delivery under way must end (``time.monotonic()`` values)."""
+
+    send_by: float  # the calls before the send (the claim, an attachment), all together
+    done_by: float  # the calls after it (marks, dead letters, releases): the deadline plus the grace
+    before_send: bool = False  # inside ``with before_send():``
+
+    @property
+    def until(self) -> float:
+        """When a call made now must end."""
+        return self.send_by if self.before_send else self.done_by
+
+
+# Set around a delivery by the pipeline: a store that makes network calls bounds each by the time
+# left, so a hung store cannot hold an event past it. None outside a delivery (replay, the CLI):
+# each store's own fixed limits apply.
+_STATE_DEADLINES: ContextVar[StateDeadlines | None] = ContextVar("state_deadlines", default=None)
 
 
 @contextmanager
-def state_deadline(deadline: float) -> Iterator[None]:
-    """State calls made inside the block end by ``deadline`` (a ``time.monotonic()`` value)."""
-    token = _STATE_DEADLINE.set(deadline)
+def state_deadline(deadline: float, *, send_needs: float, grace: float = STATE_GRACE_SECONDS) -> Iterator[None]:
+    """State calls made inside the block, for a delivery due by ``deadline`` (a ``time.monotonic()``
+    value), end by ``deadline + grace``; those in :func:`before_send` share the time until
+    ``deadline - send_needs``, so that the send keeps what it needs."""
+    token = _STATE_DEADLINES.set(StateDeadlines(send_by=deadline - send_needs, done_by=deadline + grace))
     try:
         yield
     finally:
-        _STATE_DEADLINE.reset(token)
+        _STATE_DEADLINES.reset(token)
+
+
+@contextmanager
+def before_send() -> Iterator[None]:
+    """``with before_send():`` calls made in the block (the claim, an attachment) end in time for the
+    send; outside a delivery, nothing changes."""
+    deadlines = _STATE_DEADLINES.get()
+    if deadlines is None:
+        yield
+        return
+    token = _STATE_DEADLINES.set(replace(deadlines, before_send=True))
+    try:
+        yield
+    finally:
+        _STATE_DEADLINES.reset(token)
 
 
 def current_deadline() -> float | None:
-    return _STATE_DEADLINE.get()
+    """When a state call made now must end (a ``time.monotonic()`` value); None outside a delivery."""
+    deadlines = _STATE_DEADLINES.get()
+    return None if deadlines is None else deadlines.until

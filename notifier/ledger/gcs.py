@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +29,15 @@ from notifier.ledger.base import (
     Ledger,
     LedgerError,
     UnreadableLetter,
+    before_send,
     current_deadline,
     decode_letter,
     encode_record,
     held_status,
     new_token,
     now_utc,
-    state_deadline,
+    owed_in,
+    owed_record,
     too_large,
 )
 
@@ -60,49 +62,43 @@ def storage_client(settings: Settings) -> storage.Client:
 # The client retries conditional requests by itself; bound it well inside a delivery's deadline.
 DEFAULT_RETRY = storage_retry.DEFAULT_RETRY.with_timeout(8.0)
 REQUEST_TIMEOUT = 5.0  # the longest one request waits for its answer (the client's default is 60 s)
-# A call made at or past the deadline still gets this long (without retries): a "sent" mark lost to
-# a slow answer costs a duplicate email. So a delivery may end at most this much after its deadline.
-MIN_CALL_SECONDS = 1.0
-BEFORE_SEND_SHARE = 0.5  # calls before the send (the claim, an attachment) leave it the other half
 
 
-def call_options(retry: Retry | None) -> dict[str, Any]:
-    """``timeout`` and ``retry`` for one Cloud Storage call made now, ending by the state deadline
-    (outside a delivery, none: the fixed bounds). Half the time left waits for an answer, the rest
-    is for the client's retries."""
+def call_options(retry: Retry | None, timeout: float = REQUEST_TIMEOUT, *, share: float = 1.0) -> dict[str, Any]:
+    """``timeout`` and ``retry`` for one Cloud Storage call made now: the fixed limits (``timeout``
+    a request, the retry's own budget), cut so that the call ends by the delivery's state deadline
+    (:func:`current_deadline`) if one is set, using at most ``share`` of the time left. A retry
+    starts only while a whole request still fits; with no time left, the call is not made."""
     until = current_deadline()
     if until is None:
-        return {"retry": retry, "timeout": REQUEST_TIMEOUT}
-    left = until - time.monotonic()
-    timeout = min(REQUEST_TIMEOUT, max(MIN_CALL_SECONDS, left / 2))
+        return {"retry": retry, "timeout": timeout}
+    remaining = until - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"not made: the delivery's time for state-bucket calls ran out {-remaining:.1f} s ago")
+    left = remaining * share
+    timeout = min(timeout, left)
     if retry is not None:
-        retrying = max(0.0, left - timeout)  # 0: the first failure is final
+        retrying = left - timeout  # 0: the first failure is final
         retry = retry.with_timeout(retrying if retry.timeout is None else min(retry.timeout, retrying))
     return {"retry": retry, "timeout": timeout}
-
-
-def before_send() -> contextlib.AbstractContextManager[Any]:
-    """``with before_send():`` calls made in the block (the claim, an attachment) end within their
-    share of the delivery's time left, so that the send keeps the rest."""
-    deadline = current_deadline()
-    if deadline is None:
-        return contextlib.nullcontext()
-    now = time.monotonic()
-    return state_deadline(now + max(0.0, deadline - now) * BEFORE_SEND_SHARE)
 
 
 class GcsLedger(Ledger):
     name = "gcs"
 
-    def __init__(self, bucket: storage.Bucket, clock=time.time, retry: Retry | None = DEFAULT_RETRY) -> None:
+    def __init__(
+        self, bucket: storage.Bucket, clock=time.time, retry: Retry | None = DEFAULT_RETRY,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:  # fmt: skip
         self._bucket = bucket
         self._clock = clock
         self._retry = retry
+        self._timeout = timeout
 
     def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
         # A timeout is a LedgerError: the platform redelivers. A create that went through although
         # its answer did not is our claim, left to expire with its lease (the redelivery is BUSY).
-        with before_send():
+        with before_send():  # its calls (create, read, take over) share the time the send does not need
             return self._claim(notification_id, lease_seconds, replay)
 
     def _claim(self, notification_id: str, lease_seconds: float, replay: bool) -> Claim:
@@ -123,9 +119,10 @@ class GcsLedger(Ledger):
                 if (status := held_status({**held, "notification_id": notification_id}, self._clock(),
                                           replay=replay)) is not None:  # fmt: skip
                     return status
-                generation = self._write(blob, record, if_generation_match=generation)
+                owed = owed_in(held)  # a replay's claim keeps who is owed it
+                generation = self._write(blob, _with_owed(record, owed), if_generation_match=generation)
                 if generation is not None:  # took over an expired lease (or a dead letter, to replay)
-                    return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
+                    return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation, owed=owed)
                 return Claim(notification_id, ClaimStatus.BUSY)  # someone else took it over first
             return Claim(notification_id, ClaimStatus.BUSY)
         except _TRANSIENT as error:
@@ -134,13 +131,16 @@ class GcsLedger(Ledger):
     def mark_sent(self, claim: Claim, message_id: str) -> None:
         self._replace(claim, {"state": "sent", "token": claim.token, "message_id": message_id})
 
-    def mark_dead(self, claim: Claim) -> None:
-        self._replace(claim, {"state": "dead", "token": claim.token})
+    def mark_dead(self, claim: Claim, owed: Iterable[str] | None = None) -> None:
+        self._replace(claim, _with_owed({"state": "dead", "token": claim.token}, owed))
 
     def release(self, claim: Claim) -> None:
+        if claim.owed is not None:  # a replay's claim on a partial send: its record as it was
+            self.mark_dead(claim, claim.owed)
+            return
         try:
             blob = self._bucket.blob(LEDGER_PREFIX + claim.notification_id)
-            blob.delete(if_generation_match=claim.version, **call_options(self._retry))
+            blob.delete(if_generation_match=claim.version, **call_options(self._retry, self._timeout))
         except (gexc.NotFound, gexc.PreconditionFailed):
             pass  # already gone, or no longer ours
         except _TRANSIENT as error:
@@ -156,14 +156,14 @@ class GcsLedger(Ledger):
     def _read(self, name: str) -> tuple[int, dict[str, Any]] | None:
         """The record and its generation, or None if it is gone or changed while we read it."""
         try:
-            blob = self._bucket.get_blob(name, **call_options(self._retry))
+            blob = self._bucket.get_blob(name, **call_options(self._retry, self._timeout))
             if blob is None:
                 return None
             if (blob.size or 0) > MAX_RECORD_BYTES or blob.content_encoding:  # planted: ours are tiny, plain JSON
                 return blob.generation, {}
             data = blob.download_as_bytes(
                 if_generation_match=blob.generation, raw_download=True, start=0, end=MAX_RECORD_BYTES,
-                **call_options(self._retry),
+                **call_options(self._retry, self._timeout),
             )  # fmt: skip
             return blob.generation, _record(data)
         except (gexc.NotFound, gexc.PreconditionFailed):
@@ -177,7 +177,7 @@ class GcsLedger(Ledger):
                 json.dumps(record),
                 content_type="application/json",
                 if_generation_match=if_generation_match,
-                **call_options(self._retry),
+                **call_options(self._retry, self._timeout),
             )
         except gexc.PreconditionFailed:
             return None
@@ -185,10 +185,13 @@ class GcsLedger(Ledger):
 
 
 class GcsDeadLetters(DeadLetters):
-    def __init__(self, bucket: storage.Bucket, retry: Retry | None = DEFAULT_RETRY) -> None:
+    def __init__(
+        self, bucket: storage.Bucket, retry: Retry | None = DEFAULT_RETRY, timeout: float = REQUEST_TIMEOUT
+    ) -> None:
         self._bucket = bucket
         self.location = f"gs://{bucket.name}/{DEAD_LETTER_PREFIX}"
         self._retry = retry
+        self._timeout = timeout
 
     def put(self, notification_id: str, record: dict[str, Any]) -> str:
         """Store the letter within the delivery's deadline; a timeout is a LedgerError, on which the
@@ -198,7 +201,7 @@ class GcsDeadLetters(DeadLetters):
         try:
             blob.upload_from_string(
                 encode_record({"created": now_utc().isoformat(), **record}), content_type="application/json",
-                **call_options(self._retry),
+                **call_options(self._retry, self._timeout),
             )  # fmt: skip
         except _TRANSIENT as error:
             raise _ledger_error(self._bucket.name, error) from error
@@ -206,7 +209,7 @@ class GcsDeadLetters(DeadLetters):
 
     def list(self) -> Iterator[DeadLetter | UnreadableLetter]:
         try:
-            options = call_options(self._retry)
+            options = call_options(self._retry, self._timeout)
             blobs = list(self._bucket.client.list_blobs(self._bucket, prefix=DEAD_LETTER_PREFIX, **options))
         except _TRANSIENT as error:
             raise _ledger_error(self._bucket.name, error) from error
@@ -228,7 +231,7 @@ class GcsDeadLetters(DeadLetters):
         try:  # the generation listed, as stored (never decompressed), and never more than one byte over
             data = blob.download_as_bytes(
                 if_generation_match=blob.generation, raw_download=True, start=0, end=self.max_bytes,
-                **call_options(self._retry),
+                **call_options(self._retry, self._timeout),
             )  # fmt: skip
         except (gexc.NotFound, gexc.PreconditionFailed):
             return None  # removed (replayed by someone else) or replaced: the next run sees the new one
@@ -239,7 +242,7 @@ class GcsDeadLetters(DeadLetters):
     def remove(self, notification_id: str) -> None:
         with contextlib.suppress(gexc.NotFound):
             blob = self._bucket.blob(f"{DEAD_LETTER_PREFIX}{notification_id}.json")
-            blob.delete(**call_options(self._retry))
+            blob.delete(**call_options(self._retry, self._timeout))
 
 
 def _record(data: bytes) -> dict[str, Any]:
@@ -251,6 +254,13 @@ def _record(data: bytes) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def _with_owed(record: dict[str, Any], owed: Iterable[str] | None) -> dict[str, Any]:
+    """``record`` with who is still owed the email, if that fits in a record we read back (a few
+    thousand addresses); a longer list is left out: the dead letter's own list narrows the replay."""
+    with_owed = {**record, **owed_record(owed)}
+    return with_owed if len(json.dumps(with_owed)) <= MAX_RECORD_BYTES else record
 
 
 def _ledger_error(bucket: str, error: BaseException) -> LedgerError:

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from notifier.ledger.base import Claim, ClaimStatus, Ledger, held_status, new_token
+from notifier.ledger.base import Claim, ClaimStatus, Ledger, held_status, new_token, owed_in, owed_record
 
 
 @dataclass(slots=True)
 class _Claimed:
     token: str
     lease_until: float
+    owed: frozenset[str] | None = None  # a replay of a partial send: who is still owed it
 
 
-_DEAD = object()  # a dead-lettered notification's entry
-_Value = _Claimed | str | object  # claimed, sent (the message id), or _DEAD
+@dataclass(frozen=True, slots=True)
+class _Dead:
+    owed: frozenset[str] | None  # a partial send's: who is still owed it; None: everyone
+
+
+_Value = _Claimed | str | _Dead  # claimed, sent (the message id), or dead-lettered
 
 
 class MemoryLedger(Ledger):
@@ -39,21 +46,22 @@ class MemoryLedger(Ledger):
         now, key = self._clock(), _key(notification_id)
         with self._lock:
             value = self._newer.get(key, self._older.get(key))
-            if value is not None and (held := held_status(_record(notification_id, value), now, replay=replay)):
+            record = {} if value is None else _record(notification_id, value)
+            if value is not None and (held := held_status(record, now, replay=replay)):
                 return held
-            token = new_token()
+            token, owed = new_token(), owed_in(record)
             self._older.pop(key, None)
-            self._put(key, _Claimed(token, now + lease_seconds))
-            return Claim(notification_id, ClaimStatus.CLAIMED, token=token)
+            self._put(key, _Claimed(token, now + lease_seconds, owed))
+            return Claim(notification_id, ClaimStatus.CLAIMED, token=token, owed=owed)
 
     def mark_sent(self, claim: Claim, message_id: str) -> None:
         self._replace(claim, message_id)
 
     def release(self, claim: Claim) -> None:
-        self._replace(claim, None)
+        self._replace(claim, None if claim.owed is None else _Dead(claim.owed))  # a replay's: owed again
 
-    def mark_dead(self, claim: Claim) -> None:
-        self._replace(claim, _DEAD)
+    def mark_dead(self, claim: Claim, owed: Iterable[str] | None = None) -> None:
+        self._replace(claim, _Dead(None if owed is None else frozenset(a.lower() for a in owed)))
 
     def _put(self, key: bytes | str, value: _Value) -> None:
         if key not in self._newer and len(self._newer) >= self._generation:
@@ -82,9 +90,10 @@ def _key(notification_id: str) -> bytes | str:
         return notification_id
 
 
-def _record(notification_id: str, value: _Value) -> dict[str, object]:
+def _record(notification_id: str, value: _Value) -> dict[str, Any]:
     if isinstance(value, _Claimed):
-        return {"notification_id": notification_id, "state": "claimed", "lease_until": value.lease_until}
+        return {"notification_id": notification_id, "state": "claimed", "lease_until": value.lease_until,
+                **owed_record(value.owed)}  # fmt: skip
     if isinstance(value, str):
         return {"notification_id": notification_id, "state": "sent", "message_id": value}
-    return {"notification_id": notification_id, "state": "dead"}
+    return {"notification_id": notification_id, "state": "dead", **owed_record(value.owed)}

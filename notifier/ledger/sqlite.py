@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
-from notifier.ledger.base import Claim, ClaimStatus, Ledger, LedgerError, held_status, new_token
+from notifier.ledger.base import Claim, ClaimStatus, Ledger, LedgerError, held_status, new_token, owed_in, owed_record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -18,9 +21,11 @@ CREATE TABLE IF NOT EXISTS ledger (
     token TEXT NOT NULL,
     lease_until REAL NOT NULL,    -- Unix time: leases are shared between processes
     message_id TEXT NOT NULL DEFAULT '',
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    owed TEXT                     -- a partial send's: JSON list of the addresses still owed it
 )
 """
+_ADD_OWED = "ALTER TABLE ledger ADD COLUMN owed TEXT"  # a file written before partial sends were recorded
 
 
 # Processes opening a new file at once (instances started together): the one switching it to WAL
@@ -46,6 +51,8 @@ class SqliteLedger(Ledger):
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode=WAL")  # needs the file to itself: busy_timeout does not wait
             db.execute(_SCHEMA)
+            if "owed" not in {column[1] for column in db.execute("PRAGMA table_info(ledger)")}:
+                db.execute(_ADD_OWED)
 
     def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
         now = self._clock()
@@ -53,35 +60,35 @@ class SqliteLedger(Ledger):
         try:
             db.execute("BEGIN IMMEDIATE")  # one claimer at a time, across processes
             row = db.execute(
-                "SELECT state, lease_until, message_id FROM ledger WHERE notification_id = ?", (notification_id,)
+                "SELECT state, lease_until, message_id, owed FROM ledger WHERE notification_id = ?", (notification_id,)
             ).fetchone()
-            if row is not None:
-                state, lease_until, message_id = row
-                record = {"notification_id": notification_id, "state": state,
-                          "lease_until": lease_until, "message_id": message_id}  # fmt: skip
-                if (held := held_status(record, now, replay=replay)) is not None:
-                    db.execute("COMMIT")
-                    return held
-            token = new_token()
+            record = {} if row is None else _record(notification_id, *row)
+            if row is not None and (held := held_status(record, now, replay=replay)) is not None:
+                db.execute("COMMIT")
+                return held
+            token, owed = new_token(), owed_in(record)  # a replay's claim keeps who is owed it
             db.execute(
-                "INSERT OR REPLACE INTO ledger (notification_id, state, token, lease_until, updated)"
-                " VALUES (?, 'claimed', ?, ?, ?)",
-                (notification_id, token, now + lease_seconds, now),
+                "INSERT OR REPLACE INTO ledger (notification_id, state, token, lease_until, updated, owed)"
+                " VALUES (?, 'claimed', ?, ?, ?, ?)",
+                (notification_id, token, now + lease_seconds, now, _owed_column(owed)),
             )
             db.execute("COMMIT")
-            return Claim(notification_id, ClaimStatus.CLAIMED, token=token)
+            return Claim(notification_id, ClaimStatus.CLAIMED, token=token, owed=owed)
         except sqlite3.Error as error:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise LedgerError(f"ledger {self.path}: {error}") from error
 
     def mark_sent(self, claim: Claim, message_id: str) -> None:
-        self._update(claim, "UPDATE ledger SET state = 'sent', message_id = ?, updated = ?", message_id)
+        self._update(claim, "UPDATE ledger SET state = 'sent', message_id = ?, owed = NULL, updated = ?", message_id)
 
-    def mark_dead(self, claim: Claim) -> None:
-        self._update(claim, "UPDATE ledger SET state = 'dead', message_id = ?, updated = ?", "")
+    def mark_dead(self, claim: Claim, owed: Iterable[str] | None = None) -> None:
+        self._update(claim, "UPDATE ledger SET state = 'dead', message_id = ?, owed = ?, updated = ?", "", owed)
 
     def release(self, claim: Claim) -> None:
+        if claim.owed is not None:  # a replay's claim on a partial send: its record as it was
+            self.mark_dead(claim, claim.owed)
+            return
         try:
             self._connection().execute(
                 "DELETE FROM ledger WHERE notification_id = ? AND token = ?", (claim.notification_id, claim.token)
@@ -89,11 +96,12 @@ class SqliteLedger(Ledger):
         except sqlite3.Error as error:
             raise LedgerError(f"ledger {self.path}: {error}") from error
 
-    def _update(self, claim: Claim, statement: str, message_id: str) -> None:
+    def _update(self, claim: Claim, statement: str, message_id: str, *owed: Iterable[str] | None) -> None:
+        """``owed``: given when the statement sets that column too."""
         try:
             self._connection().execute(
                 f"{statement} WHERE notification_id = ? AND token = ?",
-                (message_id, self._clock(), claim.notification_id, claim.token),
+                (message_id, *map(_owed_column, owed), self._clock(), claim.notification_id, claim.token),
             )
         except sqlite3.Error as error:
             raise LedgerError(f"ledger {self.path}: {error}") from error
@@ -105,3 +113,16 @@ class SqliteLedger(Ledger):
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
             self._local.db = db
         return db
+
+
+def _record(notification_id: str, state: str, lease_until: float, message_id: str, owed: str | None) -> dict:
+    """A row as the record every store decides on (``held_status``)."""
+    record = {"notification_id": notification_id, "state": state, "lease_until": lease_until, "message_id": message_id}
+    if owed is not None:  # not JSON: not ours, as if there were no list (owed_in checks the rest)
+        with contextlib.suppress(ValueError, RecursionError):
+            record["owed"] = json.loads(owed)
+    return record
+
+
+def _owed_column(owed: Iterable[str] | None) -> str | None:
+    return None if owed is None else json.dumps(owed_record(owed)["owed"])

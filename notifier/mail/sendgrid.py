@@ -83,6 +83,8 @@ class SendGridSettings:
                 problems.append("SENDGRID_API_KEY: required when NOTIFY_BACKEND is sendgrid")
         elif any(ch.isspace() or not ch.isprintable() for ch in api_key):
             problems.append("SENDGRID_API_KEY: contains whitespace or control characters")
+        elif api_key[0] in "\"'" or api_key[-1] in "\"'":  # SendGrid keys hold no quotes: pasted with them
+            problems.append("SENDGRID_API_KEY: is in quotes; store the key alone, without them")
         return cls(
             api_key=api_key,
             api_host=envvars.http_url(env, "SENDGRID_API_HOST", problems, "https://api.sendgrid.com"),

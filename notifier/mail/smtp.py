@@ -29,7 +29,6 @@ from notifier.mail.scrub import scrub
 _MAX_ERROR_TEXT = 1000  # a relay's replies, quoted in an error text
 _MAX_REPLY_TEXT = 200  # one refused recipient's reply
 _URL = re.compile(r"smtps?://(?:[^@/\s]+@)?[^:/\s@?]+(?::\d{1,5})?/?(?:\?tls=none)?")
-_URL_WITH_PASSWORD = re.compile(r"smtps?://[^@/]*:[^@/]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +44,17 @@ class SmtpSettings:
         url = envvars.text(env, "SMTP_URL")
         if not url and chosen:
             problems.append("SMTP_URL: required when NOTIFY_BACKEND is smtp (smtp://user@host:587 or smtps://host:465)")
-        if _URL_WITH_PASSWORD.match(url):
+        credentials = _credentials(url)
+        if credentials and url.startswith(("smtp://", "smtps://")):
             problems.append("SMTP_URL: holds a password; put it in SMTP_PASSWORD (from Secret Manager) instead")
         if url and not _URL.fullmatch(url):
-            shown = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
-            problems.append(f"SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got {shown!r}")
+            problems.append(f"SMTP_URL: expected smtp://[user@]host[:port] or smtps://..., got {masked_url(url)!r}")
         # SMTP deployments set SENDGRID_TIMEOUT_SECONDS before SMTP_TIMEOUT_SECONDS existed. SendGrid's
         # settings report it when it is unusable (it is theirs), so its problems are not kept here.
         fallback = envvars.positive_number(env, "SENDGRID_TIMEOUT_SECONDS", [], 10.0)
         return cls(
             url=url,
-            password=env.get("SMTP_PASSWORD", ""),
+            password=envvars.text(env, "SMTP_PASSWORD"),  # stripped like the key: echo adds "\n"
             timeout=envvars.positive_number(env, "SMTP_TIMEOUT_SECONDS", problems, fallback),
         )
 
@@ -66,6 +65,22 @@ class SmtpSettings:
     @property
     def local_dir(self) -> Path | None:
         return None
+
+
+def _credentials(url: str) -> tuple[int, int] | None:
+    """Where a user and password may be in ``url``: from after its "//" (from its start without
+    one) to its LAST "@", since a password may hold "@", ":" or "/"; None when no ":" there says
+    there is no password."""
+    end = url.rfind("@")
+    slashes = url.find("//", 0, max(end, 0))
+    start = slashes + 2 if slashes >= 0 else 0
+    return (start, end) if end >= 0 and ":" in url[start:end] else None
+
+
+def masked_url(url: str) -> str:
+    """``url`` as a message may show it: user and password, when there is a password, as ***."""
+    credentials = _credentials(url)
+    return url if credentials is None else f"{url[: credentials[0]]}***{url[credentials[1] :]}"
 
 
 class SmtpBackend(RetryingSender, Backend):

@@ -61,7 +61,7 @@ def _recent(item: DeadLetter | UnreadableLetter, since: str | None) -> bool:
 def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args: argparse.Namespace) -> str:
     """Replay (or, with --dry-run, show) one letter; what became of it: done, would, skipped, refused or failed."""
     from notifier.ledger import DeadLetter
-    from notifier.pipeline import DUPLICATE, SENT
+    from notifier.outcomes import DUPLICATE, SENT
     from notifier.replay import MalformedLetter, UnreplayableLetter
 
     if not isinstance(item, DeadLetter):
