@@ -163,7 +163,7 @@ class Pipeline(Replaying):
             receipt = self.backend.send(message, deadline=deadline)
         except DeliveryError as error:
             if error.transient:
-                self._ledger_quietly(self.ledger.release, claim)
+                self._release(notification, claim, replaying)
                 fields = {"attempts": error.attempts, "status": error.status, "error": self._scrubbed(str(error))}
                 self._line(notification, RETRYING, started, logging.WARNING, **fields)
                 return Outcome(RETRYING, notification.id)
@@ -176,9 +176,10 @@ class Pipeline(Replaying):
             return self._partially_sent(notification, message, claim, started, receipt, replaying)
         # A lost "sent" mark would let a redelivery after the lease send again: try it a few times.
         ledger_error = self._record_sent(notification, claim, receipt.message_id)
+        owed = still_owed(notification, claim, ())  # a replay the letter narrowed further than the ledger
         self._line(
-            notification, SENT, started, logging.INFO,
-            attempts=receipt.attempts, message_id=receipt.message_id, ledger_error=ledger_error,
+            notification, SENT, started, logging.INFO, attempts=receipt.attempts, message_id=receipt.message_id,
+            ledger_error=ledger_error, **({"still_owed": owed} if owed else {}),
         )  # fmt: skip
         return Outcome(SENT, notification.id, receipt.message_id)
 
@@ -277,6 +278,15 @@ class Pipeline(Replaying):
             subject=message.subject, **fields,
         )  # fmt: skip
         return Outcome(PARTIAL, notification.id, receipt.message_id, letter_stored=store_error is None)
+
+    def _release(self, notification: Notification, claim: Claim, replaying: DeadLetter | None) -> None:
+        """Let the next attempt claim it; a replay narrowed to some recipients stays dead for just them
+        (a deleted record would let a redelivery of the event mail everyone again)."""
+        owed = owed_after_failure(notification, claim, replaying)
+        if owed is None:
+            self._ledger_quietly(self.ledger.release, claim)
+        else:
+            self._ledger_quietly(self._mark_sent_policy().wraps(self.ledger.mark_dead), claim, owed)
 
     def _record_sent(self, notification: Notification, claim: Claim, message_id: str) -> str | None:
         """Mark it sent; or, for a replay that sent to fewer than the ledger says are owed (the letter

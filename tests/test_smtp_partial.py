@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -643,3 +644,25 @@ def test_a_letter_naming_only_who_has_it_now_is_a_duplicate_and_removed(relay, t
     handler.refusals = {}
     _replay_everything(pipeline)
     assert handler.copies() == Counter(EVERYONE), "c@ is still owed: the duplicate left the ledger as it was"
+
+
+def test_a_transient_failure_replaying_a_narrowed_letter_keeps_its_record_dead(relay, tmp_path):
+    # The record as the code before owed lists left it (dead, no list): the letter alone narrows the
+    # replay. A 4xx during that replay must not delete the record, or a redelivery of the event would
+    # mail a@ (who has it) again.
+    handler, port = relay
+    handler.refusals = {"b@example.com": itertools.repeat(NO_SUCH_USER)}
+    pipeline = _pipeline(tmp_path, port, separate=True)
+    pipeline.ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    pipeline.sleep = [].append
+    event = storage_cloud_event(name="reports/q3.csv", generation="42")
+    assert [o.outcome for o in pipeline.handle(event)] == ["partially-sent"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        db.execute("UPDATE ledger SET owed = NULL")
+    handler.refusals = {"b@example.com": itertools.repeat("451 4.3.0 try again later")}
+
+    (letter,) = pipeline.dead_letters.list()
+    assert [o.outcome for o in pipeline.replay(letter)] == ["retrying"]
+    assert [o.outcome for o in pipeline.handle(event)] == ["duplicate"]
+
+    assert handler.copies() == Counter({"a@example.com": 1, "c@example.com": 1})

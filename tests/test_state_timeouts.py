@@ -274,6 +274,20 @@ def test_a_slow_state_bucket_still_finds_a_redelivered_email_sent(hanging_gcs, c
     assert [line["outcome"] for line in _outcome_lines(capsys)] == ["sent", "duplicate"]
 
 
+def test_deciding_a_redelivery_is_a_duplicate_may_take_longer_than_a_claim_for_a_send(hanging_gcs, capsys):
+    # Create (412), read and download, 2 s each: 6 s, past the 4 s a claim for a send may take of a
+    # 5 s deadline; no send follows a "sent" record, so the reads may use the grace.
+    pipeline = _pipeline(hanging_gcs, 5.0, quick=False, NOTIFY_BACKEND="console")
+    event = storage_cloud_event(event_id="late-2s")
+    assert [o.outcome for o in _handle_in_a_thread(pipeline, event).result] == ["sent"]  # the bucket is quick
+    hanging_gcs.faults = GcsFaults(slow=1.0, delay=2.0)
+
+    handled = _handle_in_a_thread(pipeline, event, 20.0)
+
+    assert handled.error is None, handled.error  # was: RetryLater ("Timeout of 0.0s") on every redelivery
+    assert [o.outcome for o in handled.result] == ["duplicate"]
+
+
 def test_a_send_that_ends_near_the_deadline_still_gets_its_sent_mark(hanging_gcs, gcs_server, capsys):
     hanging_gcs.faults = GcsFaults(slow=1.0, delay=LATE)
     hanging_gcs.target = lambda request: request.query.get("ifGenerationMatch") not in (None, "0")  # the marks

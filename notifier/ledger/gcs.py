@@ -98,8 +98,7 @@ class GcsLedger(Ledger):
     def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
         # A timeout is a LedgerError: the platform redelivers. A create that went through although
         # its answer did not is our claim, left to expire with its lease (the redelivery is BUSY).
-        with before_send():  # its calls (create, read, take over) share the time the send does not need
-            return self._claim(notification_id, lease_seconds, replay)
+        return self._claim(notification_id, lease_seconds, replay)
 
     def _claim(self, notification_id: str, lease_seconds: float, replay: bool) -> Claim:
         blob = self._bucket.blob(LEDGER_PREFIX + notification_id)
@@ -107,7 +106,10 @@ class GcsLedger(Ledger):
         record = {"state": "claimed", "token": token, "lease_until": self._clock() + lease_seconds}
         try:
             for _ in range(3):  # create; or read what is there and maybe take it over
-                generation = self._write(blob, record, if_generation_match=0)
+                # The writes that claim share the time the send does not need; reading what is there
+                # may use the grace, since an email already sent or dead-lettered needs no send.
+                with before_send():
+                    generation = self._write(blob, record, if_generation_match=0)
                 if generation is not None:
                     return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
                 existing = self._read(blob.name)
@@ -120,7 +122,8 @@ class GcsLedger(Ledger):
                                           replay=replay)) is not None:  # fmt: skip
                     return status
                 owed = owed_in(held)  # a replay's claim keeps who is owed it
-                generation = self._write(blob, _with_owed(record, owed), if_generation_match=generation)
+                with before_send():
+                    generation = self._write(blob, _with_owed(record, owed), if_generation_match=generation)
                 if generation is not None:  # took over an expired lease (or a dead letter, to replay)
                     return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation, owed=owed)
                 return Claim(notification_id, ClaimStatus.BUSY)  # someone else took it over first
