@@ -203,9 +203,9 @@ def still_owed(notification: Notification, claim: Claim, refused: tuple[Refusal,
     """Who is still owed the email after a send to ``notification``'s recipients that ``refused``
     those: the ledger's list (when the claim has one) less those who got it now; else the refused."""
     refused_keys = {r.address.lower() for r in refused}
-    got = {a.key for a in notification.recipients.everyone} - refused_keys
-    if claim.owed is None:
+    if claim.owed is None:  # every delivery but a partial send's replay: no recipient list to build
         return sorted(refused_keys)
+    got = {a.key for a in notification.recipients.everyone} - refused_keys
     return sorted(claim.owed - got)
 
 
