@@ -18,7 +18,7 @@ from typing import Any
 from notifier import events
 from notifier.events import InvalidEvent, StorageEvent
 from notifier.ledger import Claim, DeadLetter
-from notifier.ledger.base import MAX_ADDRESS_LENGTH, MAX_OWED
+from notifier.ledger.base import MAX_OWED, address_keys
 from notifier.mail.base import Message, Refusal
 from notifier.rules import Notification, RuleSet, notification_id
 
@@ -95,14 +95,12 @@ def _refused_recipients(values: Any) -> frozenset[str] | None:
     letter is for every recipient; :class:`MalformedLetter` when it is not what the function writes."""
     if values is None:
         return None
-    if (
-        not isinstance(values, list) or not 0 < len(values) <= MAX_REFUSED
-        or not all(isinstance(v, str) and 0 < len(v) <= MAX_ADDRESS_LENGTH for v in values)
-    ):  # fmt: skip
+    keys = address_keys(values)
+    if not keys:  # not such a list, or an empty one: a partial send names at least one
         raise MalformedLetter(
             f"refused_recipients: expected a list of 1 to {MAX_REFUSED} email addresses, got {_json_type(values)}"
         )
-    return frozenset(v.lower() for v in values)
+    return keys
 
 
 def _narrowed(notifications: list[Notification], only: frozenset[str]) -> list[Notification]:

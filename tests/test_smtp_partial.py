@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from cloudevents.conversion import to_binary
 
-from notifier.ledger import Ledger, LedgerError
+from notifier.ledger import DeadLetter, Ledger, LedgerError
 from notifier.ledger.gcs import GcsLedger
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
@@ -517,6 +517,12 @@ def _ledger(kind: str, folder: Path) -> Ledger:
     return GcsLedger(bucket, retry=None)
 
 
+def _letter_named(pipeline: Pipeline, name: str) -> DeadLetter:
+    """The one stored dead letter called ``name`` (its file name without .json)."""
+    (letter,) = [item for item in pipeline.dead_letters.list() if item.notification_id == name]
+    return letter
+
+
 def _partial_for_b_and_c_in(kind, handler, port, tmp_path) -> tuple[Pipeline, Path]:
     """A send that reached a@ alone (550 for b@ and c@, b@'s once), stored in a ``kind`` ledger."""
     handler.refusals = {
@@ -541,11 +547,11 @@ def test_a_copy_of_the_letter_replayed_after_the_first_replay_mails_nobody_twice
     pipeline, path = _partial_for_b_and_c_in(ledger_kind, handler, port, tmp_path)
     letter = json.loads(path.read_text(encoding="utf-8"))
     path.with_name("backup-copy.json").write_text(json.dumps(letter), encoding="utf-8")  # saved aside
-    original = next(item for item in pipeline.dead_letters.list() if item.notification_id == path.stem)
+    original = _letter_named(pipeline, path.stem)
 
     assert pipeline.replay(original)[0].outcome == "partially-sent"  # b@ now, c@ still refused
     assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
-    (copy,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "backup-copy"]
+    copy = _letter_named(pipeline, "backup-copy")
     assert copy.record["refused_recipients"] == ["b@example.com", "c@example.com"]
     pipeline.replay(copy)
 
@@ -565,7 +571,7 @@ def test_a_copy_without_its_refused_recipients_mails_only_who_the_ledger_says_is
     path.with_name("backup-copy.json").write_text(json.dumps(letter), encoding="utf-8")
     handler.refusals = {}
 
-    (copy,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "backup-copy"]
+    copy = _letter_named(pipeline, "backup-copy")
     assert pipeline.replay(copy)[0].outcome == "sent"
 
     assert handler.copies() == Counter(EVERYONE), "a@ has it: the ledger says only b@ and c@ are owed"
@@ -581,7 +587,7 @@ def test_a_letter_narrowed_by_hand_does_not_drop_who_else_is_owed(relay, tmp_pat
     path.with_name("only-b.json").write_text(json.dumps({**letter, "refused_recipients": ["b@example.com"]}))
     handler.refusals = {}
 
-    (only_b,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "only-b"]
+    only_b = _letter_named(pipeline, "only-b")
     assert pipeline.replay(only_b)[0].outcome == "sent"
     assert handler.copies() == Counter({"a@example.com": 1, "b@example.com": 1})
     (original,) = pipeline.dead_letters.list()
@@ -618,7 +624,7 @@ def test_a_renamed_letter_left_behind_by_a_failed_remove_mails_nobody_twice(rela
     assert renamed.exists()
 
     handler.refusals = {}
-    (wider,) = [item for item in pipeline.dead_letters.list() if item.notification_id == renamed.stem]
+    wider = _letter_named(pipeline, renamed.stem)
     assert wider.record["refused_recipients"] == ["b@example.com", "c@example.com"]
     pipeline.replay(wider)
     assert handler.copies() == Counter(EVERYONE), "b@ has it: the ledger says so"
@@ -632,11 +638,11 @@ def test_a_letter_naming_only_who_has_it_now_is_a_duplicate_and_removed(relay, t
     pipeline, path = _partial_for_b_and_c_in(ledger_kind, handler, port, tmp_path)
     letter = json.loads(path.read_text(encoding="utf-8"))
     path.with_name("only-b.json").write_text(json.dumps({**letter, "refused_recipients": ["b@example.com"]}))
-    original = next(item for item in pipeline.dead_letters.list() if item.notification_id == path.stem)
+    original = _letter_named(pipeline, path.stem)
     assert pipeline.replay(original)[0].outcome == "partially-sent"  # b@ now; c@ still refused
     sent_so_far = handler.copies()
 
-    (only_b,) = [item for item in pipeline.dead_letters.list() if item.notification_id == "only-b"]
+    only_b = _letter_named(pipeline, "only-b")
     assert pipeline.replay(only_b)[0].outcome == "duplicate"
 
     assert handler.copies() == sent_so_far == Counter({"a@example.com": 1, "b@example.com": 1})

@@ -69,16 +69,22 @@ def held_status(record: dict[str, Any], now: float, *, replay: bool) -> Claim | 
     return None
 
 
-def owed_in(record: dict[str, Any]) -> frozenset[str] | None:
-    """A record's ``owed`` list, lower-cased; None when it has none or one the function never
-    writes (a record in the state bucket can be planted: the dead letter's own narrowing applies)."""
-    values = record.get("owed")
+def address_keys(values: Any) -> frozenset[str] | None:
+    """``values`` as the lower-cased addresses a list the function writes holds (a ledger record's
+    ``owed``, a dead letter's ``refused_recipients``: at most MAX_OWED strings of 1 to 320
+    characters); None when it is anything else, since either can be planted in the state bucket."""
     if (
         not isinstance(values, list) or len(values) > MAX_OWED
         or not all(isinstance(v, str) and 0 < len(v) <= MAX_ADDRESS_LENGTH for v in values)
     ):  # fmt: skip
         return None
     return frozenset(v.lower() for v in values)
+
+
+def owed_in(record: dict[str, Any]) -> frozenset[str] | None:
+    """A record's ``owed`` list; None when it has none or one the function never writes (then the
+    dead letter's own narrowing applies)."""
+    return address_keys(record.get("owed"))
 
 
 def owed_record(owed: Iterable[str] | None) -> dict[str, list[str]]:
