@@ -8,7 +8,7 @@ SANDBOX_DIR ?= .sandbox
 # sends its headers, which the function cannot cut short (README "Limits"), so serve with more.
 THREADS ?= 64
 
-.PHONY: demo sandbox test bench chaos format run clean help
+.PHONY: demo sandbox test bench bench-cold chaos format run clean help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -34,6 +34,9 @@ test: $(VENV)/.installed  ## lint, format check, then the whole test suite
 
 bench: $(VENV)/.installed  ## benchmarks beside the floor and textbook references: bench/results.md
 	$(PY) -m bench.run
+
+bench-cold: $(VENV)/.installed  ## the cold starts alone: as deployed, beside the floor and textbook (JSON)
+	$(PY) -m bench.coldstart 5
 
 chaos: $(VENV)/.installed  ## 5,000 uploads → Pub/Sub emulator → 2 instances; failing SendGrid and state bucket: 0 lost
 	$(PY) -m bench.chaos --events 5000

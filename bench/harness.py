@@ -9,6 +9,7 @@ playing the platform. All three handlers are driven the same way.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -23,10 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from notifier.payloads import build_request
-from notifier.tools.processes import free_port, start_server, stop_server
+from notifier.tools.localcloud import ServerCertificate
+from notifier.tools.processes import free_port, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
@@ -63,10 +66,16 @@ def requests(count: int, start: int = 0) -> list[Request]:
     ]  # fmt: skip
 
 
+# Variables of ours, the platform's and Google's that must not leak from the caller into a launch:
+# each configuration sets the ones it models.
+_NOT_PASSED = ("NOTIFY_", "SENDGRID_", "K_", "GCE_METADATA_", "STORAGE_EMULATOR_HOST", "GOOGLE_", "SOURCE_DATE_EPOCH",
+               "SSL_CERT_")  # fmt: skip
+
+
 def function_env(sendgrid: StandInAddress, threads: int = 8, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "SENDGRID_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_PASSED)}
     env.update(
-        SENDGRID_API_KEY="SG.bench-not-a-real-key", SENDGRID_API_HOST=sendgrid.url, SSL_CERT_FILE=sendgrid.ca_file,
+        SENDGRID_API_KEY="SG.bench-not-a-real-key", SENDGRID_API_HOST=sendgrid.url, SSL_CERT_DIR=sendgrid.ca_dir,
         NOTIFY_FROM="bench@example.com", NOTIFY_TO="ops@example.com", THREADS=str(threads),
         PYTHONDONTWRITEBYTECODE="1", **extra,
     )  # fmt: skip
@@ -82,8 +91,15 @@ class Function:
 
     @classmethod
     def launch(cls, source: Path, env: dict[str, str]) -> Function:
+        """functions-framework serving ``source`` from its own folder (the workspace, as on the
+        platform: its notifier/ is the one imported, not the checkout's)."""
         port = free_port()
-        process = start_server(port, env, subprocess.DEVNULL, source=source, preexec_fn=_pin_to_function_cpus)
+        command = [sys.executable, "-m", "functions_framework", "--target", "handle_storage_event",
+                   "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=source.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            preexec_fn=_pin_to_function_cpus,
+        )  # fmt: skip
         return cls(f"http://127.0.0.1:{port}", process)
 
     def post(self, request: Request, connection: http.client.HTTPConnection | None = None) -> int:
@@ -182,39 +198,92 @@ def load(function: Function, batch: Sequence[Request], concurrency: int) -> tupl
 @dataclass(frozen=True)
 class StandInAddress:
     url: str
-    ca_file: str  # the certificate authority that signed its certificate: SSL_CERT_FILE for clients
+    ca_file: str  # the certificate authority that signed its certificate, with the system's: a bundle
+    ca_dir: str  # the same as a hashed folder: SSL_CERT_DIR for the functions
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A throwaway certificate authority; clients trust the system's CA store, as on the platform,
+    plus this CA: ``ca_dir`` (SSL_CERT_DIR) for the functions, ``ca_file`` for the harness's own
+    checks. A client that builds an SSL context per connection pays for loading the system's bundle
+    every time, as it would there."""
+
+    folder: Path
+    ca_file: str
+    ca_dir: str  # the system's hashed certificate folder plus this CA: SSL_CERT_DIR for the functions
+    ca: Any  # trustme.CA
+
+    def issue(self, name: str, *hosts: str) -> ServerCertificate:
+        """A certificate for ``hosts`` (names or IP addresses), its PEM files named after ``name``."""
+        certificate = self.ca.issue_cert(*hosts)
+        cert_file, key_file = self.folder / f"{name}-cert.pem", self.folder / f"{name}-key.pem"
+        certificate.cert_chain_pems[0].write_to_path(str(cert_file))
+        certificate.private_key_pem.write_to_path(str(key_file))
+        return ServerCertificate(cert_file, key_file)
+
+    def context(self) -> ssl.SSLContext:
+        """An SSL context that trusts this CA, for the harness's own checks."""
+        return ssl.create_default_context(cafile=self.ca_file)
 
 
 @contextmanager
-def stand_in(latency: float = 0.0, *, tls: bool = True) -> Iterator[StandInAddress]:
-    """The SendGrid stand-in in a process of its own, speaking HTTPS as SendGrid does (a TLS
-    handshake per connection is part of what a client pays), with a certificate from a throwaway CA.
-    ``tls=False``: plain HTTP, which no real SendGrid client gets, for comparison."""
+def throwaway_ca() -> Iterator[Authority]:
     import trustme
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-standin-"))
-    authority = trustme.CA()
-    certificate = authority.issue_cert("localhost")
-    # What clients trust: the system's CA store, as on the platform, plus the stand-in's CA. A client
-    # that builds an SSL context per connection pays for loading all of it every time, as it would.
-    system_store = ssl.get_default_verify_paths().cafile
-    system_cas = Path(system_store).read_bytes() if system_store and Path(system_store).is_file() else b""
-    (folder / "ca.pem").write_bytes(system_cas + b"\n" + authority.cert_pem.bytes())
-    certificate.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    certificate.private_key_pem.write_to_path(str(folder / "key.pem"))
-    command = [sys.executable, "-m", "bench.standin", "--latency", str(latency)]
-    if tls:
-        command += ["--tls", str(folder / "cert.pem"), str(folder / "key.pem")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-ca-"))
     try:
-        url = process.stdout.readline().strip()
-        if not url.startswith("https://" if tls else "http://"):
-            raise RuntimeError(f"the SendGrid stand-in did not start (exit code {process.poll()})")
-        yield StandInAddress(url, str(folder / "ca.pem"))
+        ca = trustme.CA()
+        system = ssl.get_default_verify_paths()
+        system_cas = Path(system.cafile).read_bytes() if system.cafile and Path(system.cafile).is_file() else b""
+        (folder / "ca.pem").write_bytes(system_cas + b"\n" + ca.cert_pem.bytes())
+        yield Authority(folder, str(folder / "ca.pem"), _hashed_store(folder / "certs", system.capath, ca), ca)
     finally:
-        process.terminate()
-        process.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _hashed_store(folder: Path, system: str | None, ca: Any) -> str:
+    """A copy (by links) of the system's hashed certificate folder, plus ``ca`` under its OpenSSL
+    hash name: what the functions trust through SSL_CERT_DIR. On the platform neither SSL_CERT_FILE
+    nor SSL_CERT_DIR is set and the image's own store is found by default; a folder rather than a
+    bundle keeps what each client loads (a whole bundle, or certificates by hash) as it is there."""
+    folder.mkdir()
+    if system and Path(system).is_dir():
+        for entry in Path(system).iterdir():
+            (folder / entry.name).symlink_to(entry.resolve())
+    pem = folder.parent / "throwaway-ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    openssl = shutil.which("openssl") or "openssl"  # Debian's openssl package: OpenSSL's own hash
+    subject_hash = subprocess.run([openssl, "x509", "-noout", "-subject_hash", "-in", str(pem)],
+                                  capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    index = 0
+    while (folder / f"{subject_hash}.{index}").exists():
+        index += 1
+    (folder / f"{subject_hash}.{index}").symlink_to(pem)
+    return str(folder)
+
+
+@contextmanager
+def stand_in(latency: float = 0.0, *, tls: bool = True, authority: Authority | None = None) -> Iterator[StandInAddress]:
+    """The SendGrid stand-in in a process of its own, speaking HTTPS as SendGrid does (a TLS
+    handshake per connection is part of what a client pays), with a certificate from ``authority``
+    (else a throwaway CA of its own). ``tls=False``: plain HTTP, which no real SendGrid client gets,
+    for comparison."""
+    with contextlib.ExitStack() as stack:
+        authority = authority or stack.enter_context(throwaway_ca())
+        certificate = authority.issue("sendgrid", "localhost")
+        command = [sys.executable, "-m", "bench.standin", "--latency", str(latency)]
+        if tls:
+            command += ["--tls", str(certificate.cert_file), str(certificate.key_file)]
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            url = process.stdout.readline().strip()
+            if not url.startswith("https://" if tls else "http://"):
+                raise RuntimeError(f"the SendGrid stand-in did not start (exit code {process.poll()})")
+            yield StandInAddress(url, authority.ca_file, authority.ca_dir)
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def _pin_to_function_cpus() -> None:  # runs in the child, before the function starts

@@ -29,6 +29,18 @@ CHANGES = (
     "The harness itself: each function now runs on a core of its own, the stand-in in its own process and "
     "the load over keep-alive connections. The floor went from 482 to about 1,050 events/s, so the figures "
     "show the function's cost rather than the load generator's.",
+    "The cold start is measured as deployed: SendGrid and the state bucket (fake-gcs-server) over HTTPS, "
+    "K_SERVICE set, the token from a metadata-server stand-in, each launch checked to have sent its email "
+    "and stored its ledger record, every function run from a workspace built as the Python buildpack "
+    "builds it. (Before, it ran the outbox backend from the checkout, whose __pycache__, written by the "
+    "tests, it read although it wrote none.)",
+    "Our bytecode: the buildpack's compileall writes timestamped .pyc files, which the image's "
+    "normalized mtimes make stale, so every cold start compiled our modules; deploy.sh sets "
+    "SOURCE_DATE_EPOCH for the build, which makes them checked-hash. Deployed cold start 338 -> 282 ms "
+    "(the stale-bytecode row against the headline, one run of 5 launches each).",
+    "Our templates ship precompiled (templates/_compiled, loaded only while each matches its source "
+    "and the Jinja that compiled it; a user's template is compiled from the user's file): the first "
+    "event's rendering 23 -> 2 ms, deployed cold start 324 -> 289 ms (7 alternated launches each).",
     "The harness: the stand-in speaks HTTPS, as api.sendgrid.com does, and clients trust it through the "
     "system's CA store (plus the stand-in's CA), as on the platform. The textbook builds a client, an SSL "
     "context (loading the whole CA store) and a TLS connection for every email: 2.9 ms of CPU per event "
@@ -39,19 +51,19 @@ CHANGES = (
 # from the run (see _facts).
 WHY_NOT = {
     "cold start": (
-        "our start-up adds {cold_extra:.0f} ms to the floor's (the textbook adds {book_extra:.0f} ms), "
-        "measured with -X importtime: importing our package and what it needs beyond the framework "
-        "costs 80-110 ms (about 35 ms of it compiling our modules to bytecode, since a Cloud Functions "
-        "build ships no .pyc for application code; the rest executing them, mostly dataclass creation, "
-        "plus tenacity 12 ms and email.policy 5 ms). sendgrid costs 35-55 ms, a third of it "
-        "`cryptography`, which sendgrid/__init__ imports for an event-webhook helper we never use. The "
-        "first event costs 25-50 ms, most of it Jinja compiling the finalize templates, then rendering "
-        "and the first TLS connection. What it would take: bytecode shipped for the runtime's Python "
-        "(about 35 ms; deploy would need that exact Python locally), templates precompiled to Python "
-        "modules with Jinja's ModuleLoader at build time (about 30 ms) and a sendgrid release that "
-        "imports its webhook helper lazily (about 15 ms). That would bring the ratio to about 1.45x. "
-        "1.25x would also need the modules a plain finalize event goes through to start in a third of "
-        "the time they take now."
+        "as deployed, our start-up adds {cold_extra:.0f} ms to the floor's; the textbook adds {book_extra:.0f} ms. "
+        "Where it goes (measured with -X importtime and a timed first event in a function launched as "
+        "the benchmark launches it): importing our package and what it needs beyond the framework "
+        "(executing our modules, mostly dataclass and enum creation; urllib3; tenacity; email.policy) and "
+        "building the pipeline; then the first event, which pays what a warm one does not: the SSL context "
+        "loading the system CA store (about 20 ms: OpenSSL parses the whole bundle), the metadata-server "
+        "token, and the first TLS connections and requests to SendGrid and to the bucket (our templates "
+        "ship precompiled). The state bucket costs {bucket_extra:.0f} ms over SendGrid alone. Our "
+        "bytecode is written by the build's compileall, and deploy/deploy.sh's SOURCE_DATE_EPOCH makes it "
+        "checked-hash, so it survives the image's normalized mtimes; built without it, every cold start "
+        "compiles our modules again ({stale_extra:.0f} ms more in this run). What it would take: an SSL "
+        "context that looks certificates up in the system's hashed directory (capath) instead of parsing "
+        "the bundle (about 20 ms), and fewer and lighter modules on the path of a plain finalize event."
     ),
     "warm": (
         "the in-process p50 moves by 20% between runs on this shared machine and was 0.71-0.79 ms in "
@@ -88,15 +100,42 @@ WHY_NOT = {
 }
 
 
+COLD_TARGET, COLD_STRETCH = 1.5, 1.25  # the deployed cold start, times the floor's (issue 15)
+
+
+def _cold_starts(cold: dict[str, Any]) -> list[str]:
+    """Every configuration launched in the cold-start run, and what the harness checked they did."""
+    floor = cold["floor"]["median"]
+    rows = [("floor: a bare functions-framework function", cold["floor"]),
+            ("textbook: a SendGrid client and Mail per event", cold["textbook"]),
+            (f"**storage-notifier {cold.get('configuration', '')}**", cold["storage-notifier"])]  # fmt: skip
+    rows += [(row["what"], row) for row in cold.get("secondary", {}).values()]
+    lines = ["", "## Cold start, every configuration", "",
+             f"Launch to the first 2xx answer to a finalize event; {cold.get('launches', '?')} launches each, "
+             "the configurations taking turns. Each function runs from a workspace built as the platform "
+             "builds it (bench/workspace.py).", "",
+             "| configuration | ms, median (min-max) | x floor |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {what} | {_range(stats)} | {stats['median'] / floor:.2f} |" for what, stats in rows]
+    if checked := cold.get("checked"):
+        lines += ["", f"Checked after every launch, in all: {checked['emails']} emails reached the SendGrid stand-in, "
+                  f"{checked['sent_records']} ledger records in the bucket say sent, {checked['tokens']} tokens were "
+                  f"fetched from the metadata stand-in, {checked['eml_files']} .eml files were written."]  # fmt: skip
+    return lines
+
+
 def _facts(results: dict[str, Any]) -> dict[str, float]:
     """The numbers WHY_NOT quotes, from this run (NaN where a row was not measured)."""
     nan = float("nan")
     ours, book, floor = (_find(results, h, 0, 8) or {} for h in ("storage-notifier", "textbook", "floor"))
     slow, book_slow = (_find(results, h, 50, 32) or {} for h in ("storage-notifier", "textbook"))
     cold = results["cold_start_ms"]
+    secondary = cold.get("secondary", {})
+    deployed = cold["storage-notifier"]["median"]
     return {
-        "cold_extra": cold["storage-notifier"]["median"] - cold["floor"]["median"],
+        "cold_extra": deployed - cold["floor"]["median"],
         "book_extra": cold["textbook"]["median"] - cold["floor"]["median"],
+        "bucket_extra": deployed - secondary.get("sendgrid-no-bucket", {}).get("median", nan),
+        "stale_extra": secondary.get("deployed-stale-bytecode", {}).get("median", nan) - deployed,
         "ours_cpu": ours.get("cpu_ms_per_event", nan),
         "book_cpu": book.get("cpu_ms_per_event", nan),
         "floor_cpu": floor.get("cpu_ms_per_event", nan),
@@ -128,10 +167,11 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, boo
     cold, warm = results["cold_start_ms"], results["warm_in_process_ms"]
     ours_warm, book_warm = warm["storage-notifier"], warm["textbook"]
     rows = [
-        ("cold start", "cold start: launch to first 2xx, ms, median (min-max) of launches",
-         _range(cold["storage-notifier"]),
+        ("cold start", "cold start as deployed (SendGrid and state bucket over HTTPS, K_SERVICE): launch to "
+         "first 2xx, ms, median (min-max) of launches", _range(cold["storage-notifier"]),
          f"floor {_range(cold['floor'])}, textbook {_range(cold['textbook'])}",
-         f"{cold['ratio_to_floor']:.2f}x floor (target <= 1.25x)", cold["ratio_to_floor"] <= 1.25),
+         f"{cold['ratio_to_floor']:.2f}x floor (target <= {COLD_TARGET}x, stretch {COLD_STRETCH}x)",
+         cold["ratio_to_floor"] <= COLD_TARGET),
         ("warm", f"warm per event in-process, {warm['rules']} rules, ms",
          f"p50 {ours_warm['p50']:.2f}, p99 {ours_warm['p99']:.2f}",
          f"textbook p50 {book_warm['p50']:.2f}, p99 {book_warm['p99']:.2f}",
@@ -184,7 +224,7 @@ def markdown(results: dict[str, Any]) -> str:
         + f". Suite took {results.get('seconds', 0):.0f} s.", "",
         "Each function runs on a CPU of its own (a 1-vCPU instance); the load generator and the SendGrid",
         "stand-in share the other. The stand-in speaks HTTPS, as api.sendgrid.com does, with a certificate",
-        "from a throwaway CA; clients trust the system's CA store plus that CA (SSL_CERT_FILE), as on the",
+        "from a throwaway CA; functions trust the system's CA store plus that CA (SSL_CERT_DIR), as on the",
         "platform. Ratios to the references measured in this run are the headline.",
         "Rerun with `make bench` (about 4½ minutes); bench/harness.py says how the functions are driven.", "",
         "| figure | storage-notifier | references | ratio / target | met |", "|---|---|---|---|---|",
@@ -208,6 +248,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {t['events_per_s']:.0f} ({parts['min']:.0f}-{parts['max']:.0f}) | {t['p50_ms']:.1f} "
             f"| {t['p99_ms']:.1f} | {t['cpu_ms_per_event']:.2f} | {limit} |"
         )
+    lines += _cold_starts(results["cold_start_ms"])
     lines += ["", "## What changed", ""] + [f"- {change}" for change in CHANGES]
     missed = [(figure, WHY_NOT.get(key, "")) for key, figure, *_, met in rows if not met]
     if missed:

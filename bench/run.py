@@ -1,9 +1,10 @@
 """`make bench`: what users pay for, measured beside two references in the same run.
 
 References (bench/reference/): the floor, a bare functions-framework function that only returns,
-and the textbook handler (a SendGrid client and Mail built per event). Figures: cold start, warm
-per-event cost in-process, throughput over HTTP against a local SendGrid stand-in, memory, and
-routing cost. Ratios against the references are the headline; absolute numbers are context.
+and the textbook handler (a SendGrid client and Mail built per event). Figures: cold start as
+deployed (bench/coldstart.py), warm per-event cost in-process, throughput over HTTP against a local
+SendGrid stand-in, memory, and routing cost. Ratios against the references are the headline;
+absolute numbers are context.
 How the functions are driven (a core of their own, keep-alive load): bench/harness.py.
 Writes bench/results.json and bench/results.md. `--quick` runs a tiny version (no targets).
 """
@@ -23,11 +24,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import routing
+from bench import coldstart, routing
 from bench.harness import (
     ROOT,
     SOURCES,
-    Function,
     StandInAddress,
     function_env,
     harness_pinned,
@@ -39,24 +39,6 @@ from bench.harness import (
 from bench.report import markdown
 
 SEGMENTS = 5  # each throughput run is timed in this many parts, for min/median/max
-
-
-def cold_start(launches: int, sendgrid: StandInAddress) -> dict[str, Any]:
-    """Process launch to the first 2xx answer to a finalize event; handlers take turns."""
-    times: dict[str, list[float]] = {name: [] for name in SOURCES}
-    for launch in range(launches):
-        for name, source in SOURCES.items():
-            started = time.perf_counter()
-            function = Function.launch(source, function_env(sendgrid))
-            try:
-                function.wait_until_serving(requests(1, start=launch)[0])
-                times[name].append((time.perf_counter() - started) * 1000)
-            finally:
-                function.stop()
-    results: dict[str, Any] = {name: _stats(values) for name, values in times.items()}
-    results["ratio_to_floor"] = results["storage-notifier"]["median"] / results["floor"]["median"]
-    results["target"] = "<= 1.25x floor"
-    return results
 
 
 def warm(events: int, rules: int) -> dict[str, Any]:
@@ -203,8 +185,8 @@ def _run(quick: bool) -> dict[str, Any]:
         "versions": {p: metadata.version(p) for p in ("functions-framework", "sendgrid", "Jinja2", "tenacity")},
     }
     started = time.perf_counter()
+    results["cold_start_ms"] = coldstart.measure(2 if quick else 5)
     with stand_in() as sendgrid:
-        results["cold_start_ms"] = cold_start(2 if quick else 5, sendgrid)
         results["memory"] = [
             memory("storage-notifier", max(200, int(10_000 * scale)), sendgrid),
             memory("textbook", max(200, int(600 * scale)), sendgrid),  # a reference, and slow: fewer events

@@ -83,6 +83,14 @@ class StandIn(LocalServer):
         stand_in = self
 
         class Handler(QuietHandler):
+            def do_GET(self) -> None:  # GET /accepted: how many messages it took, for a benchmark's checks
+                if self.path != "/accepted":
+                    self._answer(404, b'{"errors":[{"message":"not found"}]}')
+                    return
+                with stand_in._lock:
+                    taken = stand_in.answered["accepted"] + stand_in.answered["accepted_then_timeout"]
+                self._answer(200, json.dumps({"accepted": taken}).encode(), {"Content-Type": "application/json"})
+
             def do_POST(self) -> None:
                 body = read_body(self, MAX_BODY_BYTES)
                 if body is None:

@@ -32,6 +32,7 @@ _LOCAL_FROM = Address("storage-notifier@example.com", "Storage Notifier")
 _LOCAL_TO = Address("you@example.com")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _EMULATOR_HOST = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(:[0-9]{1,5})?/?")  # scheme, host, port: nothing else
+_HOST_PORT = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,8 @@ class Settings:
     # Delivery state (see notifier/ledger): the bucket, else an SQLite file, else memory.
     state_bucket: str | None
     storage_emulator_host: str | None
+    storage_endpoint: str  # the Cloud Storage JSON API the state bucket is reached at (no emulator)
+    metadata_host: str  # HOST[:PORT] of the metadata server that gives a deployed function its token
     ledger_file: Path | None
     dead_letter_dir: Path
     # Seconds; older events are dropped as "expired". None: no limit (local runs, where nothing
@@ -137,6 +140,30 @@ def _storage_emulator_host(env: Mapping[str, str], var: str, problems: list[str]
     return value.rstrip("/")
 
 
+def _storage_endpoint(env: Mapping[str, str], var: str, problems: list[str], default: str) -> str:
+    """Where the state bucket's JSON API is (Cloud Storage, or a Private Service Connect endpoint).
+    Deployed, the function's access token goes there: https only."""
+    value = envvars.text(env, var)
+    if not value:
+        return default
+    scheme = "https" if env.get("K_SERVICE") else "https?"
+    if not re.fullmatch(scheme + r"://" + _HOST_PORT.pattern + "/?", value):
+        expected = "https://HOST[:PORT]" if env.get("K_SERVICE") else "http(s)://HOST[:PORT]"
+        where = " (a deployed function sends its access token there)" if env.get("K_SERVICE") else ""
+        problems.append(f"{var}: expected {expected}{where}, got {value!r}")
+    return value.rstrip("/")
+
+
+def _metadata_host(env: Mapping[str, str], var: str, problems: list[str], default: str) -> str:
+    """The metadata server (google-auth reads the same variable): HOST or HOST:PORT, nothing else."""
+    value = envvars.text(env, var)
+    if not value:
+        return default
+    if not _HOST_PORT.fullmatch(value):
+        problems.append(f"{var}: expected HOST or HOST:PORT (the metadata server), got {value!r}")
+    return value
+
+
 def _timezone(env: Mapping[str, str], var: str, problems: list[str], default: ZoneInfo | None) -> ZoneInfo | None:
     raw = envvars.text(env, var)
     if not raw:
@@ -172,6 +199,8 @@ CORE: tuple[Variable, ...] = (
     Variable("NOTIFY_REDIRECT_TO", "redirect_to", _one_address, None),
     Variable("NOTIFY_STATE_BUCKET", "state_bucket", _bucket, None),
     Variable("STORAGE_EMULATOR_HOST", "storage_emulator_host", _storage_emulator_host, None),
+    Variable("NOTIFY_STORAGE_ENDPOINT", "storage_endpoint", _storage_endpoint, "https://storage.googleapis.com"),
+    Variable("GCE_METADATA_HOST", "metadata_host", _metadata_host, "metadata.google.internal"),
     Variable("NOTIFY_LEDGER_FILE", "ledger_file", _path, Computed(_local_ledger)),
     Variable("NOTIFY_DEAD_LETTER_DIR", "dead_letter_dir", _path,
              Computed(lambda c: c.local_dir / "deadletter" if c.local_dir else Path("deadletter"))),

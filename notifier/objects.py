@@ -11,6 +11,7 @@ import logging
 import posixpath
 import re
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +39,7 @@ FILENAME_BYTES = 200  # well under the 255-byte file name limit of common file s
 _EXTENSION_BYTES = 16  # longer than any real extension: past it, the tail is just more name
 _PREVIEW_CHARACTERS = 80
 DOWNLOAD_TIMEOUT = 10.0  # the longest an attachment's download waits for an answer (as before issue 14)
+DOWNLOAD_RETRY_SECONDS = 8.0  # and how long its retries may go on
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +116,11 @@ class ObjectAccess:
         from google.api_core import exceptions as gexc
 
         from notifier.ledger.base import before_send
-        from notifier.ledger.gcs import DEFAULT_RETRY, call_options
 
         blob = self._storage().bucket(event.bucket).blob(event.name, generation=event.generation)
         try:
             with before_send():  # half the time left before the send, at most: the email without it beats none
-                options = call_options(DEFAULT_RETRY, DOWNLOAD_TIMEOUT, share=0.5)
+                options = call_options(DOWNLOAD_TIMEOUT, share=0.5)
             data = blob.download_as_bytes(end=max_size, **options)  # `end` is inclusive: one byte over
         except gexc.NotFound:
             return None, "Not attached: the object is no longer there."
@@ -133,10 +134,33 @@ class ObjectAccess:
     def _storage(self) -> Any:
         with self._lock:
             if self._client is None:
-                from notifier.ledger.gcs import storage_client
-
                 self._client = storage_client(self._settings)
             return self._client
+
+
+def storage_client(settings: Settings) -> Any:
+    """A google-cloud-storage client: the first link or attachment pays for its import."""
+    from google.cloud import storage
+
+    if settings.storage_emulator_host:  # tests, the sandbox and chaos runs against fake-gcs-server
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project="local", credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def call_options(timeout: float, *, share: float = 1.0) -> dict[str, Any]:
+    """``timeout`` and ``retry`` for one download made now: the fixed limits (``timeout`` a request,
+    DOWNLOAD_RETRY_SECONDS of retries), cut so that it ends by the delivery's state deadline if one
+    is set, using at most ``share`` of the time left. A retry starts only while a whole request
+    still fits; with no time left, the call is not made."""
+    from google.cloud.storage import retry as storage_retry
+
+    from notifier.ledger.bucket import call_limits
+
+    limits = call_limits(timeout, DOWNLOAD_RETRY_SECONDS, share=share)
+    retrying = max(0.0, limits.ends_by - time.monotonic() - limits.timeout)  # 0: the first failure is final
+    return {"retry": storage_retry.DEFAULT_RETRY.with_timeout(retrying), "timeout": limits.timeout}
 
 
 def safe_filename(name: str) -> str:

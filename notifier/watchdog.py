@@ -2,7 +2,7 @@
 
 A socket timeout bounds each read, not a whole answer or request body: a peer sending one byte a
 second never idles. Shutting the socket down makes a read blocked on it return at once, on its own
-thread, with no thread hop per request. Used for SendGrid's answers (notifier.mail.keepalive) and
+thread, with no thread hop per request. Used for every outbound request (notifier.httpclient) and
 for request bodies at the HTTP edge (notifier.http).
 """
 
@@ -13,11 +13,14 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 
-def watching(sock: socket.socket, deadline: float) -> _Watch:
+def watching(sock: socket.socket | Callable[[], socket.socket | None], deadline: float) -> _Watch:
     """``with watching(sock, deadline) as watch:`` the socket is shut down if the block is still
-    running at ``deadline`` (a ``time.monotonic()`` value); ``watch.fired`` then says so."""
+    running at ``deadline`` (a ``time.monotonic()`` value); ``watch.fired`` then says so. ``sock``
+    may be a function returning the socket at that moment (a connection that opens or reopens
+    inside the block), or None when there is none."""
     return _WATCHDOG.watching(sock, deadline)
 
 
@@ -59,13 +62,15 @@ class _Watchdog:
                     if watch.deadline <= now:
                         del self._watched[key]
                         watch.fired = True
-                        _shut(watch.sock)
+                        _shut(watch.sock() if callable(watch.sock) else watch.sock)
                 self._wakes_at = min((w.deadline for w in self._watched.values()), default=float("inf"))
                 self._changed.wait(None if self._wakes_at == float("inf") else self._wakes_at - now)
 
 
 class _Watch:
-    def __init__(self, watchdog: _Watchdog, sock: socket.socket, deadline: float) -> None:
+    def __init__(
+        self, watchdog: _Watchdog, sock: socket.socket | Callable[[], socket.socket | None], deadline: float
+    ) -> None:
         self._watchdog, self.sock, self.deadline = watchdog, sock, deadline
         self.fired = False
 
@@ -77,9 +82,11 @@ class _Watch:
         self._watchdog.remove(self)
 
 
-def _shut(sock: socket.socket) -> None:
+def _shut(sock: socket.socket | None) -> None:
     # socket.socket's own shutdown, not SSLSocket's: that one drops the TLS state first, and a
     # thread still writing could then send plaintext. This wakes the blocked read; the request fails.
+    if sock is None:  # nothing open (yet): the connect timeout bounds that step
+        return
     with contextlib.suppress(OSError):  # already closed
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +44,94 @@ def test_the_benchmark_suite_runs_end_to_end_in_its_quick_form(tmp_path, capsys)
     assert all(m["instance_peak_pss_mib"] > m["worker_peak_rss_mib"] / 2 > 0 for m in results["memory"])
     report = (tmp_path / "results.md").read_text()
     assert "| cold start" in report and "## Every throughput run" in report
+    _assert_every_cold_start_did_its_work(results["cold_start_ms"], report)
+
+
+def _assert_every_cold_start_did_its_work(cold: dict, report: str) -> None:
+    """The deployed row is the headline; each launch sent its email, stored its ledger record as sent
+    and fetched its token (the harness fails a launch that did not; the totals say it was checked)."""
+    assert "K_SERVICE" in cold["configuration"] and "NOTIFY_STATE_BUCKET" in cold["configuration"]
+    assert set(cold["secondary"]) == {"outbox", "sendgrid-no-bucket", "deployed-stale-bytecode"}
+    launches = cold["launches"]
+    # textbook, deployed, SendGrid without bucket, deployed with stale bytecode: an email each launch
+    assert cold["checked"]["emails"] == 4 * launches
+    assert cold["checked"]["sent_records"] == 2 * launches, "a ledger record per deployed launch"
+    assert cold["checked"]["tokens"] >= 2 * launches, "each deployed launch fetched its token"
+    assert cold["checked"]["eml_files"] == launches
+    assert all(row["median"] > 0 for row in cold["secondary"].values())
+    assert "## Cold start, every configuration" in report and "outbox backend" in report
+
+
+def test_a_launch_that_did_not_do_its_work_is_named_with_what_is_missing():
+    from bench.coldstart import Configuration, Tally, problems
+
+    deployed = Configuration("storage-notifier", Path("main.py"), {}, Tally(emails=1, sent_records=1, tokens=1))
+    assert problems(deployed, Tally(emails=1, sent_records=1, tokens=2)) == []
+    assert problems(deployed, Tally(emails=1)) == [
+        "storage-notifier: expected sent_records to grow by at least 1, it grew by 0",
+        "storage-notifier: expected tokens to grow by at least 1, it grew by 0",
+    ]
+
+
+def test_the_metadata_stand_in_gives_a_token_only_to_a_request_with_the_metadata_flavor_header():
+    import urllib.error
+    import urllib.request
+
+    from bench.metadata import TOKEN_PATH, MetadataStandIn
+
+    with MetadataStandIn() as metadata:
+        url = f"http://{metadata.host}{TOKEN_PATH}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 403
+        request = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            token = json.loads(answer.read())
+        assert token["token_type"] == "Bearer" and token["expires_in"] > 0 and token["access_token"]
+        assert (metadata.tokens, metadata.refused) == (1, 1)
+
+
+def _imports_verbosely(folder: Path, module: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "NOTIFY_"))}
+    command = [sys.executable, "-v", "-c", f"import {module}"]
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=True).stderr
+
+
+def test_the_bytecode_the_build_writes_is_used_after_the_image_normalizes_mtimes(tmp_path):
+    from bench import workspace
+
+    built = workspace.build(workspace_source(), tmp_path / "hashed").parent
+    stale = workspace.build(workspace_source(), tmp_path / "stale", stale=True).parent
+    assert (built / "notifier/config.py").stat().st_mtime == workspace.EXPORTED_MTIME
+    assert not (built / "notifier/tools").exists(), ".gcloudignore leaves the tooling out"
+    pyc = f"notifier/__pycache__/config.{sys.implementation.cache_tag}.pyc"
+    assert f"{built / pyc} matches {built / 'notifier/config.py'}" in _imports_verbosely(built, "notifier.config")
+    assert f"{stale / pyc} matches" not in _imports_verbosely(stale, "notifier.config"), "timestamped: stale"
+
+
+def workspace_source() -> Path:
+    return Path(__file__).resolve().parent.parent / "main.py"
+
+
+def test_fake_gcs_server_speaks_https_with_the_certificate_it_is_given():
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from bench.harness import throwaway_ca
+    from notifier.tools.localcloud import running_fake_gcs
+
+    with throwaway_ca() as authority:
+        certificate = authority.issue("gcs", "localhost", "127.0.0.1")
+        with running_fake_gcs(certificate=certificate) as gcs:
+            assert gcs.url.startswith("https://127.0.0.1:")
+            with urllib.request.urlopen(f"{gcs.url}/storage/v1/b", timeout=10, context=authority.context()) as answer:
+                assert json.loads(answer.read())["kind"] == "storage#buckets"
+            with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # it is that certificate
+                urllib.request.urlopen(f"{gcs.url}/storage/v1/b", timeout=10, context=ssl.create_default_context())
+            with urllib.request.urlopen(f"{gcs.plain_url}/storage/v1/b", timeout=10) as answer:
+                assert answer.status == 200, "plain HTTP beside it, for the harness's own checks"
 
 
 def test_every_headline_target_has_its_explanation_ready_for_a_run_that_misses_it(tmp_path):

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
 from notifier.events import decode
 from notifier.ledger import MAX_DEAD_LETTER_BYTES, DeadLetter, UnreadableLetter
+from notifier.ledger.bucket import StateBucket
 from notifier.ledger.gcs import GcsDeadLetters
 from notifier.ledger.local import LocalDeadLetters
 from notifier.mail.base import Backend, DeliveryError
@@ -309,8 +309,7 @@ def test_replay_since_out_of_range_is_a_clear_error(env, capsys, since):
 
 
 def _gcs_dead_letters() -> GcsDeadLetters:
-    client = storage.Client(project="local", credentials=AnonymousCredentials())
-    return GcsDeadLetters(client.bucket("notifier-state"))
+    return GcsDeadLetters(StateBucket("notifier-state", os.environ["STORAGE_EMULATOR_HOST"]))
 
 
 def test_gcs_dead_letters_list_yields_unreadable_objects_instead_of_raising(fake_gcs):

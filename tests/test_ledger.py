@@ -1,7 +1,7 @@
 """The ledger's promises, for every place it can live.
 
-Memory and SQLite run as they are; the state-bucket ledger runs with the real google-cloud-storage
-client against fake-gcs-server, which refuses a stale conditional write with 412 like Cloud Storage,
+Memory and SQLite run as they are; the state-bucket ledger runs with its JSON API client
+(notifier.ledger.bucket) against fake-gcs-server, which refuses a stale conditional write with 412 like Cloud Storage,
 so every "someone else got there first" path is the server's own answer. The proxy in front of it
 (tests/fake_gcs_server.py) records requests, injects failures, and refuses stale conditional reads
 and deletes, which fake-gcs-server does not check.
@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
+import tenacity
 
 from notifier.ledger import Claim, ClaimStatus, LedgerError
-from notifier.ledger.gcs import DEFAULT_RETRY, GcsDeadLetters, GcsLedger
+from notifier.ledger.bucket import RETRY_BUDGET, CallLimits, StateBucket, _retrying
+from notifier.ledger.gcs import GcsDeadLetters, GcsLedger
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
 from notifier.ledger.sqlite import SqliteLedger
@@ -38,8 +38,13 @@ class Clock:
         return self.now
 
 
-def _bucket(name="notifier-state"):
-    return storage.Client(project="local", credentials=AnonymousCredentials()).bucket(name)
+def _bucket(name="notifier-state", *, retries: bool = False, endpoint: str | None = None) -> StateBucket:
+    """The state bucket behind the fake_gcs proxy (STORAGE_EMULATOR_HOST); ``retries``: the
+    bucket's own retries, without real sleeps; else the first failure is final."""
+    budget = RETRY_BUDGET if retries else 0.0
+    bucket = StateBucket(name, endpoint or os.environ["STORAGE_EMULATOR_HOST"], retry_budget=budget)
+    bucket.sleep = lambda seconds: None
+    return bucket
 
 
 @pytest.fixture(params=["memory", "sqlite", "gcs"])
@@ -50,7 +55,7 @@ def ledger_and_clock(request, tmp_path):
     if request.param == "sqlite":
         return SqliteLedger(tmp_path / "ledger.sqlite3", clock=clock), clock
     request.getfixturevalue("fake_gcs")
-    return GcsLedger(_bucket(), clock=clock, retry=None), clock
+    return GcsLedger(_bucket(), clock=clock), clock
 
 
 def test_the_first_claim_wins_and_a_second_is_busy(ledger_and_clock):
@@ -100,7 +105,7 @@ def test_a_dead_letter_is_claimed_again_only_by_replay(ledger_and_clock):
 
 
 def test_the_gcs_claim_is_a_conditional_create(fake_gcs):
-    ledger = GcsLedger(_bucket(), retry=None)
+    ledger = GcsLedger(_bucket())
     ledger.claim("abc", lease_seconds=LEASE)
     uploads = [request.query for request in fake_gcs.requests if request.path.startswith("/upload/")]
     assert uploads[0]["ifGenerationMatch"] == "0"
@@ -111,8 +116,8 @@ def test_the_gcs_claim_is_a_conditional_create(fake_gcs):
 
 def test_losing_a_takeover_race_is_busy_not_a_second_claim(fake_gcs, monkeypatch):
     clock = Clock()
-    winner = GcsLedger(_bucket(), clock=clock, retry=None)
-    loser = GcsLedger(_bucket(), clock=clock, retry=None)
+    winner = GcsLedger(_bucket(), clock=clock)
+    loser = GcsLedger(_bucket(), clock=clock)
     winner.claim("n1", lease_seconds=LEASE)
     clock.now += 2 * LEASE
     stale = loser._read("ledger/n1")  # the loser reads the expired claim ...
@@ -124,23 +129,23 @@ def test_losing_a_takeover_race_is_busy_not_a_second_claim(fake_gcs, monkeypatch
 
 
 def test_a_record_changing_while_read_is_read_again(fake_gcs):
-    ledger = GcsLedger(_bucket(), retry=None)
+    ledger = GcsLedger(_bucket())
     ledger.mark_sent(ledger.claim("n1", lease_seconds=LEASE), "sg-1")
     sent = json.dumps(fake_gcs.read_json("notifier-state", "ledger/n1")).encode()
     rewritten = []
 
-    def another_instance_rewrites_it(request):  # between our metadata read and our download
+    def another_instance_rewrites_it(request):  # just before our read reaches the server
         if request.query.get("alt") == "media" and not rewritten:
             rewritten.append(fake_gcs.put("notifier-state", "ledger/n1", sent))
 
     fake_gcs.before_forward(another_instance_rewrites_it)
     fake_gcs.requests.clear()
     assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.SENT
-    reads = [
-        r for r in fake_gcs.requests if r.method == "GET" and r.object_name == "ledger/n1" and "alt" not in r.query
-    ]
+    reads = [r for r in fake_gcs.requests if r.method == "GET" and r.object_name == "ledger/n1"]
     assert len(rewritten) == 1
-    assert len(reads) == 2, "the download of the replaced generation is refused, and the record read again"
+    # Was two requests (metadata, then a download of that generation, refused if it had changed, and
+    # the record read again); now the bytes and their generation come in one answer: no window.
+    assert [r.query.get("alt") for r in reads] == ["media"], "one download, the record and its generation"
 
 
 @pytest.mark.parametrize(
@@ -152,19 +157,19 @@ def test_a_corrupt_or_planted_record_counts_as_an_expired_claim(fake_gcs, plante
     """Whoever can write to the state bucket could once crash claim() (RecursionError) or make it
     read a record of any size."""
     fake_gcs.put("notifier-state", "ledger/n1", planted)
-    assert GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
+    assert GcsLedger(_bucket()).claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_gcs_errors_become_ledger_errors(fake_gcs, status):
     fake_gcs.fail_next.append(status)
     with pytest.raises(LedgerError, match="state bucket notifier-state"):
-        GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE)
+        GcsLedger(_bucket()).claim("n1", lease_seconds=LEASE)
 
 
 def test_the_clients_own_retries_are_bounded_well_inside_a_delivery():
-    assert DEFAULT_RETRY.timeout <= 10
-    assert isinstance(DEFAULT_RETRY, Retry)
+    assert RETRY_BUDGET <= 10
+    assert isinstance(_retrying(CallLimits(5.0, 13.0), lambda seconds: None), tenacity.Retrying)
 
 
 def test_sqlite_claims_are_exclusive_across_threads(tmp_path):
@@ -252,18 +257,19 @@ def test_dead_letters_round_trip(store, tmp_path, request):
 def test_gcs_ledger_normal_flow_against_fake_gcs_server_alone(fake_gcs):
     """No proxy: the server's own answers, the 412 of a second claim included."""
     bucket = fake_gcs.client().bucket("notifier-state")
-    ledger = GcsLedger(bucket, retry=None)
+    state = _bucket(endpoint=fake_gcs.server.url)
+    ledger = GcsLedger(state)
     claim = ledger.claim("emu-1", lease_seconds=LEASE)
     assert claim.status is ClaimStatus.CLAIMED
     assert json.loads(bucket.blob("ledger/emu-1").download_as_bytes())["state"] == "claimed"
-    assert GcsLedger(bucket, retry=None).claim("emu-1", lease_seconds=LEASE).status is ClaimStatus.BUSY
+    assert GcsLedger(state).claim("emu-1", lease_seconds=LEASE).status is ClaimStatus.BUSY
     ledger.mark_sent(claim, "sg-emu")
     assert json.loads(bucket.blob("ledger/emu-1").download_as_bytes())["message_id"] == "sg-emu"
-    assert GcsLedger(bucket, retry=None).claim("emu-1", lease_seconds=LEASE).message_id == "sg-emu"
+    assert GcsLedger(state).claim("emu-1", lease_seconds=LEASE).message_id == "sg-emu"
     other = ledger.claim("emu-2", lease_seconds=LEASE)
     ledger.release(other)
     assert bucket.get_blob("ledger/emu-2") is None
-    dead_letters = GcsDeadLetters(bucket)
+    dead_letters = GcsDeadLetters(state)
     dead_letters.put("emu-3", {"error": "x"})
     assert [d.notification_id for d in dead_letters.list()] == ["emu-3"]
     assert fake_gcs.requests == [], "straight to the server"
@@ -281,7 +287,7 @@ def test_a_misconfigured_state_bucket_says_what_to_fix(fake_gcs, status, message
     fake_gcs.proxy.fail_message = "The specified bucket does not exist." if status == 404 else "Forbidden"
     fake_gcs.fail_next.append(status)
     with pytest.raises(LedgerError) as caught:
-        GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE)
+        GcsLedger(_bucket()).claim("n1", lease_seconds=LEASE)
     assert caught.value.misconfigured
     assert str(caught.value).startswith("NOTIFY_STATE_BUCKET: ")
     assert message in str(caught.value)
@@ -289,7 +295,7 @@ def test_a_misconfigured_state_bucket_says_what_to_fix(fake_gcs, status, message
 
 def test_our_own_claim_is_recognised_when_the_create_answer_was_lost(fake_gcs):
     # The create reaches the server, its answer is dropped; the client's own retry then meets a 412.
-    ledger = GcsLedger(_bucket(), retry=DEFAULT_RETRY.with_delay(initial=0.0, maximum=0.0))
+    ledger = GcsLedger(_bucket(retries=True))
     fake_gcs.fail_next.append("reset_after")
     assert ledger.claim("n1", lease_seconds=LEASE).status is ClaimStatus.CLAIMED
     creates = [r for r in fake_gcs.requests if r.method == "POST" and r.query.get("ifGenerationMatch") == "0"]
@@ -374,7 +380,7 @@ def test_a_replay_that_crashed_keeps_the_owed_list_and_stays_dead_for_redeliveri
 def test_a_planted_owed_list_is_not_trusted(fake_gcs, owed):
     """Not what the function writes: read as no list (the dead letter's own narrowing applies)."""
     fake_gcs.put("notifier-state", "ledger/n1", json.dumps({"state": "dead", "owed": owed}).encode())
-    replay = GcsLedger(_bucket(), retry=None).claim("n1", lease_seconds=LEASE, replay=True)
+    replay = GcsLedger(_bucket()).claim("n1", lease_seconds=LEASE, replay=True)
     assert (replay.status, replay.owed) == (ClaimStatus.CLAIMED, None)
 
 

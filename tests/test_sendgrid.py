@@ -1,18 +1,19 @@
-"""The real sendgrid client against a local HTTP server playing SendGrid; tenacity's sleep recorded."""
+"""The SendGrid backend over notifier.httpclient against a local HTTP server playing SendGrid;
+tenacity's sleep recorded."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import sendgrid
 from werkzeug import Response
 
+from notifier import httpclient
 from notifier.addresses import Address
 from notifier.mail.base import DeliveryError, Envelope, Message
-from notifier.mail.keepalive import KeepAlive
 from notifier.mail.sendgrid import SendGridBackend
 from tests.conftest import SECRET_KEY, settings_for
 
@@ -56,6 +57,9 @@ def test_202_is_sent_once_with_the_payload_sendgrid_expects(httpserver, backend_
     assert (receipt.backend, receipt.message_id, receipt.attempts) == ("sendgrid", "abc123", 1)
     ((request, _),) = httpserver.log
     assert request.headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["User-Agent"].startswith("storage-notifier")
     body = request.get_json()
     assert body["from"] == {"email": "alerts@example.com", "name": "Storage Alerts"}
     assert body["personalizations"][0]["to"] == [
@@ -260,13 +264,13 @@ def test_backoff_is_jittered(httpserver, backend_for):
 def request_timeouts(monkeypatch):
     """The timeout each request is sent with, recorded."""
     seen = []
-    original = KeepAlive.post
+    original = httpclient.request
 
-    def spy(self, body, headers, timeout, deadline):
+    def spy(method, url, *, timeout, **options):
         seen.append(timeout)
-        return original(self, body, headers, timeout, deadline)
+        return original(method, url, timeout=timeout, **options)
 
-    monkeypatch.setattr(KeepAlive, "post", spy)
+    monkeypatch.setattr(httpclient, "request", spy)
     return seen
 
 
@@ -279,20 +283,43 @@ def test_the_request_timeout_never_reaches_past_the_deadline(httpserver, backend
     assert 2 < timeout <= 3
 
 
-def test_the_client_is_created_once_per_instance(httpserver, backend_for, monkeypatch):
-    created = []
-    original = sendgrid.SendGridAPIClient.__init__
-    monkeypatch.setattr(
-        sendgrid.SendGridAPIClient,
-        "__init__",
-        lambda self, *a, **k: created.append(1) or original(self, *a, **k),
-    )
-    httpserver.expect_request("/v3/mail/send").respond_with_data("", status=202)
-    backend = backend_for()
+@pytest.fixture
+def keep_alive_stand_in():
+    """A stand-in answering 202 over HTTP/1.1 keep-alive (werkzeug's closes after each answer);
+    its ``ports`` are the client ports of the requests it saw."""
+    ports: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            ports.append(self.client_address[1])
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.ports = ports
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_successive_sends_share_one_kept_alive_connection(keep_alive_stand_in):
+    # Was: the SDK client is created once per instance. Now no client: the connection is what is kept.
+    host = f"http://127.0.0.1:{keep_alive_stand_in.server_address[1]}"
+    settings = settings_for(SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=host)
+    backend = SendGridBackend(settings.provider, settings.retry)
     for _ in range(3):
         backend.send(MESSAGE, deadline=_deadline())
-    assert len(created) == 1
-    assert len(httpserver.log) == 3
+    assert len(keep_alive_stand_in.ports) == 3
+    assert len(set(keep_alive_stand_in.ports)) == 1
 
 
 def test_default_timeout_is_ten_seconds_and_is_passed_on_every_request(httpserver, backend_for, request_timeouts):

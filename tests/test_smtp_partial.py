@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from aiosmtpd.controller import Controller
 from cloudevents.conversion import to_binary
 
 from notifier.ledger import DeadLetter, Ledger, LedgerError
+from notifier.ledger.bucket import StateBucket
 from notifier.ledger.gcs import GcsLedger
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
@@ -510,11 +512,7 @@ def _ledger(kind: str, folder: Path) -> Ledger:
         return MemoryLedger()
     if kind == "sqlite":
         return SqliteLedger(folder / "ledger.sqlite3")
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    bucket = storage.Client(project="local", credentials=AnonymousCredentials()).bucket("notifier-state")
-    return GcsLedger(bucket, retry=None)
+    return GcsLedger(StateBucket("notifier-state", os.environ["STORAGE_EMULATOR_HOST"], retry_budget=0.0))
 
 
 def _letter_named(pipeline: Pipeline, name: str) -> DeadLetter:

@@ -18,7 +18,8 @@ from cloudevents.conversion import to_binary
 
 from bench.gcs_faults import GcsFaultProxy, GcsFaults, ProxiedRequest
 from notifier.ledger import ClaimStatus
-from notifier.ledger.gcs import DEFAULT_RETRY, GcsDeadLetters, GcsLedger, storage_client
+from notifier.ledger.bucket import RETRY_BUDGET, StateBucket
+from notifier.ledger.gcs import GcsDeadLetters, GcsLedger, state_bucket
 from notifier.mail.base import Backend, Message, Receipt
 from notifier.pipeline import Pipeline, RetryLater
 from notifier.tools.localcloud import FakeGcsServer
@@ -27,10 +28,15 @@ from tests.fake_gcs_server import STATE_BUCKET, clean_slate
 
 DEADLINE = 2.0  # NOTIFY_DEADLINE_SECONDS in these tests
 BOUND = 3 * DEADLINE  # generous: "not stuck"; before the fix a hung call took 11 s (claim) to 60 s (dead letter)
-NO_WAIT = DEFAULT_RETRY.with_delay(initial=0.0, maximum=0.0)  # the client's retries, without real sleeps
 # A hung call is cut off by the fixed limits (5 s a request, 8 s of retries) and, after the send, by
 # the deadline plus a 10 s grace; in the tests that hang one, all three a tenth as long.
-QUICK_TIMEOUT, QUICK_RETRY, QUICK_GRACE = 0.5, NO_WAIT.with_timeout(0.8), 1.0
+QUICK_TIMEOUT, QUICK_RETRY, QUICK_GRACE = 0.5, 0.8, 1.0
+
+
+def _no_wait(bucket: StateBucket) -> StateBucket:
+    """The bucket's own retries, without real sleeps."""
+    bucket.sleep = lambda seconds: None
+    return bucket
 
 
 @dataclass
@@ -69,11 +75,10 @@ def _pipeline(
     settings = settings_for(
         NOTIFY_STATE_BUCKET=STATE_BUCKET, STORAGE_EMULATOR_HOST=proxy.url, NOTIFY_DEADLINE_SECONDS=str(deadline), **env
     )
-    bucket = storage_client(settings).bucket(STATE_BUCKET)
-    limits = {"retry": QUICK_RETRY, "timeout": QUICK_TIMEOUT} if quick else {"retry": NO_WAIT}
-    pipeline = Pipeline(
-        settings, ledger=GcsLedger(bucket, **limits), dead_letters=GcsDeadLetters(bucket, **limits), clock=clock
-    )
+    bucket = _no_wait(state_bucket(settings))
+    if quick:
+        bucket.timeout, bucket.retry_budget = QUICK_TIMEOUT, QUICK_RETRY
+    pipeline = Pipeline(settings, ledger=GcsLedger(bucket), dead_letters=GcsDeadLetters(bucket), clock=clock)
     pipeline.sleep = lambda seconds: None
     if quick:
         pipeline.state_grace = QUICK_GRACE
@@ -148,8 +153,7 @@ def test_a_hung_dead_letter_write_is_logged_once_with_the_letter_and_redelivered
     assert "reports/lost.csv" in line["subject"]  # what the letter held, in the one line
     assert (line["rule"], line["object"]) == ("default", "reports/lost.csv")
     # The claim was released: the redelivery may claim it at once.
-    claim = GcsLedger(storage_client(pipeline.settings).bucket(STATE_BUCKET)).claim(line["notification_id"],
-                                                                                    lease_seconds=60)  # fmt: skip
+    claim = GcsLedger(state_bucket(pipeline.settings)).claim(line["notification_id"], lease_seconds=60)
     assert claim.status is ClaimStatus.CLAIMED
 
 
@@ -328,8 +332,9 @@ def test_calls_after_the_send_end_within_the_grace_past_the_deadline(hanging_gcs
         hanging_gcs, SENDGRID_API_KEY=SECRET_KEY, SENDGRID_API_HOST=httpserver.url_for("").rstrip("/"),
     )  # fmt: skip
     # 8 s of retries a call, as deployed: only the grace stops them.
-    bucket = storage_client(pipeline.settings).bucket(STATE_BUCKET)
-    pipeline.ledger = GcsLedger(bucket, retry=NO_WAIT, timeout=QUICK_TIMEOUT)
+    bucket = _no_wait(state_bucket(pipeline.settings))
+    bucket.timeout, bucket.retry_budget = QUICK_TIMEOUT, RETRY_BUDGET
+    pipeline.ledger = GcsLedger(bucket)
 
     handled = _handle_in_a_thread(pipeline, storage_cloud_event(event_id="hung-mark-grace"))
 

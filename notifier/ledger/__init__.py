@@ -1,8 +1,9 @@
 """Delivery state: which notifications were claimed, sent or dead-lettered, and the dead letters.
 
-One small interface, three places it can live: the state bucket (:mod:`.gcs`, shared by every
-instance and deployment), an SQLite file (:mod:`.sqlite`, local runs) and memory (:mod:`.memory`,
-one instance). This package is the only code that knows where state lives.
+One small interface, three places it can live: the state bucket (:mod:`.gcs`, through the JSON
+API client :mod:`.bucket`; shared by every instance and deployment), an SQLite file
+(:mod:`.sqlite`, local runs) and memory (:mod:`.memory`, one instance). This package is the only
+code that knows where state lives.
 
 A notification is *claimed* before it is sent: exactly one delivery of it wins the claim. The
 claim is a lease, so one left behind by a crashed instance can be taken over once it expires.
@@ -54,9 +55,9 @@ __all__ = [
 def create_state(settings: Settings) -> tuple[Ledger, DeadLetters]:
     """The ledger and dead-letter store the settings ask for (imports only what they use)."""
     if settings.state_bucket:
-        from notifier.ledger.gcs import GcsDeadLetters, GcsLedger, storage_client
+        from notifier.ledger.gcs import GcsDeadLetters, GcsLedger, state_bucket
 
-        bucket = storage_client(settings).bucket(settings.state_bucket)
+        bucket = state_bucket(settings)
         return GcsLedger(bucket), GcsDeadLetters(bucket)
     from notifier.ledger.local import LocalDeadLetters
 

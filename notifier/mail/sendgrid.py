@@ -1,9 +1,12 @@
-"""SendGrid v3 Mail Send through the official client, with the retry policy declared once.
+"""SendGrid v3 Mail Send over our one HTTP stack, with the retry policy declared once.
 
 Everything SendGrid-specific lives here: the payload shape, which answers are worth retrying, how
-rate-limit headers are read, and how error bodies are summarised for the log. The client supplies
-the URL, the headers (the key), the payload helpers and the error types; its request goes out over
-a kept-alive connection (notifier.mail.keepalive) rather than a new one per email.
+rate-limit headers are read, and how error bodies are summarised for the log. The JSON body is
+built here (as django-anymail does), not with the ``sendgrid`` package: importing it costs the
+cold start tens of milliseconds (it pulls ``cryptography`` for a webhook helper), and it would
+bring a second HTTP client. tests/test_sendgrid_payload.py checks our body against the one the
+package's helpers build. The request goes out through notifier.httpclient: kept-alive connections,
+proxies, and a deadline for the whole answer.
 """
 
 from __future__ import annotations
@@ -19,33 +22,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Self
 
-from python_http_client.exceptions import HTTPError, err_dict
-from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import Attachment as SendGridAttachment
-from sendgrid.helpers.mail import (
-    Bcc,
-    Category,
-    Cc,
-    CustomArg,
-    Disposition,
-    Email,
-    FileContent,
-    FileName,
-    FileType,
-    Header,
-    Mail,
-    MailSettings,
-    Personalization,
-    ReplyTo,
-    SandBoxMode,
-    TemplateId,
-    To,
-)
 from tenacity import RetryCallState
 
-from notifier import envvars
-from notifier.mail.base import Backend, DeliveryError, Envelope, Message, Receipt
-from notifier.mail.keepalive import KeepAlive
+from notifier import envvars, httpclient
+from notifier.addresses import Address
+from notifier.mail.base import Attachment, Backend, DeliveryError, Envelope, Message, Receipt
 from notifier.mail.retry import RetryingSender, RetrySettings
 from notifier.mail.scrub import scrub
 
@@ -63,6 +44,17 @@ _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
 # How much of an answer goes into an error text: SendGrid's error list, or any other body.
 _MAX_ERRORS_TEXT, _MAX_BODY_TEXT = 1000, 300
 _MAX_MESSAGE_ID = 200  # SendGrid's are about 22 characters
+_USER_AGENT = "storage-notifier (SendGrid v3 Mail Send)"
+
+
+class _Refused(Exception):
+    """SendGrid (or something on the way) answered with an error status. Its text is the status
+    alone: the body and headers may echo the request, key included, and are scrubbed where used."""
+
+    def __init__(self, answer: httpclient.Answer) -> None:
+        super().__init__(answer.status)
+        self.status, self.reason = answer.status, answer.reason
+        self.body, self.headers = answer.body, answer.headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +100,13 @@ class SendGridBackend(RetryingSender, Backend):
     def __init__(
         self, settings: SendGridSettings, retry: RetrySettings, *, sleep: Callable[[float], None] = time.sleep
     ) -> None:
-        client = SendGridAPIClient(settings.api_key, host=settings.api_host).client
-        self._connections = KeepAlive(client.mail.send._build_url(None))
-        self._headers = {**client.request_headers, "Content-Type": "application/json"}
+        self._url = f"{settings.api_host}/v3/mail/send"
+        self._headers = {
+            "Authorization": f"Bearer {settings.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
         self._timeout = settings.timeout
         self._sandbox = settings.sandbox
         self._key_secret = settings.key_secret
@@ -120,18 +116,18 @@ class SendGridBackend(RetryingSender, Backend):
     def send(self, message: Message, *, deadline: float) -> Receipt:
         message_ids, attempts = [], 0
         for batch in _batches(message.envelopes):
-            payload = build_payload(message, batch, sandbox=self._sandbox)
-            response, tries = self._send_payload(payload, deadline, attempts)
+            body = json.dumps(build_payload(message, batch, sandbox=self._sandbox)).encode()
+            answer, tries = self._send_body(body, deadline, attempts)
             attempts += tries
-            message_id = response.headers.get("X-Message-Id", "") if response.headers else ""
+            message_id = answer.headers.get("X-Message-Id", "")
             message_ids.append(scrub(message_id, self._secrets, limit=_MAX_MESSAGE_ID))  # it is stored and logged
         return Receipt(self.name, ",".join(message_ids), attempts)
 
-    def _send_payload(self, payload: dict[str, Any], deadline: float, earlier: int) -> tuple[Any, int]:
+    def _send_body(self, body: bytes, deadline: float, earlier: int) -> tuple[httpclient.Answer, int]:
         retrying = self._retrying(_is_transient, deadline, wait_first=_wait_for_rate_limit)
         try:
-            response = retrying(self._post, payload, deadline)
-        except HTTPError as error:
+            answer = retrying(self._post, body, deadline)
+        except _Refused as error:
             attempts = earlier + retrying.statistics["attempt_number"]
             raise _delivery_error(error, attempts, self._key_secret, self._secrets) from None
         except (OSError, http.client.HTTPException) as error:
@@ -141,14 +137,15 @@ class SendGridBackend(RetryingSender, Backend):
                 transient=True,
                 attempts=earlier + retrying.statistics["attempt_number"],
             ) from None
-        return response, retrying.statistics["attempt_number"]
+        return answer, retrying.statistics["attempt_number"]
 
-    def _post(self, payload: dict[str, Any], deadline: float) -> Any:
-        remaining = deadline - time.monotonic()
-        timeout = max(0.1, min(self._timeout, remaining))
-        answer = self._connections.post(json.dumps(payload).encode(), self._headers, timeout, deadline)
+    def _post(self, body: bytes, deadline: float) -> httpclient.Answer:
+        timeout = max(0.1, min(self._timeout, deadline - time.monotonic()))
+        answer = httpclient.request(
+            "POST", self._url, timeout=timeout, deadline=deadline, body=body, headers=self._headers
+        )
         if answer.status >= 400:
-            raise err_dict.get(answer.status, HTTPError)(answer.status, answer.reason, answer.body, answer.headers)
+            raise _Refused(answer)
         return answer
 
 
@@ -157,47 +154,58 @@ def build_payload(message: Message, envelopes: Iterable[Envelope], *, sandbox: b
 
     With a dynamic template, SendGrid renders subject and body from ``template_data``; otherwise
     our rendered subject, text and HTML are sent. ``sandbox``: SendGrid validates, sends nothing.
+    Keys, their order and what is left out are those of the ``sendgrid`` helpers' ``Mail.get()``
+    that built it before, so the request is the same bytes (tests/test_sendgrid_payload.py).
     """
     templated = message.template_id is not None
-    mail = Mail(
-        from_email=Email(message.sender.email, message.sender.name or None),
-        subject=None if templated else message.subject,
-        plain_text_content=None if templated else message.text,
-        html_content=None if templated else message.html,
-    )
-    for position, envelope in enumerate(envelopes):
-        personalization = Personalization()
-        for address in envelope.to:
-            personalization.add_to(To(address.email, address.name or None))
-        for address in envelope.cc:
-            personalization.add_cc(Cc(address.email, address.name or None))
-        for address in envelope.bcc:
-            personalization.add_bcc(Bcc(address.email, address.name or None))
-        if templated:
-            personalization.dynamic_template_data = dict(message.template_data)
-        mail.add_personalization(personalization, index=position)  # the helper prepends by default
-    if templated:
-        mail.template_id = TemplateId(message.template_id)
-    if message.reply_to is not None:
-        mail.reply_to = ReplyTo(message.reply_to.email, message.reply_to.name or None)
-    mail.header = Header("X-Notification-Id", message.notification_id)
-    for key, value in message.headers.items():
-        mail.header = Header(key, value)
-    mail.custom_arg = CustomArg("notification_id", message.notification_id)
-    for category in message.categories:
-        mail.category = Category(category)
-    for attachment in message.attachments:
-        mail.add_attachment(
-            SendGridAttachment(
-                FileContent(base64.b64encode(attachment.data).decode()),
-                FileName(attachment.filename),
-                FileType(attachment.content_type),
-                Disposition("attachment"),
-            )
-        )
-    if sandbox:
-        mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
-    return mail.get()
+    optional: dict[str, Any] = {
+        "from": _email(message.sender),
+        "subject": None if templated else message.subject,
+        "personalizations": [_personalization(envelope, message, templated) for envelope in envelopes],
+        "content": None if templated else _content(message),
+        # The helpers prepended headers, categories and attachments: the later first.
+        "attachments": [_attachment(attachment) for attachment in reversed(message.attachments)],
+        "template_id": message.template_id,
+        "headers": dict(reversed([("X-Notification-Id", message.notification_id), *message.headers.items()])),
+        "categories": list(reversed(message.categories)),
+        "custom_args": {"notification_id": message.notification_id},
+        "mail_settings": {"sandbox_mode": {"enable": True}} if sandbox else None,
+        "reply_to": None if message.reply_to is None else _email(message.reply_to),
+    }
+    return {key: value for key, value in optional.items() if value is not None and value != [] and value != {}}
+
+
+def _email(address: Address) -> dict[str, str]:
+    return {"name": address.name, "email": address.email} if address.name else {"email": address.email}
+
+
+def _personalization(envelope: Envelope, message: Message, templated: bool) -> dict[str, Any]:
+    fields = {"to": envelope.to, "cc": envelope.cc, "bcc": envelope.bcc}
+    personalization: dict[str, Any] = {key: _unique(addresses) for key, addresses in fields.items() if addresses}
+    if templated and message.template_data:
+        personalization["dynamic_template_data"] = dict(message.template_data)
+    return personalization
+
+
+def _unique(addresses: Iterable[Address]) -> list[dict[str, str]]:
+    """Each address once per field (case-insensitively, the first kept): SendGrid refuses repeats."""
+    seen: dict[str, dict[str, str]] = {}
+    for address in addresses:
+        seen.setdefault(address.key, _email(address))
+    return list(seen.values())
+
+
+def _content(message: Message) -> list[dict[str, str]]:
+    return [{"type": "text/plain", "value": message.text}, {"type": "text/html", "value": message.html}]
+
+
+def _attachment(attachment: Attachment) -> dict[str, str]:
+    return {
+        "content": base64.b64encode(attachment.data).decode(),
+        "type": attachment.content_type,
+        "filename": attachment.filename,
+        "disposition": "attachment",
+    }
 
 
 def _batches(envelopes: Iterable[Envelope]) -> list[list[Envelope]]:
@@ -236,25 +244,23 @@ def _split_large(envelopes: Iterable[Envelope]) -> Iterator[Envelope]:
 
 
 def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, HTTPError):
-        return error.status_code in TRANSIENT_STATUSES
+    if isinstance(error, _Refused):
+        return error.status in TRANSIENT_STATUSES
     return isinstance(error, OSError | http.client.HTTPException)
 
 
 def _wait_for_rate_limit(retry_state: RetryCallState) -> float | None:
     """On a 429, as long as ``Retry-After`` / ``X-RateLimit-Reset`` say (capped, lightly jittered)."""
     error = retry_state.outcome.exception() if retry_state.outcome else None
-    if isinstance(error, HTTPError) and error.status_code == 429:
+    if isinstance(error, _Refused) and error.status == 429:
         reset = _rate_limit_reset(error.headers)
         if reset is not None:
             return min(_MAX_RATE_LIMIT_WAIT, reset) + random.uniform(0, 0.5)
     return None
 
 
-def _rate_limit_reset(headers: Any) -> float | None:
+def _rate_limit_reset(headers: Mapping[str, str]) -> float | None:
     """Seconds until SendGrid accepts requests again, from the 429's headers, if they say."""
-    if not headers:
-        return None
     retry_after = headers.get("Retry-After")
     if retry_after:
         try:
@@ -274,14 +280,14 @@ def _rate_limit_reset(headers: Any) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Turning client exceptions into DeliveryError with a message a person can act on.
+# Turning SendGrid's refusals into DeliveryError with a message a person can act on.
 
 
 def _delivery_error(
-    error: HTTPError, attempts: int, key_secret: str | None = None, secrets: tuple[str | None, ...] = ()
+    error: _Refused, attempts: int, key_secret: str | None = None, secrets: tuple[str | None, ...] = ()
 ) -> DeliveryError:
     """``secrets``: what the answer may echo (the key) and the text must never hold."""
-    status = error.status_code
+    status = error.status
     detail = _summarise_body(error.body, secrets)
     transient = status in TRANSIENT_STATUSES
     if transient:
@@ -299,7 +305,7 @@ def _delivery_error(
     )
 
 
-def _summarise_body(body: Any, secrets: tuple[str | None, ...] = ()) -> str:
+def _summarise_body(body: bytes | str, secrets: tuple[str | None, ...] = ()) -> str:
     """SendGrid's ``{"errors": [{"message", "field", "help"}]}`` as one line; other bodies cut short.
 
     A body may echo our request, key included (a proxy's header dump): ``secrets`` are scrubbed
@@ -320,9 +326,6 @@ def _summarise_body(body: Any, secrets: tuple[str | None, ...] = ()) -> str:
 
 
 def _describe_network_error(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)  # urllib.error.URLError wraps the socket error
-    if isinstance(reason, BaseException):
-        error = reason
     if isinstance(error, TimeoutError):
         detail = str(error)
         return "timed out" if detail in ("", "timed out") else f"timed out: {detail}"

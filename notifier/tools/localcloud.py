@@ -68,11 +68,23 @@ class EventSink:
 
 
 @dataclass(frozen=True)
+class ServerCertificate:
+    """The certificate and private key (PEM files) fake-gcs-server serves HTTPS with; clients trust
+    the authority that signed it (``SSL_CERT_FILE``)."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
 class FakeGcsServer:
-    """A running fake-gcs-server: its base URL (for ``STORAGE_EMULATOR_HOST``) and its port."""
+    """A running fake-gcs-server: its base URL (for ``STORAGE_EMULATOR_HOST``; ``https://`` when
+    started with a certificate) and its port. ``plain_url``: the same server over plain HTTP, for
+    tooling that does not trust the certificate (with a certificate only; else ``url``)."""
 
     url: str
     port: int
+    plain_url: str = ""
 
     def client(self) -> Any:
         """A google-cloud-storage client for this server, with no credentials."""
@@ -112,14 +124,19 @@ def fake_gcs_binary() -> Path:
 
 @contextmanager
 def running_fake_gcs(
-    *, port: int | None = None, events: EventSink | None = None, log: Log = subprocess.DEVNULL
-) -> Iterator[FakeGcsServer]:
+    *, port: int | None = None, events: EventSink | None = None, log: Log = subprocess.DEVNULL,
+    certificate: ServerCertificate | None = None,
+) -> Iterator[FakeGcsServer]:  # fmt: skip
     """fake-gcs-server on 127.0.0.1, in memory, publishing to ``events`` if given; stopped on the way
-    out, whatever happens."""
+    out, whatever happens. With ``certificate``: HTTPS on ``port`` (as Cloud Storage speaks), and
+    plain HTTP on a second port for readiness checks and tooling."""
     port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+    url = f"{'https' if certificate else 'http'}://127.0.0.1:{port}"
+    plain_port = free_port() if certificate else port
+    plain_url = f"http://127.0.0.1:{plain_port}"
+    command = [str(fake_gcs_binary()), "-host", "127.0.0.1", "-port", str(port),
                "-backend", "memory", "-log-level", "warn", "-external-url", url]  # fmt: skip
+    command += _scheme_flags(certificate, plain_port)
     env = {key: value for key, value in os.environ.items() if key != "PUBSUB_EMULATOR_HOST"}
     if events is not None:
         command += ["-event.pubsub-project-id", events.project, "-event.pubsub-topic", events.topic,
@@ -129,11 +146,19 @@ def running_fake_gcs(
         env["PUBSUB_EMULATOR_HOST"] = events.emulator_host
     process = start_group(command, env=env, log=log)
     try:
-        wait_until_answering(f"{url}/storage/v1/b", process, "fake-gcs-server", READY_TIMEOUT,
+        wait_until_answering(f"{plain_url}/storage/v1/b", process, "fake-gcs-server", READY_TIMEOUT,
                              answers_as=answers_as_fake_gcs)  # fmt: skip
-        yield FakeGcsServer(url, port)
+        yield FakeGcsServer(url, port, plain_url)
     finally:
         stop_group(process)
+
+
+def _scheme_flags(certificate: ServerCertificate | None, plain_port: int) -> list[str]:
+    """Plain HTTP; or ``both``: HTTPS on -port with the certificate, plain HTTP on -port-http."""
+    if certificate is None:
+        return ["-scheme", "http"]
+    return ["-scheme", "both", "-port-http", str(plain_port), "-cert-location", str(certificate.cert_file),
+            "-private-key-location", str(certificate.key_file)]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,339 @@
+"""Every HTTP request the function makes, SendGrid's and the state bucket's, over one urllib3 stack.
+
+urllib3's pool managers keep connections alive per host (checking that an idle one was not closed
+by the server before reusing it), share one TLS context (CA certificates looked up by hash, not
+parsed up front: :func:`_tls_context`), and go through the proxy that ``HTTPS_PROXY`` /
+``HTTP_PROXY`` name unless ``NO_PROXY`` exempts the host: a tunnel (CONNECT, with the proxy URL's
+credentials) for https, absolute URLs for http. Which proxy, if any, is read once per origin and
+process, at its first request. What urllib3 lacks is added here: a deadline for the whole answer. A
+socket timeout bounds each read (and the TLS handshake), so a server trickling its answer one byte
+at a time could hold a request for ever; the watchdog (notifier.watchdog) shuts the connection's
+socket at the deadline instead, on no thread of the request's own, from the TCP connect (its
+timeout never past the deadline) through a proxy's CONNECT and the handshake to the answer's last
+byte.
+
+Every failure without an answer is an OSError (TimeoutError at the deadline); retrying is the
+caller's (tenacity) decision, never urllib3's, and redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError, ProtocolError, ProxyError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from notifier.watchdog import watching
+
+# Our peers answer in a few hundred bytes (SendGrid) or a few KiB (a ledger record); anything past
+# what the caller allows is a fault, or a hostile proxy, and is cut off with its connection dropped.
+MAX_ANSWER = 1024 * 1024
+# Kept-alive connections per host: one per thread sending at once (THREADS), with room to spare.
+_POOL_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    reason: str
+    headers: Mapping[str, str] = field(repr=False)  # case-insensitive
+    body: bytes = field(repr=False)
+    cut: bool = False  # the answer was longer than the caller's limit: ``body`` is its start
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    deadline: float,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_answer: int = MAX_ANSWER,
+) -> Answer:
+    """``method url`` and its whole answer, read before ``deadline`` (a ``time.monotonic()``
+    value) or TimeoutError; each connect and read waits at most ``timeout``. Any other failure
+    without an answer is an OSError. The answer's body is read up to ``max_answer`` bytes."""
+    started = time.monotonic()
+    timeout = max(0.001, min(timeout, deadline - started))
+    opener, target = _opener_for(url)
+    response = None
+    scope = _Scope(deadline)
+    try:
+        with scope:
+            response = opener.urlopen(
+                method, target, body=body, headers=dict(headers or {}), retries=False, redirect=False,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout), preload_content=False,
+                decode_content=False,
+            )  # fmt: skip
+            # A body with a length (or chunked) that the watchdog cut short fails to read; one that
+            # ends when the connection closes would look complete when it is not.
+            ends_at_close = response.length_remaining is None and not response.chunked
+            data = _read_at_most(response, max_answer + 1)
+        if scope.fired and ends_at_close:
+            raise TimeoutError
+    except BaseException as error:
+        if response is not None:
+            response.close()  # closes its connection: it may be mid-answer
+            response.release_conn()
+        if time.monotonic() >= deadline and isinstance(error, OSError | http.client.HTTPException | Urllib3Error):
+            raise TimeoutError(f"no complete answer within {deadline - started:.1f}s") from None
+        if isinstance(error, Urllib3Error):
+            raise _as_os_error(error) from None
+        raise
+    cut = len(data) > max_answer
+    if cut:  # the rest of the answer is still on the wire
+        response.close()
+    response.release_conn()
+    return Answer(response.status, response.reason or "", response.headers, data[:max_answer], cut)
+
+
+def _read_at_most(response: Any, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = response.read(min(64 * 1024, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _as_os_error(error: Urllib3Error) -> OSError:
+    """urllib3's exception as the OSError under it, or one that says what happened."""
+    cause = _underlying(error)
+    if isinstance(error, ProxyError):  # its text holds no proxy URL, so no credentials
+        what = cause if cause is not None else error.args[0] if error.args else error
+        kind = TimeoutError if isinstance(cause, TimeoutError) else ConnectionError
+        return kind(f"the proxy failed: {what}")  # e.g. "Tunnel connection failed: 407 Proxy ..."
+    if isinstance(cause, OSError):
+        return cause
+    if isinstance(cause, http.client.HTTPException):
+        return ConnectionError(f"{type(cause).__name__}: {cause}")
+    if isinstance(error, Urllib3Timeout) and not isinstance(error, NewConnectionError):
+        return TimeoutError(str(error))
+    if isinstance(error, ProtocolError):
+        return ConnectionError(str(error))
+    return OSError(f"{type(error).__name__}: {error}")
+
+
+def _underlying(error: BaseException) -> BaseException | None:
+    """The socket's, TLS library's or http.client's own error that urllib3 wrapped, if any."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError | http.client.HTTPException):
+            return cause
+        cause = getattr(cause, "original_error", None) or cause.__context__ or cause.__cause__
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The deadline: every connection a request opens or uses is watched until its answer is read.
+
+
+class _Scope:
+    """While active on a thread, each connection that connects or sends on it is watched."""
+
+    _active = threading.local()
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._watches: dict[int, Any] = {}
+
+    def __enter__(self) -> _Scope:
+        _Scope._active.scope = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _Scope._active.scope = None
+        for watch in self._watches.values():
+            watch.__exit__(None, None, None)
+
+    @property
+    def fired(self) -> bool:
+        return any(watch.fired for watch in self._watches.values())
+
+    @classmethod
+    def watch(cls, connection: _Watched) -> None:
+        """Watch whatever socket ``connection`` holds when the deadline comes."""
+        scope = getattr(cls._active, "scope", None)
+        if scope is not None and id(connection) not in scope._watches:
+            scope._watches[id(connection)] = watching(connection.watched_socket, scope.deadline).__enter__()
+
+    @classmethod
+    def watch_socket(cls, sock: socket.socket) -> None:
+        scope = getattr(cls._active, "scope", None)
+        if scope is not None and id(sock) not in scope._watches:
+            scope._watches[id(sock)] = watching(sock, scope.deadline).__enter__()
+
+
+class _WatchedSSLSocket(ssl.SSLSocket):
+    """A TLS socket whose handshake is watched. Wrapping detaches the plain socket the connection
+    held (shutting that one down does nothing), and the handshake, bounded only by the socket
+    timeout, runs before urllib3 hands the new socket to the connection."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        _Scope.watch_socket(self)
+        super().do_handshake(block)
+
+
+class _Watched:
+    """Makes a connection watched from its connect (or first request, when kept alive) to the end
+    of its answer."""
+
+    sock: socket.socket | None
+    _answering: socket.socket | None = None
+
+    def connect(self) -> None:  # the TCP connect, a proxy's CONNECT (the handshake: _WatchedSSLSocket)
+        _Scope.watch(self)
+        self._answering = None
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _Scope.watch(self)
+        super().request(*args, **kwargs)
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        # http.client lets go of the socket (connection.sock = None) when the answer ends at close;
+        # the answer is still read from it, and the watch must still find it.
+        self._answering = self.sock
+        return super().getresponse(*args, **kwargs)
+
+    def watched_socket(self) -> socket.socket | None:
+        return self.sock if self.sock is not None else self._answering
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+# ---------------------------------------------------------------------------------------------
+# One pool manager per proxy (None: direct), per process.
+
+
+class _Managers:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._by_proxy: dict[str | None, urllib3.PoolManager] = {}
+        # Per origin, found at its first request (the proxy environment read then): what sends its
+        # requests, and whether it takes the whole URL. A pool manager works it out for every request.
+        self._routes: dict[tuple[str, str, int | None], tuple[urllib3.PoolManager | HTTPConnectionPool, bool]] = {}
+        self._context: ssl.SSLContext | None = None
+
+    def opener_for(self, url: str) -> tuple[urllib3.PoolManager | HTTPConnectionPool, str]:
+        """What sends a request for ``url`` (its origin's pool, or for plain http through a proxy,
+        the proxy manager, which adds the proxy's headers) and the target to give it."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s):// URL, got {url!r}")
+        key = (parts.scheme, parts.hostname, parts.port)
+        with self._lock:
+            if self._pid != os.getpid():  # inherited across fork: the parent's sockets are not ours
+                self._by_proxy, self._routes, self._pid = {}, {}, os.getpid()
+            route = self._routes.get(key)
+            if route is None or (not route[1] and route[0].pool is None):  # closed past num_pools
+                route = self._routes[key] = self._route(parts.scheme, parts.hostname, parts.port)
+        opener, whole_url = route
+        return opener, url if whole_url else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    def _route(self, scheme: str, host: str, port: int | None) -> tuple[urllib3.PoolManager | HTTPConnectionPool, bool]:
+        proxy = _proxy_for(scheme, host)
+        manager = self._by_proxy.get(proxy)
+        if manager is None:
+            manager = self._by_proxy[proxy] = self._new(proxy)
+        if proxy is not None and scheme == "http":
+            return manager, True
+        return manager.connection_from_host(host, port, scheme), False
+
+    def _new(self, proxy: str | None) -> urllib3.PoolManager:
+        if self._context is None:  # once per process
+            self._context = _tls_context()
+            self._context.sslsocket_class = _WatchedSSLSocket
+        options: dict[str, Any] = {"maxsize": _POOL_SIZE, "block": False, "ssl_context": self._context}
+        if proxy is None:
+            manager = urllib3.PoolManager(num_pools=16, **options)
+        else:
+            manager = urllib3.ProxyManager(proxy, num_pools=16, proxy_headers=_proxy_authorization(proxy), **options)
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The default verifying context, finding the system's CA certificates by hash in their folder
+    as a handshake needs one, instead of parsing the whole bundle up front: about 20 ms of every
+    cold start for the ~150 certificates of a Debian or Ubuntu store. A bundle SSL_CERT_FILE names,
+    other than the system's own, is loaded as well; with no hashed folder, the whole default store."""
+    paths = ssl.get_default_verify_paths()
+    if not (paths.capath and _hashed_folder(paths.capath)):
+        return ssl.create_default_context()
+    context = ssl.create_default_context(capath=paths.capath)
+    if paths.cafile and not _same_file(paths.cafile, paths.openssl_cafile):
+        context.load_verify_locations(cafile=paths.cafile)
+    return context
+
+
+def _hashed_folder(folder: str) -> bool:
+    """Whether ``folder`` holds certificates under OpenSSL's hash names (``1a2b3c4d.0``)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(_HASH_NAME.fullmatch(entry.name) for entry in entries)
+    except OSError:
+        return False
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+_HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy urllib (and requests) would use for ``scheme://host``, from the environment."""
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _proxy_authorization(proxy: str) -> dict[str, str]:
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return {}
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return urllib3.make_headers(proxy_basic_auth=credentials)
+
+
+_MANAGERS = _Managers()
+_opener_for = _MANAGERS.opener_for

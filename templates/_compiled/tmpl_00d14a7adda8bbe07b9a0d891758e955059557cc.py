@@ -1,0 +1,21 @@
+from jinja2.runtime import LoopContext, Macro, Markup, Namespace, TemplateNotFound, TemplateReference, TemplateRuntimeError, Undefined, escape, identity, internalcode, markup_join, missing, str_join
+name = 'finalize/subject.txt'
+
+def root(context, missing=missing):
+    resolve = context.resolve_or_missing
+    undefined = environment.undefined
+    concat = environment.concat
+    cond_expr_undefined = Undefined
+    if 0: yield None
+    l_0_event = resolve('event')
+    pass
+    yield 'Uploaded: '
+    yield str(environment.finalize(environment.getattr((undefined(name='event') if l_0_event is missing else l_0_event), 'name')))
+    yield ' ('
+    yield str(environment.finalize(environment.getattr((undefined(name='event') if l_0_event is missing else l_0_event), 'bucket')))
+    yield ')'
+
+blocks = {}
+debug_info = '1=13'
+source_sha256 = 'c0a0e3b39363fc60528ec9f4496d4a23e85faaeb7c11dd44235cad3b5938da4e'
+jinja_version = '3.1.6'
