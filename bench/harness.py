@@ -76,7 +76,8 @@ def function_env(sendgrid: StandInAddress, threads: int = 8, **extra: str) -> di
     env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_PASSED)}
     env.update(
         SENDGRID_API_KEY="SG.bench-not-a-real-key", SENDGRID_API_HOST=sendgrid.url, SSL_CERT_DIR=sendgrid.ca_dir,
-        NOTIFY_FROM="bench@example.com", NOTIFY_TO="ops@example.com", THREADS=str(threads),
+        SSL_CERT_FILE=os.path.join(sendgrid.ca_dir, BUNDLE), NOTIFY_FROM="bench@example.com",
+        NOTIFY_TO="ops@example.com", THREADS=str(threads),
         PYTHONDONTWRITEBYTECODE="1", **extra,
     )  # fmt: skip
     return env
@@ -237,20 +238,25 @@ def throwaway_ca() -> Iterator[Authority]:
         system = ssl.get_default_verify_paths()
         system_cas = Path(system.cafile).read_bytes() if system.cafile and Path(system.cafile).is_file() else b""
         (folder / "ca.pem").write_bytes(system_cas + b"\n" + ca.cert_pem.bytes())
-        yield Authority(folder, str(folder / "ca.pem"), _hashed_store(folder / "certs", system.capath, ca), ca)
+        store = _hashed_store(folder / "certs", system.capath, ca, (folder / "ca.pem").read_bytes())
+        yield Authority(folder, str(folder / "ca.pem"), store, ca)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _hashed_store(folder: Path, system: str | None, ca: Any) -> str:
-    """A copy (by links) of the system's hashed certificate folder, plus ``ca`` under its OpenSSL
-    hash name: what the functions trust through SSL_CERT_DIR. On the platform neither SSL_CERT_FILE
-    nor SSL_CERT_DIR is set and the image's own store is found by default; a folder rather than a
-    bundle keeps what each client loads (a whole bundle, or certificates by hash) as it is there."""
+def _hashed_store(folder: Path, system: str | None, ca: Any, bundle: bytes) -> str:
+    """The platform's store, modelled: a folder holding ``bundle`` (the system's CAs and ``ca``) as
+    ca-certificates.crt, then the system's hash links and ``ca``'s under its OpenSSL hash name, as
+    update-ca-certificates lays out /etc/ssl/certs (the bundle renamed in first, so the folder's
+    last change is not before it). The functions get SSL_CERT_DIR=folder and SSL_CERT_FILE=its
+    bundle, the store OpenSSL finds by default there: a client that loads the whole bundle (the
+    textbook) does, one that looks certificates up by hash (ours) need not."""
     folder.mkdir()
+    (folder / BUNDLE).write_bytes(bundle)
     if system and Path(system).is_dir():
         for entry in Path(system).iterdir():
-            (folder / entry.name).symlink_to(entry.resolve())
+            if entry.name != BUNDLE:  # the system's own bundle: ours, with the CA, stands in for it
+                (folder / entry.name).symlink_to(entry.resolve())
     pem = folder.parent / "throwaway-ca.pem"
     ca.cert_pem.write_to_path(str(pem))
     openssl = shutil.which("openssl") or "openssl"  # Debian's openssl package: OpenSSL's own hash
@@ -261,6 +267,9 @@ def _hashed_store(folder: Path, system: str | None, ca: Any) -> str:
         index += 1
     (folder / f"{subject_hash}.{index}").symlink_to(pem)
     return str(folder)
+
+
+BUNDLE = "ca-certificates.crt"  # Debian's and Ubuntu's name for the bundle in /etc/ssl/certs
 
 
 @contextmanager

@@ -32,6 +32,7 @@ _LOCAL_FROM = Address("storage-notifier@example.com", "Storage Notifier")
 _LOCAL_TO = Address("you@example.com")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _EMULATOR_HOST = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(:[0-9]{1,5})?/?")  # scheme, host, port: nothing else
+DEFAULT_STORAGE_ENDPOINT = "https://storage.googleapis.com"
 _HOST_PORT = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
@@ -137,6 +138,8 @@ def _storage_emulator_host(env: Mapping[str, str], var: str, problems: list[str]
         )
     elif not _EMULATOR_HOST.fullmatch(value):
         problems.append(f"{var}: expected http://HOST:PORT (a local fake-gcs-server), got {value!r}")
+    else:
+        _check_port(var, value, problems)
     return value.rstrip("/")
 
 
@@ -151,6 +154,13 @@ def _storage_endpoint(env: Mapping[str, str], var: str, problems: list[str], def
         expected = "https://HOST[:PORT]" if env.get("K_SERVICE") else "http(s)://HOST[:PORT]"
         where = " (a deployed function sends its access token there)" if env.get("K_SERVICE") else ""
         problems.append(f"{var}: expected {expected}{where}, got {value!r}")
+    elif value.startswith("http://") and not _loopback(_host_of(value.removeprefix("http://"))):
+        problems.append(
+            f"{var}: http:// only to this machine (127.0.0.0/8, ::1, localhost): your Google access token"
+            f" goes there and would cross the network unencrypted; use https://, got {value!r}"
+        )
+    else:
+        _check_port(var, value, problems)
     return value.rstrip("/")
 
 
@@ -161,7 +171,40 @@ def _metadata_host(env: Mapping[str, str], var: str, problems: list[str], defaul
         return default
     if not _HOST_PORT.fullmatch(value):
         problems.append(f"{var}: expected HOST or HOST:PORT (the metadata server), got {value!r}")
+    else:
+        _check_port(var, value, problems)
     return value
+
+
+def _port_of(value: str) -> int | None:
+    """The port a checked [scheme://]HOST[:PORT][/] value names; None if it names none."""
+    _, colon, tail = value.rstrip("/").rpartition(":")
+    return int(tail) if colon and tail.isascii() and tail.isdigit() else None
+
+
+def _check_port(var: str, value: str, problems: list[str]) -> None:
+    port = _port_of(value)
+    if port is not None and not 1 <= port <= 65535:
+        problems.append(f"{var}: the port must be 1-65535, got {value!r}")
+
+
+def _host_of(host_port: str) -> str:
+    """The host of a checked HOST[:PORT][/] (an IPv6 address without its brackets)."""
+    host_port = host_port.rstrip("/")
+    if host_port.startswith("["):
+        return host_port[1:].partition("]")[0]
+    return host_port.partition(":")[0]
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _timezone(env: Mapping[str, str], var: str, problems: list[str], default: ZoneInfo | None) -> ZoneInfo | None:
@@ -199,7 +242,7 @@ CORE: tuple[Variable, ...] = (
     Variable("NOTIFY_REDIRECT_TO", "redirect_to", _one_address, None),
     Variable("NOTIFY_STATE_BUCKET", "state_bucket", _bucket, None),
     Variable("STORAGE_EMULATOR_HOST", "storage_emulator_host", _storage_emulator_host, None),
-    Variable("NOTIFY_STORAGE_ENDPOINT", "storage_endpoint", _storage_endpoint, "https://storage.googleapis.com"),
+    Variable("NOTIFY_STORAGE_ENDPOINT", "storage_endpoint", _storage_endpoint, DEFAULT_STORAGE_ENDPOINT),
     Variable("GCE_METADATA_HOST", "metadata_host", _metadata_host, "metadata.google.internal"),
     Variable("NOTIFY_LEDGER_FILE", "ledger_file", _path, Computed(_local_ledger)),
     Variable("NOTIFY_DEAD_LETTER_DIR", "dead_letter_dir", _path,
@@ -224,6 +267,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             default = default.value(_Context(deployed, local_dir, values))
         values[variable.field] = variable.read(env, variable.var, problems, default)
     rules, rules_file = _rules(env, backend, values, problems)
+    _check_proxies(env, problems)
 
     secrets = _secrets(env, provider)
     if problems:
@@ -296,13 +340,61 @@ def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
     return beside_main if beside_main.is_file() else None
 
 
+# Read by the HTTP client (urllib.request.getproxies), checked here so a bad one stops the start.
+_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
+_PROXY_FORM = "http://[USER:PASSWORD@]HOST[:PORT] or https://[USER:PASSWORD@]HOST[:PORT]"
+
+
+def _check_proxies(env: Mapping[str, str], problems: list[str]) -> None:
+    """A problem for each proxy variable the HTTP client could not use; never its value, which may
+    hold a password."""
+    for var in _PROXY_VARIABLES:
+        raw = env.get(var, "").strip()
+        if raw and (problem := _proxy_problem(raw)):
+            problems.append(f"{var}: {problem} (the value is not shown: it may hold a password)")
+
+
+def _proxy_problem(value: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:  # as the HTTP client reads it: HOST:PORT alone is an http:// proxy
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        return f"expected {_PROXY_FORM}"
+    try:
+        port = parts.port
+    except ValueError:  # past 65535, or not a number
+        port = 0
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"expected an http:// or https:// proxy URL: {_PROXY_FORM}"
+    if not parts.hostname:
+        return f"expected a host: {_PROXY_FORM}"
+    if port is not None and not 1 <= port <= 65535:
+        return f"the port must be 1-65535: {_PROXY_FORM}"
+    return None
+
+
+def _proxy_passwords(env: Mapping[str, str]) -> list[str]:
+    """The passwords in the proxy variables, as written and %-decoded (as sent)."""
+    from urllib.parse import unquote
+
+    passwords = []
+    for var in _PROXY_VARIABLES:  # by hand, as urlsplit splits it: a malformed URL has one too
+        authority = re.split(r"[/?#]", env.get(var, "").strip().partition("://")[2], maxsplit=1)[0]
+        password = authority.rpartition("@")[0].partition(":")[2]
+        if password:
+            passwords += [password, unquote(password)]
+    return passwords
+
+
 def environment_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """Every provider's secret variables, chosen or not (the problem may be that none could be
     chosen), in each form a problem text or a log line may show them (:func:`_forms`); longest
     first, so a secret that contains another is redacted whole. Registered with the log before
     the settings are read, so even the "cannot start" line has a second filter."""
     env = os.environ if environ is None else environ
-    return _forms(env.get(var, "") for p in PROVIDERS.values() for var in p.secret_variables)
+    provider_secrets = [env.get(var, "") for p in PROVIDERS.values() for var in p.secret_variables]
+    return _forms([*provider_secrets, *_proxy_passwords(env)])
 
 
 def _secrets(env: Mapping[str, str], provider: ProviderSettings | None) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 urllib3's pool managers keep connections alive per host (checking that an idle one was not closed
 by the server before reusing it), share one TLS context (CA certificates looked up by hash, not
-parsed up front: :func:`_tls_context`), and go through the proxy that ``HTTPS_PROXY`` /
+parsed up front, when the hashed folder covers the bundle: :func:`_tls_context`; an https://
+proxy's handshake uses it too), and go through the proxy that ``HTTPS_PROXY`` /
 ``HTTP_PROXY`` name unless ``NO_PROXY`` exempts the host: a tunnel (CONNECT, with the proxy URL's
 credentials) for https, absolute URLs for http. Which proxy, if any, is read once per origin and
 process, at its first request. What urllib3 lacks is added here: a deadline for the whole answer. A
@@ -12,7 +13,8 @@ socket at the deadline instead, on no thread of the request's own, from the TCP 
 timeout never past the deadline) through a proxy's CONNECT and the handshake to the answer's last
 byte.
 
-Every failure without an answer is an OSError (TimeoutError at the deadline); retrying is the
+Every failure without an answer is an OSError (TimeoutError at the deadline; an unusable proxy
+variable, named but never quoted: it may hold a password); retrying is the
 caller's (tenacity) decision, never urllib3's, and redirects are not followed.
 """
 
@@ -45,6 +47,7 @@ from notifier.watchdog import watching
 MAX_ANSWER = 1024 * 1024
 # Kept-alive connections per host: one per thread sending at once (THREADS), with room to spare.
 _POOL_SIZE = 64
+_NO_RETRIES = urllib3.Retry(total=False, redirect=False)  # urllib3 would build this for every request
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,8 @@ def request(
     try:
         with scope:
             response = opener.urlopen(
-                method, target, body=body, headers=dict(headers or {}), retries=False, redirect=False,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout), preload_content=False,
-                decode_content=False,
+                method, target, body=body, headers=dict(headers or {}), retries=_NO_RETRIES, redirect=False,
+                timeout=timeout, preload_content=False, decode_content=False,
             )  # fmt: skip
             # A body with a length (or chunked) that the watchdog cut short fails to read; one that
             # ends when the connection closes would look complete when it is not.
@@ -95,6 +97,8 @@ def request(
             raise TimeoutError(f"no complete answer within {deadline - started:.1f}s") from None
         if isinstance(error, Urllib3Error):
             raise _as_os_error(error) from None
+        if isinstance(error, http.client.HTTPException):  # read from http.client's response: as urllib3 would
+            raise ConnectionError(f"{type(error).__name__}: {error}") from None
         raise
     cut = len(data) > max_answer
     if cut:  # the rest of the answer is still on the wire
@@ -104,14 +108,21 @@ def request(
 
 
 def _read_at_most(response: Any, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body, read from http.client's response under urllib3's: the
+    answer is neither decoded nor buffered, so urllib3's decoder and read buffer would only cost
+    CPU on every request."""
+    raw = response._fp if isinstance(response._fp, http.client.HTTPResponse) else response
     chunks, size = [], 0
     while size < limit:
-        chunk = response.read(min(64 * 1024, limit - size))
+        chunk = raw.read(min(64 * 1024, limit - size))
         if not chunk:
             break
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+    data = b"".join(chunks)
+    if size < limit and getattr(raw, "length", None):  # http.client takes a length cut short for the end
+        raise http.client.IncompleteRead(data, raw.length)
+    return data
 
 
 def _as_os_error(error: Urllib3Error) -> OSError:
@@ -198,6 +209,8 @@ class _Watched:
 
     sock: socket.socket | None
     _answering: socket.socket | None = None
+    _holding = False  # sends of the request's head are held back (see request)
+    _held: bytes | None = None
 
     def connect(self) -> None:  # the TCP connect, a proxy's CONNECT (the handshake: _WatchedSSLSocket)
         _Scope.watch(self)
@@ -206,7 +219,31 @@ class _Watched:
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _Scope.watch(self)
-        super().request(*args, **kwargs)
+        # On a kept-alive connection the head waits for the body's first bytes: one send, not two.
+        # (A new one sends as usual: connecting may send a proxy's CONNECT first.)
+        self._holding = self.sock is not None
+        try:
+            super().request(*args, **kwargs)
+            if self._held is not None:  # no body
+                super().send(self._held)
+        finally:
+            self._holding, self._held = False, None
+
+    def send(self, data: Any) -> None:
+        if self._holding and isinstance(data, bytes):
+            if self._held is None:
+                self._held = data
+                return
+            data, self._holding, self._held = self._held + data, False, None
+        elif self._held is not None:
+            super().send(self._held)
+            self._holding, self._held = False, None
+        super().send(data)
+
+    def putheader(self, header: str, *values: Any) -> None:
+        # http.client's own: urllib3's only adds a scan of every value for its SKIP_HEADER, which
+        # no request here sends.
+        http.client.HTTPConnection.putheader(self, header, *values)  # type: ignore[arg-type]
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         # http.client lets go of the socket (connection.sock = None) when the answer ends at close;
@@ -238,6 +275,13 @@ class _HTTPSPool(HTTPSConnectionPool):
 # One pool manager per proxy (None: direct), per process.
 
 
+_Route = tuple[urllib3.PoolManager | HTTPConnectionPool, bool]  # what sends, and whether it takes the whole URL
+_UNUSABLE_PROXY = (
+    "{upper}_PROXY (or {lower}_proxy): expected http://[USER:PASSWORD@]HOST[:PORT] or https://..., a port"
+    " 1-65535 (the value is not shown: it may hold a password)"
+)
+
+
 class _Managers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -245,30 +289,46 @@ class _Managers:
         self._by_proxy: dict[str | None, urllib3.PoolManager] = {}
         # Per origin, found at its first request (the proxy environment read then): what sends its
         # requests, and whether it takes the whole URL. A pool manager works it out for every request.
-        self._routes: dict[tuple[str, str, int | None], tuple[urllib3.PoolManager | HTTPConnectionPool, bool]] = {}
+        self._routes: dict[tuple[str, str, int | None], _Route] = {}
         self._context: ssl.SSLContext | None = None
+        self._parsed: dict[str, tuple[tuple[str, str, int | None], str]] = {}  # URL: origin, path and query
 
     def opener_for(self, url: str) -> tuple[urllib3.PoolManager | HTTPConnectionPool, str]:
         """What sends a request for ``url`` (its origin's pool, or for plain http through a proxy,
         the proxy manager, which adds the proxy's headers) and the target to give it."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http(s):// URL, got {url!r}")
-        key = (parts.scheme, parts.hostname, parts.port)
+        parsed = self._parsed.get(url)
+        if parsed is None:
+            parsed = _parse(url)
+            if len(self._parsed) >= _PARSED_URLS:  # a few URLs in practice; bounded whatever the caller
+                self._parsed.clear()
+            self._parsed[url] = parsed
+        key, path = parsed
         with self._lock:
             if self._pid != os.getpid():  # inherited across fork: the parent's sockets are not ours
                 self._by_proxy, self._routes, self._pid = {}, {}, os.getpid()
             route = self._routes.get(key)
             if route is None or (not route[1] and route[0].pool is None):  # closed past num_pools
-                route = self._routes[key] = self._route(parts.scheme, parts.hostname, parts.port)
+                route = self._route(*key)
+                if route is not None:
+                    self._routes[key] = route
+        if route is None:  # raised here, outside any handler: no exception holding the URL is attached
+            raise OSError(_UNUSABLE_PROXY.format(upper=key[0].upper(), lower=key[0]))
         opener, whole_url = route
-        return opener, url if whole_url else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return opener, url if whole_url else path
 
-    def _route(self, scheme: str, host: str, port: int | None) -> tuple[urllib3.PoolManager | HTTPConnectionPool, bool]:
+    def _route(self, scheme: str, host: str, port: int | None) -> _Route | None:
+        """None: the proxy variable is unusable (config checks it at start-up; the environment may
+        have changed since). urllib3's errors for it quote the URL, password and all."""
         proxy = _proxy_for(scheme, host)
         manager = self._by_proxy.get(proxy)
         if manager is None:
-            manager = self._by_proxy[proxy] = self._new(proxy)
+            try:
+                manager = self._new(proxy) if proxy is None or _usable_proxy(proxy) else None
+            except (ValueError, Urllib3Error):
+                manager = None
+            if manager is None:
+                return None
+            self._by_proxy[proxy] = manager
         if proxy is not None and scheme == "http":
             return manager, True
         return manager.connection_from_host(host, port, scheme), False
@@ -281,23 +341,43 @@ class _Managers:
         if proxy is None:
             manager = urllib3.PoolManager(num_pools=16, **options)
         else:
-            manager = urllib3.ProxyManager(proxy, num_pools=16, proxy_headers=_proxy_authorization(proxy), **options)
+            # An https:// proxy's own handshake: our watched socket class and trust, not urllib3's.
+            manager = urllib3.ProxyManager(
+                proxy, num_pools=16, proxy_headers=_proxy_authorization(proxy), proxy_ssl_context=self._context,
+                **options,
+            )  # fmt: skip
         manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
         return manager
 
 
 def _tls_context() -> ssl.SSLContext:
-    """The default verifying context, finding the system's CA certificates by hash in their folder
-    as a handshake needs one, instead of parsing the whole bundle up front: about 20 ms of every
-    cold start for the ~150 certificates of a Debian or Ubuntu store. A bundle SSL_CERT_FILE names,
-    other than the system's own, is loaded as well; with no hashed folder, the whole default store."""
+    """A verifying context trusting what OpenSSL's default would, the bundle (SSL_CERT_FILE's or
+    the built-in one) and the hashed folder (SSL_CERT_DIR's or the built-in one), but finding the
+    certificates by hash in the folder as a handshake needs one, instead of parsing the whole
+    bundle up front (about 20 ms of every cold start for the ~150 certificates of a Debian or
+    Ubuntu store), when the folder covers the bundle (:func:`_covers`). With no hashed folder,
+    the whole default store."""
     paths = ssl.get_default_verify_paths()
     if not (paths.capath and _hashed_folder(paths.capath)):
         return ssl.create_default_context()
     context = ssl.create_default_context(capath=paths.capath)
-    if paths.cafile and not _same_file(paths.cafile, paths.openssl_cafile):
+    if paths.cafile and not _covers(paths.capath, paths.cafile):
         context.load_verify_locations(cafile=paths.cafile)
     return context
+
+
+def _covers(folder: str, bundle: str) -> bool:
+    """Whether the hashed ``folder`` holds every certificate of ``bundle``, as update-ca-certificates
+    leaves /etc/ssl/certs: the bundle in that very folder (symlinks resolved) and not changed since
+    the folder last was (the tool renames the new bundle in; appending by hand, with no rehash,
+    makes the bundle the newer)."""
+    real_folder, real_bundle = os.path.realpath(folder), os.path.realpath(bundle)
+    if os.path.dirname(real_bundle) != real_folder:
+        return False
+    try:
+        return os.stat(real_bundle).st_mtime_ns <= os.stat(real_folder).st_mtime_ns
+    except OSError:
+        return False
 
 
 def _hashed_folder(folder: str) -> bool:
@@ -305,13 +385,6 @@ def _hashed_folder(folder: str) -> bool:
     try:
         with os.scandir(folder) as entries:
             return any(_HASH_NAME.fullmatch(entry.name) for entry in entries)
-    except OSError:
-        return False
-
-
-def _same_file(path: str, other: str) -> bool:
-    try:
-        return os.path.samefile(path, other)
     except OSError:
         return False
 
@@ -325,6 +398,26 @@ def _proxy_for(scheme: str, host: str) -> str | None:
     if not proxy or urllib.request.proxy_bypass(host):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
+
+
+_PARSED_URLS = 256
+
+
+def _parse(url: str) -> tuple[tuple[str, str, int | None], str]:
+    """``url``'s origin (scheme, host, port) and the target to ask its server for."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s):// URL, got {url!r}")
+    return (parts.scheme, parts.hostname, parts.port), (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _usable_proxy(proxy: str) -> bool:
+    try:
+        parts = urlsplit(proxy)
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and (port is None or 1 <= port <= 65535)
 
 
 def _proxy_authorization(proxy: str) -> dict[str, str]:

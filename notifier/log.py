@@ -29,10 +29,21 @@ _WORST_ESCAPE = 6  # JSON writes a control character as six (\u0001)
 def register_secret(value: str) -> None:
     """Never print ``value``: it is replaced by ``[redacted]`` in every log line."""
     if value:
-        # Lines are JSON, so also match the secret as JSON escapes it.
-        forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
         with _secrets_lock:
-            _secrets[:] = sorted(forms.union(_secrets), key=len, reverse=True)
+            _secrets[:] = sorted(_forms(value).union(_secrets), key=len, reverse=True)
+
+
+def forget_secret(value: str) -> None:
+    """Stop looking for ``value`` (an access token long since replaced): every line is checked for
+    every secret, so a list that grew with each hourly token would cost more with every line."""
+    forms = _forms(value)
+    with _secrets_lock:
+        _secrets[:] = [secret for secret in _secrets if secret not in forms]
+
+
+def _forms(value: str) -> set[str]:
+    # Lines are JSON, so also match the secret as JSON escapes it.
+    return {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
 
 
 def redact(text: str) -> str:

@@ -93,11 +93,15 @@ class ObjectAccess:
         from google.auth import credentials as auth_credentials
         from google.auth.transport.requests import Request
 
+        from notifier.config import DEFAULT_STORAGE_ENDPOINT
+
         if self._settings.storage_emulator_host:  # fake-gcs-server (make sandbox) checks no signature
             return _emulator_download_url(self._settings.storage_emulator_host, event)
         client = self._storage()
         blob = client.bucket(event.bucket).blob(event.name, generation=event.generation)
-        options: dict[str, Any] = {"version": "v4", "method": "GET", "expiration": timedelta(seconds=ttl_seconds)}
+        options: dict[str, Any] = {"version": "v4", "method": "GET", "expiration": timedelta(seconds=ttl_seconds),
+                                   "api_access_endpoint": DEFAULT_STORAGE_ENDPOINT}  # fmt: skip
+        # ^ the recipient's link: public Cloud Storage, never the function's private endpoint
         if event.generation is not None:  # the version the email is about, not whatever is live later
             options["generation"] = event.generation
         credentials = client._credentials
@@ -142,10 +146,14 @@ def storage_client(settings: Settings) -> Any:
     """A google-cloud-storage client: the first link or attachment pays for its import."""
     from google.cloud import storage
 
+    from notifier.config import DEFAULT_STORAGE_ENDPOINT
+
     if settings.storage_emulator_host:  # tests, the sandbox and chaos runs against fake-gcs-server
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project="local", credentials=AnonymousCredentials())
+    if settings.storage_endpoint != DEFAULT_STORAGE_ENDPOINT:  # Private Service Connect: downloads go there too
+        return storage.Client(client_options={"api_endpoint": settings.storage_endpoint})
     return storage.Client()
 
 

@@ -9,11 +9,14 @@ for request bodies at the HTTP edge (notifier.http).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+
+from notifier.log import get_logger, log
 
 
 def watching(sock: socket.socket | Callable[[], socket.socket | None], deadline: float) -> _Watch:
@@ -62,7 +65,7 @@ class _Watchdog:
                     if watch.deadline <= now:
                         del self._watched[key]
                         watch.fired = True
-                        _shut(watch.sock() if callable(watch.sock) else watch.sock)
+                        _fire(watch)
                 self._wakes_at = min((w.deadline for w in self._watched.values()), default=float("inf"))
                 self._changed.wait(None if self._wakes_at == float("inf") else self._wakes_at - now)
 
@@ -82,13 +85,28 @@ class _Watch:
         self._watchdog.remove(self)
 
 
-def _shut(sock: socket.socket | None) -> None:
+def _fire(watch: _Watch) -> None:
+    """Shut the watch's socket; whatever goes wrong, the thread lives on for every other watch."""
+    try:
+        _shut(watch.sock() if callable(watch.sock) else watch.sock)
+    except Exception as error:  # noqa: BLE001 - one odd socket must not end every deadline in the process
+        log(get_logger(), logging.ERROR, "could not cut a request off at its deadline", error=repr(error))
+
+
+def _shut(sock: object) -> None:
     # socket.socket's own shutdown, not SSLSocket's: that one drops the TLS state first, and a
     # thread still writing could then send plaintext. This wakes the blocked read; the request fails.
-    if sock is None:  # nothing open (yet): the connect timeout bounds that step
+    for _ in range(_LAYERS):  # TLS inside TLS (an https:// proxy): urllib3's SSLTransport wraps a socket
+        if sock is None or isinstance(sock, socket.socket):
+            break
+        sock = getattr(sock, "socket", None)
+    if not isinstance(sock, socket.socket):  # None: nothing open (yet); the connect timeout bounds that step
         return
     with contextlib.suppress(OSError):  # already closed
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_LAYERS = 4  # wrappers looked through for the socket under them
 
 
 _WATCHDOG = _Watchdog()

@@ -330,3 +330,47 @@ def test_a_local_storage_emulator_host_is_kept_without_its_trailing_slash():
         "STORAGE_EMULATOR_HOST": " http://127.0.0.1:4443/ ",
     }
     assert load_settings(env).storage_emulator_host == "http://127.0.0.1:4443"
+
+
+# --- where Cloud Storage and the metadata server are: ports, and who may get a token over http ----
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("NOTIFY_STORAGE_ENDPOINT", "https://127.0.0.1:99999"),
+        ("NOTIFY_STORAGE_ENDPOINT", "https://storage.example.com:0/"),
+        ("GCE_METADATA_HOST", "metadata:99999"),
+        ("GCE_METADATA_HOST", "[::1]:0"),
+        ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:70000"),
+    ],
+)
+def test_a_port_outside_1_to_65535_is_refused_naming_the_variable(var, value):
+    (problem,) = problems_of({**MAIL, var: value})
+    assert problem.startswith(f"{var}: ") and "1-65535" in problem and repr(value) in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("NOTIFY_STORAGE_ENDPOINT", "https://127.0.0.1:65535"), ("GCE_METADATA_HOST", "[::1]:1"),
+     ("GCE_METADATA_HOST", "metadata.google.internal"), ("STORAGE_EMULATOR_HOST", "http://[::1]:4443")],
+)  # fmt: skip
+def test_ports_inside_the_range_and_no_port_at_all_pass(var, value):
+    settings = load_settings({**MAIL, var: value})
+    attribute = {"NOTIFY_STORAGE_ENDPOINT": "storage_endpoint", "GCE_METADATA_HOST": "metadata_host"}
+    assert getattr(settings, attribute.get(var, "storage_emulator_host")) == value
+
+
+@pytest.mark.parametrize(
+    "value", ["http://127.0.0.1:8080", "http://127.9.9.9", "http://localhost:4443/", "http://[::1]:4443"]
+)
+def test_off_the_platform_a_plain_http_storage_endpoint_may_be_this_machine(value):
+    assert load_settings({**MAIL, "NOTIFY_STORAGE_ENDPOINT": value}).storage_endpoint == value.rstrip("/")
+
+
+@pytest.mark.parametrize("value", ["http://storage.example.com", "http://10.0.0.8:8080", "http://[2001:db8::1]"])
+def test_off_the_platform_a_plain_http_storage_endpoint_elsewhere_is_refused(value):
+    """The user's own google-auth token would cross the network unencrypted."""
+    (problem,) = problems_of({**MAIL, "NOTIFY_STORAGE_ENDPOINT": value})
+    assert problem.startswith("NOTIFY_STORAGE_ENDPOINT: ") and repr(value) in problem, problem
+    assert "https://" in problem and "access token" in problem and "127.0.0.0/8" in problem, problem

@@ -40,6 +40,7 @@ class MetadataStandIn:
 
     status: int = 200
     hang: bool = False
+    body: bytes | None = None  # set: answered instead of a fresh token (still counted in ``served``)
     served: list[str] = field(default_factory=list)  # each token given, in order
     flavors: list[str | None] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
@@ -60,7 +61,7 @@ class MetadataStandIn:
                 else:
                     stand_in.served.append(token := f"ya29.token-{len(stand_in.served) + 1}")
                     body = {"access_token": token, "expires_in": LIFETIME, "token_type": "Bearer"}
-                    self._answer(200, json.dumps(body).encode())
+                    self._answer(200, stand_in.body or json.dumps(body).encode())
 
             def _answer(self, status: int, body: bytes) -> None:
                 self.send_response(status)
@@ -245,3 +246,127 @@ def test_a_malformed_metadata_host_is_named(value):
         settings_for(GCE_METADATA_HOST=value)
     (problem,) = caught.value.problems
     assert problem == f"GCE_METADATA_HOST: expected HOST or HOST:PORT (the metadata server), got {value!r}"
+
+
+# --- review R2: tokens that are not, lifetimes that are not, a 401, a request that cannot be made ----
+
+
+@pytest.mark.parametrize(
+    "access_token",
+    ["ya29.SECRET\r\nX-Evil: 1", "ya29.SECRET two", "ya29.SECRET\u00e9", "ya29.SECRET" + "x" * 4096, ""],
+)
+def test_a_token_that_is_not_a_bearer_token_is_refused_without_showing_it(metadata, httpserver, access_token):
+    stand_in, host = metadata
+    stand_in.body = json.dumps({"access_token": access_token, "expires_in": LIFETIME}).encode()
+    with pytest.raises(LedgerError) as caught:
+        GcsLedger(_bucket_at(httpserver, MetadataServerToken(host))).claim("n1", lease_seconds=60)
+    assert f"metadata server {host}" in str(caught.value) and not caught.value.misconfigured
+    assert "SECRET" not in str(caught.value) and "Evil" not in str(caught.value)
+    assert httpserver.log == [], "no bucket request with it"
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "cached"),
+    [("3599", True), ("Infinity", True), ("1e400", True), (str(10**400), True), ("86400000", True),
+     ("NaN", False), ("-5", False), ("0", False)],
+)  # fmt: skip
+def test_a_token_lives_at_most_an_hour_whatever_expires_in_says(metadata, expires_in, cached):
+    stand_in, host = metadata
+    stand_in.body = f'{{"access_token": "ya29.odd", "expires_in": {expires_in}}}'.encode()
+    clock = Clock()
+    source = MetadataServerToken(host, clock=clock)
+    assert source(time.monotonic() + 5) == source(time.monotonic() + 5) == "ya29.odd"
+    assert len(stand_in.served) == (1 if cached else 2), "cached while valid; never past its expiry"
+    clock.now += 3600
+    source(time.monotonic() + 5)
+    assert len(stand_in.served) == (2 if cached else 3), "an hour later, always a fresh one"
+
+
+@pytest.mark.parametrize("expires_in", ["true", '"3599"', "null"])
+def test_an_expires_in_that_is_not_a_number_is_refused(metadata, expires_in):
+    stand_in, host = metadata
+    stand_in.body = f'{{"access_token": "ya29.odd", "expires_in": {expires_in}}}'.encode()
+    with pytest.raises(LedgerError, match="no access_token and expires_in"):
+        MetadataServerToken(host)(time.monotonic() + 5)
+
+
+@pytest.fixture
+def fresh_log_secrets(monkeypatch):
+    """The log's secrets and the tokens registered with it, empty for this test."""
+    from collections import deque
+
+    from notifier import log as log_module
+    from notifier.ledger import credentials as credentials_module
+
+    monkeypatch.setattr(log_module, "_secrets", [])
+    monkeypatch.setattr(credentials_module, "_REGISTERED", deque())
+    return log_module
+
+
+def test_every_fetched_token_is_redacted_from_the_log(metadata, fresh_log_secrets):
+    log_module = fresh_log_secrets
+    _, host = metadata
+    clock = Clock()
+    source = MetadataServerToken(host, clock=clock)
+    first = source(time.monotonic() + 5)
+    clock.now += 3600
+    second = source(time.monotonic() + 5)
+    assert (first, second) == ("ya29.token-1", "ya29.token-2")
+    assert log_module.redact(f"sent {first} then {second}") == "sent [redacted] then [redacted]"
+
+
+def test_the_log_keeps_redacting_the_last_few_tokens_not_every_one_an_instance_ever_had(fresh_log_secrets):
+    from notifier.ledger.credentials import KEPT_TOKENS, checked_token
+
+    log_module = fresh_log_secrets
+    log_module.register_secret("SG.the-sendgrid-key")
+    tokens = [f"ya29.hourly-{hour}" for hour in range(KEPT_TOKENS + 20)]  # a day of hourly refreshes
+    for token in tokens:
+        checked_token(token, "the metadata server")
+    assert log_module.redact(" ".join(tokens[-KEPT_TOKENS:])) == " ".join(["[redacted]"] * KEPT_TOKENS)
+    assert len(log_module._secrets) == KEPT_TOKENS + 1  # the key, and the tokens still kept
+    assert log_module.redact("key SG.the-sendgrid-key") == "key [redacted]"  # other secrets stay
+    assert log_module.redact(tokens[0]) == tokens[0]  # a day-old token is no longer looked for
+
+
+def test_a_401_from_storage_gets_one_retry_with_a_fresh_metadata_token(metadata, httpserver):
+    stand_in, host = metadata
+    revoked = {"error": {"code": 401, "message": "Invalid Credentials"}}
+    httpserver.expect_oneshot_request("/upload/storage/v1/b/state/o").respond_with_json(revoked, status=401)
+    bucket = _bucket_at(httpserver, MetadataServerToken(host))
+    assert bucket.upload("ledger/n1", b"{}", if_generation_match=0) == 7
+    assert _authorizations(httpserver) == ["Bearer ya29.token-1", "Bearer ya29.token-2"]
+    assert len(stand_in.served) == 2
+
+
+def test_a_401_with_the_fresh_token_too_is_a_permission_problem(metadata, httpserver):
+    stand_in, host = metadata
+    revoked = {"error": {"code": 401, "message": "Invalid Credentials"}}
+    httpserver.expect_request("/upload/storage/v1/b/state/o").respond_with_json(revoked, status=401)
+    bucket = StateBucket("state", httpserver.url_for("").rstrip("/"), MetadataServerToken(host), retry_budget=0.0)
+    with pytest.raises(LedgerError) as caught:
+        GcsLedger(bucket).claim("n1", lease_seconds=60)
+    assert caught.value.misconfigured and "roles/storage.objectAdmin" in str(caught.value)
+    assert (len(stand_in.served), len(httpserver.log)) == (2, 2), "once more, not for ever"
+
+
+def test_a_401_from_storage_gets_one_retry_with_fresh_default_credentials(httpserver, tmp_path: Path, monkeypatch):
+    httpserver.expect_request("/token", method="POST").respond_with_json(
+        {"access_token": "ya29.local", "expires_in": 3600, "token_type": "Bearer"}
+    )
+    revoked = {"error": {"code": 401, "message": "Invalid Credentials"}}
+    httpserver.expect_oneshot_request("/upload/storage/v1/b/state/o").respond_with_json(revoked, status=401)
+    httpserver.expect_request("/upload/storage/v1/b/state/o").respond_with_json({"generation": "7"})
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(_service_account_key(httpserver.url_for("/token"))), encoding="utf-8")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    bucket = StateBucket("state", httpserver.url_for("").rstrip("/"), DefaultCredentialsToken(), retry_budget=0.0)
+    assert bucket.upload("ledger/n1", b"{}", if_generation_match=0) == 7
+    assert [request.path for request, _ in httpserver.log] == ["/token", "/upload/storage/v1/b/state/o"] * 2
+
+
+def test_a_metadata_host_urllib3_cannot_use_is_a_transient_ledger_error():
+    """Past the configuration's check: a ValueError must not escape as "our bug" (the event acknowledged)."""
+    with pytest.raises(LedgerError) as caught:
+        MetadataServerToken("127.0.0.1:99999")(time.monotonic() + 5)
+    assert "metadata server 127.0.0.1:99999" in str(caught.value) and not caught.value.misconfigured

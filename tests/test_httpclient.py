@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import trustme
+import urllib3
 
 from notifier import httpclient, watchdog
 
@@ -242,7 +243,7 @@ class _Proxy(_Local):
     ``refuse``: the status CONNECT is answered with instead of a tunnel; ``slow``: seconds it
     takes to open one."""
 
-    def __init__(self, refuse: int | None = None, slow: float = 0.0) -> None:
+    def __init__(self, refuse: int | None = None, slow: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.seen: list[tuple[str, str, str | None]] = []  # method, target, Proxy-Authorization
         proxy = self
 
@@ -284,7 +285,7 @@ class _Proxy(_Local):
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._serve(Handler)
+        self._serve(Handler, tls)  # with ``tls``, an https:// proxy: the origin's TLS runs inside its own
         self.url = self.origin
 
 
@@ -461,3 +462,83 @@ def test_no_proxy_exempts_a_host(server_factory, proxy_factory, no_proxy_setting
 
     assert _post(server.url, b"a").body == b"a"
     assert proxy.seen == [] and len(server.ports) == 1
+
+
+def test_through_a_tls_proxy_the_deadline_still_cuts_and_the_watchdog_lives_on(
+    tls_server, proxy_factory, trusted_ca, no_proxy_settings, monkeypatch
+):
+    # TLS inside TLS: the connection's socket is urllib3's SSLTransport over the proxy's TLS socket.
+    monkeypatch.setenv("HTTPS_PROXY", proxy_factory(tls=_server_context(trusted_ca)).url)
+    tls_server.trickle = True
+
+    for attempt in ("first", "second"):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="no complete answer"):
+            _post(tls_server.url, b"0123456789", timeout=1.0, within=0.5)
+        assert time.monotonic() - started < 1.5, f"the {attempt} request was cut at its deadline"
+        assert watchdog._WATCHDOG._thread is not None and watchdog._WATCHDOG._thread.is_alive()
+
+
+@pytest.fixture
+def slow_connect(monkeypatch):
+    """Every TCP connect takes 0.8 s more: the handshake after it would get a whole socket timeout
+    of its own (Python bounds a handshake by one), ending past the deadline, unless watched."""
+    original = urllib3.util.connection.create_connection
+
+    def create_connection(*args, **kwargs):
+        sock = original(*args, **kwargs)
+        time.sleep(0.8)
+        return sock
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+
+
+def test_a_tls_proxy_whose_handshake_trickles_is_cut_off_at_the_deadline(
+    proxy_factory, trusted_ca, no_proxy_settings, monkeypatch, slow_connect
+):
+    proxy = proxy_factory(tls=_server_context(trusted_ca))
+    relay = _TricklingRelay(int(proxy.url.rsplit(":", 1)[1]))
+    monkeypatch.setenv("HTTPS_PROXY", f"https://localhost:{relay.port}")
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="no complete answer"):
+            _post("https://localhost:9/v3/mail/send", b"a", timeout=2.0, within=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        relay.close()
+
+    assert elapsed < 1.5, "the handshake with the proxy is watched like the origin's"
+
+
+def test_the_watchdog_outlives_a_watch_that_fails_when_it_fires():
+    def no_socket_after_all() -> socket.socket:
+        raise RuntimeError("the connection is in a state nobody expected")
+
+    with watchdog.watching(no_socket_after_all, time.monotonic()) as broken:
+        time.sleep(0.05)  # the watchdog's turn
+    with socket.socket() as sock, watchdog.watching(sock, time.monotonic() + 0.01) as later:
+        time.sleep(0.1)
+
+    assert broken.fired and later.fired, "the second watch fired: the thread lived on"
+    assert watchdog._WATCHDOG._thread is not None and watchdog._WATCHDOG._thread.is_alive()
+
+
+def test_an_answer_shorter_than_its_content_length_is_an_error_not_a_short_body():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_short() -> None:
+        client, _ = listener.accept()
+        with client:
+            request = b""
+            while not request.endswith(b"\r\n\r\na"):  # all of it: unread bytes would make the close a reset
+                request += client.recv(65536)
+            client.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\nonly ten b")
+
+    thread = threading.Thread(target=answer_short, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ConnectionError, match="IncompleteRead"):
+            _post(f"http://127.0.0.1:{listener.getsockname()[1]}/v3/mail/send", b"a")
+    finally:
+        thread.join(5)
+        listener.close()

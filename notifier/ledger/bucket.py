@@ -8,8 +8,10 @@ bucket. Every request goes through :mod:`notifier.httpclient` (urllib3), so goog
 
 Each call is bounded by the delivery's state deadline when one is set (:func:`call_limits`): a
 request waits at most ``timeout`` (5 s) or its share of the time left; transient failures
-(a dropped connection, 408, 429, 5xx) are retried with jittered backoff while a whole request
-still fits in the call's budget.
+(a dropped connection, 408, 429, 5xx) are retried with jittered backoff, or as long as a 429's or
+503's Retry-After asks (capped), while a whole request still fits in the call's budget. A 401 is
+tried once more with a fresh token (one revoked or rotated early) before it counts as a
+permission problem.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -34,24 +36,35 @@ MAX_RESOURCE_BYTES = 64 * 1024  # an object's resource (an upload's answer) is a
 MAX_PAGE_BYTES = 4 * 1024 * 1024  # a list page of PAGE_SIZE resources
 PAGE_SIZE = 500
 MAX_PAGES = 100  # 50,000 objects listed at most: what a replay run can get through
+# What a list reads of each object: the rest of a resource (metadata, ACLs: KiBs each) stays there.
+LIST_FIELDS = "nextPageToken,items(name,generation,size,contentEncoding)"
+MAX_ERROR_BYTES = 4096  # of an error answer, whatever the call's own limit: Cloud Storage's words are read whole
+MAX_RETRY_AFTER = 8.0  # the longest wait a Retry-After gets; whether a request still fits after it decides the rest
 _TRANSIENT_STATUSES = frozenset({408, 429})  # and every 5xx
+_BUCKET_MISSING = "the specified bucket does not exist"  # Cloud Storage's words; "No such object: b/o" is not it
 
 
 class StateBucketError(Exception):
-    """Cloud Storage answered with an error ``status``; ``message`` is its own text."""
+    """Cloud Storage answered with an error ``status``; ``message`` is its own text. Status 0: the
+    request could not even be made (a ValueError building it), which is never retried here and is
+    transient to the platform, which redelivers. ``bucket_missing``: by default, from Cloud Storage's
+    own words for it; ``retry_after``: the seconds a 429 or 503 asked us to wait."""
 
-    def __init__(self, status: int, message: str, what: str) -> None:
+    def __init__(
+        self, status: int, message: str, what: str, *, bucket_missing: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:  # fmt: skip
         self.status = status
         self.message = message
-        super().__init__(f"HTTP {status} on {what}: {message}")
+        self.retry_after = retry_after
+        if bucket_missing is None:
+            bucket_missing = status == 404 and _BUCKET_MISSING in message.lower()
+        self.bucket_missing = bucket_missing
+        super().__init__(f"HTTP {status} on {what}: {message}" if status else f"{what}: {message}")
 
     @property
     def transient(self) -> bool:
         return self.status in _TRANSIENT_STATUSES or self.status >= 500
-
-    @property
-    def bucket_missing(self) -> bool:
-        return self.status == 404 and "bucket" in self.message.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +155,8 @@ class StateBucket:
         except StateBucketError as error:
             if error.status == 412:
                 return None
+            if error.status == 404:  # an upload names no object that could be gone: the bucket is
+                raise StateBucketError(404, error.message, f"upload {name}", bucket_missing=True) from None
             raise
         generation = str(_json(answer, f"upload {name}").get("generation", ""))
         if not generation.isdigit():  # without it, no later change could name what it replaces
@@ -157,9 +172,9 @@ class StateBucket:
         # gzip accepted: an object stored compressed comes as stored, never inflated here. No Range:
         # an empty object would answer 416; the answer is cut one byte past the limit instead.
         headers = {"Accept-Encoding": "gzip"}
-        try:
+        try:  # an error's text is read whole whatever the limit: it tells a missing bucket from an object
             answer = self._call("GET", self._object_url(name, query), f"read {name}", headers=headers,
-                                max_answer=max_bytes + 1)  # fmt: skip
+                                max_answer=max(max_bytes + 1, MAX_ERROR_BYTES))  # fmt: skip
         except StateBucketError as error:
             if error.status in (404, 412) and not error.bucket_missing:
                 return None
@@ -168,26 +183,32 @@ class StateBucket:
         if not stored_generation.isdigit():
             raise StateBucketError(answer.status, "the download names no x-goog-generation", f"read {name}")
         encoding = _stored_encoding(answer.headers)
-        return Stored(int(stored_generation), answer.body, encoding)
+        return Stored(int(stored_generation), answer.body[: max_bytes + 1], encoding)
 
     def delete(self, name: str, *, if_generation_match: int | None = None) -> None:
         """Delete ``name``; StateBucketError 404 if it is gone, 412 if not at that generation."""
         query = {} if if_generation_match is None else {"ifGenerationMatch": if_generation_match}
         self._call("DELETE", self._object_url(name, query), f"delete {name}")
 
-    def list(self, prefix: str) -> Iterator[Listed]:
-        """Every object whose name starts with ``prefix``, a page per call, up to MAX_PAGES pages."""
-        token: str | None = None
-        for _ in range(MAX_PAGES):
-            query = {"prefix": prefix, "maxResults": PAGE_SIZE, **({"pageToken": token} if token else {})}
-            url = f"{self._endpoint}/storage/v1/b/{quote(self.name, safe='')}/o?{urlencode(query)}"
-            page = _json(self._call("GET", url, f"list {prefix}", max_answer=MAX_PAGE_BYTES), f"list {prefix}")
-            for item in page.get("items") or []:
-                if isinstance(item, dict) and isinstance(item.get("name"), str):
-                    yield _listed(item)
-            token = page.get("nextPageToken")
-            if not isinstance(token, str) or not token:
-                return
+    def list(self, prefix: str) -> Listing:
+        """Every object whose name starts with ``prefix``, a page per call, up to MAX_PAGES pages
+        (the listing's ``truncated`` then says that more were left unlisted)."""
+        return Listing(lambda token: self._page(prefix, token))
+
+    def _page(self, prefix: str, token: str | None) -> tuple[list[Listed], str | None]:
+        """One page of a listing: its objects and the next page's token (None: the last page)."""
+        query = {"prefix": prefix, "maxResults": PAGE_SIZE, "fields": LIST_FIELDS}
+        if token:
+            query["pageToken"] = token
+        url = f"{self._endpoint}/storage/v1/b/{quote(self.name, safe='')}/o?{urlencode(query)}"
+        answer = self._call("GET", url, f"list {prefix}", max_answer=MAX_PAGE_BYTES)
+        if answer.cut:
+            raise StateBucketError(answer.status, f"list page over {MAX_PAGE_BYTES} bytes", f"list {prefix}")
+        page = _json(answer, f"list {prefix}")
+        items = page.get("items") or []
+        listed = [_listed(item) for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+        next_token = page.get("nextPageToken")
+        return listed, next_token if isinstance(next_token, str) and next_token else None
 
     # --- one call: its limits, its retries, its requests --------------------------------------
 
@@ -200,31 +221,86 @@ class StateBucket:
         retrying = _retrying(limits, lambda seconds: self.sleep(seconds))
         return retrying(self._request, method, url, what, limits, **request)
 
-    def _request(
-        self, method: str, url: str, what: str, limits: CallLimits, *, headers: Mapping[str, str] | None = None,
-        **request: Any,
-    ) -> httpclient.Answer:  # fmt: skip
+    def _request(self, method: str, url: str, what: str, limits: CallLimits, **request: Any) -> httpclient.Answer:
         deadline = min(time.monotonic() + limits.timeout, limits.ends_by)
-        sent = dict(headers or {})
-        if self._token_source is not None:
-            sent["Authorization"] = f"Bearer {self._token_source(deadline)}"
-        answer = httpclient.request(method, url, timeout=limits.timeout, deadline=deadline, headers=sent,
-                                    **{"max_answer": MAX_RESOURCE_BYTES, **request})  # fmt: skip
+        answer, token = self._send(method, url, what, limits.timeout, deadline, **request)
+        if answer.status == 401 and token is not None and self._token_source is not None:
+            # Revoked or rotated before it was due: once more with a fresh one, then it is a permission problem.
+            self._token_source.forget(token)
+            answer, _ = self._send(method, url, what, limits.timeout, deadline, **request)
         if answer.status >= 300:
-            raise StateBucketError(answer.status, _error_message(answer), what)
+            raise StateBucketError(answer.status, _error_message(answer), what, retry_after=_retry_after(answer))
         return answer
+
+    def _send(
+        self, method: str, url: str, what: str, timeout: float, deadline: float, *,
+        headers: Mapping[str, str] | None = None, **request: Any,
+    ) -> tuple[httpclient.Answer, str | None]:  # fmt: skip
+        """One request with the current token; the answer and the token it carried."""
+        sent = dict(headers or {})
+        token = self._token_source(deadline) if self._token_source is not None else None
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        try:
+            answer = httpclient.request(method, url, timeout=timeout, deadline=deadline, headers=sent,
+                                        **{"max_answer": MAX_RESOURCE_BYTES, **request})  # fmt: skip
+        except ValueError as error:  # a URL urllib3 cannot use (a port past 65535): never "our bug", never lost
+            raise StateBucketError(0, f"the request could not be made: {type(error).__name__}: {error}", what) from None
+        return answer, token
+
+
+class Listing:
+    """A prefix's objects, a page per request as they are iterated, up to MAX_PAGES pages; once
+    iterated, ``truncated`` says whether more were left unlisted, ``count`` how many were listed
+    and ``pages`` in how many pages."""
+
+    def __init__(self, page: Callable[[str | None], tuple[list[Listed], str | None]]) -> None:
+        self._page = page
+        self.truncated = False
+        self.count = 0
+        self.pages = 0
+
+    def __iter__(self) -> Iterator[Listed]:
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            items, token = self._page(token)
+            self.count, self.pages = self.count + len(items), self.pages + 1
+            yield from items
+            if token is None:
+                return
+        self.truncated = True
 
 
 def _retrying(limits: CallLimits, sleep: Any) -> tenacity.Retrying:
-    """The one retry policy: transient failures only, jittered exponential waits, while a whole
-    request still fits before the call's end; the last failure raised as it was."""
+    """The one retry policy: transient failures only, waiting as Retry-After asks (capped) or with
+    jittered exponential backoff, while a whole request still fits before the call's end; the last
+    failure raised as it was."""
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(_transient),
-        wait=tenacity.wait_random_exponential(multiplier=0.25, max=2.0),
+        wait=_AsAskedElseJittered(),
         stop=_WholeRequestFits(limits),
         sleep=sleep,
         reraise=True,
     )
+
+
+class _AsAskedElseJittered(tenacity.wait.wait_base):
+    """The wait a 429's or 503's Retry-After asks for (at most MAX_RETRY_AFTER), else jittered
+    exponential backoff. Whether a whole request still fits after it is the stop's to decide."""
+
+    def __init__(self) -> None:
+        self._jittered = tenacity.wait_random_exponential(multiplier=0.25, max=2.0)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = getattr(error, "retry_after", None)
+        return min(asked, MAX_RETRY_AFTER) if asked is not None else self._jittered(retry_state)
+
+
+def _retry_after(answer: httpclient.Answer) -> float | None:
+    """A 429's or 503's Retry-After in seconds; None for none, or an HTTP date (jittered backoff then)."""
+    value = answer.headers.get("retry-after", "").strip() if answer.status in (429, 503) else ""
+    return float(value) if value.isascii() and value.isdigit() and len(value) <= 6 else None
 
 
 def _multipart(resource: Mapping[str, Any], data: bytes) -> tuple[bytes, str]:

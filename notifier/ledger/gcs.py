@@ -157,8 +157,11 @@ class GcsDeadLetters(DeadLetters):
         return f"gs://{self._bucket.name}/{name}"
 
     def list(self) -> Iterator[DeadLetter | UnreadableLetter]:
+        """Every letter; if there were more objects than one listing reads, last an UnreadableLetter
+        for the rest, so that the replay says so (and exits 1) instead of stopping silently."""
+        listing = self._bucket.list(DEAD_LETTER_PREFIX)
         try:
-            listed = list(self._bucket.list(DEAD_LETTER_PREFIX))
+            listed = list(listing)
         except _FAILURES as error:
             raise _ledger_error(self._bucket.name, error) from error
         for item in listed:
@@ -166,6 +169,8 @@ class GcsDeadLetters(DeadLetters):
                 letter = self._read(item)
                 if letter is not None:
                     yield letter
+        if listing.truncated:
+            yield UnreadableLetter("", self.location, _unlisted(listing.count, listing.pages))
 
     def _read(self, item: Listed) -> DeadLetter | UnreadableLetter | None:
         """One letter, no larger than the limit; None if it was removed since the listing."""
@@ -193,6 +198,11 @@ class GcsDeadLetters(DeadLetters):
                 raise _ledger_error(self._bucket.name, error) from error
         except OSError as error:
             raise _ledger_error(self._bucket.name, error) from error
+
+
+def _unlisted(count: int, pages: int) -> str:
+    return (f"only the first {count} objects were listed (one run lists at most {pages} pages):"
+            " replay these, then run the replay again for the rest")  # fmt: skip
 
 
 def _encoded(encoding: str) -> str:
