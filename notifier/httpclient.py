@@ -210,18 +210,23 @@ class _Watched:
     sock: socket.socket | None
     _answering: socket.socket | None = None
     _holding = False  # sends of the request's head are held back (see request)
+    _answered = False  # this connection has carried a whole exchange since it connected
     _held: bytes | None = None
 
     def connect(self) -> None:  # the TCP connect, a proxy's CONNECT (the handshake: _WatchedSSLSocket)
         _Scope.watch(self)
         self._answering = None
+        self._answered = False
         super().connect()
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _Scope.watch(self)
         # On a kept-alive connection the head waits for the body's first bytes: one send, not two.
-        # (A new one sends as usual: connecting may send a proxy's CONNECT first.)
-        self._holding = self.sock is not None
+        # Not on a new one: there a request in one send can wait 40 ms for its answer. A TLS 1.3
+        # server sends its session tickets after the handshake; a server that leaves Nagle on (as
+        # Python's http.server does) holds its answer until they are acknowledged, and with no
+        # second send of ours to carry that, our kernel delays the ACK (measured: 44 ms against 3).
+        self._holding = self._answered and self.sock is not None
         try:
             super().request(*args, **kwargs)
             if self._held is not None:  # no body
@@ -249,6 +254,7 @@ class _Watched:
         # http.client lets go of the socket (connection.sock = None) when the answer ends at close;
         # the answer is still read from it, and the watch must still find it.
         self._answering = self.sock
+        self._answered = True
         return super().getresponse(*args, **kwargs)
 
     def watched_socket(self) -> socket.socket | None:

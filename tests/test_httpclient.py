@@ -334,6 +334,28 @@ def test_https_keeps_one_verified_connection_alive(tls_server, no_proxy_settings
     assert len(set(tls_server.ports)) == 1
 
 
+def test_a_new_connection_sends_head_and_body_apart_a_kept_alive_one_in_one_send(
+    tls_server, no_proxy_settings, monkeypatch
+):
+    # In one send on a new TLS 1.3 connection, the answer of a server that leaves Nagle on waits
+    # for our delayed ACK of its session tickets: 44 ms against 3 (bench: the first SendGrid email).
+    sends: list[bytes] = []
+    original = http.client.HTTPConnection.send
+
+    def recorded(connection, data):
+        sends.append(bytes(data))
+        return original(connection, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", recorded)
+    body = b'{"personalizations": []}'
+    assert _post(tls_server.url, body).body == body
+    first, sends[:] = list(sends), []
+    assert _post(tls_server.url, body).body == body
+    assert [s.endswith(b"\r\n\r\n") for s in first] == [True, False] and first[1] == body
+    assert len(sends) == 1 and sends[0].startswith(b"POST ") and sends[0].endswith(b"\r\n\r\n" + body)
+    assert len(set(tls_server.ports)) == 1
+
+
 def test_https_refuses_a_certificate_it_cannot_verify(server_factory, no_proxy_settings):
     server = server_factory(tls=_server_context(trustme.CA()))  # a CA nobody trusts
 
