@@ -407,16 +407,20 @@ class _TricklingRelay:
             thread.join(5)
 
 
-def test_a_tls_handshake_that_trickles_is_cut_off_at_the_deadline(tls_server, no_proxy_settings):
+def _seconds_until_cut(tls_server, *, timeout: float, within: float) -> float:
+    """How long a request to ``tls_server`` through a trickling relay took to fail at its deadline."""
     relay = _TricklingRelay(int(tls_server.origin.rsplit(":", 1)[1]))
     try:
         started = time.monotonic()
         with pytest.raises(TimeoutError, match="no complete answer"):
-            _post(f"https://localhost:{relay.port}/v3/mail/send", b"a", timeout=1.0, within=0.5)
-        elapsed = time.monotonic() - started
+            _post(f"https://localhost:{relay.port}/v3/mail/send", b"a", timeout=timeout, within=within)
+        return time.monotonic() - started
     finally:
         relay.close()
 
+
+def test_a_tls_handshake_that_trickles_is_cut_off_at_the_deadline(tls_server, no_proxy_settings):
+    elapsed = _seconds_until_cut(tls_server, timeout=1.0, within=0.5)
     assert elapsed < 1.5, "each handshake read was quick, so only the deadline can stop it"
 
 
@@ -424,16 +428,8 @@ def test_the_handshake_after_a_slow_tunnel_is_cut_off_at_the_deadline_too(
     tls_server, proxy_factory, no_proxy_settings, monkeypatch
 ):
     # The tunnel takes most of the time; a socket timeout alone would give the handshake its own.
-    relay = _TricklingRelay(int(tls_server.origin.rsplit(":", 1)[1]))
     monkeypatch.setenv("HTTPS_PROXY", proxy_factory(slow=0.8).url)
-    try:
-        started = time.monotonic()
-        with pytest.raises(TimeoutError, match="no complete answer"):
-            _post(f"https://localhost:{relay.port}/v3/mail/send", b"a", timeout=2.0, within=1.0)
-        elapsed = time.monotonic() - started
-    finally:
-        relay.close()
-
+    elapsed = _seconds_until_cut(tls_server, timeout=2.0, within=1.0)
     assert elapsed < 1.5, "the handshake is watched like the rest: it ends at the deadline"
 
 

@@ -243,6 +243,18 @@ print(json.dumps({"status": answer.status_code, "google": loaded}))
 """
 
 
+def _handle_one_event(env: dict[str, str], headers: dict[str, str], body: bytes) -> dict:
+    """One event through the function in a fresh process: its answer's status (checked to be 200)
+    and the google.* modules it loaded beyond functions-framework's own."""
+    event = json.dumps({"headers": dict(headers), "body": body.decode()})
+    done = subprocess.run([sys.executable, "-c", _HANDLE_ONE_EVENT], input=event, capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == 200, done.stdout[-2000:]
+    return result
+
+
 def test_handling_an_event_without_links_or_attachments_does_not_import_google_cloud_storage(fake_gcs, tmp_path):
     headers, body = to_binary(storage_cloud_event(event_id="lean-1"))
     env = {
@@ -251,12 +263,7 @@ def test_handling_an_event_without_links_or_attachments_does_not_import_google_c
         "NOTIFY_FROM": "Alerts <alerts@example.com>", "NOTIFY_TO": "ops@example.com",
         "NOTIFY_STATE_BUCKET": STATE_BUCKET, "STORAGE_EMULATOR_HOST": fake_gcs.url,
     }  # fmt: skip
-    event = json.dumps({"headers": dict(headers), "body": body.decode()})
-    done = subprocess.run([sys.executable, "-c", _HANDLE_ONE_EVENT], input=event, capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["status"] == 200, done.stdout[-2000:]
+    result = _handle_one_event(env, headers, body)
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
     (name,) = fake_gcs.names(STATE_BUCKET, prefix="ledger/")
     assert fake_gcs.read_json(STATE_BUCKET, name)["state"] == "sent"  # the ledger was used, over HTTP
@@ -303,12 +310,7 @@ def test_a_deployed_function_handles_an_event_with_no_google_module_either(tmp_p
             "GCE_METADATA_HOST": metadata.host, "SSL_CERT_FILE": str(tmp_path / "ca.pem"),
         }  # fmt: skip
         env.pop("STORAGE_EMULATOR_HOST", None)
-        event = json.dumps({"headers": dict(headers), "body": body.decode()})
-        done = subprocess.run([sys.executable, "-c", _HANDLE_ONE_EVENT], input=event, capture_output=True, text=True,
-                              cwd=ROOT, env=env, timeout=60, check=False)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert result["status"] == 200, done.stdout[-2000:]
+        result = _handle_one_event(env, headers, body)
         assert metadata.tokens == 1
         listing = f"{gcs.plain_url}/storage/v1/b/{STATE_BUCKET}/o?prefix=ledger/"
         with urllib.request.urlopen(listing, timeout=10) as answer:
