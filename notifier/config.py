@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from notifier import envvars
+from notifier import envvars, proxies
 from notifier.addresses import Address
 from notifier.mail import DEFAULT_PROVIDER, PROVIDERS, ProviderSettings, RetrySettings, checked_settings
 from notifier.mail.scrub import scrub
@@ -340,51 +340,13 @@ def _rules_file(env: Mapping[str, str], problems: list[str]) -> Path | None:
     return beside_main if beside_main.is_file() else None
 
 
-# Read by the HTTP client (urllib.request.getproxies), checked here so a bad one stops the start.
-_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
-_PROXY_FORM = "http://[USER:PASSWORD@]HOST[:PORT] or https://[USER:PASSWORD@]HOST[:PORT]"
-
-
 def _check_proxies(env: Mapping[str, str], problems: list[str]) -> None:
     """A problem for each proxy variable the HTTP client could not use; never its value, which may
     hold a password."""
-    for var in _PROXY_VARIABLES:
+    for var in proxies.VARIABLES:
         raw = env.get(var, "").strip()
-        if raw and (problem := _proxy_problem(raw)):
+        if raw and (problem := proxies.problem(raw)):
             problems.append(f"{var}: {problem} (the value is not shown: it may hold a password)")
-
-
-def _proxy_problem(value: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:  # as the HTTP client reads it: HOST:PORT alone is an http:// proxy
-        parts = urlsplit(value if "://" in value else f"http://{value}")
-    except ValueError:  # e.g. an unclosed [ of an IPv6 address
-        return f"expected {_PROXY_FORM}"
-    try:
-        port = parts.port
-    except ValueError:  # past 65535, or not a number
-        port = 0
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"expected an http:// or https:// proxy URL: {_PROXY_FORM}"
-    if not parts.hostname:
-        return f"expected a host: {_PROXY_FORM}"
-    if port is not None and not 1 <= port <= 65535:
-        return f"the port must be 1-65535: {_PROXY_FORM}"
-    return None
-
-
-def _proxy_passwords(env: Mapping[str, str]) -> list[str]:
-    """The passwords in the proxy variables, as written and %-decoded (as sent)."""
-    from urllib.parse import unquote
-
-    passwords = []
-    for var in _PROXY_VARIABLES:  # by hand, as urlsplit splits it: a malformed URL has one too
-        authority = re.split(r"[/?#]", env.get(var, "").strip().partition("://")[2], maxsplit=1)[0]
-        password = authority.rpartition("@")[0].partition(":")[2]
-        if password:
-            passwords += [password, unquote(password)]
-    return passwords
 
 
 def environment_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -394,7 +356,7 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, 
     the settings are read, so even the "cannot start" line has a second filter."""
     env = os.environ if environ is None else environ
     provider_secrets = [env.get(var, "") for p in PROVIDERS.values() for var in p.secret_variables]
-    return _forms([*provider_secrets, *_proxy_passwords(env)])
+    return _forms([*provider_secrets, *proxies.passwords(env)])
 
 
 def _secrets(env: Mapping[str, str], provider: ProviderSettings | None) -> tuple[str, ...]:

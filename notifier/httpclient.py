@@ -27,11 +27,10 @@ import socket
 import ssl
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -40,6 +39,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError, ProtocolError, ProxyError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from notifier import proxies
 from notifier.watchdog import watching
 
 # Our peers answer in a few hundred bytes (SendGrid) or a few KiB (a ledger record); anything past
@@ -325,11 +325,11 @@ class _Managers:
     def _route(self, scheme: str, host: str, port: int | None) -> _Route | None:
         """None: the proxy variable is unusable (config checks it at start-up; the environment may
         have changed since). urllib3's errors for it quote the URL, password and all."""
-        proxy = _proxy_for(scheme, host)
+        proxy = proxies.proxy_for(scheme, host)
         manager = self._by_proxy.get(proxy)
         if manager is None:
             try:
-                manager = self._new(proxy) if proxy is None or _usable_proxy(proxy) else None
+                manager = self._new(proxy) if proxy is None or proxies.problem(proxy) is None else None
             except (ValueError, Urllib3Error):
                 manager = None
             if manager is None:
@@ -349,7 +349,7 @@ class _Managers:
         else:
             # An https:// proxy's own handshake: our watched socket class and trust, not urllib3's.
             manager = urllib3.ProxyManager(
-                proxy, num_pools=16, proxy_headers=_proxy_authorization(proxy), proxy_ssl_context=self._context,
+                proxy, num_pools=16, proxy_headers=proxies.authorization(proxy), proxy_ssl_context=self._context,
                 **options,
             )  # fmt: skip
         manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
@@ -398,14 +398,6 @@ def _hashed_folder(folder: str) -> bool:
 _HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
 
 
-def _proxy_for(scheme: str, host: str) -> str | None:
-    """The proxy urllib (and requests) would use for ``scheme://host``, from the environment."""
-    proxy = urllib.request.getproxies().get(scheme)
-    if not proxy or urllib.request.proxy_bypass(host):
-        return None
-    return proxy if "://" in proxy else f"http://{proxy}"
-
-
 _PARSED_URLS = 256
 
 
@@ -415,23 +407,6 @@ def _parse(url: str) -> tuple[tuple[str, str, int | None], str]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http(s):// URL, got {url!r}")
     return (parts.scheme, parts.hostname, parts.port), (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-def _usable_proxy(proxy: str) -> bool:
-    try:
-        parts = urlsplit(proxy)
-        port = parts.port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and (port is None or 1 <= port <= 65535)
-
-
-def _proxy_authorization(proxy: str) -> dict[str, str]:
-    parts = urlsplit(proxy)
-    if parts.username is None:
-        return {}
-    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-    return urllib3.make_headers(proxy_basic_auth=credentials)
 
 
 _MANAGERS = _Managers()

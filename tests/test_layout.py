@@ -16,7 +16,7 @@ PACKAGE = ROOT / "notifier"
 # Only these read the process environment: config (the function's settings) and the tooling,
 # which builds its children's environments. Providers get the mapping config hands them. Not
 # counted: an HTTP client's own proxy discovery (HTTPS_PROXY, NO_PROXY via urllib.request.getproxies
-# in notifier/httpclient.py), which every HTTP client does the same way.
+# in notifier/proxies.py), which every HTTP client does the same way.
 ENVIRONMENT_READERS = ("notifier.config", "notifier.tools")
 # What a delivery backend may not know about: settings loading, rules, templates.
 NOT_FOR_MAIL = ("notifier.config", "notifier.rules", "notifier.rulesfile", "notifier.render", "notifier.templates")
