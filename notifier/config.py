@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from notifier import envvars, proxies
 from notifier.addresses import Address
@@ -154,7 +155,7 @@ def _storage_endpoint(env: Mapping[str, str], var: str, problems: list[str], def
         expected = "https://HOST[:PORT]" if env.get("K_SERVICE") else "http(s)://HOST[:PORT]"
         where = " (a deployed function sends its access token there)" if env.get("K_SERVICE") else ""
         problems.append(f"{var}: expected {expected}{where}, got {value!r}")
-    elif value.startswith("http://") and not _loopback(_host_of(value.removeprefix("http://"))):
+    elif value.startswith("http://") and not envvars.is_loopback(urlsplit(value).hostname or ""):
         problems.append(
             f"{var}: http:// only to this machine (127.0.0.0/8, ::1, localhost): your Google access token"
             f" goes there and would cross the network unencrypted; use https://, got {value!r}"
@@ -186,25 +187,6 @@ def _check_port(var: str, value: str, problems: list[str]) -> None:
     port = _port_of(value)
     if port is not None and not 1 <= port <= 65535:
         problems.append(f"{var}: the port must be 1-65535, got {value!r}")
-
-
-def _host_of(host_port: str) -> str:
-    """The host of a checked HOST[:PORT][/] (an IPv6 address without its brackets)."""
-    host_port = host_port.rstrip("/")
-    if host_port.startswith("["):
-        return host_port[1:].partition("]")[0]
-    return host_port.partition(":")[0]
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _timezone(env: Mapping[str, str], var: str, problems: list[str], default: ZoneInfo | None) -> ZoneInfo | None:

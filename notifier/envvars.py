@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from notifier.addresses import Address, parse_addresses
 from notifier.units import UnitError, parse_duration
@@ -63,6 +64,29 @@ def http_url(env: Mapping[str, str], var: str, problems: list[str], default: str
         problems.append(f"{var}: expected an http(s) URL, got {url!r}")
         return default
     return url
+
+
+def secret_bearing_url(value: str, var: str, problems: list[str], *, carries: str) -> None:
+    """A problem if the URL ``value`` (checked http(s)) would send ``carries`` unencrypted across a
+    network: plain http:// is for this machine only (127.0.0.0/8, ::1, localhost: a stand-in, or a
+    sidecar relay beside a deployed function)."""
+    if value.startswith("http://") and not is_loopback(urlsplit(value).hostname or ""):
+        problems.append(
+            f"{var}: http:// only to this machine (127.0.0.0/8, ::1, localhost): {carries} goes there and"
+            f" would cross the network unencrypted; use https://, got {value!r}"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 without brackets) is this machine."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def addresses(env: Mapping[str, str], var: str, problems: list[str]) -> list[Address] | None:

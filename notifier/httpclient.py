@@ -14,7 +14,8 @@ timeout never past the deadline) through a proxy's CONNECT and the handshake to 
 byte.
 
 Every failure without an answer is an OSError (TimeoutError at the deadline; an unusable proxy
-variable, named but never quoted: it may hold a password); retrying is the
+variable, named but never quoted: it may hold a password; IncompleteAnswer, with the status and
+headers, when only the body failed); retrying is the
 caller's (tenacity) decision, never urllib3's, and redirects are not followed.
 """
 
@@ -90,10 +91,18 @@ def request(
         if scope.fired and ends_at_close:
             raise TimeoutError
     except BaseException as error:
+        failed = isinstance(error, OSError | http.client.HTTPException | Urllib3Error)
+        late = time.monotonic() >= deadline
         if response is not None:
             response.close()  # closes its connection: it may be mid-answer
             response.release_conn()
-        if time.monotonic() >= deadline and isinstance(error, OSError | http.client.HTTPException | Urllib3Error):
+            if failed:  # the status and headers came: the caller may need them (a 2xx took the request)
+                if late:
+                    why, kind = f"no complete answer within {deadline - started:.1f}s", LateAnswer
+                else:
+                    why, kind = _as_text(error), IncompleteAnswer
+                raise kind(why, response.status, response.reason or "", response.headers) from None
+        if late and failed:
             raise TimeoutError(f"no complete answer within {deadline - started:.1f}s") from None
         if isinstance(error, Urllib3Error):
             raise _as_os_error(error) from None
@@ -105,6 +114,26 @@ def request(
         response.close()
     response.release_conn()
     return Answer(response.status, response.reason or "", response.headers, data[:max_answer], cut)
+
+
+class IncompleteAnswer(ConnectionError):
+    """The status line and headers came, the whole body did not (cut short, malformed, or still
+    coming at the deadline). A 2xx means the server took the request: sending it again may do it
+    twice."""
+
+    def __init__(self, why: str, status: int, reason: str, headers: Mapping[str, str]) -> None:
+        super().__init__(f"HTTP {status}, then {why}")
+        self.status, self.reason, self.headers = status, reason, headers
+
+
+class LateAnswer(IncompleteAnswer, TimeoutError):
+    """An IncompleteAnswer whose body was still coming at the deadline."""
+
+
+def _as_text(error: BaseException) -> str:
+    if isinstance(error, Urllib3Error):
+        error = _as_os_error(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _read_at_most(response: Any, limit: int) -> bytes:

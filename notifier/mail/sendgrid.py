@@ -15,6 +15,7 @@ import base64
 import http.client
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,11 +39,19 @@ _PERMANENT_HINTS = {
     401: "the SendGrid API key is invalid or revoked: update {secret} (deploy/setup.sh), redeploy, then replay",
     403: "the SendGrid API key lacks the Mail Send permission, or the sender is not verified",
     404: "the SendGrid API host or path is wrong: check SENDGRID_API_HOST",
+    **dict.fromkeys(
+        range(300, 400),
+        "SendGrid's address redirects elsewhere (not followed, nothing was sent): check"
+        " SENDGRID_API_HOST, https://api.sendgrid.com or your region's https:// API host",
+    ),
     413: "the message is larger than SendGrid accepts (30 MB)",
 }
 _MAX_RATE_LIMIT_WAIT = 60.0  # never trust a reset header further than this
 # How much of an answer goes into an error text: SendGrid's error list, or any other body.
 _MAX_ERRORS_TEXT, _MAX_BODY_TEXT = 1000, 300
+# SendGrid's message ids are printable ASCII; anything else (control characters, escapes) and commas,
+# which would fake a second id in the joined list, are dropped (after the key is scrubbed).
+_MESSAGE_ID_JUNK = re.compile(r"[^\x20-\x7e]|,")
 _MAX_MESSAGE_ID = 200  # SendGrid's are about 22 characters
 _USER_AGENT = "storage-notifier (SendGrid v3 Mail Send)"
 
@@ -79,7 +88,7 @@ class SendGridSettings:
             problems.append("SENDGRID_API_KEY: is in quotes; store the key alone, without them")
         return cls(
             api_key=api_key,
-            api_host=envvars.http_url(env, "SENDGRID_API_HOST", problems, "https://api.sendgrid.com"),
+            api_host=_api_host(env, problems),
             timeout=envvars.positive_number(env, "SENDGRID_TIMEOUT_SECONDS", problems, 10.0),
             sandbox=envvars.boolean(env, "SENDGRID_SANDBOX", problems),
             key_secret=envvars.text(env, "NOTIFY_KEY_SECRET") or None,
@@ -92,6 +101,13 @@ class SendGridSettings:
     @property
     def local_dir(self) -> Path | None:
         return None
+
+
+def _api_host(env: Mapping[str, str], problems: list[str]) -> str:
+    """SENDGRID_API_HOST: the key goes there, so https (plain http only to this machine)."""
+    host = envvars.http_url(env, "SENDGRID_API_HOST", problems, "https://api.sendgrid.com")
+    envvars.secret_bearing_url(host, "SENDGRID_API_HOST", problems, carries="the API key")
+    return host
 
 
 class SendGridBackend(RetryingSender, Backend):
@@ -119,8 +135,8 @@ class SendGridBackend(RetryingSender, Backend):
             body = json.dumps(build_payload(message, batch, sandbox=self._sandbox)).encode()
             answer, tries = self._send_body(body, deadline, attempts)
             attempts += tries
-            message_id = answer.headers.get("X-Message-Id", "")
-            message_ids.append(scrub(message_id, self._secrets, limit=_MAX_MESSAGE_ID))  # it is stored and logged
+            message_id = scrub(answer.headers.get("X-Message-Id", ""), self._secrets)  # it is stored and logged
+            message_ids.append(_MESSAGE_ID_JUNK.sub("", message_id)[:_MAX_MESSAGE_ID])  # no comma: ids are joined
         return Receipt(self.name, ",".join(message_ids), attempts)
 
     def _send_body(self, body: bytes, deadline: float, earlier: int) -> tuple[httpclient.Answer, int]:
@@ -141,10 +157,15 @@ class SendGridBackend(RetryingSender, Backend):
 
     def _post(self, body: bytes, deadline: float) -> httpclient.Answer:
         timeout = max(0.1, min(self._timeout, deadline - time.monotonic()))
-        answer = httpclient.request(
-            "POST", self._url, timeout=timeout, deadline=deadline, body=body, headers=self._headers
-        )
-        if answer.status >= 400:
+        try:
+            answer = httpclient.request(
+                "POST", self._url, timeout=timeout, deadline=deadline, body=body, headers=self._headers
+            )
+        except httpclient.IncompleteAnswer as cut:
+            # The status came, its body did not: after a 2xx SendGrid has the email, and sending
+            # it again would send it twice; any other status is judged as if the body were empty.
+            answer = httpclient.Answer(cut.status, cut.reason, cut.headers, b"")
+        if not 200 <= answer.status < 300:  # a redirect (never followed) or an interim 1xx sent nothing
             raise _Refused(answer)
         return answer
 
@@ -245,7 +266,7 @@ def _split_large(envelopes: Iterable[Envelope]) -> Iterator[Envelope]:
 
 def _is_transient(error: BaseException) -> bool:
     if isinstance(error, _Refused):
-        return error.status in TRANSIENT_STATUSES
+        return error.status in TRANSIENT_STATUSES or error.status < 200  # an interim 1xx as the answer
     return isinstance(error, OSError | http.client.HTTPException)
 
 
@@ -289,7 +310,7 @@ def _delivery_error(
     """``secrets``: what the answer may echo (the key) and the text must never hold."""
     status = error.status
     detail = _summarise_body(error.body, secrets)
-    transient = status in TRANSIENT_STATUSES
+    transient = status in TRANSIENT_STATUSES or status < 200
     if transient:
         what = f"SendGrid answered {status} after {attempts} attempt(s)"
     else:
