@@ -35,6 +35,7 @@ import argparse
 import base64
 import json
 import os
+import queue
 import random
 import shutil
 import sys
@@ -42,7 +43,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,17 +236,38 @@ def _start_shard(stack: ExitStack, workdir: Path, emulator: PubSubEmulator, endp
 
 
 def _upload(shards: list[Shard], names: list[str], concurrency: int, tally: Tally) -> None:
+    """``names`` uploaded by ``concurrency`` threads. The main thread only waits on joins with a
+    timeout: a SIGTERM's Stopped, raised wherever the main thread is, once landed inside a
+    ThreadPoolExecutor's locks and left its workers deadlocked (the run never stopped)."""
     buckets = [shard.gcs.client().bucket(WATCHED) for shard in shards]
-    started = time.monotonic()
+    started, todo, failures, stop = time.monotonic(), queue.SimpleQueue(), [], threading.Event()
+    for index in range(len(names)):
+        todo.put(index)
 
-    def upload(index: int) -> None:
-        buckets[index % len(buckets)].blob(names[index]).upload_from_string(b"id,value\n1,2\n", content_type="text/csv")
+    def uploader() -> None:
+        while not stop.is_set():
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:  # a bounded wait (the client's default is 60 s): a stopped run waits for those in flight
+                blob = buckets[index % len(buckets)].blob(names[index])
+                blob.upload_from_string(b"id,value\n1,2\n", content_type="text/csv", timeout=10)
+            except Exception as error:  # noqa: BLE001 - the first one fails the run, in the main thread
+                failures.append(error)
+                stop.set()
 
-    pool = ThreadPoolExecutor(concurrency)
+    threads = [threading.Thread(target=uploader, name=f"upload-{i}", daemon=True) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
     try:
-        list(pool.map(upload, range(len(names))))
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)
     finally:
-        pool.shutdown(cancel_futures=True)  # stopped: the uploads not begun are dropped, not waited for
+        stop.set()  # stopped: the uploads not begun are dropped, not waited for
+    if failures:
+        raise failures[0]
     tally.seconds["upload"] = time.monotonic() - started
 
 

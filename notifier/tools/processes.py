@@ -12,10 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +49,9 @@ def stop_on_signals() -> Iterator[None]:
     stopped on the way out; a second signal is ignored, so it cannot cut that clean-up short."""
 
     def stop(signum: int, frame: Any) -> None:
+        if _in_finalizer(frame):  # Python would ignore the Stopped raised there: ask again in a moment
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         raise Stopped(signum)
@@ -57,6 +62,19 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+_FINALIZER_CODE = weakref.finalize.__call__.__code__
+
+
+def _in_finalizer(frame: Any) -> bool:
+    """Whether the signal interrupted a finalizer (weakref.finalize, a __del__), whose exceptions
+    Python reports as "Exception ignored in" and drops."""
+    while frame is not None:
+        if frame.f_code is _FINALIZER_CODE or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def start_group(command: list[str], *, env: Mapping[str, str] | None = None, log: Log = subprocess.DEVNULL,
