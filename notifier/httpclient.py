@@ -2,7 +2,7 @@
 
 urllib3's pool managers keep connections alive per host (checking that an idle one was not closed
 by the server before reusing it), share one TLS context (CA certificates looked up by hash, not
-parsed up front, when the hashed folder covers the bundle: :func:`_tls_context`; an https://
+parsed up front, when the hashed folder covers the bundle: :mod:`notifier.truststore`; an https://
 proxy's handshake uses it too), and go through the proxy that ``HTTPS_PROXY`` /
 ``HTTP_PROXY`` name unless ``NO_PROXY`` exempts the host: a tunnel (CONNECT, with the proxy URL's
 credentials) for https, absolute URLs for http. Which proxy, if any, is read once per origin and
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import socket
 import ssl
 import threading
@@ -40,7 +39,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError, ProtocolError, ProxyError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from notifier import proxies
+from notifier import proxies, truststore
 from notifier.watchdog import watching
 
 # Our peers answer in a few hundred bytes (SendGrid) or a few KiB (a ledger record); anything past
@@ -370,7 +369,7 @@ class _Managers:
 
     def _new(self, proxy: str | None) -> urllib3.PoolManager:
         if self._context is None:  # once per process
-            self._context = _tls_context()
+            self._context = truststore.tls_context()
             self._context.sslsocket_class = _WatchedSSLSocket
         options: dict[str, Any] = {"maxsize": _POOL_SIZE, "block": False, "ssl_context": self._context}
         if proxy is None:
@@ -383,48 +382,6 @@ class _Managers:
             )  # fmt: skip
         manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
         return manager
-
-
-def _tls_context() -> ssl.SSLContext:
-    """A verifying context trusting what OpenSSL's default would, the bundle (SSL_CERT_FILE's or
-    the built-in one) and the hashed folder (SSL_CERT_DIR's or the built-in one), but finding the
-    certificates by hash in the folder as a handshake needs one, instead of parsing the whole
-    bundle up front (about 20 ms of every cold start for the ~150 certificates of a Debian or
-    Ubuntu store), when the folder covers the bundle (:func:`_covers`). With no hashed folder,
-    the whole default store."""
-    paths = ssl.get_default_verify_paths()
-    if not (paths.capath and _hashed_folder(paths.capath)):
-        return ssl.create_default_context()
-    context = ssl.create_default_context(capath=paths.capath)
-    if paths.cafile and not _covers(paths.capath, paths.cafile):
-        context.load_verify_locations(cafile=paths.cafile)
-    return context
-
-
-def _covers(folder: str, bundle: str) -> bool:
-    """Whether the hashed ``folder`` holds every certificate of ``bundle``, as update-ca-certificates
-    leaves /etc/ssl/certs: the bundle in that very folder (symlinks resolved) and not changed since
-    the folder last was (the tool renames the new bundle in; appending by hand, with no rehash,
-    makes the bundle the newer)."""
-    real_folder, real_bundle = os.path.realpath(folder), os.path.realpath(bundle)
-    if os.path.dirname(real_bundle) != real_folder:
-        return False
-    try:
-        return os.stat(real_bundle).st_mtime_ns <= os.stat(real_folder).st_mtime_ns
-    except OSError:
-        return False
-
-
-def _hashed_folder(folder: str) -> bool:
-    """Whether ``folder`` holds certificates under OpenSSL's hash names (``1a2b3c4d.0``)."""
-    try:
-        with os.scandir(folder) as entries:
-            return any(_HASH_NAME.fullmatch(entry.name) for entry in entries)
-    except OSError:
-        return False
-
-
-_HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
 
 
 _PARSED_URLS = 256

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from notifier import httpclient
+from notifier import httpclient, truststore
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command for hash names")
 
@@ -106,7 +106,7 @@ def test_certificates_in_a_hashed_folder_are_found_when_needed_not_parsed_up_fro
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "certs"))
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
 
-    context = httpclient._tls_context()
+    context = truststore.tls_context()
 
     assert context.cert_store_stats()["x509_ca"] == 0  # nothing loaded at start-up
     assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
@@ -122,7 +122,7 @@ def test_a_covered_bundle_reached_through_symlinks_is_not_parsed_either(tmp_path
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "lib" / "certs"))
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "lib" / "cert.pem"))
 
-    assert httpclient._tls_context().cert_store_stats()["x509_ca"] == 0
+    assert truststore.tls_context().cert_store_stats()["x509_ca"] == 0
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_the_built_in_covered_store_is_not_parsed_up_front(https_server, tmp_pat
     (tmp_path / "certs").mkdir()
     built_in_store(tmp_path / "certs", _covered_layout(tmp_path / "certs", authority))
 
-    assert httpclient._tls_context().cert_store_stats()["x509_ca"] == 0
+    assert truststore.tls_context().cert_store_stats()["x509_ca"] == 0
     assert _get(url) == b"hello"
 
 
@@ -159,7 +159,7 @@ def test_a_ca_appended_to_the_bundle_by_hand_is_trusted(https_server, tmp_path, 
     _set_mtime(bundle, 1_000_020)  # changed after the folder last did
     built_in_store(tmp_path / "certs", bundle)
 
-    assert httpclient._tls_context().cert_store_stats()["x509_ca"] == 2
+    assert truststore.tls_context().cert_store_stats()["x509_ca"] == 2
     assert _get(url) == b"hello"
 
 
@@ -172,7 +172,7 @@ def test_a_private_folder_does_not_hide_the_default_bundle(https_server, tmp_pat
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_folder(tmp_path / "certs", authority)))
 
-    context = httpclient._tls_context()
+    context = truststore.tls_context()
 
     whole_bundle = ssl.create_default_context(cafile=system).cert_store_stats()["x509_ca"]
     assert whole_bundle > 0 and context.cert_store_stats()["x509_ca"] == whole_bundle
@@ -187,7 +187,7 @@ def test_a_bundle_named_by_ssl_cert_file_is_trusted_beside_the_folder(
     authority.cert_pem.write_to_path(str(tmp_path / "bundle.pem"))
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "bundle.pem"))
 
-    assert httpclient._tls_context().cert_store_stats()["x509_ca"] == 1
+    assert truststore.tls_context().cert_store_stats()["x509_ca"] == 1
     assert _get(url) == b"hello"
 
 
@@ -200,7 +200,7 @@ def test_without_a_hashed_folder_the_whole_default_store_is_loaded(
     authority.cert_pem.write_to_path(str(tmp_path / "bundle.pem"))
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "bundle.pem"))
 
-    assert httpclient._tls_context().cert_store_stats()["x509_ca"] == 1
+    assert truststore.tls_context().cert_store_stats()["x509_ca"] == 1
     assert _get(url) == b"hello"
 
 
