@@ -27,7 +27,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -208,17 +208,12 @@ class _Scope:
         return any(watch.fired for watch in self._watches.values())
 
     @classmethod
-    def watch(cls, connection: _Watched) -> None:
-        """Watch whatever socket ``connection`` holds when the deadline comes."""
+    def watch(cls, owner: object, sock: socket.socket | Callable[[], socket.socket | None]) -> None:
+        """Watch ``sock`` (a socket, or a function giving whatever socket ``owner`` holds when the
+        deadline comes), once per ``owner`` in this scope."""
         scope = getattr(cls._active, "scope", None)
-        if scope is not None and id(connection) not in scope._watches:
-            scope._watches[id(connection)] = watching(connection.watched_socket, scope.deadline).__enter__()
-
-    @classmethod
-    def watch_socket(cls, sock: socket.socket) -> None:
-        scope = getattr(cls._active, "scope", None)
-        if scope is not None and id(sock) not in scope._watches:
-            scope._watches[id(sock)] = watching(sock, scope.deadline).__enter__()
+        if scope is not None and id(owner) not in scope._watches:
+            scope._watches[id(owner)] = watching(sock, scope.deadline).__enter__()
 
 
 class _WatchedSSLSocket(ssl.SSLSocket):
@@ -227,7 +222,7 @@ class _WatchedSSLSocket(ssl.SSLSocket):
     timeout, runs before urllib3 hands the new socket to the connection."""
 
     def do_handshake(self, block: bool = False) -> None:
-        _Scope.watch_socket(self)
+        _Scope.watch(self, self)
         super().do_handshake(block)
 
 
@@ -242,13 +237,13 @@ class _Watched:
     _held: bytes | None = None
 
     def connect(self) -> None:  # the TCP connect, a proxy's CONNECT (the handshake: _WatchedSSLSocket)
-        _Scope.watch(self)
+        _Scope.watch(self, self.watched_socket)
         self._answering = None
         self._answered = False
         super().connect()
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _Scope.watch(self)
+        _Scope.watch(self, self.watched_socket)
         # On a kept-alive connection the head waits for the body's first bytes: one send, not two.
         # Not on a new one: there a request in one send can wait 40 ms for its answer. A TLS 1.3
         # server sends its session tickets after the handshake; a server that leaves Nagle on (as

@@ -224,58 +224,56 @@ def test_connection_refused_is_transient():
     assert len(sleeps) == 2
 
 
-def test_a_trickling_answer_is_cut_off_at_the_deadline(httpserver, backend_for):
+@pytest.fixture
+def trickling_sendgrid(httpserver):
+    """Answers ``status`` with a body of a space every 0.2 s (each read quick, the whole never in
+    time); returns the notification ids of the requests it got. Released when the test ends."""
     release = threading.Event()
-    posts = []  # this test's own: a request an earlier test left pending may still reach the server
+
+    def start(status: int) -> list[str]:
+        posts = []  # this test's own: a request an earlier test left pending may still reach the server
+
+        def trickle(request):
+            posts.append(request.get_json(silent=True)["custom_args"]["notification_id"])
+
+            def body():
+                for _ in range(20):
+                    if release.wait(0.2):
+                        return
+                    yield b" "
+
+            return Response(body(), status=status, direct_passthrough=True)
+
+        httpserver.expect_request("/v3/mail/send").respond_with_handler(trickle)
+        return posts
+
+    yield start
+    release.set()
+
+
+def test_a_trickling_answer_is_cut_off_at_the_deadline(trickling_sendgrid, backend_for):
+    posts = trickling_sendgrid(202)
     message = dataclasses.replace(MESSAGE, notification_id="7" * 32)
-
-    def trickle(_request):
-        posts.append(message.notification_id in _request.get_data(as_text=True))
-
-        def body():
-            for _ in range(20):
-                if release.wait(0.2):
-                    return
-                yield b" "
-
-        return Response(body(), status=202, direct_passthrough=True)
-
-    httpserver.expect_request("/v3/mail/send").respond_with_handler(trickle)
     backend = backend_for(SENDGRID_TIMEOUT_SECONDS="1")
-    try:
-        started = time.monotonic()
-        receipt = backend.send(message, deadline=_deadline(1.5))
-        elapsed = time.monotonic() - started
-    finally:
-        release.set()
+    started = time.monotonic()
+    receipt = backend.send(message, deadline=_deadline(1.5))
+    elapsed = time.monotonic() - started
 
     # A 202 whose body never ends: SendGrid took the email, so it is sent (once: sending it again
     # would send it twice, tests/test_sendgrid_answers.py); only the wait is cut at the deadline.
-    assert (receipt.attempts, posts.count(True)) == (1, 1)
+    assert (receipt.attempts, posts.count(message.notification_id)) == (1, 1)
     assert elapsed < 2.5, "each read was quick, but the whole answer must not outlast the deadline"
 
 
-def test_a_trickling_error_answer_is_cut_off_at_the_deadline_and_retried_by_the_platform(httpserver, backend_for):
-    release = threading.Event()
-
-    def trickle(_request):
-        def body():
-            for _ in range(20):
-                if release.wait(0.2):
-                    return
-                yield b" "
-
-        return Response(body(), status=503, direct_passthrough=True)
-
-    httpserver.expect_request("/v3/mail/send").respond_with_handler(trickle)
+def test_a_trickling_error_answer_is_cut_off_at_the_deadline_and_retried_by_the_platform(
+    trickling_sendgrid, backend_for
+):
+    trickling_sendgrid(503)
     backend = backend_for(SENDGRID_TIMEOUT_SECONDS="1")
-    try:
-        started = time.monotonic()
-        with pytest.raises(DeliveryError, match="answered 503") as caught:
-            backend.send(MESSAGE, deadline=_deadline(1.5))
-        elapsed = time.monotonic() - started
-    finally:
-        release.set()
+    started = time.monotonic()
+    with pytest.raises(DeliveryError, match="answered 503") as caught:
+        backend.send(MESSAGE, deadline=_deadline(1.5))
+    elapsed = time.monotonic() - started
 
     assert caught.value.transient is True
     assert elapsed < 2.5, "each read was quick, but the whole answer must not outlast the deadline"
