@@ -8,6 +8,7 @@ from dataclasses import dataclass
 SENT, DUPLICATE, IGNORED, EXPIRED = "sent", "duplicate", "ignored", "expired"
 INVALID, DEAD_LETTERED, RETRYING = "invalid", "dead-lettered", "retrying"
 PARTIAL = "partially-sent"  # accepted for some recipients; the refused ones are dead-lettered alone
+BATCHED = "batched"  # held for a digest (rules with digest, or over max_emails); a flush sends it
 REFUSED = "refused"  # replay: the letter's rule is gone or no longer matches, and nothing said what to do
 
 

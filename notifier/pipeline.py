@@ -7,7 +7,8 @@ and raises :class:`RetryLater` only when a redelivery by the platform can help.
 Outcomes: ``sent``, ``duplicate`` (the ledger says it was sent or dead-lettered already),
 ``ignored``, ``expired``, ``invalid``, ``dead-lettered`` (permanent failure, kept for replay),
 ``partially-sent`` (some recipients refused it: kept for replay to just them) and
-``retrying`` (transient failure: the function answers 500 and the platform redelivers); and, for
+``retrying`` (transient failure: the function answers 500 and the platform redelivers),
+``batched`` (held for a digest: :mod:`notifier.holding`; :mod:`notifier.flush` sends it); and, for
 :meth:`Pipeline.replay` only, ``refused`` (the dead letter's rule is gone or no longer matches).
 """
 
@@ -17,15 +18,17 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from notifier import log
 from notifier.config import Settings, environment_secrets, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
+from notifier.holding import holding_for
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
 from notifier.ledger.base import STATE_GRACE_SECONDS, state_deadline
+from notifier.ledger.digests import DigestStore
 from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.mail.base import Receipt
 from notifier.mail.redirect import RedirectBackend
@@ -49,6 +52,9 @@ from notifier.replay import letter_record, owed_after_failure, still_owed, unsto
 from notifier.replaying import Replaying
 from notifier.rules import Notification
 
+if TYPE_CHECKING:
+    from notifier.flush import Flushed
+
 
 class Pipeline(Replaying):
     def __init__(
@@ -59,6 +65,7 @@ class Pipeline(Replaying):
         renderer: Renderer | None = None,
         ledger: Ledger | None = None,
         dead_letters: DeadLetters | None = None,
+        digests: DigestStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -72,6 +79,7 @@ class Pipeline(Replaying):
             default_ledger, default_dead_letters = create_state(settings)
             ledger, dead_letters = ledger or default_ledger, dead_letters or default_dead_letters
         self.ledger, self.dead_letters = ledger, dead_letters
+        self.holding = holding_for(settings, ledger, digests, wall_clock)
         self._clock = clock
         self._wall_clock = wall_clock
         self.sleep = time.sleep  # tests swap this for a recorder
@@ -133,6 +141,14 @@ class Pipeline(Replaying):
             raise RetryLater(f"{retrying} notification(s) for event {event.event_id} failed transiently")
         return outcomes
 
+    def flush(self, *, everything: bool = False, replay: bool = False) -> list[Flushed]:
+        """Send the held events that are due (``everything``: all of them now): notifier.flush."""
+        if self.holding is None:
+            return []
+        from notifier.flush import Flusher
+
+        return Flusher(self, self.holding.store).flush(everything=everything, replay=replay)
+
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""
         log.log(
@@ -190,6 +206,16 @@ class Pipeline(Replaying):
             reason = "no time left before the deadline to claim and send it; the platform will redeliver"
             self._line(notification, RETRYING, started, logging.WARNING, reason=reason)
             return Outcome(RETRYING, notification.id)
+        if notification.delivery.batching is not None and self.holding is not None:
+            held = self.holding.hold(notification)
+            if held is not None:
+                level = (
+                    (logging.ERROR if held.misconfigured else logging.WARNING)
+                    if held.outcome == RETRYING
+                    else logging.INFO
+                )
+                self._line(notification, held.outcome, started, level, reason=held.reason, **held.fields)
+                return Outcome(held.outcome, notification.id)
         claim = self._claim(notification, started)
         return claim if isinstance(claim, Outcome) else self.deliver(notification, None, claim, started)
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import jinja2
 
 from notifier.addresses import Address, parse_addresses
+from notifier.digest import GROUP_FIELDS, MAX_CAP, MAX_WINDOW, MIN_WINDOW
 from notifier.events import KINDS
 from notifier.globs import GlobError, Globs
 from notifier.units import UnitError, parse_duration, parse_size
@@ -33,8 +34,9 @@ _MEDIA_TYPE = re.compile(r"(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9
 
 Check = Callable[["KeyChecks", Any, str, str], Any]  # (parser, value, key, where) → the value to use, or BAD
 # Where a key's value goes: a field of the Rule, of its Conditions ("when"), of its Delivery, of its
-# Recipients; or "switch": the key fills nothing itself, another key `needs` it.
-Target = Literal["rule", "when", "delivery", "recipients", "switch"]
+# Recipients, of its Batching (the digest keys: rulesfile builds one value from them); or "switch":
+# the key fills nothing itself, another key `needs` it.
+Target = Literal["rule", "when", "delivery", "recipients", "batching", "switch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,47 @@ class KeyChecks:
         )
         return BAD
 
+    def digest_window(self, value: Any, key: str, where: str) -> Any:
+        try:
+            return parse_duration(value, minimum=MIN_WINDOW, maximum=MAX_WINDOW)
+        except UnitError as error:
+            self.problem(where, f"{key}: {error} (the flush runs once a minute; a held event waits a day at most)")
+            return BAD
+
+    def group_by(self, value: Any, key: str, where: str) -> Any:
+        fields = ", ".join(f'"{f}"' for f in GROUP_FIELDS)
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            self.problem(where, f"{key}: expected a list of {fields}, got {kind(value)}")
+            return BAD
+        for item in values:
+            if item not in GROUP_FIELDS:
+                self.problem(
+                    where, f'{key}: unknown field "{item}"{did_you_mean(item, GROUP_FIELDS)}; expected {fields}'
+                )
+                return BAD
+        if len(set(values)) != len(values):
+            self.problem(where, f"{key}: a field is named twice")
+            return BAD
+        return tuple(values)
+
+    def max_emails(self, value: Any, key: str, where: str) -> Any:
+        expected = f'expected "N/period", N from 1 to {MAX_CAP:,} and a period from 1 minute to 1 day, such as "20/h"'
+        count, slash, period = value.partition("/") if isinstance(value, str) else ("", "", "")
+        count = count.strip()
+        if not slash or not count.isdigit() or not 1 <= int(count) <= MAX_CAP:
+            self.problem(where, f"{key}: {expected}, got {kind(value)}")
+            return BAD
+        period = period.strip()
+        try:  # "20/h": a bare unit is one of it
+            seconds = parse_duration(
+                ("1" + period) if period.isalpha() else period, minimum=MIN_WINDOW, maximum=MAX_WINDOW
+            )
+        except UnitError:
+            self.problem(where, f"{key}: {expected}, got {kind(value)}")
+            return BAD
+        return int(count), seconds
+
     def boolean(self, value: Any, key: str, where: str) -> Any:
         if isinstance(value, bool):
             return value
@@ -241,6 +284,10 @@ RULE_KEYS: dict[str, RuleKey] = {
     "bcc": RuleKey(KeyChecks.addresses, "recipients", "bcc", in_defaults=True),
     "reply_to": RuleKey(KeyChecks.one_address, "recipients", "reply_to", in_defaults=True),
     "separate_envelopes": RuleKey(KeyChecks.boolean, "recipients", "separate_envelopes", in_defaults=True),
+    "digest": RuleKey(KeyChecks.digest_window, "batching", "window"),
+    "digest_max_wait": RuleKey(KeyChecks.digest_window, "batching", "max_wait"),
+    "group_by": RuleKey(KeyChecks.group_by, "batching", "group_by"),
+    "max_emails": RuleKey(KeyChecks.max_emails, "batching", "cap"),
 }
 
 

@@ -11,12 +11,15 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notifier.addresses import Address, unique
 from notifier.events import KINDS, StorageEvent
 from notifier.globs import Globs, literal_prefix, literal_suffix
 from notifier.mail.base import Envelope
+
+if TYPE_CHECKING:
+    from notifier.digest import Batching
 
 
 def media_type(content_type: str | None) -> str:
@@ -97,6 +100,9 @@ class Delivery:
     # A provider-side template (a SendGrid dynamic template id): the provider renders the email
     # from our template data; backends without such templates send ours.
     template_id: str | None = None
+    # A digest or cap (digest, digest_max_wait, group_by, max_emails): matching events are held
+    # for a digest instead of sent one by one (notifier.digest).
+    batching: Batching | None = None
 
 
 @dataclass(frozen=True, slots=True)

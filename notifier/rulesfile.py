@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from notifier.addresses import Address
+from notifier.digest import Batching
 from notifier.globs import Globs
 from notifier.rulekeys import BAD, NAME, RULE_KEYS, KeyChecks, Target, defaults_keys, did_you_mean, holds, kind, literal
 from notifier.rules import Conditions, Delivery, Recipients, Rule, RuleSet
+from notifier.units import describe_duration
 
 TOP_KEYS = ("defaults", "rules", "ignore")
 _LISTS = ("to", "cc", "bcc")
@@ -139,7 +141,7 @@ class _Parser(KeyChecks):
         self._cross_key_checks(own, where)
         if len(self.problems) > before or recipients is None or BAD in own.values() or not isinstance(name, str):
             return None
-        fields: dict[Target, dict[str, Any]] = {"rule": {}, "when": {}, "delivery": {}}
+        fields: dict[Target, dict[str, Any]] = {"rule": {}, "when": {}, "delivery": {}, "batching": {}}
         for key, entry in RULE_KEYS.items():
             if entry.target not in fields:
                 continue  # recipients are built above; switches fill nothing
@@ -148,7 +150,7 @@ class _Parser(KeyChecks):
                     fields[entry.target][entry.field] = own.get(key, entry.default)
             elif key in own:
                 fields[entry.target][entry.field] = own[key]
-        delivery = Delivery(recipients, **fields["delivery"])
+        delivery = Delivery(recipients, **fields["delivery"], batching=_batching(**fields["batching"]))
         return Rule(name, Conditions(**fields["when"]), delivery, **fields["rule"])
 
     def _cross_key_checks(self, own: dict[str, Any], where: str) -> None:
@@ -156,12 +158,31 @@ class _Parser(KeyChecks):
         min_size, max_size = own.get("min_size"), own.get("max_size")
         if isinstance(min_size, int) and isinstance(max_size, int) and min_size > max_size:
             self.problem(where, f"min_size ({min_size} bytes) is larger than max_size ({max_size} bytes)")
+        self._digest_checks(own, where)
         for key, entry in RULE_KEYS.items():
             if entry.needs is None or key not in own:
                 continue
             needed, wanted = entry.needs
             if own.get(needed) is not BAD and not holds(own.get(needed), wanted):
                 self.problem(where, f"{key}: only means something with {needed} = {literal(wanted)}")
+
+    def _digest_checks(self, own: dict[str, Any], where: str) -> None:
+        """The digest keys that mean something only together."""
+        digest, wait = own.get("digest"), own.get("digest_max_wait")
+        if "digest_max_wait" in own and "digest" not in own:
+            self.problem(where, "digest_max_wait: only means something with digest")
+        elif isinstance(digest, float) and isinstance(wait, float) and wait < digest:
+            self.problem(
+                where,
+                f"digest_max_wait ({describe_duration(wait)}) is shorter than digest"
+                f" ({describe_duration(digest)}): a digest waits for its window to close",
+            )
+        if "group_by" in own and "digest" not in own and "max_emails" not in own:
+            self.problem(where, "group_by: only means something with digest or max_emails")
+        if "digest" in own and "max_emails" in own:
+            self.problem(
+                where, "max_emails: only means something without digest (a digest sends one email per window already)"
+            )
 
     def _recipients(self, own: dict[str, Any], defaults: dict[str, Any], where: str) -> Recipients | None:
         """From the rule, else [defaults], else the environment. A rule setting any of to/cc/bcc
@@ -182,3 +203,13 @@ class _Parser(KeyChecks):
         elif sender is not None:
             return Recipients(sender, reply_to=reply_to, separate_envelopes=separate, **lists)
         return None
+
+
+def _batching(window: float | None = None, max_wait: float | None = None, group_by: tuple[str, ...] = (),
+              cap: tuple[int, float] | None = None) -> Batching | None:  # fmt: skip
+    """The rule's digest or cap from its keys, or None when it sends every event at once."""
+    if window is not None:
+        return Batching.digest(window, max_wait, group_by)
+    if cap is not None:
+        return Batching.capped(cap[0], cap[1], group_by)
+    return None

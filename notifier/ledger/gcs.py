@@ -63,6 +63,11 @@ class GcsLedger(Ledger):
         self._bucket = bucket
         self._clock = clock
 
+    @property
+    def bucket(self) -> StateBucket:
+        """The state bucket, which the digest store shares (one client, one token)."""
+        return self._bucket
+
     def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
         # A timeout is a LedgerError: the platform redelivers. A create that went through although
         # its answer did not is our claim, left to expire with its lease (the redelivery is BUSY).

@@ -1,0 +1,259 @@
+"""Sending held events: each due run of a group's windows becomes one email (the digest, or the
+ordinary email when it holds one event), claimed in the ledger so that it goes out once.
+
+The flush is ``main.py: flush_digests`` (Cloud Scheduler calls it every minute), ``python -m
+notifier flush`` and ``make sandbox``'s schedule. For each due run (:func:`notifier.digest.due_runs`):
+
+1. claim each window in the ledger (``digest-<group>-<window>-<part>``), oldest first: a racing
+   flush finds the first claim busy and leaves the group alone; a window whose digest went out
+   already yields only the entries its record did not include (redeliveries are dropped as
+   duplicates; events that came after it go out as the window's next part);
+2. render and send it, with the delivery's deadline and retries;
+3. record the ids it included, mark the claims sent, and only then remove the entries.
+
+A crash after SendGrid accepted a digest and before it was marked sent sends it again once the
+lease expires: the same guarantee as single emails. A permanent failure stores a dead letter
+naming the digest and marks its claims dead: its entries stay held until ``python -m notifier
+replay`` sends the digest again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from notifier import log
+from notifier.digest import Group, HeldEntry, Run, claim_id, digest_id, due_runs, window_label
+from notifier.events import InvalidEvent, from_dict
+from notifier.ledger.base import Claim, ClaimStatus, LedgerError
+from notifier.ledger.digests import DigestStore
+from notifier.mail.base import DeliveryError, Message
+from notifier.outcomes import DEAD_LETTERED, DUPLICATE, REFUSED, RETRYING, SENT
+from notifier.rules import Notification, Rule
+
+if TYPE_CHECKING:
+    from notifier.pipeline import Pipeline
+
+BUSY = "busy"  # another flush holds a claim of the run: it sends it
+PARKED = "parked"  # its digest was dead-lettered: `replay` sends it
+MAX_PARTS = 50  # parts of one window: events that kept coming after its digest went out
+FLUSH_BUDGET_SECONDS = 240.0  # no run is started after this; the next scheduled flush goes on
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """What one run came to (one line of ``python -m notifier flush``)."""
+
+    group: Group
+    windows: tuple[int, ...]
+    window_length: float
+    outcome: str  # sent, duplicate (only redeliveries were left), busy, parked, retrying, dead-lettered, refused
+    events: int = 0
+    message_id: str = ""
+    detail: str = ""
+
+    def line(self) -> str:
+        start, end = self.windows[0], self.windows[-1] + self.window_length
+        label = window_label(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
+        text = f"{self.outcome}: {self.group.describe()} ({label}): {self.events} event(s)"
+        if self.message_id:
+            text += f", message id {self.message_id}"
+        return text + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    window: int
+    part: int
+    claim: Claim
+    entries: tuple[HeldEntry, ...]
+
+
+class Flusher:
+    """Flushes one pipeline's held events (its ledger, backend, renderer and log)."""
+
+    def __init__(self, pipeline: Pipeline, store: DigestStore, clock: Callable[[], float] = time.time) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self._clock = clock
+
+    def flush(self, *, everything: bool = False, replay: bool = False) -> list[Flushed]:
+        """Send every due run (``everything``: every run, whatever its windows); ``replay``: runs
+        whose digest was dead-lettered too."""
+        started = time.monotonic()
+        listing = self.store.pending()
+        rules = {rule.name: rule for rule in self.pipeline.settings.rules.rules if rule.delivery.batching}
+        batching = {name: rule.delivery.batching for name, rule in rules.items()}
+        results = (
+            [self._orphans(listing.entries, rules)] if any(e.group.rule not in rules for e in listing.entries) else []
+        )
+        for run in due_runs(listing.entries, batching, self._clock(), everything=everything):  # type: ignore[arg-type]
+            if time.monotonic() - started > FLUSH_BUDGET_SECONDS:
+                break
+            results.append(self._run(run, rules[run.group.rule], replay=replay))
+        return results
+
+    # --- one run ------------------------------------------------------------------------------
+
+    def _run(self, run: Run, rule: Rule, *, replay: bool) -> Flushed:
+        started = self.pipeline._clock()
+        parts: list[_Part] = []
+        try:
+            for window in run.windows:
+                outcome = self._claim_window(run, window, parts, replay=replay)
+                if outcome is not None:
+                    self._release(parts)
+                    return self._done(run, outcome, 0, detail=_WHY[outcome])
+        except LedgerError as error:
+            self._release(parts)
+            return self._done(run, RETRYING, 0, level=logging.WARNING, detail=f"ledger unavailable: {error}")
+        entries = tuple(e for p in parts for e in p.entries)
+        if not entries:
+            return self._done(run, DUPLICATE, 0, detail="every entry was included in a digest sent before")
+        ids = [(p.window, p.part) for p in parts]
+        try:
+            message = self._message(run, rule, entries, digest_id(run.group, ids))
+        except InvalidEvent as error:
+            self._release(parts)
+            return self._done(run, REFUSED, len(entries), level=logging.ERROR, detail=f"a held event: {error}")
+        deadline = started + self.pipeline.settings.deadline_seconds
+        try:
+            receipt = self.pipeline.backend.send(message, deadline=deadline)
+        except DeliveryError as error:
+            detail = self.pipeline._scrubbed(str(error))
+            if error.transient:
+                self._release(parts)
+                return self._done(
+                    run, RETRYING, len(entries), level=logging.WARNING, detail=detail, status=error.status
+                )
+            return self._dead_letter(run, rule, message, parts, detail, error.status)
+        stored_error = self._record(parts, lambda claim: self.pipeline.ledger.mark_sent(claim, receipt.message_id))
+        self.store_remove(entries)
+        return self._done(
+            run, SENT, len(entries), message_id=receipt.message_id, attempts=receipt.attempts,
+            ledger_error=stored_error, subject=message.subject,
+        )  # fmt: skip
+
+    def _claim_window(self, run: Run, window: int, parts: list[_Part], *, replay: bool) -> str | None:
+        """Claim the window's next unsent part and add it to ``parts``; or the outcome that stops the run."""
+        entries = [e for e in run.entries if e.window == window]
+        ledger, lease = self.pipeline.ledger, self.pipeline.settings.lease_seconds
+        for part in range(1, MAX_PARTS + 1):
+            claim = ledger.claim(claim_id(run.group, window, part), lease_seconds=lease, replay=replay)
+            if claim.status is ClaimStatus.CLAIMED:
+                parts.append(_Part(window, part, claim, tuple(entries)))
+                return None
+            if claim.status is ClaimStatus.BUSY:
+                return BUSY
+            if claim.status is ClaimStatus.DEAD:
+                return PARKED
+            included = self.store.included(run.group, window, part)
+            if included is None:  # sent, but its record is gone: sending again beats losing them
+                continue
+            sent_before = [e for e in entries if e.notification_id in included]
+            if sent_before:
+                self.store_remove(sent_before)
+            entries = [e for e in entries if e.notification_id not in included]
+            if not entries:
+                return None
+        return REFUSED
+
+    def _message(self, run: Run, rule: Rule, entries: tuple[HeldEntry, ...], notification_id: str) -> Message:
+        """The digest; or, for one event, the ordinary email about it under its own id."""
+        renderer = self.pipeline.renderer
+        if len(entries) == 1:
+            stored = self.store.event(entries[0])
+            if stored is None:
+                raise InvalidEvent("its entry is gone")
+            notification = Notification(entries[0].notification_id, from_dict(stored), rule)
+            extras = self.pipeline.objects.extras(notification.event, notification.delivery)
+            return renderer.render(notification, extras)
+        return renderer.render_digest(rule, run, entries, notification_id)
+
+    def _dead_letter(
+        self, run: Run, rule: Rule, message: Message, parts: list[_Part], detail: str, status: int | None
+    ) -> Flushed:
+        entries = [e for p in parts for e in p.entries]
+        record = {
+            "digest": {
+                "rule": rule.name, "group": run.group.key, "group_of": run.group.describe(),
+                "windows": [[p.window, p.part] for p in parts], "events": len(entries),
+            },
+            "rule": rule.name, "error": detail, "status": status, "subject": message.subject,
+            "objects": [f"gs://{e.bucket}/{e.name}" for e in entries[:100]],
+        }  # fmt: skip
+        try:
+            stored_at = self.pipeline.dead_letters.put(message.notification_id, record)
+        except (LedgerError, OSError) as error:
+            self._release(parts)
+            return self._done(run, RETRYING, len(entries), level=logging.ERROR,
+                              detail=f"{detail}; and the dead letter could not be stored ({error})")  # fmt: skip
+        # Dead claims park the entries (no included record: they stay held) until replay.
+        ledger_error = self._record(parts, self.pipeline.ledger.mark_dead, include=False)
+        return self._done(
+            run, DEAD_LETTERED, len(entries), level=logging.ERROR, detail=detail, status=status,
+            dead_letter=stored_at, ledger_error=ledger_error,
+        )  # fmt: skip
+
+    def _record(self, parts: list[_Part], mark: Callable[[Claim], None], *, include: bool = True) -> str | None:
+        """Record each part's ids (before its claim is marked: a claim marked sent always has them)."""
+        policy = self.pipeline._mark_sent_policy()
+        try:
+            for p in parts:
+                if include:
+                    ids = [e.notification_id for e in p.entries]
+                    policy.wraps(self.store.record_included)(p.entries[0].group, p.window, p.part, ids)
+                policy.wraps(mark)(p.claim)
+        except LedgerError as error:
+            return str(error)
+        return None
+
+    def store_remove(self, entries: Iterable[HeldEntry]) -> None:
+        try:
+            self.store.remove(entries)
+        except LedgerError as error:  # they stay; the next flush finds them included and removes them
+            log.log(self.pipeline._log, logging.WARNING, f"held entries not removed yet: {error}", error=str(error))
+
+    def _release(self, parts: list[_Part]) -> None:
+        for p in parts:
+            self.pipeline._ledger_quietly(self.pipeline.ledger.release, p.claim)
+
+    def _orphans(self, entries: tuple[HeldEntry, ...], rules: dict[str, Rule]) -> Flushed:
+        """Entries of rules that no longer have a digest: kept, and said once per flush."""
+        orphans = [e for e in entries if e.group.rule not in rules]
+        names = sorted({e.group.rule for e in orphans})
+        detail = (f"held for rule(s) {', '.join(names)}, which no longer have a digest or cap: they stay"
+                  " held; restore the rule, or delete them (`python -m notifier pending` lists them)")  # fmt: skip
+        first = orphans[0]
+        result = Flushed(first.group, (first.window,), 60.0, REFUSED, len(orphans), detail=detail)
+        log.log(self.pipeline._log, logging.ERROR, f"{REFUSED}: {len(orphans)} held event(s): {detail}",
+                outcome=REFUSED, events=len(orphans), rule=names[0] if len(names) == 1 else names)  # fmt: skip
+        return result
+
+    def _done(self, run: Run, outcome: str, events: int, *, level: int = logging.INFO, detail: str = "",
+              message_id: str = "", **fields: Any) -> Flushed:  # fmt: skip
+        result = Flushed(run.group, run.windows, run.window_length, outcome, events, message_id or "", detail)
+        first, last = run.windows[0], run.windows[-1]
+        log.log(
+            self.pipeline._log, level, f"{result.line()}", outcome=outcome, events=events, rule=run.group.rule,
+            group=run.group.key, group_of=run.group.describe(), window=_iso(first),
+            window_end=_iso(last + run.window_length),
+            backend=self.pipeline.backend.name, message_id=message_id or None, **({"reason": detail} if detail else {}),
+            **{k: v for k, v in fields.items() if v is not None},
+        )  # fmt: skip
+        return result
+
+
+_WHY = {
+    BUSY: "another flush is sending it",
+    PARKED: "its digest was dead-lettered; `python -m notifier replay` sends it once the cause is fixed",
+    REFUSED: f"a window had more than {MAX_PARTS} parts",
+}
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()

@@ -1,0 +1,85 @@
+"""An event's notification for a rule with a digest or a cap: held for the digest, or sent now.
+
+:meth:`Holding.hold` decides and writes (one create-if-absent entry; for a cap, first one
+single-email slot); the pipeline logs the outcome it returns, or sends the notification as usual
+when it returns None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from notifier.digest import entry_for, event_time, window_label, window_of
+from notifier.ledger.base import LedgerError
+from notifier.ledger.digests import DigestStore, create_digest_store
+from notifier.outcomes import BATCHED, DUPLICATE, RETRYING
+from notifier.rules import Notification
+
+if TYPE_CHECKING:
+    from notifier.config import Settings
+    from notifier.ledger.base import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What holding came to: the outcome to log, its words and fields."""
+
+    outcome: str
+    reason: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    misconfigured: bool = False
+
+
+class Holding:
+    def __init__(self, store: DigestStore, wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self._wall_clock = wall_clock
+
+    def hold(self, notification: Notification) -> Held | None:
+        """Hold ``notification`` for its digest; None when it is to be sent now (a capped rule's
+        first events of the window)."""
+        batching = notification.rule.delivery.batching
+        assert batching is not None
+        when = event_time(notification, self._wall_clock())
+        entry = entry_for(notification, when)
+        window_start = datetime.fromtimestamp(window_of(batching, when), UTC)
+        fields = {
+            "group": entry.group.key, "group_of": entry.group.describe(), "window": window_start.isoformat(),
+        }  # fmt: skip
+        try:
+            if batching.cap is not None and self.store.take_single(
+                entry.group, entry.window, notification.id, batching.cap
+            ):
+                return None
+            created = self.store.hold(entry, notification.event.to_dict())
+        except LedgerError as error:
+            return Held(RETRYING, f"digest store unavailable: {error}", fields, misconfigured=error.misconfigured)
+        label = window_label(window_start, datetime.fromtimestamp(entry.window + batching.window, UTC))
+        if batching.cap is not None:
+            why = f"over max_emails ({batching.cap} per window {label}): held for the window's digest"
+        else:
+            why = f"held for the digest of {label}"
+        if not created:
+            return Held(DUPLICATE, f"already {why}", fields)
+        return Held(BATCHED, why, fields)
+
+
+def holding_for(
+    settings: Settings, ledger: Ledger, store: DigestStore | None, wall_clock: Callable[[], datetime]
+) -> Holding | None:
+    """Where rules with a digest or cap hold events: beside the ledger unless a test gave a store;
+    a ValueError at start-up when there is nowhere to keep them across restarts."""
+    batched = [rule.name for rule in settings.rules.rules if rule.delivery.batching is not None]
+    if not batched:
+        return None
+    store = store or create_digest_store(ledger)
+    if store is None:
+        raise ValueError(
+            f"rule(s) {', '.join(batched)}: digest and max_emails hold events until a flush sends them, which"
+            " needs a state bucket (NOTIFY_STATE_BUCKET; deploy/setup.sh --state-bucket) or, locally, a ledger"
+            " file (NOTIFY_LEDGER_FILE)"
+        )
+    return Holding(store, wall_clock)
