@@ -156,9 +156,10 @@ def entry_for(notification: Notification, when: datetime) -> HeldEntry:
 
 
 def event_time(notification: Notification, now: datetime) -> datetime:
-    """When the event happened: its own time (the same on every redelivery), else now."""
+    """When the event happened: its own time (the same on every redelivery), else now; never later
+    than now (a clock ahead, or a forged time, must not hold an event in a window still to come)."""
     event = notification.event
-    return event.event_time or event.updated or event.time_created or now
+    return min(event.event_time or event.updated or event.time_created or now, now)
 
 
 @dataclass(frozen=True, slots=True)

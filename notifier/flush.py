@@ -102,9 +102,10 @@ class Flusher:
     def _run(self, run: Run, rule: Rule, *, replay: bool) -> Flushed:
         started = self.pipeline._clock()
         parts: list[_Part] = []
+        dropped: list[HeldEntry] = []
         try:
             for window in run.windows:
-                outcome = self._claim_window(run, window, parts, replay=replay)
+                outcome = self._claim_window(run, window, parts, dropped, replay=replay)
                 if outcome is not None:
                     self._release(parts)
                     return self._done(run, outcome, 0, detail=_WHY[outcome])
@@ -113,15 +114,13 @@ class Flusher:
             return self._done(run, RETRYING, 0, level=logging.WARNING, detail=f"ledger unavailable: {error}")
         entries = tuple(e for p in parts for e in p.entries)
         if not entries:
-            return self._done(run, DUPLICATE, 0, detail="every entry was included in a digest sent before")
+            why = f"{len(dropped)} redelivered event(s) were in a digest sent before: dropped"
+            return self._done(run, DUPLICATE, 0, detail=why)
         ids = [(p.window, p.part) for p in parts]
+        deadline = started + self.pipeline.settings.deadline_seconds
+        message = None
         try:
             message = self._message(run, rule, entries, digest_id(run.group, ids))
-        except InvalidEvent as error:
-            self._release(parts)
-            return self._done(run, REFUSED, len(entries), level=logging.ERROR, detail=f"a held event: {error}")
-        deadline = started + self.pipeline.settings.deadline_seconds
-        try:
             receipt = self.pipeline.backend.send(message, deadline=deadline)
         except DeliveryError as error:
             detail = self.pipeline._scrubbed(str(error))
@@ -131,6 +130,9 @@ class Flusher:
                     run, RETRYING, len(entries), level=logging.WARNING, detail=detail, status=error.status
                 )
             return self._dead_letter(run, rule, message, parts, detail, error.status)
+        except Exception as error:  # noqa: BLE001 - a template or event problem: parked, not retried every minute
+            detail = self.pipeline._scrubbed(f"{type(error).__name__}: {error}")
+            return self._dead_letter(run, rule, message, parts, detail, None)
         stored_error = self._record(parts, lambda claim: self.pipeline.ledger.mark_sent(claim, receipt.message_id))
         self.store_remove(entries)
         return self._done(
@@ -138,7 +140,9 @@ class Flusher:
             ledger_error=stored_error, subject=message.subject,
         )  # fmt: skip
 
-    def _claim_window(self, run: Run, window: int, parts: list[_Part], *, replay: bool) -> str | None:
+    def _claim_window(
+        self, run: Run, window: int, parts: list[_Part], dropped: list[HeldEntry], *, replay: bool
+    ) -> str | None:
         """Claim the window's next unsent part and add it to ``parts``; or the outcome that stops the run."""
         entries = [e for e in run.entries if e.window == window]
         ledger, lease = self.pipeline.ledger, self.pipeline.settings.lease_seconds
@@ -156,6 +160,7 @@ class Flusher:
                 continue
             sent_before = [e for e in entries if e.notification_id in included]
             if sent_before:
+                dropped.extend(sent_before)
                 self.store_remove(sent_before)
             entries = [e for e in entries if e.notification_id not in included]
             if not entries:
@@ -175,19 +180,20 @@ class Flusher:
         return renderer.render_digest(rule, run, entries, notification_id)
 
     def _dead_letter(
-        self, run: Run, rule: Rule, message: Message, parts: list[_Part], detail: str, status: int | None
+        self, run: Run, rule: Rule, message: Message | None, parts: list[_Part], detail: str, status: int | None
     ) -> Flushed:
         entries = [e for p in parts for e in p.entries]
+        notification_id = digest_id(run.group, [(p.window, p.part) for p in parts])
         record = {
             "digest": {
                 "rule": rule.name, "group": run.group.key, "group_of": run.group.describe(),
                 "windows": [[p.window, p.part] for p in parts], "events": len(entries),
             },
-            "rule": rule.name, "error": detail, "status": status, "subject": message.subject,
+            "rule": rule.name, "error": detail, "status": status, "subject": message.subject if message else None,
             "objects": [f"gs://{e.bucket}/{e.name}" for e in entries[:100]],
         }  # fmt: skip
         try:
-            stored_at = self.pipeline.dead_letters.put(message.notification_id, record)
+            stored_at = self.pipeline.dead_letters.put(notification_id, record)
         except (LedgerError, OSError) as error:
             self._release(parts)
             return self._done(run, RETRYING, len(entries), level=logging.ERROR,
