@@ -156,10 +156,9 @@ def entry_for(notification: Notification, when: datetime) -> HeldEntry:
 
 
 def event_time(notification: Notification, now: datetime) -> datetime:
-    """When the event happened: its own time (the same on every redelivery), else now; never later
-    than now (a clock ahead, or a forged time, must not hold an event in a window still to come)."""
+    """When the event happened: its own time (the same on every redelivery), else now."""
     event = notification.event
-    return min(event.event_time or event.updated or event.time_created or now, now)
+    return event.event_time or event.updated or event.time_created or now
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +221,9 @@ def _chains(starts: list[int], batching: Batching) -> list[list[int]]:
 
 def _due_part(chain: list[int], batching: Batching, now: float) -> list[int]:
     length = int(batching.window)
-    closed = [w for w in chain if w + length + FLUSH_GRACE_SECONDS <= now]
+    # A window more than a day ahead is a forged event's or a broken clock's: sent now, not held
+    # until then (its time is not moved instead: a redelivery must name the same window).
+    closed = [w for w in chain if w + length + FLUSH_GRACE_SECONDS <= now or w > now + MAX_WINDOW]
     if not closed:
         return []
     if closed == chain:

@@ -81,17 +81,15 @@ class Flusher:
         self.store = store
         self._clock = clock
 
-    def flush(self, *, everything: bool = False, replay: bool = False) -> list[Flushed]:
+    def flush(self, *, everything: bool = False, replay: bool = False, group_key: str | None = None) -> list[Flushed]:
         """Send every due run (``everything``: every run, whatever its windows); ``replay``: runs
-        whose digest was dead-lettered too."""
+        whose digest was dead-lettered too; ``group_key``: that group's runs only (its replay)."""
         started = time.monotonic()
-        listing = self.store.pending()
+        held = [e for e in self.store.pending().entries if group_key in (None, e.group.key)]
         rules = {rule.name: rule for rule in self.pipeline.settings.rules.rules if rule.delivery.batching}
         batching = {name: rule.delivery.batching for name, rule in rules.items()}
-        results = (
-            [self._orphans(listing.entries, rules)] if any(e.group.rule not in rules for e in listing.entries) else []
-        )
-        for run in due_runs(listing.entries, batching, self._clock(), everything=everything):  # type: ignore[arg-type]
+        results = [self._orphans(tuple(held), rules)] if any(e.group.rule not in rules for e in held) else []
+        for run in due_runs(held, batching, self._clock(), everything=everything):  # type: ignore[arg-type]
             if time.monotonic() - started > FLUSH_BUDGET_SECONDS:
                 break
             results.append(self._run(run, rules[run.group.rule], replay=replay))

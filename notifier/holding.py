@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from notifier.digest import entry_for, event_time, window_label, window_of
+from notifier.ledger import create_digest_store
 from notifier.ledger.base import LedgerError
-from notifier.ledger.digests import DigestStore, create_digest_store
+from notifier.ledger.digests import DigestStore
 from notifier.outcomes import BATCHED, DUPLICATE, RETRYING
 from notifier.rules import Notification
 

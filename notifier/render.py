@@ -7,7 +7,7 @@ tries what the user wrote at start-up); safe to share between threads.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import jinja2
 
+from notifier.digest_context import digest_context
 from notifier.events import StorageEvent
 from notifier.filters import console_url, encode_object_name, format_utc, one_line
 from notifier.jinja_sandbox import render_within_budget
@@ -25,6 +26,7 @@ from notifier.templates import TemplateError, Templates, what_failed
 
 if TYPE_CHECKING:
     from notifier.config import Settings
+    from notifier.digest import HeldEntry, Run
 
 __all__ = [
     "METADATA_SHOWN", "METADATA_TEXT_LIMIT", "TEMPLATE_FILTERS", "TEMPLATE_VARIABLES", "Renderer",
@@ -89,6 +91,26 @@ class Renderer:
             attachments=extras.attachments,
             template_id=delivery.template_id,
             template_data=provider_data(context, subject) if delivery.template_id else {},
+        )
+
+    def render_digest(self, rule: Rule, run: Run, entries: Sequence[HeldEntry], notification_id: str) -> Message:
+        """One email for ``entries`` (templates/digest/). The rule's ``subject`` is written for one
+        object: a digest's subject is templates/digest/subject.txt. Never a provider template."""
+        recipients = rule.delivery.recipients
+        redirected_from = [str(a) for a in recipients.everyone] if self._redirected else []
+        context = digest_context(
+            rule.name, run, entries, timezone=self.templates.timezone, redirected_from=redirected_from
+        )
+        subject, text, html = (self._render_part(rule, t, context) for t in self.templates.digest_set())
+        return Message(
+            sender=recipients.sender,
+            envelopes=recipients.envelopes(),
+            reply_to=recipients.reply_to,
+            subject=one_line(subject),
+            text=text.strip() + "\n",
+            html=self._inline_css(html),
+            notification_id=notification_id,
+            categories=("storage-notifier", "digest"),
         )
 
     def _render_part(self, rule: Rule, template: jinja2.Template, context: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ lines it uses, so a replayed email takes exactly the path a delivered one takes.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 from notifier import log
 from notifier.ledger import DeadLetter
@@ -14,7 +15,10 @@ from notifier.replay import MalformedLetter, ReplayPlan, UnreplayableLetter, nar
 from notifier.rules import Notification
 
 if TYPE_CHECKING:
+    from notifier.flush import Flushed
     from notifier.pipeline import Pipeline
+
+_GROUP_KEY = re.compile(r"[0-9a-f]{24}")  # notifier.digest.group_of's keys
 
 
 class Replaying:
@@ -25,6 +29,9 @@ class Replaying:
     ) -> list[Outcome]:
         """Send a dead letter again, rebuilt from its event and today's rules (see :meth:`plan_replay`)."""
         try:
+            if "digest" in letter.record:
+                flushed = self.replay_digest(letter)
+                return [Outcome(f.outcome, letter.notification_id, f.message_id or None) for f in flushed]
             plan = self.plan_replay(letter, rule_name=rule_name, force=force)
         except UnreplayableLetter as error:
             outcome = INVALID if isinstance(error, MalformedLetter) else REFUSED
@@ -45,6 +52,26 @@ class Replaying:
         what to do.
         """
         return plan_replay(letter, self.settings.rules, rule_name=rule_name, force=force)
+
+    def replay_digest(self: Pipeline, letter: DeadLetter) -> list[Flushed]:
+        """Send a dead-lettered digest (a letter with a ``digest`` record) again: its group's held
+        events flushed now, whatever their windows, its dead claims taken over; the letter goes once
+        every run of the group is sent (or was). Only the group's key and rule name are read: what
+        is sent, and to whom, comes from the held entries and today's rule. Raise
+        :class:`UnreplayableLetter` (:class:`MalformedLetter`) as :meth:`plan_replay` does."""
+        group_key, rule_name = digest_letter_group(letter.record)
+        rule = self.settings.rules.by_name(rule_name)
+        if self.holding is None or rule is None or rule.delivery.batching is None:
+            raise UnreplayableLetter(
+                f"rule {rule_name}: no such rule with a digest or max_emails today; its held events stay held"
+                " (`python -m notifier pending` lists them) until the rule is back, then replay sends them"
+            )
+        from notifier.flush import Flusher
+
+        flushed = Flusher(self, self.holding.store).flush(everything=True, replay=True, group_key=group_key)
+        if all(f.outcome in (SENT, DUPLICATE) for f in flushed):
+            self.dead_letters.remove(letter.notification_id)
+        return flushed
 
     def send_replay(self: Pipeline, letter: DeadLetter, plan: ReplayPlan) -> list[Outcome]:
         """Claim, render and send each planned notification; the letter goes once every one is sent."""
@@ -82,3 +109,14 @@ def _settles(outcome: Outcome, letter: DeadLetter) -> bool:
     if outcome.outcome == PARTIAL:
         return outcome.notification_id != letter.notification_id and outcome.letter_stored
     return outcome.outcome in (SENT, DUPLICATE)
+
+
+def digest_letter_group(record: dict[str, Any]) -> tuple[str, str]:
+    """The group key and rule name a digest's dead letter names; :class:`MalformedLetter` if not ours."""
+    digest, rule = record.get("digest"), record.get("rule")
+    group = digest.get("group") if isinstance(digest, dict) else None
+    if not isinstance(group, str) or not _GROUP_KEY.fullmatch(group):
+        raise MalformedLetter("digest: expected the group's key (24 hex digits) that notifier/flush.py writes")
+    if not isinstance(rule, str) or not rule:
+        raise MalformedLetter("rule: expected the name of the digest's rule")
+    return group, rule

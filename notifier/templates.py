@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from notifier import digest_context
 from notifier.config import BUILTIN_TEMPLATES
 from notifier.events import KINDS, StorageEvent
 from notifier.filters import FILTERS, show_hidden_characters
@@ -33,6 +34,7 @@ from notifier.rules import Rule
 # imports them instead of compiling templates: about 20 ms off a cold start.
 COMPILED = BUILTIN_TEMPLATES / "_compiled"
 TEMPLATE_FILES = ("subject.txt", "body.txt", "body.html")
+DIGEST = "digest"  # templates/digest/: the digest email (notifier.digest_context), overridable like the kinds'
 # What the bodies share: the base each extends (by the body's extension), and the styles both import.
 BASE_OF = {"body.txt": "base.txt", "body.html": "base.html"}
 SHARED_FILES = (*BASE_OF.values(), "styles.html")
@@ -69,8 +71,10 @@ class Templates:
         )
         for name, made_for in FILTERS.items():
             self.environment.filters[name] = made_for(timezone)
+        self.timezone = timezone
         self._sets: dict[tuple[str | None, str], TemplateSet] = {}
         self._subjects: dict[str, jinja2.Template] = {}
+        self._digest: TemplateSet | None = None
 
     @classmethod
     def for_rules(
@@ -91,6 +95,8 @@ class Templates:
         templates = cls(templates_dir, timezone=timezone)
         everything = templates_dir is not None or check_builtin
         templates._compile(rules, {(None, kind) for kind in KINDS} if everything else set())
+        if everything and any(rule.delivery.batching for rule in rules):
+            templates.digest_set()  # a rule sends digests: templates/digest/ is tried too
         _Trial(templates, context, check_html).run(rules)
         templates._warn_of_missing_blocks()  # after the trial: a start-up that fails says only why
         return templates
@@ -101,6 +107,12 @@ class Templates:
         if templates is None:  # first use of one of ours; two threads may both compile it, harmlessly
             templates = self._sets[template_name, kind] = self._load_set(template_name, kind)
         return templates
+
+    def digest_set(self) -> TemplateSet:
+        """templates/digest/ (the user's files where they have them, else ours)."""
+        if self._digest is None:  # first use of ours; two threads may both compile it, harmlessly
+            self._digest = self._load_set(None, DIGEST)
+        return self._digest
 
     def loaded(self) -> list[tuple[tuple[str | None, str], TemplateSet]]:
         """The sets compiled so far, by (named set or None, kind)."""
@@ -260,7 +272,7 @@ def precompile(target: Path = COMPILED) -> list[Path]:
     loader = jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    names = [f"{kind}/{part}" for kind in KINDS for part in TEMPLATE_FILES] + list(SHARED_FILES)
+    names = [f"{kind}/{part}" for kind in (*KINDS, DIGEST) for part in TEMPLATE_FILES] + list(SHARED_FILES)
     for name in sorted(names):
         source, filename, _ = loader.get_source(environment, name)
         code = environment.compile(source, name, filename, raw=True, defer_init=True)
@@ -283,12 +295,25 @@ class _Trial:
     def run(self, rules: tuple[Rule, ...]) -> None:
         samples = {kind: _sample_event(kind) for kind in KINDS}
         for (_, kind), (where, template) in self._checks(rules).items():
-            output = self._try(template, self._context(samples[kind]), where, kind)
+            output = self._try(template, self._context(samples[kind]), where, f"a sample {kind} event")
             if where.endswith(".html"):
-                try:
-                    self._check_html(output)
-                except Exception as error:  # noqa: BLE001 - the CSS inliner's own errors, or its import failing
-                    raise TemplateError(f"{where}: CSS inlining failed: {type(error).__name__}: {error}") from None
+                self._check_css(output, where)
+        if self._templates._digest is not None:
+            self._run_digest(self._templates._digest)
+
+    def _run_digest(self, templates: TemplateSet) -> None:
+        context = digest_context.sample_context(self._templates.timezone)
+        for template in templates:
+            where = f"templates/{template.name}"
+            output = self._try(template, context, where, "a sample digest")
+            if where.endswith(".html"):
+                self._check_css(output, where)
+
+    def _check_css(self, html: str, where: str) -> None:
+        try:
+            self._check_html(html)
+        except Exception as error:  # noqa: BLE001 - the CSS inliner's own errors, or its import failing
+            raise TemplateError(f"{where}: CSS inlining failed: {type(error).__name__}: {error}") from None
 
     def _checks(self, rules: tuple[Rule, ...]) -> dict[tuple[int, str], tuple[str, jinja2.Template]]:
         """(template, kind) → where it is: a template shared by sets, or a subject by rules, is tried once."""
@@ -302,14 +327,14 @@ class _Trial:
                 checks.setdefault((id(template), kind), (f"rule {rule.name!r}: subject", template))
         return checks
 
-    def _try(self, template: jinja2.Template, context: dict[str, Any], where: str, kind: str) -> str:
+    def _try(self, template: jinja2.Template, context: dict[str, Any], where: str, sample: str) -> str:
         """Render at start-up; whatever it raises stops the start-up with the file named."""
         try:
             return render_within_budget(template, context, alarm=True)  # start-up: in the main thread
         except Exception as error:  # noqa: BLE001 - not only Jinja's errors: OverflowError, RecursionError...
             if template.name is not None:
                 where = self._templates.file_of(template, error)
-            raise TemplateError(f"{where}: {what_failed(error)} (checked with a sample {kind} event)") from None
+            raise TemplateError(f"{where}: {what_failed(error)} (checked with {sample})") from None
 
 
 def what_failed(error: Exception) -> str:
@@ -318,7 +343,7 @@ def what_failed(error: Exception) -> str:
 
 
 def _check_builtin_files() -> None:
-    names = [f"{kind}/{part}" for kind in KINDS for part in TEMPLATE_FILES] + list(SHARED_FILES)
+    names = [f"{kind}/{part}" for kind in (*KINDS, DIGEST) for part in TEMPLATE_FILES] + list(SHARED_FILES)
     missing = [name for name in names if not (BUILTIN_TEMPLATES / name).is_file()]
     if missing:
         raise TemplateError(f"{BUILTIN_TEMPLATES}: missing {', '.join(missing)} (was templates/ uploaded?)")

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from notifier.config import ConfigError, load_settings
+from notifier.digest import Batching
 from notifier.rulekeys import BAD, RULE_KEYS, RuleKey
 from notifier.rules import Conditions, Delivery, Recipients, Rule
 from notifier.tools.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TARGETS = {"rule": Rule, "when": Conditions, "delivery": Delivery, "recipients": Recipients}
+TARGETS = {"rule": Rule, "when": Conditions, "delivery": Delivery, "recipients": Recipients, "batching": Batching}
 
 pytestmark = pytest.mark.usefixtures("clean_notifier_env")
 
@@ -97,7 +98,12 @@ def test_a_key_that_needs_another_is_checked_from_its_entry(tmp_path, monkeypatc
 def test_every_field_is_fed_by_some_key():
     fed = {(entry.target, entry.field) for entry in RULE_KEYS.values()}
     wanted = {(target, f.name) for target, cls in TARGETS.items() for f in dataclasses.fields(cls)}
-    built_from_the_others = {("rule", "when"), ("rule", "delivery"), ("delivery", "recipients")}
+    built_from_the_others = {
+        ("rule", "when"),
+        ("rule", "delivery"),
+        ("delivery", "recipients"),
+        ("delivery", "batching"),
+    }
     assert wanted - built_from_the_others - fed == set()
 
 

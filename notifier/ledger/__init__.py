@@ -32,6 +32,7 @@ from notifier.ledger.base import (
 
 if TYPE_CHECKING:
     from notifier.config import Settings
+    from notifier.ledger.digests import DigestStore
 
 __all__ = [
     "MAX_DEAD_LETTER_BYTES",
@@ -42,6 +43,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "UnreadableLetter",
+    "create_digest_store",
     "create_state",
     "decode_letter",
     "encode_record",
@@ -69,3 +71,18 @@ def create_state(settings: Settings) -> tuple[Ledger, DeadLetters]:
     from notifier.ledger.memory import MemoryLedger
 
     return MemoryLedger(), dead_letters
+
+
+def create_digest_store(ledger: Ledger) -> DigestStore | None:
+    """The digest store beside ``ledger``: in the state bucket, or in the SQLite ledger's file; None
+    for a ledger in memory (then rules with digests are refused at start-up)."""
+    # By name: importing the other stores' modules (sqlite3) would cost every cold start.
+    if ledger.name == "gcs":
+        from notifier.ledger.gcs_digests import GcsDigestStore
+
+        return GcsDigestStore(ledger.bucket)  # type: ignore[attr-defined]
+    if ledger.name == "sqlite":
+        from notifier.ledger.sqlite_digests import SqliteDigestStore
+
+        return SqliteDigestStore(ledger.path)  # type: ignore[attr-defined]
+    return None

@@ -20,7 +20,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -38,6 +38,12 @@ PAGE_SIZE = 500
 MAX_PAGES = 100  # 50,000 objects listed at most: what a replay run can get through
 # What a list reads of each object: the rest of a resource (metadata, ACLs: KiBs each) stays there.
 LIST_FIELDS = "nextPageToken,items(name,generation,size,contentEncoding)"
+# A list with each object's custom metadata (the digest store's summaries): at most 8 KiB an object
+# in Cloud Storage, up to 6 times that JSON-escaped, so fewer objects a page and a larger bound.
+LIST_FIELDS_WITH_METADATA = "nextPageToken,items(name,generation,size,contentEncoding,metadata)"
+PAGE_SIZE_WITH_METADATA = 200
+MAX_PAGE_BYTES_WITH_METADATA = 12 * 1024 * 1024
+MAX_METADATA_CHARS = 8 * 1024  # keys and values together, as Cloud Storage allows: more is not kept
 MAX_ERROR_BYTES = 4096  # of an error answer, whatever the call's own limit: Cloud Storage's words are read whole
 MAX_RETRY_AFTER = 8.0  # the longest wait a Retry-After gets; whether a request still fits after it decides the rest
 _TRANSIENT_STATUSES = frozenset({408, 429})  # and every 5xx
@@ -82,6 +88,7 @@ class Listed:
     generation: int
     size: int | None
     content_encoding: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)  # listed with_metadata only; {} when oversized
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,23 +197,29 @@ class StateBucket:
         query = {} if if_generation_match is None else {"ifGenerationMatch": if_generation_match}
         self._call("DELETE", self._object_url(name, query), f"delete {name}")
 
-    def list(self, prefix: str) -> Listing:
+    def list(self, prefix: str, *, with_metadata: bool = False) -> Listing:
         """Every object whose name starts with ``prefix``, a page per call, up to MAX_PAGES pages
-        (the listing's ``truncated`` then says that more were left unlisted)."""
-        return Listing(lambda token: self._page(prefix, token))
+        (the listing's ``truncated`` then says that more were left unlisted); ``with_metadata``:
+        with each object's custom metadata (Listed.metadata), in smaller pages."""
+        return Listing(lambda token: self._page(prefix, token, with_metadata))
 
-    def _page(self, prefix: str, token: str | None) -> tuple[list[Listed], str | None]:
+    def _page(self, prefix: str, token: str | None, with_metadata: bool) -> tuple[list[Listed], str | None]:
         """One page of a listing: its objects and the next page's token (None: the last page)."""
-        query = {"prefix": prefix, "maxResults": PAGE_SIZE, "fields": LIST_FIELDS}
+        size, fields, most = (
+            (PAGE_SIZE_WITH_METADATA, LIST_FIELDS_WITH_METADATA, MAX_PAGE_BYTES_WITH_METADATA)
+            if with_metadata else (PAGE_SIZE, LIST_FIELDS, MAX_PAGE_BYTES)
+        )  # fmt: skip
+        query = {"prefix": prefix, "maxResults": size, "fields": fields}
         if token:
             query["pageToken"] = token
         url = f"{self._endpoint}/storage/v1/b/{quote(self.name, safe='')}/o?{urlencode(query)}"
-        answer = self._call("GET", url, f"list {prefix}", max_answer=MAX_PAGE_BYTES)
+        answer = self._call("GET", url, f"list {prefix}", max_answer=most)
         if answer.cut:
-            raise StateBucketError(answer.status, f"list page over {MAX_PAGE_BYTES} bytes", f"list {prefix}")
+            raise StateBucketError(answer.status, f"list page over {most} bytes", f"list {prefix}")
         page = _json(answer, f"list {prefix}")
         items = page.get("items") or []
-        listed = [_listed(item) for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+        named = [item for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+        listed = [_listed(item, with_metadata) for item in named]
         next_token = page.get("nextPageToken")
         return listed, next_token if isinstance(next_token, str) and next_token else None
 
@@ -342,11 +355,20 @@ def _stored_encoding(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _listed(item: Mapping[str, Any]) -> Listed:
+def _listed(item: Mapping[str, Any], with_metadata: bool = False) -> Listed:
     size = item.get("size")
     return Listed(
         name=item["name"],
         generation=int(item["generation"]) if str(item.get("generation", "")).isdigit() else 0,
         size=int(size) if str(size).isdigit() else None,
         content_encoding=(item.get("contentEncoding") or None),
+        metadata=_metadata(item.get("metadata")) if with_metadata else {},
     )
+
+
+def _metadata(values: Any) -> dict[str, str]:
+    """An object's custom metadata: its string pairs; none at all when more than Cloud Storage allows."""
+    if not isinstance(values, dict):
+        return {}
+    pairs = {k: v for k, v in values.items() if isinstance(k, str) and isinstance(v, str)}
+    return pairs if sum(len(k) + len(v) for k, v in pairs.items()) <= MAX_METADATA_CHARS else {}

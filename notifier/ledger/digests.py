@@ -11,8 +11,8 @@ Three kinds of record, each written once and never grown:
   take slots 0..N-1, created only if absent, so two instances can never send N + 1.
 
 Stores: :class:`MemoryDigestStore` (one process: tests), :mod:`.sqlite_digests` (local runs, beside
-the SQLite ledger) and :mod:`.gcs_digests` (the state bucket). Every failure is a
-:class:`~notifier.ledger.base.LedgerError`.
+the SQLite ledger) and :mod:`.gcs_digests` (the state bucket); :func:`notifier.ledger.create_digest_store`
+picks one (not here: they import this module). Every failure is a :class:`~notifier.ledger.base.LedgerError`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from notifier.digest import Group, HeldEntry
-
-if TYPE_CHECKING:
-    from notifier.ledger.base import Ledger
 
 MAX_INCLUDED = 200_000  # ids one part's record may list: more was not written by us
 
@@ -125,18 +122,3 @@ class MemoryDigestStore(DigestStore):
     def record_included(self, group: Group, window: int, part: int, ids: Iterable[str]) -> None:
         with self._lock:
             self._included[(group.key, window, part)] = frozenset(ids)
-
-
-def create_digest_store(ledger: Ledger) -> DigestStore | None:
-    """The store beside ``ledger``: in the state bucket, or in the SQLite ledger's file; None for
-    a ledger in memory (then rules with digests are refused at start-up)."""
-    # By name: importing the other stores' modules (sqlite3) would cost every cold start.
-    if ledger.name == "gcs":
-        from notifier.ledger.gcs_digests import GcsDigestStore
-
-        return GcsDigestStore(ledger.bucket)  # type: ignore[attr-defined]
-    if ledger.name == "sqlite":
-        from notifier.ledger.sqlite_digests import SqliteDigestStore
-
-        return SqliteDigestStore(ledger.path)  # type: ignore[attr-defined]
-    return None

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from notifier.rules import Notification
 
 DEFAULT_URL = "http://localhost:8080"
+MAX_PREVIEW_DIGEST = 10_000  # preview --digest N: objects in the sample digest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,8 +88,12 @@ def preview(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for notification in _routed(settings, event):
-        message = _as_sent(settings, renderer.render(notification))
-        stem = f"{args.kind}-{notification.rule.name}-{notification.id}"  # rule names may hold dots
+        if args.digest:
+            message, stem = _sample_digest(renderer, notification, args.digest), f"digest-{args.digest}"
+        else:
+            message, stem = renderer.render(notification), args.kind
+        message = _as_sent(settings, message)
+        stem = f"{stem}-{notification.rule.name}-{notification.id}"  # rule names may hold dots
         eml = as_mime(message, message.envelopes[0]).as_string()  # the first recipient's copy
         files = {out / f"{stem}.txt": message.text, out / f"{stem}.html": message.html, out / f"{stem}.eml": eml}
         for path, content in files.items():
@@ -102,6 +108,23 @@ def preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_digest(renderer: Renderer, notification: Notification, count: int) -> Message:
+    """The digest ``notification``'s rule would send for ``count`` objects like its event, held in
+    this window (a rule without ``digest`` or ``max_emails`` never sends one: this shows it anyway)."""
+    from datetime import UTC, datetime
+
+    from notifier.digest import group_of
+    from notifier.digest_context import sample_run
+
+    event, batching = notification.event, notification.rule.delivery.batching
+    run = sample_run(
+        count, rule=notification.rule.name, bucket=event.bucket, name=event.name, kinds=(event.kind,),
+        size=event.size or 1024, start=datetime.now(UTC),
+        window=batching.window if batching else 600.0, group=group_of(notification) if batching else None,
+    )  # fmt: skip
+    return renderer.render_digest(notification.rule, run, run.entries, notification.id)
+
+
 def route(args: argparse.Namespace) -> int:
     """Show which rules match an event and who would get which email; sends nothing."""
     settings, renderer = _local_pipeline_parts()
@@ -109,7 +132,9 @@ def route(args: argparse.Namespace) -> int:
     source = settings.rules_file or "NOTIFY_TO (no rules file)"
     size = "size unknown" if event.size is None else f"{event.size} bytes"
     print(f"{event.kind} {event.gs_uri} ({size}, {event.content_type}) against {source}:")
-    notifications = _routed(settings, event)
+    from notifier.tools.digest_commands import held_line
+
+    notifications, held, now = _routed(settings, event), 0, datetime.now(UTC)
     for notification in notifications:
         message = _as_sent(settings, renderer.render(notification))
         recipients = notification.recipients
@@ -120,7 +145,12 @@ def route(args: argparse.Namespace) -> int:
             if addresses := getattr(recipients, field):
                 print(f"    {field}: {', '.join(str(a) for a in addresses)}")
         print(f"    {message.recipient_count} recipient(s), {how}")
-    print(f"{len(notifications)} email(s) would be sent.")
+        if (digest := held_line(notification, now)) is not None:
+            print(f"    {digest}")
+            held += notification.rule.delivery.batching.cap is None  # type: ignore[union-attr]  # a cap sends it now
+    sent = len(notifications) - held
+    later = f" now; {held} held for a digest" if held else ""
+    print(f"{sent} email(s) would be sent{later}.")
     return 0
 
 
@@ -143,17 +173,34 @@ def check_config(args: argparse.Namespace) -> int:
     except TemplateError as error:
         print(error, file=sys.stderr)
         return 1
+    from notifier.tools.digest_commands import batching_summary
+
     rules = settings.rules.rules
     print(f"{settings.rules_file or 'environment'}: OK, {len(rules)} rule(s), backend {settings.backend}")
     for rule in rules:
         events = ",".join(k for k in KINDS if k in rule.when.events)
-        print(f"  {rule.name}: {events} → {len(rule.delivery.recipients.everyone)} recipient(s)")
+        batching = f", {batching_summary(rule.delivery.batching)}" if rule.delivery.batching else ""
+        print(f"  {rule.name}: {events} → {len(rule.delivery.recipients.everyone)} recipient(s){batching}")
     return 0
 
 
 def replay(args: argparse.Namespace) -> int:
     """Send dead letters again once their cause is fixed (see notifier/tools/replay_command.py)."""
     from notifier.tools.replay_command import replay as run
+
+    return run(args)
+
+
+def flush(args: argparse.Namespace) -> int:
+    """Send the held digests that are due, or all (see notifier/tools/digest_commands.py)."""
+    from notifier.tools.digest_commands import flush as run
+
+    return run(args)
+
+
+def pending(args: argparse.Namespace) -> int:
+    """List the events held for digests (see notifier/tools/digest_commands.py)."""
+    from notifier.tools.digest_commands import pending as run
 
     return run(args)
 
@@ -240,6 +287,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _digest_count(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and 2 <= int(text) <= MAX_PREVIEW_DIGEST):
+        raise argparse.ArgumentTypeError(f"expected 2 to {MAX_PREVIEW_DIGEST:,} objects (one event sends the"
+                                         f" ordinary email), got {text!r}")  # fmt: skip
+    return int(text)
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -290,6 +344,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", default="preview", help="directory for .txt/.html/.eml (default ./preview)")
     sub.add_argument("--png", action="store_true", help="also a screenshot taken by headless Chromium")
     sub.add_argument("--width", type=int, default=600, help="screenshot width in pixels (default 600)")
+    sub.add_argument("--digest", type=_digest_count, metavar="N", help="the digest email of N objects like this"
+                     " one, in its folder (the rule's digest window, else 10 minutes)")  # fmt: skip
     sub.set_defaults(run=preview)
 
     sub = event_command("route", "show which rules match an event and who would be emailed")
@@ -309,6 +365,14 @@ def _parser() -> argparse.ArgumentParser:
     instead.add_argument("--force", action="store_true", help="send letters whose rule is gone (or no longer"
                          " matches) through every current rule that matches their event")  # fmt: skip
     sub.set_defaults(run=replay)
+
+    sub = commands.add_parser("flush", help="send the digests that are due now (what the scheduled flush does)")
+    sub.add_argument("--all", action="store_true", help="send every held event now, whatever its window")
+    sub.set_defaults(run=flush)
+
+    sub = commands.add_parser("pending", help="list the events held for digests, by group and window")
+    sub.add_argument("--json", action="store_true", help="the listing as JSON, for scripts")
+    sub.set_defaults(run=pending)
 
     sub = commands.add_parser("variables", help="list every variable and filter a template can use")
     sub.set_defaults(run=variables)

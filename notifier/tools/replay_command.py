@@ -67,6 +67,10 @@ def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args
     if not isinstance(item, DeadLetter):
         print(f"skipped {for_terminal(item.source)}: {for_terminal(item.reason)}")
         return "skipped"
+    if "digest" in item.record:  # a dead-lettered digest: its group's held events are flushed again
+        from notifier.tools.digest_commands import replay_digest
+
+        return replay_digest(pipeline, item, dry_run=args.dry_run)
     try:
         plan = pipeline.plan_replay(item, rule_name=args.rule, force=args.force)
     except MalformedLetter as error:

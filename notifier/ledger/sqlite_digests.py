@@ -1,0 +1,202 @@
+"""Held events in the SQLite ledger's file (NOTIFY_LEDGER_FILE): local runs, shared by every
+thread and process that opens it (WAL, a busy timeout, one connection per thread), in tables of
+their own beside the ledger's."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from notifier.digest import Group, HeldEntry
+from notifier.events import InvalidEvent
+from notifier.ledger.base import LedgerError
+from notifier.ledger.digests import MAX_INCLUDED, DigestStore, HeldListing
+from notifier.ledger.sqlite import _SET_UP_POLICY
+
+MAX_LISTED = 50_000  # entries one pending() reads, as a state bucket's listing: the next flush gets the rest
+MAX_SUMMARY_CHARS = 64 * 1024  # a summary is JSON-escaped: its 1,024-character name can take 6 KiB
+MAX_EVENT_CHARS = 128 * 1024
+MAX_IDS_CHARS = 16 * 1024 * 1024
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS digest_entries (
+        group_key TEXT NOT NULL,
+        window INTEGER NOT NULL,
+        notification_id TEXT NOT NULL,
+        summary TEXT NOT NULL,        -- HeldEntry.summary() as JSON
+        event TEXT NOT NULL,          -- StorageEvent.to_dict() as JSON
+        PRIMARY KEY (group_key, window, notification_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS digest_included (
+        group_key TEXT NOT NULL,
+        window INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        ids TEXT NOT NULL,            -- JSON list of notification ids
+        PRIMARY KEY (group_key, window, part)
+    )""",
+    """CREATE TABLE IF NOT EXISTS digest_singles (
+        group_key TEXT NOT NULL,
+        window INTEGER NOT NULL,
+        slot INTEGER NOT NULL,
+        notification_id TEXT NOT NULL,
+        PRIMARY KEY (group_key, window, slot),
+        UNIQUE (group_key, window, notification_id)
+    )""",
+)
+
+
+class SqliteDigestStore(DigestStore):
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()  # sqlite3 connections are not shared between threads
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _SET_UP_POLICY.copy()(self._set_up)
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _set_up(self) -> None:
+        db = self._connection()
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")  # needs the file to itself: busy_timeout does not wait
+        for statement in _SCHEMA:
+            db.execute(statement)
+
+    def hold(self, entry: HeldEntry, event: dict[str, Any]) -> bool:
+        row = (*_key(entry), json.dumps(entry.summary()), json.dumps(event))
+        try:
+            cursor = self._connection().execute(
+                "INSERT OR IGNORE INTO digest_entries (group_key, window, notification_id, summary, event)"
+                " VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+        return cursor.rowcount == 1
+
+    def take_single(self, group: Group, window: int, notification_id: str, limit: int) -> bool:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")  # one taker at a time, across processes
+            ours = db.execute(
+                "SELECT 1 FROM digest_singles WHERE group_key = ? AND window = ? AND notification_id = ?",
+                (group.key, window, notification_id),
+            ).fetchone()
+            (taken,) = db.execute(
+                "SELECT COUNT(*) FROM digest_singles WHERE group_key = ? AND window = ?", (group.key, window)
+            ).fetchone()
+            won = ours is not None or taken < limit
+            if ours is None and won:
+                db.execute(
+                    "INSERT INTO digest_singles (group_key, window, slot, notification_id) VALUES (?, ?, ?, ?)",
+                    (group.key, window, taken, notification_id),
+                )
+            db.execute("COMMIT")
+            return won
+        except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise self._error(error) from error
+
+    def pending(self) -> HeldListing:
+        query = "SELECT group_key, window, notification_id, summary FROM digest_entries LIMIT ?"
+        rows = self._rows(query, (MAX_LISTED + 1,))
+        entries = [_held(*row) for row in rows[:MAX_LISTED]]
+        held = tuple(entry for entry in entries if entry is not None)
+        return HeldListing(held, truncated=len(rows) > MAX_LISTED, unreadable=len(entries) - len(held))
+
+    def event(self, entry: HeldEntry) -> dict[str, Any] | None:
+        """The event; None if the entry is gone; InvalidEvent when the row holds no JSON of ours."""
+        rows = self._rows(
+            "SELECT event FROM digest_entries WHERE group_key = ? AND window = ? AND notification_id = ?", _key(entry)
+        )
+        if not rows:
+            return None
+        (row,) = rows
+        if not isinstance(row[0], str) or len(row[0]) > MAX_EVENT_CHARS:
+            raise InvalidEvent(f"held entry {entry.notification_id}: over {MAX_EVENT_CHARS} characters, or not text")
+        try:
+            return json.loads(row[0])
+        except (ValueError, RecursionError):
+            raise InvalidEvent(f"held entry {entry.notification_id}: not JSON") from None
+
+    def remove(self, entries: Iterable[HeldEntry]) -> None:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "DELETE FROM digest_entries WHERE group_key = ? AND window = ? AND notification_id = ?",
+                [_key(entry) for entry in entries],
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise self._error(error) from error
+
+    def included(self, group: Group, window: int, part: int) -> frozenset[str] | None:
+        rows = self._rows(
+            "SELECT ids FROM digest_included WHERE group_key = ? AND window = ? AND part = ?", (group.key, window, part)
+        )
+        if not rows or not isinstance(rows[0][0], str) or len(rows[0][0]) > MAX_IDS_CHARS:
+            return None
+        return _ids(rows[0][0])
+
+    def record_included(self, group: Group, window: int, part: int, ids: Iterable[str]) -> None:
+        try:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO digest_included (group_key, window, part, ids) VALUES (?, ?, ?, ?)",
+                (group.key, window, part, json.dumps(sorted(set(ids)))),
+            )
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(query, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # Autocommit (each statement its own transaction); take_single and remove open their own.
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+            self._local.db = db
+        return db
+
+    def _error(self, error: sqlite3.Error) -> LedgerError:
+        return LedgerError(f"digest store {self.path}: {error}")
+
+
+def _key(entry: HeldEntry) -> tuple[str, int, str]:
+    return entry.group.key, entry.window, entry.notification_id
+
+
+def _held(group_key: Any, window: Any, notification_id: Any, summary: Any) -> HeldEntry | None:
+    """The entry a row is; None when it is not one this store writes."""
+    if not (isinstance(group_key, str) and isinstance(notification_id, str) and isinstance(summary, str)):
+        return None
+    if not isinstance(window, int) or len(summary) > MAX_SUMMARY_CHARS:
+        return None
+    try:
+        values = json.loads(summary)
+    except (ValueError, RecursionError):
+        return None
+    return HeldEntry.from_summary(group_key, window, notification_id, values)
+
+
+def _ids(text: str) -> frozenset[str] | None:
+    try:
+        ids = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(ids, list) or len(ids) > MAX_INCLUDED or not all(isinstance(i, str) for i in ids):
+        return None
+    return frozenset(ids)

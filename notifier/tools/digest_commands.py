@@ -1,0 +1,279 @@
+"""``python -m notifier flush`` and ``pending``, and what ``check-config``, ``route`` and ``replay``
+say about digests and caps (issue 16), for a person at a terminal.
+
+Both commands build the pipeline from the deployment's settings, as ``replay`` does: run them with
+its ``NOTIFY_STATE_BUCKET`` (or, locally, ``NOTIFY_LEDGER_FILE``) and ``NOTIFY_*`` values. Held
+entries are untrusted (anyone who can write to the state bucket can plant one): every name from
+them is printed through :func:`notifier.log.for_terminal`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from notifier.digest import FLUSH_GRACE_SECONDS, Batching, Group, Run, due_runs, window_label
+from notifier.ledger import LedgerError
+from notifier.log import for_terminal
+from notifier.units import describe_duration
+
+if TYPE_CHECKING:
+    from notifier.flush import Flushed
+    from notifier.ledger import DeadLetter
+    from notifier.ledger.digests import DigestStore, HeldListing
+    from notifier.pipeline import Pipeline
+    from notifier.rules import Notification
+
+FAILED = ("retrying", "dead-lettered", "refused")  # outcomes after which `flush` exits 1
+_COMPACT = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+# --- flush ------------------------------------------------------------------------------------
+
+
+def flush(args: argparse.Namespace) -> int:
+    """Send the held events that are due (``--all``: every one now) through the configured backend;
+    one line per digest and a summary. Exit 1 if any digest is retrying, dead-lettered or refused."""
+    from notifier.flush import Flusher
+
+    pipeline = _pipeline()
+    store = _store(pipeline)
+    if store is None:
+        print(f"Nothing is held: {_NOWHERE}.")
+        return 0
+    try:
+        flushed = Flusher(pipeline, store).flush(everything=args.all)
+        for result in flushed:
+            print(for_terminal(result.line(), 1000))
+        print(_flush_summary(flushed, store, everything=args.all))
+    except LedgerError as error:
+        raise RuntimeError(f"the digest store ({store.name}): {error}") from None
+    return 1 if any(result.outcome in FAILED for result in flushed) else 0
+
+
+def _flush_summary(flushed: list[Flushed], store: DigestStore, *, everything: bool) -> str:
+    if flushed:
+        counts = Counter(result.outcome for result in flushed)
+        return f"{len(flushed)} digest(s): {', '.join(f'{n} {outcome}' for outcome, n in counts.items())}."
+    if everything:
+        return "Nothing is held."
+    held = len(store.pending().entries)
+    if not held:
+        return "Nothing is held."
+    return f"Nothing is due ({held} held event(s) wait for their window; --all sends them now)."
+
+
+# --- pending ----------------------------------------------------------------------------------
+
+
+def pending(args: argparse.Namespace) -> int:
+    """List the open groups: their windows with counts, and when each run is due."""
+    pipeline = _pipeline()
+    store = _store(pipeline)
+    if store is None:
+        print(json.dumps(_as_json([], None)) if args.json else f"Nothing is held: {_NOWHERE}.")
+        return 0
+    try:
+        listing = store.pending()
+    except LedgerError as error:
+        raise RuntimeError(f"the digest store ({store.name}): {error}") from None
+    batching = {rule.name: rule.delivery.batching for rule in pipeline.settings.rules.rules if rule.delivery.batching}
+    groups = _groups(listing, batching, datetime.now(UTC).timestamp())
+    if args.json:
+        print(json.dumps(_as_json(groups, listing), indent=2))
+    else:
+        _print_groups(groups, listing)
+    return 0
+
+
+def _groups(listing: HeldListing, batching: dict[str, Batching], now: float) -> list[dict[str, Any]]:
+    """Each group held: its runs (as a flush would send them, with when) or, for a rule without a
+    digest today, its windows alone (never sent until the rule is back)."""
+    runs = due_runs(listing.entries, batching, now, everything=True)
+    found: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        group = _group(found, run.group)
+        due = due_at(run, batching[run.group.rule])
+        group["runs"].append({
+            "windows": [_window(run, w) for w in run.windows], "events": len(run.entries),
+            "due": datetime.fromtimestamp(due, UTC).isoformat(), "due_now": due <= now,
+            "later_if_more_events": due < run.windows[0] + batching[run.group.rule].max_wait,
+        })  # fmt: skip
+        group["events"] += len(run.entries)
+    for entry in listing.entries:
+        if entry.group.rule not in batching:
+            group = _group(found, entry.group, orphan=True)
+            group["events"] += 1
+            group["windows"][entry.window] = group["windows"].get(entry.window, 0) + 1
+    return sorted(found.values(), key=lambda g: (g["rule"], g["group_of"]))
+
+
+def due_at(run: Run, batching: Batching) -> float:
+    """When a flush sends ``run`` (seconds since the epoch) if no event extends it: once the window
+    after its last has stayed empty for the grace, or once max_wait has passed since it began and
+    its first window has closed (notifier.digest's due_runs decides the same)."""
+    length = int(batching.window)
+    closes = run.windows[-1] + length + FLUSH_GRACE_SECONDS
+    return min(closes, max(run.windows[0] + batching.max_wait, run.windows[0] + length + FLUSH_GRACE_SECONDS))
+
+
+def _group(found: dict[str, dict[str, Any]], group: Group, *, orphan: bool = False) -> dict[str, Any]:
+    if group.key not in found:
+        found[group.key] = {
+            "group": group.key, "rule": group.rule, "group_of": group.describe(), "values": dict(group.values),
+            "events": 0, "runs": [], **({"orphaned": True, "windows": {}} if orphan else {}),
+        }  # fmt: skip
+    return found[group.key]
+
+
+def _window(run: Run, start: int) -> dict[str, Any]:
+    end = start + run.window_length
+    held = sum(1 for e in run.entries if e.window == start)
+    return {"start": _iso(start), "end": _iso(end), "events": held}
+
+
+def _print_groups(groups: list[dict[str, Any]], listing: HeldListing) -> None:
+    for group in groups:
+        print(for_terminal(f"{group['group_of']}: {group['events']} event(s)", 1000))
+        for run in group["runs"]:
+            for window in run["windows"]:
+                label = window_label(datetime.fromisoformat(window["start"]), datetime.fromisoformat(window["end"]))
+                print(f"  {label}: {window['events']} event(s)")
+            due = datetime.fromisoformat(run["due"])
+            when = "due now" if run["due_now"] else f"due {due:%Y-%m-%d %H:%M:%S} UTC"
+            later = " (later if more events come)" if run["later_if_more_events"] and not run["due_now"] else ""
+            print(f"  → one email, {when}{later}")
+        if group.get("orphaned"):
+            for start, held in sorted(group["windows"].items()):
+                print(f"  window from {datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M} UTC: {held} event(s)")
+            print(f"  → never sent: rule {for_terminal(group['rule'])} has no digest or max_emails today;"
+                  " restore it (or delete these entries)")  # fmt: skip
+    for note in _listing_notes(listing):
+        print(note)
+    total = sum(g["events"] for g in groups)
+    print(f"{len(groups)} group(s), {total} held event(s)." if groups else "Nothing is held.")
+
+
+def _listing_notes(listing: HeldListing) -> list[str]:
+    notes = []
+    if listing.truncated:
+        notes.append("The listing stopped early: more events are held than one listing reads (the flush gets them).")
+    if listing.unreadable:
+        notes.append(f"{listing.unreadable} object(s) among the held entries are not entries the notifier wrote"
+                     " (ignored: the flush never sends them).")  # fmt: skip
+    return notes
+
+
+def _as_json(groups: list[dict[str, Any]], listing: HeldListing | None) -> dict[str, Any]:
+    for group in groups:
+        if "windows" in group:  # an orphaned group's windows: starts as ISO times
+            group["windows"] = [{"start": _iso(s), "events": n} for s, n in sorted(group["windows"].items())]
+    return {
+        "groups": groups, "events": sum(g["events"] for g in groups),
+        "truncated": bool(listing and listing.truncated), "unreadable": listing.unreadable if listing else 0,
+    }  # fmt: skip
+
+
+# --- check-config, route ----------------------------------------------------------------------
+
+
+def batching_summary(batching: Batching) -> str:
+    """``digest 10m (max wait 1h, by bucket, folder)`` or ``max 20 emails per 1 hour (by bucket)``."""
+    by = f"by {', '.join(batching.group_by)}" if batching.group_by else ""
+    if batching.cap is not None:
+        return f"max {batching.cap} emails per {describe_duration(batching.window)}" + (f" ({by})" if by else "")
+    details = ", ".join(part for part in (f"max wait {_compact(batching.max_wait)}", by) if part)
+    return f"digest {_compact(batching.window)} ({details})"
+
+
+def held_line(notification: Notification, now: datetime) -> str | None:
+    """What a rule's digest or cap does with the event now; None for a rule without either."""
+    from notifier.digest import event_time, group_of, window_of
+
+    batching = notification.rule.delivery.batching
+    if batching is None:
+        return None
+    start = window_of(batching, event_time(notification, now))
+    label = window_label(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(start + batching.window, UTC))
+    group = for_terminal(group_of(notification).describe(), 1000)
+    if batching.cap is not None:
+        return (f"sent alone while under the cap (the first {batching.cap} of {label}), then held for that window's"
+                f" digest ({group})")  # fmt: skip
+    wait = _compact(batching.max_wait)
+    return f"held for the digest of {label} ({group}): one email once the burst ends, at most {wait} after it began"
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def replay_digest(pipeline: Pipeline, letter: DeadLetter, *, dry_run: bool) -> str:
+    """Replay (or, with --dry-run, show) a dead-lettered digest: what became of it, as replay counts."""
+    from notifier.replay import MalformedLetter, UnreplayableLetter
+    from notifier.replaying import digest_letter_group
+
+    name = for_terminal(letter.notification_id)
+    try:
+        if dry_run:
+            return _show_digest(pipeline, letter, digest_letter_group(letter.record)[0])
+        flushed = pipeline.replay_digest(letter)
+    except MalformedLetter as error:
+        print(f"skipped {for_terminal(letter.source or letter.notification_id)}: {for_terminal(str(error))}")
+        return "skipped"
+    except UnreplayableLetter as error:
+        print(f"{'refused':<13} {name}: {for_terminal(str(error), 600)}")
+        return "refused"
+    except LedgerError as error:  # the next replay finds the letter, and the events, as they were
+        print(f"{'retrying':<13} {name}: the digest store ({for_terminal(str(error), 600)})")
+        return "failed"
+    for result in flushed:
+        print(f"{result.outcome:<13} {name}: {for_terminal(result.line().removeprefix(result.outcome + ': '), 1000)}")
+    if not flushed:
+        print(f"{'duplicate':<13} {name}: nothing is held for its group any more (sent meanwhile); letter removed")
+    return "done" if all(r.outcome in ("sent", "duplicate") for r in flushed) else "failed"
+
+
+def _show_digest(pipeline: Pipeline, letter: DeadLetter, group_key: str) -> str:
+    store = _store(pipeline)
+    held = [e for e in store.pending().entries if e.group.key == group_key] if store else []
+    name = for_terminal(letter.notification_id)
+    if not held:
+        print(f"would remove {name}: nothing is held for its group any more")
+    else:
+        group = for_terminal(held[0].group.describe(), 1000)
+        print(f"would send the digest {name} again: {group}: {len(held)} held event(s)")
+    if (error := letter.record.get("error")) is not None:
+        print(f"  earlier error: {for_terminal(str(error), 200)}")
+    return "would"
+
+
+# ---------------------------------------------------------------------------------------------
+
+_NOWHERE = "no state bucket (NOTIFY_STATE_BUCKET) or ledger file (NOTIFY_LEDGER_FILE) to hold events in"
+
+
+def _pipeline() -> Pipeline:
+    from notifier.pipeline import Pipeline
+
+    return Pipeline.from_environment()
+
+
+def _store(pipeline: Pipeline) -> DigestStore | None:
+    """Where the deployment holds events; also when no rule has a digest today (entries may remain)."""
+    if pipeline.holding is not None:
+        return pipeline.holding.store
+    from notifier.ledger import create_digest_store
+
+    return create_digest_store(pipeline.ledger)
+
+
+def _compact(seconds: float) -> str:
+    """As notify.toml writes it: 600 → "10m", 3600 → "1h", 90 → "90s"."""
+    unit, length = next((u, n) for u, n in _COMPACT if seconds % n == 0 or n == 1)
+    return f"{seconds / length:g}{unit}"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
