@@ -1,4 +1,5 @@
-"""Cloud Function entry point: ``handle_storage_event`` (deploy with ``deploy/deploy.sh``).
+"""Cloud Function entry points: ``handle_storage_event`` (deploy with ``deploy/deploy.sh``) and
+``flush_digests``, which Cloud Scheduler calls every minute (``deploy/deploy.sh flush``).
 
 The pipeline is built once per instance, at import, so a configuration error stops the deploy
 with a clear message instead of failing every event. functions-framework imports this module
@@ -28,3 +29,11 @@ finally:
 @functions_framework.cloud_event
 def handle_storage_event(cloud_event):
     http.handle(pipeline, cloud_event)
+
+
+@functions_framework.http
+def flush_digests(request):
+    # Imported here, not above: the event function's cold start never loads the flush.
+    from notifier.scheduled_flush import answer
+
+    return answer(pipeline, request.method)

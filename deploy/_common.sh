@@ -6,6 +6,10 @@
 NOTIFIER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TRIGGERS=(finalize delete archive metadata)
 ENTRY_POINT=handle_storage_event
+# Not an event type: the scheduled flush of held digests, an HTTP function (PREFIX-flush) that a Cloud
+# Scheduler job of the same name calls. Never part of "all".
+FLUSH=flush
+FLUSH_ENTRY_POINT=flush_digests
 # Trigger → event type, per generation (see shared reference: gcloud.md).
 declare -A GEN2_EVENT_TYPE=(
   [finalize]=google.cloud.storage.object.v1.finalized
@@ -145,10 +149,10 @@ default_service_account() {
 select_triggers() {
   if [[ "$1" == all ]]; then
     SELECTED_TRIGGERS=("${TRIGGERS[@]}")
-  elif [[ -n "$1" && -v "GEN2_EVENT_TYPE[$1]" ]]; then
+  elif [[ -n "$1" && ( -v "GEN2_EVENT_TYPE[$1]" || "$1" == "$FLUSH" ) ]]; then
     SELECTED_TRIGGERS=("$1")
   else
-    die_usage "unknown trigger '$1': expected one of ${TRIGGERS[*]} or all"
+    die_usage "unknown trigger '$1': expected one of ${TRIGGERS[*]}, all or $FLUSH"
   fi
 }
 
@@ -246,7 +250,7 @@ ensure() {
 # because its text may name a project such as shop-404 or say "token not found"; "gone" only in the
 # exact words gcloud (528, lib/googlecloudsdk) prints for a 404 of that command: Cloud Storage's
 # GcsNotFoundError "gs://B not found: 404.", functions' ResponseError "status=[404]" (gen1 and gen2),
-# Pub/Sub's NOT_FOUND; anything else "failed". Part of the script teardown.sh runs or, with --dry-run, prints.
+# Pub/Sub's and Cloud Scheduler's NOT_FOUND; anything else "failed". Part of the script teardown.sh runs or, with --dry-run, prints.
 DESCRIBE_ERROR_KIND_FN="$(
   cat <<'EOF'
 describe_error_kind() {
@@ -256,7 +260,8 @@ describe_error_kind() {
       *"active account selected"*) echo refused ;;
     *"ERROR: (gcloud.storage.buckets.describe) gs://"*" not found: 404."* | \
       *"ERROR: (gcloud.functions.describe) ResponseError: status=[404], "* | \
-      *"ERROR: (gcloud.pubsub.topics.describe) NOT_FOUND: "*) echo gone ;;
+      *"ERROR: (gcloud.pubsub.topics.describe) NOT_FOUND: "* | \
+      *"ERROR: (gcloud.scheduler.jobs.describe) NOT_FOUND: "*) echo gone ;;
     *) echo failed ;;
   esac
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Deploy storage-notifier for one trigger type (or all four). Every trigger deploys the same
-# source and the same entry point; only the function name and the event type differ.
+# Deploy storage-notifier for one trigger type (or all four), or its scheduled flush. Every trigger
+# deploys the same source and the same entry point; only the function name and the event type differ.
 set -euo pipefail
 # shellcheck source=deploy/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -15,6 +15,10 @@ BUILD_EPOCH=315532801 # 1980-01-01T00:00:01Z, the time the buildpacks lifecycle 
 TRIGGER_LOCATION="${NOTIFIER_TRIGGER_LOCATION:-}"
 OBJECT_PREFIX="${NOTIFIER_OBJECT_PREFIX:-}"
 RETRY=1
+# notifier/flush.py FLUSH_BUDGET_SECONDS: a flush starts no digest after this; then one send may take
+# the usual deadline, so the flush function's timeout is this plus --timeout.
+FLUSH_BUDGET_SECONDS=240
+FLUSH_SCHEDULE="* * * * *"  # notifier/digest.py SCHEDULE: every minute, as make sandbox runs it
 
 usage() {
   cat <<EOF
@@ -22,6 +26,12 @@ Usage: $0 TRIGGER [options]
 
 Deploy handle_storage_event (main.py) as the Cloud Run function PREFIX-TRIGGER, triggered by
 one Cloud Storage event type on one bucket. TRIGGER is finalize, delete, archive, metadata or all.
+
+TRIGGER flush deploys flush_digests (main.py, same source, same --env-file and --secret) as the
+HTTP function PREFIX-flush, callable only by the service account, and creates or updates the Cloud
+Scheduler job PREFIX-flush that POSTs to it every minute as that account: it sends the digests of
+rules with digest or max_emails (without it their events stay held). Its timeout is 240s (the
+flush's budget) plus --timeout; --bucket, --via and the trigger options do not apply to it.
 
   --bucket NAME         bucket whose events trigger the function (or NOTIFIER_BUCKET). Required.
   --via eventarc|pubsub how events reach the function (or NOTIFIER_VIA; default eventarc):
@@ -55,6 +65,7 @@ Examples:
   $0 finalize --project acme-prod --bucket acme-uploads
   $0 all --project acme-prod --bucket acme-uploads --region europe-west1 --dry-run
   $0 finalize --project acme-prod --bucket acme-uploads --via pubsub --prefix reports/
+  $0 flush --project acme-prod --region europe-west1
 EOF
 }
 
@@ -127,6 +138,82 @@ prefix_base64() {
   fi
 }
 
+# The flush: flush_digests as an HTTP function only the service account may call, then the job.
+deploy_flush() {
+  local name command
+  name="$(function_name "$FLUSH")"
+  command=(gcloud functions deploy "$name" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION"
+    "--runtime=$RUNTIME" "--source=$NOTIFIER_ROOT" "--entry-point=$FLUSH_ENTRY_POINT" --trigger-http
+    --no-allow-unauthenticated)
+  [[ "$GEN" == 1 ]] || command+=("--concurrency=$CONCURRENCY")
+  command+=("--service-account=$SERVICE_ACCOUNT" "--memory=$MEMORY" "--timeout=${flush_timeout_s}s"
+    "--max-instances=$MAX_INSTANCES" "--env-vars-file=$deploy_env" "--set-secrets=SENDGRID_API_KEY=$SECRET:latest"
+    "--update-build-env-vars=SOURCE_DATE_EPOCH=$BUILD_EPOCH" --quiet)
+  run "${command[@]}"
+  # Cloud Scheduler calls it with an OIDC token of the service account: allow exactly this function.
+  if [[ "$GEN" == 2 ]]; then
+    run gcloud functions add-invoker-policy-binding "$name" "--project=$PROJECT" "--region=$REGION" \
+      "--member=serviceAccount:$SERVICE_ACCOUNT" --quiet
+  else
+    run gcloud functions add-iam-policy-binding "$name" "--project=$PROJECT" "--region=$REGION" \
+      "--member=serviceAccount:$SERVICE_ACCOUNT" --role=roles/cloudfunctions.invoker --quiet
+  fi
+  ensure_flush_job "$name"
+}
+
+# The Cloud Scheduler job calling the flush every minute: created, or updated to these settings.
+ensure_flush_job() {
+  local name="$1" field=url url uri_args flags
+  [[ "$GEN" == 2 ]] || field=httpsTrigger.url
+  local describe_url=(gcloud functions describe "$name" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION"
+    "--format=value($field)")
+  if ((DRY_RUN)); then
+    # shellcheck disable=SC2016  # printed for the user's shell to expand
+    printf 'url=$(%s) && [ -n "$url" ] || { echo %s >&2; exit 1; }\n' "$(print_command "${describe_url[@]}")" \
+      "$(quote_literal "could not read the URL of function $name")"
+    uri_args=("${RAW}--uri=\"\$url\"")
+  else
+    url="$(run "${describe_url[@]}")"
+    [[ -n "$url" ]] || { echo "could not read the URL of function $name" >&2; exit 1; }
+    uri_args=("--uri=$url")
+  fi
+  flags=("--project=$PROJECT" "--location=$REGION" "--schedule=$FLUSH_SCHEDULE" "${uri_args[@]}" --http-method=POST
+    "--oidc-service-account-email=$SERVICE_ACCOUNT" "${uri_args[@]/--uri=/--oidc-token-audience=}"
+    "--attempt-deadline=${flush_timeout_s}s")
+  local describe=(gcloud scheduler jobs describe "$name" "--project=$PROJECT" "--location=$REGION")
+  local create=(gcloud scheduler jobs create http "$name" "${flags[@]}")
+  local update=(gcloud scheduler jobs update http "$name" "${flags[@]}")
+  if ((DRY_RUN)); then
+    printf 'if %s >/dev/null 2>&1; then %s; else %s; fi\n' "$(print_command "${describe[@]}")" \
+      "$(print_command "${update[@]}")" "$(print_command "${create[@]}")"
+  elif "${describe[@]}" >/dev/null 2>&1; then
+    run "${update[@]}"
+  else
+    run "${create[@]}"
+  fi
+}
+
+# Rules with digest or max_emails hold their events until the flush sends them: say so after a
+# trigger's deploy. A plain look at the rules file deployed (notify.toml, or NOTIFY_CONFIG's), in
+# bash alone: deploy.sh needs nothing but bash and gcloud.
+digest_rules_hint() {
+  local rules="$NOTIFIER_ROOT/notify.toml" line held=0
+  while IFS= read -r line; do
+    [[ "$line" =~ ^NOTIFY_CONFIG:\ \"([^\"\\]+)\"$ ]] || continue
+    rules="${BASH_REMATCH[1]}"
+    [[ "$rules" == /* ]] || rules="$NOTIFIER_ROOT/$rules"
+  done <"$deploy_env"
+  [[ -f "$rules" && -r "$rules" ]] || return 0
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    if [[ "$line" =~ ^[[:space:]]*(digest|max_emails)[[:space:]]*= ]]; then held=1; break; fi
+  done <"$rules"
+  ((held)) || return 0
+  printf '%s: %s has rules with digest or max_emails: their events are held until the scheduled flush sends them.\n' \
+    "$(basename "$0")" "$rules" >&2
+  printf 'Unless it is deployed already in this project and region, run: deploy/deploy.sh flush --project %s --region %s\n' \
+    "$PROJECT" "$REGION" >&2
+}
+
 POSITIONAL=()
 while (($#)); do
   case "$1" in
@@ -152,16 +239,23 @@ while (($#)); do
   esac
 done
 
-((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive, metadata or all)"
+((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive, metadata, all or flush)"
 select_triggers "${POSITIONAL[0]}"
 validate_common
-validate_bucket
-validate_via
-validate_object_prefix
+if [[ "${SELECTED_TRIGGERS[0]}" != "$FLUSH" ]]; then
+  validate_bucket
+  validate_via
+  validate_object_prefix
+fi
 
 [[ "$TIMEOUT" =~ ^0*([0-9]{1,3})s?$ ]] || die_usage "--timeout: expected 20s to 540s, such as 60s, got '$TIMEOUT'"
 timeout_s=$((10#${BASH_REMATCH[1]}))  # decimal, whatever its leading zeros (bash reads 0030 as octal)
 ((timeout_s >= 20 && timeout_s <= 540)) || die_usage "--timeout: must be 20s to 540s, got '$TIMEOUT'"
+flush_timeout_s=$((FLUSH_BUDGET_SECONDS + timeout_s))
+if [[ "${SELECTED_TRIGGERS[0]}" == "$FLUSH" && "$GEN" == 1 ]] && ((flush_timeout_s > 540)); then
+  die_usage "--timeout: the flush runs ${FLUSH_BUDGET_SECONDS}s of digests plus one send, and a 1st gen function\
+ runs at most 540s: use --timeout 300s or less (or 2nd gen)"
+fi
 [[ "$MAX_INSTANCES" =~ ^[1-9][0-9]*$ ]] || die_usage "--max-instances: expected a whole number >= 1, got '$MAX_INSTANCES'"
 [[ "$CONCURRENCY" =~ ^[1-9][0-9]{0,2}$|^1000$ ]] || die_usage "--concurrency: expected 1 to 1000, got '$CONCURRENCY'"
 [[ "$RUNTIME" =~ ^python3(1[2-9]|[2-9][0-9])$ ]] || die_usage "--runtime: expected python312 or newer, got '$RUNTIME'"
@@ -209,7 +303,7 @@ if ((DRY_RUN)); then
 fi
 
 location_arg=()
-if [[ "$GEN" == 2 && "$VIA" == eventarc ]]; then
+if [[ "$GEN" == 2 && "$VIA" == eventarc && "${SELECTED_TRIGGERS[0]}" != "$FLUSH" ]]; then
   if [[ -n "$TRIGGER_LOCATION" ]]; then
     location_arg=("--trigger-location=$TRIGGER_LOCATION")
   elif ((DRY_RUN)); then
@@ -225,6 +319,7 @@ if [[ "$GEN" == 2 && "$VIA" == eventarc ]]; then
 fi
 
 for trigger in "${SELECTED_TRIGGERS[@]}"; do
+  if [[ "$trigger" == "$FLUSH" ]]; then deploy_flush; continue; fi
   name="$(function_name "$trigger")"
   if [[ "$VIA" == pubsub ]]; then
     # Made here, before the function that subscribes to it. The notification made last grants the
@@ -263,3 +358,4 @@ for trigger in "${SELECTED_TRIGGERS[@]}"; do
   # Last, so Cloud Storage publishes only once the function's subscription is there to receive.
   if [[ "$VIA" == pubsub ]]; then ensure_notification "$trigger"; fi
 done
+[[ "${SELECTED_TRIGGERS[0]}" == "$FLUSH" ]] || digest_rules_hint

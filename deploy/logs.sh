@@ -10,7 +10,7 @@ usage() {
 Usage: $0 TRIGGER [--limit N] [options] [extra gcloud functions logs read flags]
 
 Show the newest log entries of the function PREFIX-TRIGGER, one line per notification outcome.
-TRIGGER is finalize, delete, archive or metadata.
+TRIGGER is finalize, delete, archive, metadata or flush (the scheduled flush of digests).
 
   --limit N             how many entries, 1 to 1000 (default 50)
 $(common_help)
@@ -32,7 +32,7 @@ while (($#)); do
     *) POSITIONAL+=("$1"); shift ;;
   esac
 done
-((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive or metadata)"
+((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive, metadata or flush)"
 [[ "${POSITIONAL[0]}" != all ]] || die_usage "logs.sh reads one trigger at a time"
 select_triggers "${POSITIONAL[0]}"
 validate_common

@@ -12,7 +12,8 @@ READ_BUCKETS=()
 KEEP_SECRET=0
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com
-  storage.googleapis.com logging.googleapis.com secretmanager.googleapis.com)
+  storage.googleapis.com logging.googleapis.com secretmanager.googleapis.com
+  cloudscheduler.googleapis.com)  # the job calling the flush of held digests (deploy.sh flush)
 # What the runtime (and trigger) identity needs on the project. run.invoker is granted per
 # function by deploy.sh; the secret and the state bucket are granted on those resources only.
 PROJECT_ROLES=(roles/eventarc.eventReceiver roles/logging.logWriter)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Delete the function of one trigger, or of all four; with --via pubsub also its bucket notification
-# configurations and its topic. The secret, service account and buckets stay.
+# configurations and its topic; "flush": the Cloud Scheduler job, then the flush function. The
+# secret, service account and buckets stay.
 set -euo pipefail
 # shellcheck source=deploy/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -10,6 +11,7 @@ usage() {
 Usage: $0 TRIGGER|all [options]
 
 Delete the function PREFIX-TRIGGER (all four with 'all'). What deploy/setup.sh made is kept.
+TRIGGER flush: the Cloud Scheduler job PREFIX-flush, then the function PREFIX-flush ('all' keeps them).
 Each resource is described first, so running it again after a partial teardown is safe: what is
 gone is skipped ("already gone: ..."). Any other failure is shown, the other steps still run,
 and the exit status is 1.
@@ -66,6 +68,20 @@ function_step() {
     "$(quote_literal "function $name")"
 }
 
+# The flush's job, before its function: nothing calls a function that is gone.
+job_step() {
+  local name flags
+  name="$(function_name "$1")"
+  flags=("--project=$PROJECT" "--location=$REGION")
+  # shellcheck disable=SC2016
+  printf 'if err=$(%s 2>&1 >/dev/null); then %s || not_removed %s; elif ! absent "$err" %s; then not_removed %s; fi\n' \
+    "$(print_command gcloud scheduler jobs describe "$name" "${flags[@]}")" \
+    "$(print_command gcloud scheduler jobs delete "$name" "${flags[@]}" --quiet)" \
+    "$(quote_literal "Cloud Scheduler job $name")" \
+    "$(quote_literal "already gone: Cloud Scheduler job $name (project $PROJECT, location $REGION)")" \
+    "$(quote_literal "Cloud Scheduler job $name")"
+}
+
 # The topic goes only once no notification configuration can still publish to it: a later deploy
 # recreating the topic would otherwise revive configurations (old prefix, old event types).
 topic_step() {
@@ -90,6 +106,7 @@ script_summary() {
 teardown_script() {
   script_preamble
   for trigger in "${SELECTED_TRIGGERS[@]}"; do
+    if [[ "$trigger" == "$FLUSH" ]]; then job_step "$trigger"; fi
     if [[ "$VIA" == pubsub ]]; then notifications_step "$trigger"; fi
     function_step "$trigger"
     if [[ "$VIA" == pubsub ]]; then topic_step "$trigger"; fi
@@ -116,8 +133,9 @@ while (($#)); do
     *) POSITIONAL+=("$1"); shift ;;
   esac
 done
-((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive, metadata or all)"
+((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive, metadata, all or flush)"
 select_triggers "${POSITIONAL[0]}"
+[[ "${SELECTED_TRIGGERS[0]}" != "$FLUSH" ]] || VIA=eventarc  # no topic or notification of its own
 validate_via
 if [[ "$VIA" == pubsub ]]; then
   validate_bucket

@@ -162,7 +162,7 @@ def function_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     servers: list[FunctionServer] = []
     tmp = tmp_path_factory.mktemp("notifier-server")  # under basetemp, where the key guard looks
 
-    def start(**env: str) -> FunctionServer:
+    def start(*, target: str = "handle_storage_event", **env: str) -> FunctionServer:
         index = len(servers)
         outbox = tmp / f"outbox-{index}"
         log_path = tmp / f"server-{index}.log"
@@ -176,7 +176,7 @@ def function_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         }
         port = free_port()
         with log_path.open("wb") as log_file:
-            process = start_server(port, full_env, log_file)
+            process = start_server(port, full_env, log_file, target=target)
         server = FunctionServer(f"http://127.0.0.1:{port}", process, log_path, outbox)
         servers.append(server)
         try:

@@ -213,16 +213,18 @@ def _running(pid: int) -> bool:
 
 
 def start_server(
-    port: int, env: dict[str, str], log_file: Any, *, source: Path = ROOT / "main.py", **popen: Any
-) -> subprocess.Popen:
-    """functions-framework serving ``handle_storage_event`` from ``source``, as Cloud Run functions
-    does; ``popen``: more Popen options (the benchmarks pin the process to a CPU)."""
+    port: int, env: dict[str, str], log_file: Any, *, source: Path = ROOT / "main.py",
+    target: str = "handle_storage_event", **popen: Any,
+) -> subprocess.Popen:  # fmt: skip
+    """functions-framework serving ``target`` (the event function, or ``flush_digests``) from
+    ``source``, as Cloud Run functions does; ``popen``: more Popen options (the benchmarks pin the
+    process to a CPU)."""
     command = [
         sys.executable,
         "-m",
         "functions_framework",
         "--target",
-        "handle_storage_event",
+        target,
         "--source",
         str(source),
         "--host",

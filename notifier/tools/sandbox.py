@@ -1,9 +1,10 @@
 """``make sandbox``: a local cloud to try the function with the real gcloud CLI and gsutil.
 
 It starts, in this order, the Pub/Sub emulator and its topic, the function under functions-framework
-(the settings model of a deployment: the state bucket, ``notify.toml`` and templates from the project),
-a push subscription to the function, then fake-gcs-server publishing the watched bucket's object
-notifications to the topic, and the two buckets. It prints how to point gcloud and gsutil at it and
+(the settings model of a deployment: the state bucket, ``notify.toml`` and templates from the project,
+else ``sandbox.toml`` here), a push subscription to the function, then fake-gcs-server publishing the
+watched bucket's object notifications to the topic, the two buckets, and the flush of held digests on
+its deployed schedule (:mod:`notifier.tools.sandbox_flush`). It prints how to point gcloud and gsutil at it and
 then one line per outcome the function logs, until Ctrl-C, SIGTERM or SIGHUP stops everything it
 started. All it writes lives in one folder it marks as its own (default ``.sandbox/``, git-ignored),
 so the user's own gcloud configuration and credentials are never read or written.
@@ -47,6 +48,7 @@ from notifier.tools.processes import (
     stop_on_signals,
     wait_until_serving,
 )
+from notifier.tools.sandbox_flush import running_flush_function, scheduled_flush
 from notifier.tools.sandbox_folder import (
     PROJECT,
     TAG,
@@ -63,6 +65,8 @@ STATE = "sandbox-state"  # NOTIFY_STATE_BUCKET: the ledger and dead letters, as 
 TOPIC = "sandbox-uploads"
 SUBSCRIPTION = "sandbox-notifier"
 DEFAULT_DIR = ROOT / ".sandbox"
+# The rules when the project has none: as without rules, and a digest for bulk/ to see one.
+SANDBOX_RULES = Path(__file__).with_name("sandbox.toml")
 # Only for the outbox: with SendGrid or SMTP the user's own addresses are used, or none (config says so).
 LOCAL_ADDRESSES = {
     "NOTIFY_FROM": "Storage Alerts <alerts@example.com>",
@@ -85,6 +89,7 @@ class Ports:
     emulator: int
     function: int
     storage: int
+    flush: int  # flush_digests, which the sandbox calls every minute
 
     @property
     def storage_url(self) -> str:
@@ -119,7 +124,7 @@ def _run(root: Path, started: list[str]) -> int:
         register_secret(os.environ.get(name, "").strip())
     try:
         check_tools()
-        ports = Ports(*distinct_free_ports(3))
+        ports = Ports(*distinct_free_ports(4))
         sandbox = sandbox_at(root)  # where it will write, nothing written yet
         env = function_env({**os.environ, TAG: str(sandbox.root)}, sandbox, ports.storage_url)
         check_function_settings(env)  # before prepare() empties the last run's outbox
@@ -190,6 +195,8 @@ def function_env(environ: Mapping[str, str], sandbox: SandboxDir, storage_url: s
     env = {**environ, "NOTIFY_STATE_BUCKET": STATE, "STORAGE_EMULATOR_HOST": storage_url, "PYTHONUNBUFFERED": "1"}
     if not environ.get("NOTIFY_DEADLINE_SECONDS", "").strip():
         env["NOTIFY_DEADLINE_SECONDS"] = FUNCTION_DEADLINE
+    if not environ.get("NOTIFY_CONFIG", "").strip() and not (ROOT / "notify.toml").is_file():
+        env["NOTIFY_CONFIG"] = str(SANDBOX_RULES)
     if not real_backend(environ):
         env |= {"NOTIFY_BACKEND": "outbox", "NOTIFY_OUTBOX_DIR": str(sandbox.outbox)}
         env |= {name: value for name, value in LOCAL_ADDRESSES.items() if not environ.get(name, "").strip()}
@@ -221,16 +228,18 @@ def serve(sandbox: SandboxDir, ports: Ports, env: Mapping[str, str], started: li
     write_gcloud_config(sandbox, ports.storage_url)
     with ExitStack() as stack:
         try:
-            emulator_log, storage_log, function_log = (
+            emulator_log, storage_log, function_log, flush_log = (
                 stack.enter_context((sandbox.logs / name).open("wb"))
-                for name in ("pubsub-emulator.log", "fake-gcs-server.log", "function.log")
+                for name in ("pubsub-emulator.log", "fake-gcs-server.log", "function.log", "flush.log")
             )
             print(f"sandbox logs (function, fake-gcs-server, Pub/Sub emulator): {shown(sandbox.logs, Path.cwd())}/")
             output = start_parts(stack, sandbox, ports, env, (emulator_log, storage_log, function_log), started)
+            start_flush(stack, sandbox, ports, env, flush_log, started)
             print_ready(sandbox, Path.cwd())
             health = {
                 "the Pub/Sub emulator": (ports.emulator, emulator_log),
                 "fake-gcs-server": (ports.storage, storage_log),
+                "the flush function": (ports.flush, flush_log),
             }
             follow(output, health, Path.cwd())
         finally:  # whatever ended it, a signal now must not cut short the stopping below
@@ -270,6 +279,18 @@ def start_parts(
         ) from None
     print(f"sandbox: fake-gcs-server on {storage.url}: gs://{UPLOADS} (watched), gs://{STATE} (state bucket)")
     return output
+
+
+def start_flush(
+    stack: ExitStack, sandbox: SandboxDir, ports: Ports, env: Mapping[str, str], log: IO[bytes], started: list[str]
+) -> None:
+    """flush_digests with the function's settings, called at the top of every minute as the deployed
+    Cloud Scheduler job calls it; the scheduler stops first, then the function."""
+    started.append("the flush function")
+    url = stack.enter_context(running_flush_function(ports.flush, env, log))
+    cwd = Path.cwd()
+    stack.enter_context(scheduled_flush(url, outbox=shown(sandbox.outbox, cwd), log=shown(Path(log.name), cwd)))
+    print(f"sandbox: flush_digests called every minute, on the minute (its log: {shown(Path(log.name), cwd)})")
 
 
 def _start(stack: ExitStack, manager: AbstractContextManager[T], log: IO[bytes]) -> T:
