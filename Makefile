@@ -38,8 +38,8 @@ bench: $(VENV)/.installed  ## benchmarks beside the floor and textbook reference
 bench-cold: $(VENV)/.installed  ## the cold starts alone: as deployed, beside the floor and textbook (JSON)
 	$(PY) -m bench.coldstart 5
 
-chaos: $(VENV)/.installed  ## 5,000 uploads → Pub/Sub emulator → 2 instances; failing SendGrid and state bucket: 0 lost
-	$(PY) -m bench.chaos --events 5000
+chaos: $(VENV)/.installed  ## 5,000 uploads (1,000 held for digests) → Pub/Sub emulator → 2 instances; failing SendGrid and state bucket: 0 lost
+	$(PY) -m bench.chaos --events 5000 --bulk 1000
 
 run: $(VENV)/.installed  ## serve the function on :8080 (outbox backend unless SENDGRID_API_KEY is set)
 	THREADS=$(THREADS) $(VENV)/bin/functions-framework --target handle_storage_event --source main.py --port $(PORT)

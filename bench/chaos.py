@@ -18,6 +18,9 @@ accepts-then-times-out (2%); the state bucket, behind bench/gcs_faults.py, answe
 client's 5 s timeout, so it retries a write that happened); and once a third of the emails are out,
 it is down for ``--outage`` seconds (every ledger call 503), long enough for `sent` marks to be lost.
 
+Digest phase (``--bulk N``, bench/chaos_digest.py; `make chaos` holds 1,000): the first N uploads go
+under ``bulk/``, held for a one-minute digest and flushed every minute as Cloud Scheduler would.
+
 Report: events, emails, lost, duplicates, and the cause of each: accepted-then-timed-out (the
 stand-in hung after accepting, or the function's `retrying` line says SendGrid timed out: its
 deadline may have cut an answer on its way), or the ledger failing to record `sent` (the `sent`
@@ -43,11 +46,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import chaos_digest
 from bench.balancer import Balancer
 from bench.chaos_report import STATE, FunctionLog, acceptances, report
 from bench.gcs_faults import GcsFaultProxy, GcsFaults, ProxiedRequest
@@ -116,7 +121,7 @@ class Outage:
 
     def target(self, request: ProxiedRequest) -> bool:
         """The proxy's target: ledger calls; during the outage each gets a queued 503 first."""
-        if not ledger_calls(request):
+        if not chaos_digest.state_calls(request):  # the ledger's records and the digests' objects
             return False
         if self.began is not None and time.monotonic() - self.began < self.seconds:
             self.proxy.fail_next.append(503)  # answered before any random fault (the proxy holds its lock)
@@ -150,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, workdir: Path) -> int:
     tally = Tally()
-    names = [object_name(i) for i in range(args.events)]
+    bulk = [chaos_digest.bulk_name(i) for i in range(min(args.bulk, args.events))]  # uploaded first
+    names = [object_name(i) for i in range(len(bulk), args.events)]
+    config = {"NOTIFY_CONFIG": str(chaos_digest.rules_file(workdir))} if bulk else {}
     started = time.monotonic()
     with ExitStack() as stack:
         sendgrid = stack.enter_context(StandIn(SENDGRID_FAULTS, seed=args.seed))
@@ -163,26 +170,44 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         stack.enter_context(proxy)
         for server in (sendgrid._server, proxy._server):
             server.handle_error = _dropped_connection  # the function's clients drop connections: no traceback
-        urls = [_start_instance(stack, workdir, index, sendgrid.url, proxy.url) for index in range(args.instances)]
+        urls = [_start_instance(stack, workdir, index, sendgrid.url, proxy.url, config)
+                for index in range(args.instances)]  # fmt: skip
+        if bulk:  # flushed every minute, as Cloud Scheduler does
+            flush_env = _env(sendgrid.url, proxy.url, config)
+            flush = chaos_digest.start_flush(stack, flush_env, _log(stack, workdir, "flush"))
+            scheduler = stack.enter_context(chaos_digest.Scheduler(flush))
         balancer = stack.enter_context(Balancer(urls))
         shards = [_start_shard(stack, workdir, emulator, balancer.url, index) for index in range(args.shards)]
         tally.seconds["start"] = time.monotonic() - started
-        print(f"chaos: local cloud up in {tally.seconds['start']:.0f}s; uploading {len(names)} objects",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(f"chaos: local cloud up in {tally.seconds['start']:.0f}s; uploading {len(bulk) + len(names)} objects"
+              f" ({len(bulk)} held for digests)", file=sys.stderr, flush=True)  # fmt: skip
+
+        def digested() -> bool:  # the bulk uploads' digests count them all
+            return chaos_digest.counted(chaos_digest.digests(list(sendgrid.accepted))) >= len(bulk)
+
         stop = threading.Event()
         copier = threading.Thread(target=_copier, args=(emulator, shards, args, tally, stop), daemon=True)
         copier.start()
         try:
-            _upload(shards, names, args.concurrency, tally)
-            _wait_until_accounted(names, sendgrid, state, balancer, outage, tally, args.deadline)
+            _upload(shards, bulk + names, args.concurrency, tally)
+            _wait_until_accounted(names, sendgrid, state, balancer, outage, tally, args.deadline,
+                                  digested=digested, uploads=len(bulk) + len(names))  # fmt: skip
         finally:
             stop.set()
             copier.join()
+        if bulk:  # once more: a redelivery held again after its digest is dropped as a duplicate
+            scheduler.flush_now()
+            records = chaos_digest.read_records(state.client(), STATE)
         dead = _dead_letters(state)
         statuses, injected = dict(sorted(balancer.statuses.items())), dict(sorted(proxy.injected.items()))
     log = FunctionLog.read(workdir)  # every instance has stopped: its log is complete
     tally.seconds["total"] = time.monotonic() - started
-    return report(names, sendgrid, dead, log, statuses, injected, tally, args, copier_problems(tally))
+    lines, problems = [], copier_problems(tally)
+    if bulk:
+        flush_log = chaos_digest.FlushLog.read(workdir / "flush.log")
+        lines, more = chaos_digest.summary(len(bulk), sendgrid.accepted, records, flush_log, scheduler.answers)
+        problems += more
+    return report(names, sendgrid, dead, log, statuses, injected, tally, args, problems, lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,8 +222,20 @@ def _log(stack: ExitStack, workdir: Path, name: str) -> Any:
     return stack.enter_context((workdir / f"{name}.log").open("wb"))
 
 
-def _start_instance(stack: ExitStack, workdir: Path, index: int, sendgrid_url: str, storage_url: str) -> str:
-    env = {
+def _start_instance(stack: ExitStack, workdir: Path, index: int, sendgrid_url: str, storage_url: str,
+                    config: dict[str, str]) -> str:  # fmt: skip
+    env = _env(sendgrid_url, storage_url, config)
+    port = free_port()
+    process = start_server(port, env, _log(stack, workdir, f"instance-{index}"))
+    stack.callback(stop_server, process)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(url, process)
+    return url
+
+
+def _env(sendgrid_url: str, storage_url: str, config: dict[str, str]) -> dict[str, str]:
+    """Every instance's environment (the flush's too); ``config``: the rules file, for a digest phase."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "SENDGRID_", "PUBSUB_"))},
         "SENDGRID_API_KEY": "SG.chaos-not-a-real-key",
         "SENDGRID_API_HOST": sendgrid_url,
@@ -211,13 +248,8 @@ def _start_instance(stack: ExitStack, workdir: Path, index: int, sendgrid_url: s
         "NOTIFY_STATE_BUCKET": STATE,
         "STORAGE_EMULATOR_HOST": storage_url,
         "THREADS": "32",
+        **config,
     }
-    port = free_port()
-    process = start_server(port, env, _log(stack, workdir, f"instance-{index}"))
-    stack.callback(stop_server, process)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(url, process)
-    return url
 
 
 def _start_shard(stack: ExitStack, workdir: Path, emulator: PubSubEmulator, endpoint: str, index: int) -> Shard:
@@ -339,7 +371,8 @@ def copier_problems(tally: Tally) -> list[str]:
 
 
 def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsServer, balancer: Balancer,
-                          outage: Outage, tally: Tally, deadline: float) -> None:  # fmt: skip
+                          outage: Outage, tally: Tally, deadline: float, *, digested: Callable[[], bool],
+                          uploads: int) -> None:  # fmt: skip
     """Until every object has an email (or a dead letter) and no push has been made for QUIET seconds
     (nothing is left for Pub/Sub to redeliver), or ``deadline`` seconds pass. The state bucket's
     outage begins once a third of the objects have their email."""
@@ -353,7 +386,7 @@ def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsSer
         if missing and len(missing) <= 100:  # listing the dead letters is worth it only near the end
             dead = _dead_letters(state)
             missing = [name for name in missing if name not in dead]
-        if not missing and len(tally.published) >= len(names):  # and every copy to make is made
+        if not missing and len(tally.published) >= uploads and digested():  # and every copy to make is made
             tally.seconds.setdefault("all", time.monotonic() - started)
             if balancer.quiet_for() > QUIET:
                 break
@@ -385,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--twice", type=float, default=0.2, help="share of notifications published twice")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the state bucket is down (0: never)")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds to wait for every email")
+    bulk = f'of the uploads, under {chaos_digest.BULK_PREFIX} with digest = "{chaos_digest.WINDOW}" (make chaos: 1000)'
+    parser.add_argument("--bulk", type=int, default=0, help=bulk)
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--keep", action="store_true", help="keep the logs (a failed run always does) and print where")
     return run(parser.parse_args(argv))

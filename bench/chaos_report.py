@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -114,7 +114,7 @@ def _take(times: list[float], accepted: float, next_accepted: float, window: tup
 
 def report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: FunctionLog,
            statuses: dict[int, int], injected: dict[str, int], tally: Any,
-           args: argparse.Namespace, problems: list[str]) -> int:  # fmt: skip
+           args: argparse.Namespace, problems: list[str], digest_lines: Iterable[str] = ()) -> int:  # fmt: skip
     emails: dict[str, list[Acceptance]] = defaultdict(list)
     for name, acceptance in acceptances(sendgrid):
         emails[name].append(acceptance)
@@ -127,7 +127,8 @@ def report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: Funct
             unexplained.append(name)
     seconds = tally.seconds
     row = "  {:<29}{}".format
-    print(f"chaos run: {len(names)} objects uploaded to fake-gcs-server ({args.shards} shards) in"
+    uploads = len(names) + min(getattr(args, "bulk", 0), args.events)  # the digest phase's too
+    print(f"chaos run: {uploads} objects uploaded to fake-gcs-server ({args.shards} shards) in"
           f" {seconds.get('upload', 0):.1f}s; {len(tally.republished)} notifications published twice")  # fmt: skip
     print(row("notifications published:", f"{sum(tally.published.values())} ({len(tally.published)} objects)"))
     print(row("pushes by HTTP status:", statuses))
@@ -145,6 +146,8 @@ def report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: Funct
                        f" {seconds.get('upload', 0):.0f}s, then every object's email in"
                        f" {seconds.get('all', float('nan')):.0f}s and nothing left to redeliver in"
                        f" {seconds.get('wait', 0):.0f}s"))  # fmt: skip
+    for line in digest_lines:  # the digest phase's (bench/chaos_digest.py)
+        print(line)
     for name in (lost + unexplained)[:10]:
         print(f"    e.g. {name}: {'lost' if name in lost else 'unexplained duplicate'}")
     for problem in problems:

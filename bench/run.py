@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, routing
+from bench import coldstart, digest, routing
 from bench.harness import (
     ROOT,
     SOURCES,
@@ -206,6 +206,7 @@ def _run(quick: bool) -> dict[str, Any]:
     for handler, latency, threads, tls, count in plan:
         results["throughput"].append(throughput(handler, max(40, int(count * scale)), latency, threads, tls=tls))
     results["routing_us"] = [routing.measure(n, 3 if quick else 7, 50 if quick else 500) for n in (10, 100, 1000)]
+    results["digest"] = digest.measure(quick)  # a held event beside a sent one, and a 1,000-event flush
     results["seconds"] = time.perf_counter() - started
     return results
 
