@@ -16,13 +16,18 @@ Everything here is a plain value or function; :mod:`notifier.flush` claims, send
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from notifier.events import KINDS
+
 if TYPE_CHECKING:
-    from notifier.rules import Notification
+    from notifier.rules import Notification, Rule
 
 GROUP_FIELDS = ("bucket", "folder", "kind")  # what `group_by` may name
 # A flush waits this long after a window's end for events still on their way (Pub/Sub delivers
@@ -34,6 +39,15 @@ MAX_WINDOW = 86400.0  # a held event waits at most a day: the platform's own red
 MAX_CAP = 10_000  # max_emails: more single emails than this per period is no cap
 DEFAULT_MAX_WAIT = 3600.0  # digest_max_wait when not set (never less than the digest itself)
 MAX_NAME_IN_ENTRY = 1024  # an object name is at most 1,024 bytes; forged events are cut to this
+# What a store reads back of a listed entry (anything else was planted): a window is a whole minute
+# from 2000 on and at most 2 days ahead (an honest one is at most MAX_WINDOW ahead, see _due_part).
+OLDEST_WINDOW = 946_684_800  # 2000-01-01T00:00:00Z
+WINDOW_AHEAD = 2 * 86400
+MAX_BUCKET = 222  # a bucket name with dots
+_RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # rulekeys.NAME (rulekeys imports us)
+MAX_CONTENT_TYPE = 200
+SHORT_TEXT = 200  # a summary's name and group values when the whole would not fit
+MAX_SUMMARY = 6 * 1024  # characters (and UTF-8 bytes) of a summary's JSON: the fitted one is below it
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +92,48 @@ def folder_of(name: str) -> str:
 
 
 def group_of(notification: Notification) -> Group:
-    """The group ``notification`` is held in; its key changes with the rule's recipients, so that
-    entries held for an old recipient list are never sent to a new one."""
+    """The group ``notification`` is held in: its rule and group_by values. Not its recipients: a
+    digest goes to the rule's recipients when it is sent (as a replay does), so a change of
+    recipients neither strands what is held nor splits a window in two."""
     rule, event = notification.rule, notification.event
     batching = rule.delivery.batching
     assert batching is not None
     by_field = {"bucket": event.bucket, "folder": folder_of(event.name), "kind": event.kind}
     values = tuple((name, by_field[name]) for name in batching.group_by)
-    recipients = sorted(a.key for a in rule.delivery.recipients.everyone)
-    key = "\n".join([rule.name, *recipients, *(f"{n}={v}" for n, v in values)])
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-    return Group(digest, rule.name, values)
+    return Group(key_for(rule, values), rule.name, values)
+
+
+def key_for(rule: Rule, values: tuple[tuple[str, str], ...]) -> str:
+    """The group key of ``rule`` and these group_by values."""
+    key = "\n".join([rule.name, *(f"{n}={v}" for n, v in values)])
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def held_id(notification: Notification) -> str:
+    """The id an event is held under: its change and rule, not the recipients (which a notification
+    id includes), so a redelivery after the rule's recipients changed is still the same entry."""
+    key = "\n".join(["held", *notification.event.change_key, notification.rule.name])
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def orphan_reason(entry: HeldEntry, rules: Mapping[str, Rule]) -> str | None:
+    """Why a flush never sends ``entry`` (None: it may): its rule has no digest or cap today, or
+    the entry's key is not its rule's and group values' (planted, or from a group_by since changed)."""
+    rule = rules.get(entry.group.rule)
+    if rule is None or rule.delivery.batching is None:
+        return NO_RULE
+    if key_for(rule, entry.group.values) != entry.group.key:
+        return OTHER_RECIPIENTS
+    return None
+
+
+NO_RULE = "no digest or max_emails today"
+OTHER_RECIPIENTS = "held under another grouping than the rule has today (or planted)"
+
+
+def readable_window(window: int, now: float) -> bool:
+    """A window a store may have written: a whole minute from 2000 to two days ahead of ``now``."""
+    return window % 60 == 0 and OLDEST_WINDOW <= window <= now + WINDOW_AHEAD
 
 
 def window_of(batching: Batching, when: datetime) -> int:
@@ -119,30 +164,62 @@ class HeldEntry:
             "rule": self.group.rule, "group": [list(pair) for pair in self.group.values],
             "kind": self.kind, "bucket": self.bucket, "name": self.name[:MAX_NAME_IN_ENTRY], "size": self.size,
             "time": self.time.isoformat() if self.time else None, "generation": self.generation,
-            "content_type": (self.content_type or "")[:200] or None,
+            "content_type": (self.content_type or "")[:MAX_CONTENT_TYPE] or None,
         }  # fmt: skip
 
+    def fitted_summary(self) -> str:
+        """The summary as JSON within MAX_SUMMARY (a store's metadata limit, and what a store reads
+        back): a long name and group values (a folder) are cut when the whole would not fit."""
+        summary = self.summary()
+        text = json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+        if len(text.encode()) <= MAX_SUMMARY:
+            return text
+        summary["name"] = summary["name"][:SHORT_TEXT]
+        summary["group"] = [[name, value[:SHORT_TEXT]] for name, value in summary["group"]]
+        return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+
     @classmethod
-    def from_summary(cls, group_key: str, window: int, notification_id: str, values: Any) -> HeldEntry | None:
-        """The entry a store listed; None when its summary is not one we write (planted)."""
-        if not isinstance(values, Mapping):
+    def from_summary(
+        cls, group_key: str, window: int, notification_id: str, values: Any, now: float | None = None
+    ) -> HeldEntry | None:
+        """The entry a store listed; None when its window or summary is not one we write (planted):
+        every field is bounded, so a listing of planted entries costs no more than one of ours."""
+        if not isinstance(values, Mapping) or not readable_window(window, time.time() if now is None else now):
             return None
-        texts = [values.get(k) for k in ("rule", "kind", "bucket", "name")]
-        if not all(isinstance(t, str) for t in texts):
-            return None
-        pairs = values.get("group") or []
-        if not isinstance(pairs, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in pairs
-        ):
+        texts = [values.get(k) for k in ("rule", "kind", "bucket", "name", "content_type")]
+        pairs = _group_values(values.get("group") or [])
+        if pairs is None or not all(isinstance(t, str) for t in texts[:4]) or not _bounded(*texts):
             return None
         size, generation = values.get("size"), values.get("generation")
-        rule, kind, bucket, name = texts
+        rule, kind, bucket, name, content_type = texts
         return cls(
-            Group(group_key, rule, tuple((p[0], p[1]) for p in pairs)), window, notification_id, kind, bucket,
-            name[:MAX_NAME_IN_ENTRY], size if _is_count(size) else None, _time(values.get("time")),
-            generation if _is_count(generation) else None,
-            values["content_type"] if isinstance(values.get("content_type"), str) else None,
+            Group(group_key, rule, pairs), window, notification_id, kind, bucket, name,
+            size if _is_count(size) else None, _time(values.get("time")),
+            generation if _is_count(generation) else None, content_type if isinstance(content_type, str) else None,
         )  # fmt: skip
+
+
+def _bounded(rule: str, kind: str, bucket: str, name: str, content_type: Any) -> bool:
+    """Each field as we write it: a rule's name, a known kind, bounded texts."""
+    content_type_fits = not isinstance(content_type, str) or len(content_type) <= MAX_CONTENT_TYPE
+    return (
+        bool(_RULE_NAME.fullmatch(rule)) and kind in KINDS and len(bucket) <= MAX_BUCKET
+        and len(name) <= MAX_NAME_IN_ENTRY and content_type_fits
+    )  # fmt: skip
+
+
+def _group_values(pairs: Any) -> tuple[tuple[str, str], ...] | None:
+    """At most one (field, value) per group_by field, each value at most an object name long."""
+    if not isinstance(pairs, list) or len(pairs) > len(GROUP_FIELDS):
+        return None
+    found = []
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)):
+            return None
+        if pair[0] not in GROUP_FIELDS or len(pair[1]) > MAX_NAME_IN_ENTRY:
+            return None
+        found.append((pair[0], pair[1]))
+    return tuple(found)
 
 
 def entry_for(notification: Notification, when: datetime) -> HeldEntry:
@@ -150,7 +227,7 @@ def entry_for(notification: Notification, when: datetime) -> HeldEntry:
     event, batching = notification.event, notification.rule.delivery.batching
     assert batching is not None
     return HeldEntry(
-        group_of(notification), window_of(batching, when), notification.id, event.kind, event.bucket,
+        group_of(notification), window_of(batching, when), held_id(notification), event.kind, event.bucket,
         event.name, event.size, when, event.generation, event.content_type,
     )  # fmt: skip
 

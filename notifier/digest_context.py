@@ -23,6 +23,9 @@ from notifier.filters import console_url
 
 MAX_OBJECTS = 100  # rows of the object list; the rest is "and N more" with a command listing them
 MAX_FOLDERS = 20  # rows of the per-folder counts; the rest is "and N more folders"
+# The HTML body shows names and folders cut to this with "…" (its links keep them whole): 100 rows
+# of 1,024-character names full of "&" (each "&amp;" there, "%26" in the link) near the render budget.
+SHOWN_TEXT = 200
 MAX_LISTED_BUCKETS = 20  # locations the `gcloud storage ls` command names
 # What the digest calls its events, by kind (one, several); a digest of several kinds says "changes".
 KIND_WORDS: dict[str, tuple[str, str]] = {
@@ -48,10 +51,11 @@ DIGEST_VARIABLES: dict[str, str] = {
     "total_size": "The objects' sizes added up (bytes; none when no event carried a size).",
     "unknown_sizes": "How many events carried no size.",
     "objects": "The first 100 objects, oldest first: `{kind, change, bucket, name, size, time, gs_uri,"
-    " console_url}` (`change`: `new`, `deleted`...).",
+    " console_url, short_name, short_gs_uri}` (`change`: `new`, `deleted`...; `short_`: cut to 200"
+    " characters with `…`, as the HTML body shows them).",
     "more": "How many objects the list leaves out (0 normally).",
     "list_command": "`gcloud storage ls --recursive gs://...`: lists the common folder, shell-quoted.",
-    "folders": "The 20 busiest folders: a list of `{location, count}`, busiest first.",
+    "folders": "The 20 busiest folders: a list of `{location, count, short_location}`, busiest first.",
     "more_folders": "How many folders that list leaves out.",
     "rule": "The rule's name.",
     "grouped_by": "The `group_by` values, `bucket acme-uploads, folder reports/`; empty without `group_by`.",
@@ -71,6 +75,8 @@ class DigestObject:
     time: datetime | None
     gs_uri: str
     console_url: str
+    short_name: str  # name and gs_uri cut to SHOWN_TEXT characters with "…" (the HTML body's)
+    short_gs_uri: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,7 @@ class KindCount:
 class FolderCount:
     location: str  # gs://bucket/folder/
     count: int
+    short_location: str = ""  # cut to SHOWN_TEXT characters with "…" (the HTML body's)
 
 
 def digest_context(
@@ -97,7 +104,7 @@ def digest_context(
     """Every variable templates/digest/ can use (documented in DIGEST_VARIABLES)."""
     kinds = Counter(e.kind for e in entries)
     ordered = sorted(entries, key=_oldest_first)
-    shown = [_row(e) for e in ordered[:MAX_OBJECTS]]
+    rows = [_row(e) for e in ordered[:MAX_OBJECTS]]
     folders = Counter(f"gs://{e.bucket}/{_cut(folder_of(e.name))}" for e in entries)
     busiest = sorted(folders.items(), key=lambda item: (-item[1], item[0]))
     locations = common_locations(entries)
@@ -114,10 +121,10 @@ def digest_context(
         "kinds": [KindCount(k, n, _plural(KIND_WORDS[k], n)) for k, n in _by_kind(kinds)],
         "total_size": sum(sizes) if sizes else None,
         "unknown_sizes": len(entries) - len(sizes),
-        "objects": shown,
-        "more": len(entries) - len(shown),
+        "objects": rows,
+        "more": len(entries) - len(rows),
         "list_command": list_command(locations),
-        "folders": [FolderCount(location, n) for location, n in busiest[:MAX_FOLDERS]],
+        "folders": [FolderCount(location, n, _shown(location)) for location, n in busiest[:MAX_FOLDERS]],
         "more_folders": max(len(busiest) - MAX_FOLDERS, 0),
         "rule": rule_name,
         "grouped_by": ", ".join(f"{name} {value or '(top level)'}" for name, value in run.group.values),
@@ -168,8 +175,8 @@ def local_window_label(start: datetime, end: datetime, timezone: tzinfo | None) 
 def _row(entry: HeldEntry) -> DigestObject:
     name = _cut(entry.name)
     return DigestObject(
-        entry.kind, CHANGE_OF.get(entry.kind, entry.kind), entry.bucket, name, entry.size, entry.time, f"gs://{entry.bucket}/{name}",
-        console_url(entry.bucket, name),
+        entry.kind, CHANGE_OF.get(entry.kind, entry.kind), entry.bucket, name, entry.size, entry.time,
+        f"gs://{entry.bucket}/{name}", console_url(entry.bucket, name), _shown(name), _shown(f"gs://{entry.bucket}/{name}"),
     )  # fmt: skip
 
 
@@ -190,6 +197,10 @@ def _words(kinds: Counter[str], count: int) -> str:
 
 def _plural(words: tuple[str, str], count: int) -> str:
     return words[0] if count == 1 else words[1]
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= SHOWN_TEXT else text[:SHOWN_TEXT] + "…"
 
 
 def _cut(name: str) -> str:

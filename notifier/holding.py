@@ -7,11 +7,13 @@ when it returns None.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from notifier import log
 from notifier.digest import entry_for, event_time, window_label, window_of
 from notifier.ledger import create_digest_store
 from notifier.ledger.base import LedgerError
@@ -22,6 +24,11 @@ from notifier.rules import Notification
 if TYPE_CHECKING:
     from notifier.config import Settings
     from notifier.ledger.base import Ledger
+
+
+# Events are windowed by their own time; one before this (or none: NO_TIME) is sent at once instead.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+NO_TIME = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +51,9 @@ class Holding:
         first events of the window)."""
         batching = notification.rule.delivery.batching
         assert batching is not None
-        when = event_time(notification, self._wall_clock())
+        when = _own_time(notification)
+        if when is None:
+            return None
         entry = entry_for(notification, when)
         window_start = datetime.fromtimestamp(window_of(batching, when), UTC)
         fields = {
@@ -52,7 +61,7 @@ class Holding:
         }  # fmt: skip
         try:
             if batching.cap is not None and self.store.take_single(
-                entry.group, entry.window, notification.id, batching.cap
+                entry.group, entry.window, entry.notification_id, batching.cap
             ):
                 return None
             created = self.store.hold(entry, notification.event.to_dict())
@@ -66,6 +75,19 @@ class Holding:
         if not created:
             return Held(DUPLICATE, f"already {why}", fields)
         return Held(BATCHED, why, fields)
+
+
+def _own_time(notification: Notification) -> datetime | None:
+    """The event's own time, which every redelivery carries; None (logged) when it has none we can
+    window by: "now" would put a redelivery in another window and send it twice, and a time before
+    EARLIEST no store lists. Such an event goes out at once, through the ledger's dedup."""
+    when = event_time(notification, NO_TIME)
+    if when > EARLIEST:
+        return when
+    why = "it carries no time" if when == NO_TIME else f"its time {when.isoformat()} is before {EARLIEST.year}"
+    log.log(log.get_logger(), logging.WARNING, f"not held for the digest: {why}; sent at once instead",
+            notification_id=notification.id, rule=notification.rule.name, reason=why)  # fmt: skip
+    return None
 
 
 def holding_for(

@@ -30,6 +30,7 @@ MIN_LINK_TTL = 1.0  # and whole seconds: a shorter one would sign a link already
 MAX_ATTACHMENT = 20 * 1024**2  # base64 grows it by a third; SendGrid takes 30 MB in all
 BAD = object()  # a value whose problem has been reported
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # a rule's name, a template folder's
+_COUNT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: str.isdigit() takes "²" and "١٠"
 _MEDIA_TYPE = re.compile(r"(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*))")
 
 Check = Callable[["KeyChecks", Any, str, str], Any]  # (parser, value, key, where) → the value to use, or BAD
@@ -211,10 +212,16 @@ class KeyChecks:
 
     def digest_window(self, value: Any, key: str, where: str) -> Any:
         try:
-            return parse_duration(value, minimum=MIN_WINDOW, maximum=MAX_WINDOW)
+            seconds = parse_duration(value, minimum=MIN_WINDOW, maximum=MAX_WINDOW)
         except UnitError as error:
             self.problem(where, f"{key}: {error} (the flush runs once a minute; a held event waits a day at most)")
             return BAD
+        # Windows are aligned to whole minutes (the flush's); digest_max_wait to whole seconds.
+        step = 1 if key == "digest_max_wait" else 60
+        if seconds % step:
+            self.problem(where, f"{key}: expected whole {'seconds' if step == 1 else 'minutes'}, got {kind(value)}")
+            return BAD
+        return seconds
 
     def group_by(self, value: Any, key: str, where: str) -> Any:
         fields = ", ".join(f'"{f}"' for f in GROUP_FIELDS)
@@ -237,7 +244,7 @@ class KeyChecks:
         expected = f'expected "N/period", N from 1 to {MAX_CAP:,} and a period from 1 minute to 1 day, such as "20/h"'
         count, slash, period = value.partition("/") if isinstance(value, str) else ("", "", "")
         count = count.strip()
-        if not slash or not count.isdigit() or not 1 <= int(count) <= MAX_CAP:
+        if not slash or not _COUNT.fullmatch(count) or not 1 <= int(count) <= MAX_CAP:
             self.problem(where, f"{key}: {expected}, got {kind(value)}")
             return BAD
         period = period.strip()
@@ -247,6 +254,9 @@ class KeyChecks:
             )
         except UnitError:
             self.problem(where, f"{key}: {expected}, got {kind(value)}")
+            return BAD
+        if seconds % 60:  # a cap's window is aligned to whole minutes, as a digest's
+            self.problem(where, f"{key}: expected a period of whole minutes, got {kind(value)}")
             return BAD
         return int(count), seconds
 

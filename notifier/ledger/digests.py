@@ -120,5 +120,6 @@ class MemoryDigestStore(DigestStore):
             return self._included.get((group.key, window, part))
 
     def record_included(self, group: Group, window: int, part: int, ids: Iterable[str]) -> None:
-        with self._lock:
-            self._included[(group.key, window, part)] = frozenset(ids)
+        with self._lock:  # merged: a late writer (a lease that ran out mid-send) never shrinks it
+            key = (group.key, window, part)
+            self._included[key] = self._included.get(key, frozenset()) | frozenset(ids)

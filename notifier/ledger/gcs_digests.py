@@ -6,7 +6,10 @@
 - ``digested/<group key>/<window>.<part>.json``: the ids a sent part included (a JSON list).
 - ``cap/<group key>/<window>/<slot 00000..>``: a single-email slot of ``max_emails``, whose metadata
   ``notification_id`` says whose it is. Slots are created lowest first with ``ifGenerationMatch=0``,
-  so of any number of instances racing, exactly ``limit`` ids get one.
+  so of any number of instances racing, exactly ``limit`` ids get one. Once a listing finds every
+  slot taken, ``cap/<group key>/<window>/full-<limit>`` keeps their owners (a JSON list: slots are
+  never deleted, so it is final): every later event reads that one object instead of listing the
+  slots, and a redelivery of a winner still finds its id there.
 
 A lifecycle rule (deploy/state-lifecycle.json) deletes ``digested/`` and ``cap/`` objects after 30
 days, like ledger records; never ``digest/``: a held event waits for its digest however long.
@@ -23,10 +26,10 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from notifier.digest import Group, HeldEntry
+from notifier.digest import MAX_CAP, MAX_SUMMARY, Group, HeldEntry
 from notifier.events import InvalidEvent
 from notifier.ledger.base import LedgerError
-from notifier.ledger.bucket import Listed, StateBucket, StateBucketError
+from notifier.ledger.bucket import Listed, StateBucket, StateBucketError, Stored
 from notifier.ledger.digests import MAX_INCLUDED, DigestStore, HeldListing
 from notifier.ledger.gcs import _FAILURES, _ledger_error
 
@@ -38,11 +41,13 @@ SLOT_KEY = "notification_id"  # a slot's metadata key: whose slot it is
 # An event's JSON is at most about 75 KB: 8 KiB of metadata and a few 1,024-character fields,
 # each character escaped as \uXXXX at worst.
 MAX_EVENT_BYTES = 128 * 1024
-MAX_SUMMARY_BYTES = 8 * 1024 - len(SUMMARY_KEY)  # Cloud Storage's custom metadata: 8 KiB in all
-SHORT_TEXT = 200  # a summary's name and group values when the whole would not fit
+# A summary (HeldEntry.fitted_summary) is at most MAX_SUMMARY bytes: within Cloud Storage's 8 KiB
+# of custom metadata.
 # Ours are 32 hex digits (rules.notification_id): a record of MAX_INCLUDED of them is about 7 MB.
 MAX_INCLUDED_BYTES = MAX_INCLUDED * 35 + 2
 MAX_SLOT_BYTES = 256
+MAX_FULL_BYTES = MAX_CAP * 35 + 2  # the owners of every slot of the largest cap
+MERGE_TRIES = 8  # included records written at once by flushes racing on one part (rare: a lease ran out)
 REMOVERS = 8  # a 1,000-entry flush deletes 1,000 objects: this many at a time
 
 _GROUP_KEY = re.compile(r"[0-9a-f]{24}")
@@ -67,7 +72,7 @@ class GcsDigestStore(DigestStore):
             raise LedgerError(
                 f"digest store: the event is {len(data)} bytes, over the {MAX_EVENT_BYTES} an entry takes"
             )
-        metadata = {SUMMARY_KEY: _fitted_summary(entry)}
+        metadata = {SUMMARY_KEY: entry.fitted_summary()}
         try:
             created = self._bucket.upload(_entry_name(entry), data, metadata=metadata, if_generation_match=0)
         except _FAILURES as error:
@@ -135,11 +140,24 @@ class GcsDigestStore(DigestStore):
         return _ids(stored.data)
 
     def record_included(self, group: Group, window: int, part: int, ids: Iterable[str]) -> None:
-        data = json.dumps(sorted(set(ids)), separators=(",", ":")).encode()
-        try:  # written again as it was by a retry: no condition
-            self._bucket.upload(_included_name(group, window, part), data)
+        """Merged with the ids already there: read, union, then write only if the object is still
+        the generation read (a late writer, whose lease ran out mid-send, never shrinks it)."""
+        try:
+            self._merge_included(_included_name(group, window, part), frozenset(ids))
         except _FAILURES as error:
             raise _ledger_error(self._bucket.name, error) from error
+
+    def _merge_included(self, name: str, ids: frozenset[str]) -> None:
+        for _ in range(MERGE_TRIES):
+            stored = self._bucket.read(name, MAX_INCLUDED_BYTES)
+            there = frozenset() if stored is None else _readable_ids(stored)
+            if ids <= there:  # recorded already (also: our own write whose answer was lost)
+                return
+            data = json.dumps(sorted(ids | there), separators=(",", ":")).encode()
+            generation = 0 if stored is None else stored.generation
+            if self._bucket.upload(name, data, if_generation_match=generation) is not None:
+                return
+        raise LedgerError(f"digest store: {name} changed under {MERGE_TRIES} writes in a row; the next flush retries")
 
     # --- single-email slots ----------------------------------------------------------------------
 
@@ -151,6 +169,9 @@ class GcsDigestStore(DigestStore):
 
     def _take_single(self, group: Group, window: int, notification_id: str, limit: int) -> bool:
         prefix = f"{CAP_PREFIX}{group.key}/{window}/"
+        owners = self._full_owners(prefix, limit)
+        if owners is not None:  # every slot taken: one read, not a listing of `limit` slots
+            return notification_id in owners
         taken: dict[int, str] = {}  # slot → whose (a planted slot's owner may be "")
         for item in self._bucket.list(prefix, with_metadata=True):
             slot = item.name.removeprefix(prefix)
@@ -158,6 +179,10 @@ class GcsDigestStore(DigestStore):
                 taken[int(slot)] = item.metadata.get(SLOT_KEY, "")
         if notification_id in taken.values():
             return True
+        if len(taken) == limit:  # slots are never deleted: these owners are final
+            owners_json = json.dumps(sorted(set(taken.values())), separators=(",", ":")).encode()
+            self._bucket.upload(f"{prefix}full-{limit}", owners_json, if_generation_match=0)
+            return False
         record = json.dumps({SLOT_KEY: notification_id}).encode()
         for slot in (s for s in range(limit) if s not in taken):
             name = f"{prefix}{slot:05d}"
@@ -166,6 +191,13 @@ class GcsDigestStore(DigestStore):
             if self._slot_owner(name) == notification_id:  # a redelivery racing us, or our own lost answer
                 return True
         return False
+
+    def _full_owners(self, prefix: str, limit: int) -> frozenset[str] | None:
+        """The owners the window's full marker lists; None without one (or one we did not write)."""
+        stored = self._bucket.read(f"{prefix}full-{limit}", MAX_FULL_BYTES)
+        if stored is None or stored.content_encoding or len(stored.data) > MAX_FULL_BYTES:
+            return None
+        return _ids(stored.data)
 
     def _slot_owner(self, name: str) -> str | None:
         stored = self._bucket.read(name, MAX_SLOT_BYTES)
@@ -191,18 +223,6 @@ def _included_name(group: Group, window: int, part: int) -> str:
     return f"{INCLUDED_PREFIX}{group.key}/{window}.{part}.json"
 
 
-def _fitted_summary(entry: HeldEntry) -> str:
-    """The summary as JSON, within Cloud Storage's metadata limit: a long name and group values
-    (a folder) are cut when the whole would not fit."""
-    summary = entry.summary()
-    text = json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
-    if len(text.encode()) <= MAX_SUMMARY_BYTES:
-        return text
-    summary["name"] = summary["name"][:SHORT_TEXT]
-    summary["group"] = [[field, value[:SHORT_TEXT]] for field, value in summary["group"]]
-    return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
-
-
 def _held(item: Listed) -> HeldEntry | None:
     """The entry ``item`` is; None when its name or summary is not one this store writes."""
     parts = item.name.removeprefix(ENTRY_PREFIX).split("/")
@@ -212,13 +232,20 @@ def _held(item: Listed) -> HeldEntry | None:
     if not (_GROUP_KEY.fullmatch(key) and _WINDOW.fullmatch(window) and _NOTIFICATION_ID.fullmatch(notification_id)):
         return None
     summary = item.metadata.get(SUMMARY_KEY)
-    if summary is None or len(summary) > MAX_SUMMARY_BYTES:
+    if summary is None or len(summary) > MAX_SUMMARY or len(summary.encode()) > MAX_SUMMARY:
         return None
     try:
         values = json.loads(summary)
     except (ValueError, RecursionError):
         return None
     return HeldEntry.from_summary(key, int(window), notification_id, values)
+
+
+def _readable_ids(stored: Stored) -> frozenset[str]:
+    """A record's ids; none for one this store did not write (the merge replaces it)."""
+    if stored.content_encoding or len(stored.data) > MAX_INCLUDED_BYTES:
+        return frozenset()
+    return _ids(stored.data) or frozenset()
 
 
 def _ids(data: bytes) -> frozenset[str] | None:

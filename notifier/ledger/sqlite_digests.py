@@ -11,14 +11,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from notifier.digest import Group, HeldEntry
+from notifier.digest import MAX_SUMMARY, Group, HeldEntry
 from notifier.events import InvalidEvent
 from notifier.ledger.base import LedgerError
 from notifier.ledger.digests import MAX_INCLUDED, DigestStore, HeldListing
 from notifier.ledger.sqlite import _SET_UP_POLICY
 
 MAX_LISTED = 50_000  # entries one pending() reads, as a state bucket's listing: the next flush gets the rest
-MAX_SUMMARY_CHARS = 64 * 1024  # a summary is JSON-escaped: its 1,024-character name can take 6 KiB
 MAX_EVENT_CHARS = 128 * 1024
 MAX_IDS_CHARS = 16 * 1024 * 1024
 
@@ -69,7 +68,7 @@ class SqliteDigestStore(DigestStore):
             db.execute(statement)
 
     def hold(self, entry: HeldEntry, event: dict[str, Any]) -> bool:
-        row = (*_key(entry), json.dumps(entry.summary()), json.dumps(event))
+        row = (*_key(entry), entry.fitted_summary(), json.dumps(event))
         try:
             cursor = self._connection().execute(
                 "INSERT OR IGNORE INTO digest_entries (group_key, window, notification_id, summary, event)"
@@ -105,8 +104,12 @@ class SqliteDigestStore(DigestStore):
             raise self._error(error) from error
 
     def pending(self) -> HeldListing:
-        query = "SELECT group_key, window, notification_id, summary FROM digest_entries LIMIT ?"
-        rows = self._rows(query, (MAX_LISTED + 1,))
+        # A summary over the bound (planted) is not even read: NULL, counted unreadable.
+        query = (
+            "SELECT group_key, window, notification_id, CASE WHEN length(summary) <= ? THEN summary END"
+            " FROM digest_entries LIMIT ?"
+        )
+        rows = self._rows(query, (MAX_SUMMARY, MAX_LISTED + 1))
         entries = [_held(*row) for row in rows[:MAX_LISTED]]
         held = tuple(entry for entry in entries if entry is not None)
         return HeldListing(held, truncated=len(rows) > MAX_LISTED, unreadable=len(entries) - len(held))
@@ -149,12 +152,22 @@ class SqliteDigestStore(DigestStore):
         return _ids(rows[0][0])
 
     def record_included(self, group: Group, window: int, part: int, ids: Iterable[str]) -> None:
+        """Merged with the ids already there, in one transaction: a late writer never shrinks it."""
+        db, key = self._connection(), (group.key, window, part)
         try:
-            self._connection().execute(
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                "SELECT ids FROM digest_included WHERE group_key = ? AND window = ? AND part = ?", key
+            ).fetchall()
+            merged = set(ids) | _stored_ids(rows)
+            db.execute(
                 "INSERT OR REPLACE INTO digest_included (group_key, window, part, ids) VALUES (?, ?, ?, ?)",
-                (group.key, window, part, json.dumps(sorted(set(ids)))),
+                (*key, json.dumps(sorted(merged))),
             )
+            db.execute("COMMIT")
         except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise self._error(error) from error
 
     def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -183,13 +196,20 @@ def _held(group_key: Any, window: Any, notification_id: Any, summary: Any) -> He
     """The entry a row is; None when it is not one this store writes."""
     if not (isinstance(group_key, str) and isinstance(notification_id, str) and isinstance(summary, str)):
         return None
-    if not isinstance(window, int) or len(summary) > MAX_SUMMARY_CHARS:
+    if not isinstance(window, int) or len(summary) > MAX_SUMMARY:
         return None
     try:
         values = json.loads(summary)
     except (ValueError, RecursionError):
         return None
     return HeldEntry.from_summary(group_key, window, notification_id, values)
+
+
+def _stored_ids(rows: list[Any]) -> frozenset[str]:
+    """The ids of an included row; none for a row this store did not write (it is replaced)."""
+    if not rows or not isinstance(rows[0][0], str) or len(rows[0][0]) > MAX_IDS_CHARS:
+        return frozenset()
+    return _ids(rows[0][0]) or frozenset()
 
 
 def _ids(text: str) -> frozenset[str] | None:

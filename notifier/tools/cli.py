@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from notifier.events import KINDS, StorageEvent
+from notifier.log import for_terminal
 from notifier.payloads import build_request, object_resource, storage_cloud_event
 from notifier.units import UnitError, parse_size
 
@@ -131,7 +132,7 @@ def route(args: argparse.Namespace) -> int:
     event = _event_from_args(args)
     source = settings.rules_file or "NOTIFY_TO (no rules file)"
     size = "size unknown" if event.size is None else f"{event.size} bytes"
-    print(f"{event.kind} {event.gs_uri} ({size}, {event.content_type}) against {source}:")
+    print(for_terminal(f"{event.kind} {event.gs_uri} ({size}, {event.content_type}) against {source}:", 2000))
     from notifier.tools.digest_commands import held_line
 
     notifications, held, now = _routed(settings, event), 0, datetime.now(UTC)

@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from notifier.digest import FLUSH_GRACE_SECONDS, Batching, Group, Run, due_runs, window_label
+from notifier.digest import FLUSH_GRACE_SECONDS, NO_RULE, Batching, Group, Run, due_runs, orphan_reason, window_label
 from notifier.ledger import LedgerError
 from notifier.log import for_terminal
 from notifier.units import describe_duration
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from notifier.ledger import DeadLetter
     from notifier.ledger.digests import DigestStore, HeldListing
     from notifier.pipeline import Pipeline
-    from notifier.rules import Notification
+    from notifier.rules import Notification, Rule
 
 FAILED = ("retrying", "dead-lettered", "refused")  # outcomes after which `flush` exits 1
 _COMPACT = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -80,8 +80,8 @@ def pending(args: argparse.Namespace) -> int:
         listing = store.pending()
     except LedgerError as error:
         raise RuntimeError(f"the digest store ({store.name}): {error}") from None
-    batching = {rule.name: rule.delivery.batching for rule in pipeline.settings.rules.rules if rule.delivery.batching}
-    groups = _groups(listing, batching, datetime.now(UTC).timestamp())
+    rules = {rule.name: rule for rule in pipeline.settings.rules.rules if rule.delivery.batching}
+    groups = _groups(listing, rules, datetime.now(UTC).timestamp())
     if args.json:
         print(json.dumps(_as_json(groups, listing), indent=2))
     else:
@@ -89,10 +89,12 @@ def pending(args: argparse.Namespace) -> int:
     return 0
 
 
-def _groups(listing: HeldListing, batching: dict[str, Batching], now: float) -> list[dict[str, Any]]:
+def _groups(listing: HeldListing, rules: dict[str, Rule], now: float) -> list[dict[str, Any]]:
     """Each group held: its runs (as a flush would send them, with when) or, for a rule without a
-    digest today, its windows alone (never sent until the rule is back)."""
-    runs = due_runs(listing.entries, batching, now, everything=True)
+    digest today or entries held under another grouping than it has, its windows alone (never sent)."""
+    batching = {name: rule.delivery.batching for name, rule in rules.items() if rule.delivery.batching}
+    orphans = {e: why for e in listing.entries if (why := orphan_reason(e, rules)) is not None}
+    runs = due_runs([e for e in listing.entries if e not in orphans], batching, now, everything=True)
     found: dict[str, dict[str, Any]] = {}
     for run in runs:
         group = _group(found, run.group)
@@ -103,11 +105,11 @@ def _groups(listing: HeldListing, batching: dict[str, Batching], now: float) -> 
             "later_if_more_events": due < run.windows[0] + batching[run.group.rule].max_wait,
         })  # fmt: skip
         group["events"] += len(run.entries)
-    for entry in listing.entries:
-        if entry.group.rule not in batching:
-            group = _group(found, entry.group, orphan=True)
-            group["events"] += 1
-            group["windows"][entry.window] = group["windows"].get(entry.window, 0) + 1
+    for entry, why in orphans.items():
+        group = _group(found, entry.group, orphan=True)
+        group["reason"] = why
+        group["events"] += 1
+        group["windows"][entry.window] = group["windows"].get(entry.window, 0) + 1
     return sorted(found.values(), key=lambda g: (g["rule"], g["group_of"]))
 
 
@@ -149,12 +151,18 @@ def _print_groups(groups: list[dict[str, Any]], listing: HeldListing) -> None:
         if group.get("orphaned"):
             for start, held in sorted(group["windows"].items()):
                 print(f"  window from {datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M} UTC: {held} event(s)")
-            print(f"  → never sent: rule {for_terminal(group['rule'])} has no digest or max_emails today;"
-                  " restore it (or delete these entries)")  # fmt: skip
+            print(_ORPHAN_NOTE[group["reason"] == NO_RULE].format(rule=for_terminal(group["rule"])))
     for note in _listing_notes(listing):
         print(note)
     total = sum(g["events"] for g in groups)
     print(f"{len(groups)} group(s), {total} held event(s)." if groups else "Nothing is held.")
+
+
+_ORPHAN_NOTE = {
+    True: "  → never sent: rule {rule} has no digest or max_emails today; restore it (or delete these entries)",
+    False: "  → never sent: held under another grouping than rule {rule} has today (a changed group_by, or"
+    " planted); restore it for a `flush --all` (or delete these entries)",
+}
 
 
 def _listing_notes(listing: HeldListing) -> list[str]:

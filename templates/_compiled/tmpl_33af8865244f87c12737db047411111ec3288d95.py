@@ -265,7 +265,7 @@ def root(context, missing=missing):
         yield '" style="'
         yield escape(environment.finalize((undefined(name='css_link') if l_0_css_link is missing else l_0_css_link)))
         yield '">'
-        yield escape(environment.finalize((environment.getattr(l_1_o, 'gs_uri') if ((undefined(name='buckets') if l_1_buckets is missing else l_1_buckets) > 1) else environment.getattr(l_1_o, 'name'))))
+        yield escape(environment.finalize((environment.getattr(l_1_o, 'short_gs_uri') if ((undefined(name='buckets') if l_1_buckets is missing else l_1_buckets) > 1) else environment.getattr(l_1_o, 'short_name'))))
         yield '</a><br>\n        <span style="'
         yield escape(environment.finalize((undefined(name='css_detail') if l_0_css_detail is missing else l_0_css_detail)))
         yield '">'
@@ -301,7 +301,7 @@ def root(context, missing=missing):
         yield '\n      <tr><td class="mono" style="'
         yield escape(environment.finalize((undefined(name='css_td_mono') if l_0_css_td_mono is missing else l_0_css_td_mono)))
         yield '">'
-        yield escape(environment.finalize(environment.getattr(l_1_f, 'location')))
+        yield escape(environment.finalize(environment.getattr(l_1_f, 'short_location')))
         yield '</td><td style="'
         yield escape(environment.finalize((undefined(name='css_count') if l_0_css_count is missing else l_0_css_count)))
         yield '">'
@@ -331,5 +331,5 @@ def root(context, missing=missing):
 
 blocks = {}
 debug_info = '3=58&4=100&5=103&6=106&7=109&8=112&9=115&10=118&17=122&19=128&20=131&21=144&22=146&24=148&25=150&26=153&28=158&29=166&30=189&31=191&32=201&33=217&34=228&35=234&36=237&39=244&40=255&41=257&42=262&43=270&46=282&47=285&49=294&50=296&51=298&52=302&54=311&55=314&59=321&60=323'
-source_sha256 = '155fdd4cd4f7d299b88bef0484986f3d707814c5d281141928ee800d798da076'
+source_sha256 = 'd8c9227e5fafdb006e66299dc73dc7d1797529d607032f751e86ed11c9f70b24'
 jinja_version = '3.1.6'

@@ -120,7 +120,7 @@ def root(context, missing=missing):
         yield '\n  '
         if (t_2((undefined(name='kinds') if l_0_kinds is missing else l_0_kinds)) > 1):
             pass
-            yield str(environment.finalize(environment.getattr(l_1_o, 'change')))
+            yield str(environment.finalize(t_3(environment.getattr(l_1_o, 'change'))))
             yield ', '
         yield str(environment.finalize(t_4(environment.getattr(l_1_o, 'size'))))
         yield ', '
@@ -158,5 +158,5 @@ def root(context, missing=missing):
 
 blocks = {}
 debug_info = '2=63&4=68&6=74&7=82&8=93&9=100&10=101&11=104&14=106&15=114&17=119&18=121&19=129&21=131&23=134&24=136&28=138&29=142&31=146&32=149&36=152'
-source_sha256 = '0c4d80907a54f5e3f69a96a062ed2d3aa43453475596fd551293ce042d73ca03'
+source_sha256 = '96f4071dad5e7cf6e76b45aed20fd83fe74bf188bd39b638eff7cd4d878df22e'
 jinja_version = '3.1.6'
