@@ -21,7 +21,7 @@ from notifier.filters import console_url, encode_object_name, format_utc, one_li
 from notifier.jinja_sandbox import render_within_budget
 from notifier.mail.base import Message
 from notifier.objects import NO_EXTRAS, Extras
-from notifier.rules import Notification, Rule
+from notifier.rules import Notification, Recipients, Rule
 from notifier.templates import TemplateError, Templates, what_failed
 
 if TYPE_CHECKING:
@@ -78,20 +78,12 @@ class Renderer:
         context = template_context(event, extras, redirected_from)
         templates = (subject_template, text_template, html_template)
         subject, text, html = (self._render_part(rule, template, context) for template in templates)
-        return Message(
-            sender=recipients.sender,
-            envelopes=recipients.envelopes(),
-            reply_to=recipients.reply_to,
-            subject=one_line(subject),
-            text=text.strip() + "\n",
-            html=self._inline_css(html),
-            notification_id=notification.id,
-            categories=("storage-notifier", event.kind),
-            headers={},
-            attachments=extras.attachments,
+        return self._message(
+            recipients, subject, text, html, notification_id=notification.id,
+            categories=("storage-notifier", event.kind), attachments=extras.attachments,
             template_id=delivery.template_id,
             template_data=provider_data(context, subject) if delivery.template_id else {},
-        )
+        )  # fmt: skip
 
     def render_digest(self, rule: Rule, run: Run, entries: Sequence[HeldEntry], notification_id: str) -> Message:
         """One email for ``entries`` (templates/digest/). The rule's ``subject`` is written for one
@@ -102,16 +94,16 @@ class Renderer:
             rule.name, run, entries, timezone=self.templates.timezone, redirected_from=redirected_from
         )
         subject, text, html = (self._render_part(rule, t, context) for t in self.templates.digest_set())
-        return Message(
-            sender=recipients.sender,
-            envelopes=recipients.envelopes(),
-            reply_to=recipients.reply_to,
-            subject=one_line(subject),
-            text=text.strip() + "\n",
-            html=self._inline_css(html),
-            notification_id=notification_id,
-            categories=("storage-notifier", "digest"),
+        return self._message(
+            recipients, subject, text, html, notification_id=notification_id, categories=("storage-notifier", "digest")
         )
+
+    def _message(self, recipients: Recipients, subject: str, text: str, html: str, **rest: Any) -> Message:
+        """The rendered parts as a Message: addressed from the rule, the subject on one line."""
+        return Message(
+            sender=recipients.sender, envelopes=recipients.envelopes(), reply_to=recipients.reply_to,
+            subject=one_line(subject), text=text.strip() + "\n", html=self._inline_css(html), **rest,
+        )  # fmt: skip
 
     def _render_part(self, rule: Rule, template: jinja2.Template, context: dict[str, Any]) -> str:
         try:

@@ -107,12 +107,7 @@ class SqliteLedger(Ledger):
             raise LedgerError(f"ledger {self.path}: {error}") from error
 
     def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            # Autocommit; claims open their own IMMEDIATE transaction.
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
-            self._local.db = db
-        return db
+        return thread_connection(self._local, self.path)  # claims open their own IMMEDIATE transaction
 
 
 def _record(notification_id: str, state: str, lease_until: float, message_id: str, owed: str | None) -> dict:
@@ -126,3 +121,13 @@ def _record(notification_id: str, state: str, lease_until: float, message_id: st
 
 def _owed_column(owed: Iterable[str] | None) -> str | None:
     return None if owed is None else json.dumps(owed_record(owed)["owed"])
+
+
+def thread_connection(local: threading.local, path: Path) -> sqlite3.Connection:
+    """This thread's connection to ``path`` (sqlite3 connections are not shared between threads),
+    in autocommit mode: each statement its own transaction, unless the caller opens one."""
+    db = getattr(local, "db", None)
+    if db is None:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=True)
+        local.db = db
+    return db

@@ -15,7 +15,7 @@ from notifier.digest import MAX_SUMMARY, Group, HeldEntry
 from notifier.events import InvalidEvent
 from notifier.ledger.base import LedgerError
 from notifier.ledger.digests import MAX_INCLUDED, DigestStore, HeldListing
-from notifier.ledger.sqlite import _SET_UP_POLICY
+from notifier.ledger.sqlite import _SET_UP_POLICY, thread_connection
 
 MAX_LISTED = 50_000  # entries one pending() reads, as a state bucket's listing: the next flush gets the rest
 MAX_EVENT_CHARS = 128 * 1024
@@ -177,12 +177,7 @@ class SqliteDigestStore(DigestStore):
             raise self._error(error) from error
 
     def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            # Autocommit (each statement its own transaction); take_single and remove open their own.
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
-            self._local.db = db
-        return db
+        return thread_connection(self._local, self.path)  # take_single and remove open their own
 
     def _error(self, error: sqlite3.Error) -> LedgerError:
         return LedgerError(f"digest store {self.path}: {error}")

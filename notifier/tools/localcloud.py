@@ -33,7 +33,7 @@ JAVA_PACKAGE = "openjdk-17-jre-headless"
 _ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
+def json_object(body: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(body)
     except ValueError:
@@ -43,12 +43,12 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 def answers_as_fake_gcs(status: int, body: bytes) -> bool:
     """``GET /storage/v1/b``: the bucket list."""
-    return status == 200 and (_json_object(body) or {}).get("kind") == "storage#buckets"
+    return status == 200 and (json_object(body) or {}).get("kind") == "storage#buckets"
 
 
 def answers_as_pubsub(status: int, body: bytes) -> bool:
     """``GET /v1/projects/P/topics``: a JSON object (``{}`` while there is no topic)."""
-    return status == 200 and _json_object(body) is not None
+    return status == 200 and json_object(body) is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ does (``deploy/deploy.sh flush``), printing one short line for each run that did
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import threading
@@ -15,10 +14,11 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO
 
 from notifier.flush import FLUSH_BUDGET_SECONDS
 from notifier.log import for_terminal
+from notifier.tools.localcloud import json_object
 from notifier.tools.processes import start_server, stop_group, wait_until_serving
 from notifier.tools.sandbox_folder import SandboxError
 
@@ -48,7 +48,7 @@ def post_flush(url: str, timeout: float) -> tuple[int, bytes]:
 def run_line(at: float, status: int, body: bytes, *, outbox: str, log: str) -> str | None:
     """One run as one line: what it sent (nothing when it had nothing to do), or why it failed."""
     when = datetime.fromtimestamp(at, UTC).strftime("%H:%M UTC")
-    summary = _json_object(body)
+    summary = json_object(body)
     if status != 200 or summary is None:
         said = str(summary.get("error", "")) if summary else body.decode("utf-8", "replace")
         shown = for_terminal(said.strip(), SHOWN_CHARS)
@@ -61,14 +61,6 @@ def run_line(at: float, status: int, body: bytes, *, outbox: str, log: str) -> s
         listed = ", ".join(f"{count} {outcome}" for outcome, count in sorted(others.items()))
         parts.append(f"{for_terminal(listed, SHOWN_CHARS)}; its log: {log}")
     return f"flushed   {when}: {'; '.join(parts)}" if parts else None
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class FlushScheduler:
