@@ -36,6 +36,15 @@ KIND_WORDS: dict[str, tuple[str, str]] = {
 }
 MIXED_WORDS = ("change", "changes")
 CHANGE_OF = {"finalize": "new", "delete": "deleted", "archive": "archived", "metadata": "metadata changed"}
+# How `gcloud storage ls` lists the objects of each kind as the digest counts them, in the order the
+# commands are shown: live objects; noncurrent versions (archived); soft-deleted objects (deleted,
+# which a plain listing no longer shows). Flags as `gcloud storage ls --help` documents them.
+LISTINGS: tuple[tuple[frozenset[str], tuple[str, ...], str], ...] = (
+    (frozenset({"finalize", "metadata"}), (), ""),
+    (frozenset({"archive"}), ("--all-versions",), "archived objects (noncurrent versions, with the live ones)"),
+    (frozenset({"delete"}), ("--soft-deleted",),
+     "deleted objects, if soft delete is on (it keeps them 7 days by default)"),
+)  # fmt: skip
 
 # Every variable templates/digest/ can use, with what it holds (README "Digests" lists them).
 DIGEST_VARIABLES: dict[str, str] = {
@@ -54,7 +63,11 @@ DIGEST_VARIABLES: dict[str, str] = {
     " console_url, short_name, short_gs_uri}` (`change`: `new`, `deleted`...; `short_`: cut to 200"
     " characters with `…`, as the HTML body shows them).",
     "more": "How many objects the list leaves out (0 normally).",
-    "list_command": "`gcloud storage ls --recursive gs://...`: lists the common folder, shell-quoted.",
+    "list_command": "`gcloud storage ls --recursive gs://...`: lists the common folder, shell-quoted (the first"
+    " of `list_commands`).",
+    "list_commands": "The commands that list the objects left out, by their kinds: a list of `{command, note}`"
+    " (`--all-versions` for archived, `--soft-deleted` for deleted objects; `note` says what such a"
+    " command lists, empty for the plain one).",
     "folders": "The 20 busiest folders: a list of `{location, count, short_location}`, busiest first.",
     "more_folders": "How many folders that list leaves out.",
     "rule": "The rule's name.",
@@ -77,6 +90,14 @@ class DigestObject:
     console_url: str
     short_name: str  # name and gs_uri cut to SHOWN_TEXT characters with "…" (the HTML body's)
     short_gs_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListCommand:
+    """A shell command listing some of the objects "and N more" leaves out."""
+
+    command: str
+    note: str  # what it lists and when it can, e.g. "deleted objects, if soft delete is on (...)"; or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +129,7 @@ def digest_context(
     folders = Counter(f"gs://{e.bucket}/{_cut(folder_of(e.name))}" for e in entries)
     busiest = sorted(folders.items(), key=lambda item: (-item[1], item[0]))
     locations = common_locations(entries)
+    commands = list_commands(locations, {e.kind for e in ordered[MAX_OBJECTS:] or ordered})
     sizes = [e.size for e in entries if e.size is not None]
     return {
         "count": len(entries),
@@ -123,7 +145,8 @@ def digest_context(
         "unknown_sizes": len(entries) - len(sizes),
         "objects": rows,
         "more": len(entries) - len(rows),
-        "list_command": list_command(locations),
+        "list_command": commands[0].command,
+        "list_commands": commands,
         "folders": [FolderCount(location, n, _shown(location)) for location, n in busiest[:MAX_FOLDERS]],
         "more_folders": max(len(busiest) - MAX_FOLDERS, 0),
         "rule": rule_name,
@@ -152,11 +175,18 @@ def _common_folder(one: str, other: str) -> str:
     return "".join(common)
 
 
-def list_command(locations: Sequence[str]) -> str:
-    """``gcloud storage ls --recursive gs://...``, each location shell-quoted (a folder may hold
-    quotes, ``$(...)``, spaces): pasted into a shell it lists exactly those folders."""
+def list_commands(locations: Sequence[str], kinds: set[str]) -> list[ListCommand]:
+    """The commands that list objects of ``kinds`` in ``locations`` (LISTINGS); the plain one when
+    no kind we know is among them (a planted summary)."""
+    found = [ListCommand(list_command(locations, flags), note) for shown, flags, note in LISTINGS if kinds & shown]
+    return found or [ListCommand(list_command(locations), "")]
+
+
+def list_command(locations: Sequence[str], flags: Sequence[str] = ()) -> str:
+    """``gcloud storage ls --recursive [FLAGS] gs://...``, each location shell-quoted (a folder may
+    hold quotes, ``$(...)``, spaces): pasted into a shell it lists exactly those folders."""
     quoted = " ".join(shlex.quote(location) for location in locations[:MAX_LISTED_BUCKETS])
-    return f"gcloud storage ls --recursive {quoted}"
+    return " ".join(("gcloud storage ls --recursive", *flags, quoted))
 
 
 def local_window_label(start: datetime, end: datetime, timezone: tzinfo | None) -> str:

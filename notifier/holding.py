@@ -95,14 +95,31 @@ def holding_for(
 ) -> Holding | None:
     """Where rules with a digest or cap hold events: beside the ledger unless a test gave a store;
     a ValueError at start-up when there is nowhere to keep them across restarts."""
-    batched = [rule.name for rule in settings.rules.rules if rule.delivery.batching is not None]
+    batched = _batched(settings)
     if not batched:
         return None
     store = store or create_digest_store(ledger)
     if store is None:
-        raise ValueError(
-            f"rule(s) {', '.join(batched)}: digest and max_emails hold events until a flush sends them, which"
-            " needs a state bucket (NOTIFY_STATE_BUCKET; deploy/setup.sh --state-bucket) or, locally, a ledger"
-            " file (NOTIFY_LEDGER_FILE)"
-        )
+        raise ValueError(_no_store(batched))
     return Holding(store, wall_clock)
+
+
+def store_problem(settings: Settings) -> str | None:
+    """Why the function would refuse to start for want of a digest store (what ``check-config``
+    reports, and ``flush``/``pending``); None when no rule holds events or the settings give one."""
+    batched = _batched(settings)
+    if not batched or settings.state_bucket is not None or settings.ledger_file is not None:
+        return None
+    return _no_store(batched)
+
+
+def _batched(settings: Settings) -> list[str]:
+    return [rule.name for rule in settings.rules.rules if rule.delivery.batching is not None]
+
+
+def _no_store(batched: list[str]) -> str:
+    return (
+        f"rule(s) {', '.join(batched)}: digest and max_emails hold events until a flush sends them, which"
+        " needs a state bucket (NOTIFY_STATE_BUCKET; deploy/setup.sh --state-bucket) or, locally, a ledger"
+        " file (NOTIFY_LEDGER_FILE)"
+    )

@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,14 +121,29 @@ class JsonFormatter(logging.Formatter):
 
 
 class _StdoutHandler(logging.Handler):
-    """Writes to whatever ``sys.stdout`` is at the time, so captured output sees the lines."""
+    """Writes to whatever ``sys.stdout`` is at the time, so captured output sees the lines (to
+    ``sys.stderr`` inside :func:`lines_to_stderr`)."""
+
+    to_stderr = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stdout.write(self.format(record) + "\n")
-            sys.stdout.flush()
+            stream = sys.stderr if _StdoutHandler.to_stderr else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
         except Exception:  # noqa: BLE001 - logging must never take the function down
             self.handleError(record)
+
+
+@contextmanager
+def lines_to_stderr() -> Iterator[None]:
+    """For a command at a terminal whose own lines go to stdout (``flush``, ``pending``): the JSON
+    log lines go to stderr meanwhile. The function itself always logs to stdout."""
+    before, _StdoutHandler.to_stderr = _StdoutHandler.to_stderr, True
+    try:
+        yield
+    finally:
+        _StdoutHandler.to_stderr = before
 
 
 def get_logger() -> logging.Logger:

@@ -211,7 +211,7 @@ def test_pending_lists_each_group_its_windows_and_when_it_is_due(deployment, cap
 
 
 def test_pending_says_nothing_is_held(deployment, capsys):
-    assert _run(capsys, "pending") == (0, "Nothing is held.")
+    assert _run(capsys, "pending") == (0, f"Nothing is held in {deployment / 'ledger.sqlite3'}.")
     assert json.loads(_run(capsys, "pending", "--json")[1])["groups"] == []
 
 
@@ -309,4 +309,4 @@ def test_pending_and_flush_against_the_state_bucket(deployment, capsys, monkeypa
     assert out.startswith("sent: rule reports, bucket acme, folder reports/ (")
     assert ": 2 event(s), message id " in out
     assert len(_emails(deployment)) == 2  # one digest, each recipient their own copy
-    assert _run(capsys, "pending") == (0, "Nothing is held.")
+    assert _run(capsys, "pending") == (0, f"Nothing is held in gs://{STATE_BUCKET}.")

@@ -174,7 +174,12 @@ def check_config(args: argparse.Namespace) -> int:
     except TemplateError as error:
         print(error, file=sys.stderr)
         return 1
+    from notifier.holding import store_problem
     from notifier.tools.digest_commands import batching_summary
+
+    if problem := store_problem(settings):  # the function refuses to start for it
+        print(f"{problem}\n1 problem(s) found.", file=sys.stderr)
+        return 1
 
     rules = settings.rules.rules
     print(f"{settings.rules_file or 'environment'}: OK, {len(rules)} rule(s), backend {settings.backend}")

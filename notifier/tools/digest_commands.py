@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from notifier.digest import FLUSH_GRACE_SECONDS, NO_RULE, Batching, Group, Run, due_runs, orphan_reason, window_label
 from notifier.ledger import LedgerError
-from notifier.log import for_terminal
+from notifier.log import for_terminal, lines_to_stderr
 from notifier.units import describe_duration
 
 if TYPE_CHECKING:
+    from notifier.config import Settings
     from notifier.flush import Flushed
     from notifier.ledger import DeadLetter
     from notifier.ledger.digests import DigestStore, HeldListing
@@ -37,9 +38,14 @@ _COMPACT = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 def flush(args: argparse.Namespace) -> int:
     """Send the held events that are due (``--all``: every one now) through the configured backend;
     one line per digest and a summary. Exit 1 if any digest is retrying, dead-lettered or refused."""
+    with lines_to_stderr():
+        return _flush(args)
+
+
+def _flush(args: argparse.Namespace) -> int:
     from notifier.flush import Flusher
 
-    pipeline = _pipeline()
+    pipeline = _pipeline(_settings())
     store = _store(pipeline)
     if store is None:
         print(f"Nothing is held: {_NOWHERE}.")
@@ -70,28 +76,56 @@ def _flush_summary(flushed: list[Flushed], store: DigestStore, *, everything: bo
 
 
 def pending(args: argparse.Namespace) -> int:
-    """List the open groups: their windows with counts, and when each run is due."""
-    pipeline = _pipeline()
-    store = _store(pipeline)
-    if store is None:
-        print(json.dumps(_as_json([], None)) if args.json else f"Nothing is held: {_NOWHERE}.")
+    """List the open groups: their windows with counts, and when each run is due (or that it is
+    parked: dead-lettered until replay). Read-only: a ledger file that is not there stays so."""
+    with lines_to_stderr():
+        return _pending(args)
+
+
+def _pending(args: argparse.Namespace) -> int:
+    settings = _settings()
+    where = _where(settings)
+    missing = settings.state_bucket is None and settings.ledger_file is not None and not settings.ledger_file.exists()
+    pipeline = None if missing else _pipeline(settings)
+    store = None if pipeline is None else _store(pipeline)
+    if pipeline is None or store is None:
+        nothing = f"Nothing is held in {where}." if where else f"Nothing is held: {_NOWHERE}."
+        print(json.dumps(_as_json([], None), indent=2) if args.json else nothing)
         return 0
     try:
-        listing = store.pending()
+        listing, parked = store.pending(), _parked(pipeline)
     except LedgerError as error:
         raise RuntimeError(f"the digest store ({store.name}): {error}") from None
     rules = {rule.name: rule for rule in pipeline.settings.rules.rules if rule.delivery.batching}
-    groups = _groups(listing, rules, datetime.now(UTC).timestamp())
+    groups = _groups(listing, rules, datetime.now(UTC).timestamp(), parked)
     if args.json:
         print(json.dumps(_as_json(groups, listing), indent=2))
     else:
-        _print_groups(groups, listing)
+        _print_groups(groups, listing, where)
     return 0
 
 
-def _groups(listing: HeldListing, rules: dict[str, Rule], now: float) -> list[dict[str, Any]]:
-    """Each group held: its runs (as a flush would send them, with when) or, for a rule without a
-    digest today or entries held under another grouping than it has, its windows alone (never sent)."""
+def _parked(pipeline: Pipeline) -> set[tuple[str, int]]:
+    """(group key, window start) of every dead-lettered digest: the flush leaves them until replay.
+    Letters are untrusted JSON: a record not shaped like flush's is ignored."""
+    parked: set[tuple[str, int]] = set()
+    for letter in pipeline.dead_letters.list():
+        digest = getattr(letter, "record", {}).get("digest")
+        if not isinstance(digest, dict) or not isinstance(group := digest.get("group"), str):
+            continue
+        windows = digest.get("windows")
+        for pair in windows if isinstance(windows, list) else ():
+            if isinstance(pair, list) and pair and isinstance(pair[0], int) and not isinstance(pair[0], bool):
+                parked.add((group, pair[0]))
+    return parked
+
+
+def _groups(
+    listing: HeldListing, rules: dict[str, Rule], now: float, parked: set[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """Each group held: its runs (as a flush would send them, with when; a window in ``parked`` is
+    marked so, and a run of parked windows alone is never due) or, for a rule without a digest
+    today or entries held under another grouping than it has, its windows alone (never sent)."""
     batching = {name: rule.delivery.batching for name, rule in rules.items() if rule.delivery.batching}
     orphans = {e: why for e in listing.entries if (why := orphan_reason(e, rules)) is not None}
     runs = due_runs([e for e in listing.entries if e not in orphans], batching, now, everything=True)
@@ -99,9 +133,11 @@ def _groups(listing: HeldListing, rules: dict[str, Rule], now: float) -> list[di
     for run in runs:
         group = _group(found, run.group)
         due = due_at(run, batching[run.group.rule])
+        windows = [_window(run, w, (run.group.key, w) in parked) for w in run.windows]
+        all_parked = all(w["parked"] for w in windows)
         group["runs"].append({
-            "windows": [_window(run, w) for w in run.windows], "events": len(run.entries),
-            "due": datetime.fromtimestamp(due, UTC).isoformat(), "due_now": due <= now,
+            "windows": windows, "events": len(run.entries), "parked": all_parked,
+            "due": datetime.fromtimestamp(due, UTC).isoformat(), "due_now": due <= now and not all_parked,
             "later_if_more_events": due < run.windows[0] + batching[run.group.rule].max_wait,
         })  # fmt: skip
         group["events"] += len(run.entries)
@@ -131,19 +167,26 @@ def _group(found: dict[str, dict[str, Any]], group: Group, *, orphan: bool = Fal
     return found[group.key]
 
 
-def _window(run: Run, start: int) -> dict[str, Any]:
+def _window(run: Run, start: int, parked: bool) -> dict[str, Any]:
     end = start + run.window_length
     held = sum(1 for e in run.entries if e.window == start)
-    return {"start": _iso(start), "end": _iso(end), "events": held}
+    return {"start": _iso(start), "end": _iso(end), "events": held, "parked": parked}
 
 
-def _print_groups(groups: list[dict[str, Any]], listing: HeldListing) -> None:
+_PARKED = "parked: dead-lettered; `python -m notifier replay` sends it"
+
+
+def _print_groups(groups: list[dict[str, Any]], listing: HeldListing, where: str) -> None:
     for group in groups:
         print(for_terminal(f"{group['group_of']}: {group['events']} event(s)", 1000))
         for run in group["runs"]:
             for window in run["windows"]:
                 label = window_label(datetime.fromisoformat(window["start"]), datetime.fromisoformat(window["end"]))
-                print(f"  {label}: {window['events']} event(s)")
+                alone = window["parked"] and not run["parked"]  # else the run's line says it
+                print(f"  {label}: {window['events']} event(s)" + (f", {_PARKED}" if alone else ""))
+            if run["parked"]:
+                print(f"  → {_PARKED}")
+                continue
             due = datetime.fromisoformat(run["due"])
             when = "due now" if run["due_now"] else f"due {due:%Y-%m-%d %H:%M:%S} UTC"
             later = " (later if more events come)" if run["later_if_more_events"] and not run["due_now"] else ""
@@ -155,7 +198,7 @@ def _print_groups(groups: list[dict[str, Any]], listing: HeldListing) -> None:
     for note in _listing_notes(listing):
         print(note)
     total = sum(g["events"] for g in groups)
-    print(f"{len(groups)} group(s), {total} held event(s)." if groups else "Nothing is held.")
+    print(f"{len(groups)} group(s), {total} held event(s)." if groups else f"Nothing is held in {where}.")
 
 
 _ORPHAN_NOTE = {
@@ -262,10 +305,35 @@ def _show_digest(pipeline: Pipeline, letter: DeadLetter, group_key: str) -> str:
 _NOWHERE = "no state bucket (NOTIFY_STATE_BUCKET) or ledger file (NOTIFY_LEDGER_FILE) to hold events in"
 
 
-def _pipeline() -> Pipeline:
+def _settings() -> Settings:
+    """The deployment's settings, as the function reads them; a ValueError (the CLI's one ``error:``
+    line, not also the function's "cannot start" log line) when it would refuse to start for want
+    of a digest store."""
+    from notifier import log
+    from notifier.config import environment_secrets, load_settings
+    from notifier.holding import store_problem
+
+    for secret in environment_secrets():  # first: a problem that names one is printed redacted
+        log.register_secret(secret)
+    settings = load_settings()
+    for secret in settings.secrets:
+        log.register_secret(secret)
+    if problem := store_problem(settings):
+        raise ValueError(problem)
+    return settings
+
+
+def _pipeline(settings: Settings) -> Pipeline:
     from notifier.pipeline import Pipeline
 
-    return Pipeline.from_environment()
+    return Pipeline(settings)
+
+
+def _where(settings: Settings) -> str:
+    """The store pending reads: gs://BUCKET or the ledger file; empty without either."""
+    if settings.state_bucket is not None:
+        return f"gs://{settings.state_bucket}"
+    return str(settings.ledger_file) if settings.ledger_file is not None else ""
 
 
 def _store(pipeline: Pipeline) -> DigestStore | None:

@@ -235,7 +235,7 @@ def serve(sandbox: SandboxDir, ports: Ports, env: Mapping[str, str], started: li
             print(f"sandbox logs (function, fake-gcs-server, Pub/Sub emulator): {shown(sandbox.logs, Path.cwd())}/")
             output = start_parts(stack, sandbox, ports, env, (emulator_log, storage_log, function_log), started)
             start_flush(stack, sandbox, ports, env, flush_log, started)
-            print_ready(sandbox, Path.cwd())
+            print_ready(sandbox, Path.cwd(), env)
             health = {
                 "the Pub/Sub emulator": (ports.emulator, emulator_log),
                 "fake-gcs-server": (ports.storage, storage_log),
@@ -300,11 +300,18 @@ def _start(stack: ExitStack, manager: AbstractContextManager[T], log: IO[bytes])
         raise SandboxError(f"{error} (its log: {log.name})") from None
 
 
-def print_ready(sandbox: SandboxDir, cwd: Path) -> None:
+# What `python -m notifier pending | flush` need to read the sandbox's state as its function does.
+STATE_VARIABLES = ("NOTIFY_STATE_BUCKET", "STORAGE_EMULATOR_HOST", "NOTIFY_CONFIG", "NOTIFY_BACKEND",
+                   "NOTIFY_OUTBOX_DIR", *LOCAL_ADDRESSES)  # fmt: skip
+
+
+def print_ready(sandbox: SandboxDir, cwd: Path, env: Mapping[str, str]) -> None:
     report, uri = shlex.quote(shown(sandbox.report, cwd)), f"gs://{UPLOADS}/reports/report.csv"
+    state = " ".join(shlex.quote(f"{name}={env[name]}") for name in STATE_VARIABLES if name in env)
     print(
         "\nIn another terminal:\n"
         f"export CLOUDSDK_CONFIG={shlex.quote(str(sandbox.gcloud))} BOTO_CONFIG={shlex.quote(str(sandbox.boto))}\n"
+        f"env {state} python -m notifier pending  # held digests (flush --all: send them now)\n"
         f"sandbox ready: gs://{UPLOADS} → {shown(sandbox.outbox, cwd)}\n"
         f"  gsutil cp {report} gs://{UPLOADS}/reports/\n"
         f"  gcloud storage objects update {uri} --custom-metadata=owner=finance\n"

@@ -20,7 +20,7 @@ def root(context, missing=missing):
     l_0_grouped_by = resolve('grouped_by')
     l_0_more = resolve('more')
     l_0_objects = resolve('objects')
-    l_0_list_command = resolve('list_command')
+    l_0_list_commands = resolve('list_commands')
     l_0_folders = resolve('folders')
     l_0_more_folders = resolve('more_folders')
     l_0_css_mono = l_0_css_td = l_0_css_body = l_0_css_wrapper = l_0_css_card = l_0_css_content = l_0_css_h1 = l_0_css_p = l_0_css_note = l_0_css_facts = l_0_css_th = l_0_css_td_mono = l_0_css_footer = l_0_css_list = l_0_css_h2 = l_0_css_object = l_0_css_link = l_0_css_detail = l_0_css_count = l_0_css_code = missing
@@ -285,11 +285,22 @@ def root(context, missing=missing):
         yield escape(environment.finalize((undefined(name='css_p') if l_0_css_p is missing else l_0_css_p)))
         yield '">&hellip; and '
         yield escape(environment.finalize((undefined(name='more') if l_0_more is missing else l_0_more)))
-        yield ' more. List the folder with:<code style="'
-        yield escape(environment.finalize((undefined(name='css_code') if l_0_css_code is missing else l_0_css_code)))
-        yield '">'
-        yield escape(environment.finalize((undefined(name='list_command') if l_0_list_command is missing else l_0_list_command)))
-        yield '</code></p>'
+        yield ' more. List them with:'
+        for l_1_c in environment.bounded_loop((undefined(name='list_commands') if l_0_list_commands is missing else l_0_list_commands)):
+            _loop_vars = {}
+            pass
+            if environment.getattr(l_1_c, 'note'):
+                pass
+                yield '<br>'
+                yield escape(environment.finalize(environment.getattr(l_1_c, 'note')))
+                yield ':'
+            yield '<code style="'
+            yield escape(environment.finalize((undefined(name='css_code') if l_0_css_code is missing else l_0_css_code)))
+            yield '">'
+            yield escape(environment.finalize(environment.getattr(l_1_c, 'command')))
+            yield '</code>'
+        l_1_c = missing
+        yield '</p>'
     yield '\n    <h2 style="'
     yield escape(environment.finalize((undefined(name='css_h2') if l_0_css_h2 is missing else l_0_css_h2)))
     yield '">Folders</h2>\n    <table role="presentation" class="folders" cellpadding="0" cellspacing="0" style="'
@@ -330,6 +341,6 @@ def root(context, missing=missing):
     yield ' emails.\n  </td></tr>\n</table>\n</td></tr></table>\n</body>\n</html>'
 
 blocks = {}
-debug_info = '3=58&4=100&5=103&6=106&7=109&8=112&9=115&10=118&17=122&19=128&20=131&21=144&22=146&24=148&25=150&26=153&28=158&29=166&30=189&31=191&32=201&33=217&34=228&35=234&36=237&39=244&40=255&41=257&42=262&43=270&46=282&47=285&49=294&50=296&51=298&52=302&54=311&55=314&59=321&60=323'
-source_sha256 = 'd8c9227e5fafdb006e66299dc73dc7d1797529d607032f751e86ed11c9f70b24'
+debug_info = '3=58&4=100&5=103&6=106&7=109&8=112&9=115&10=118&17=122&19=128&20=131&21=144&22=146&24=148&25=150&26=153&28=158&29=166&30=189&31=191&32=201&33=217&34=228&35=234&36=237&39=244&40=255&41=257&42=262&43=270&46=282&47=285&48=289&50=305&51=307&52=309&53=313&55=322&56=325&60=332&61=334'
+source_sha256 = '77c1f3eda956095a30aced02a5d8ae0c3f617a3a5217f9d44cafc4ec04e14787'
 jinja_version = '3.1.6'

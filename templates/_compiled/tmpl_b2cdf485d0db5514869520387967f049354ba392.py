@@ -20,7 +20,7 @@ def root(context, missing=missing):
     l_0_grouped_by = resolve('grouped_by')
     l_0_more = resolve('more')
     l_0_objects = resolve('objects')
-    l_0_list_command = resolve('list_command')
+    l_0_list_commands = resolve('list_commands')
     l_0_folders = resolve('folders')
     l_0_more_folders = resolve('more_folders')
     try:
@@ -132,8 +132,18 @@ def root(context, missing=missing):
         pass
         yield '\n\n... and '
         yield str(environment.finalize((undefined(name='more') if l_0_more is missing else l_0_more)))
-        yield ' more. List the folder with:\n  '
-        yield str(environment.finalize(t_3((undefined(name='list_command') if l_0_list_command is missing else l_0_list_command))))
+        yield ' more. List them with:'
+        for l_1_c in environment.bounded_loop((undefined(name='list_commands') if l_0_list_commands is missing else l_0_list_commands)):
+            _loop_vars = {}
+            pass
+            if environment.getattr(l_1_c, 'note'):
+                pass
+                yield '\n  '
+                yield str(environment.finalize(t_3(environment.getattr(l_1_c, 'note'))))
+                yield ':'
+            yield '\n  '
+            yield str(environment.finalize(t_3(environment.getattr(l_1_c, 'command'))))
+        l_1_c = missing
     yield '\n\nFolders:'
     for l_1_f in environment.bounded_loop((undefined(name='folders') if l_0_folders is missing else l_0_folders)):
         _loop_vars = {}
@@ -157,6 +167,6 @@ def root(context, missing=missing):
     yield ' emails.'
 
 blocks = {}
-debug_info = '2=63&4=68&6=74&7=82&8=93&9=100&10=101&11=104&14=106&15=114&17=119&18=121&19=129&21=131&23=134&24=136&28=138&29=142&31=146&32=149&36=152'
-source_sha256 = '96f4071dad5e7cf6e76b45aed20fd83fe74bf188bd39b638eff7cd4d878df22e'
+debug_info = '2=63&4=68&6=74&7=82&8=93&9=100&10=101&11=104&14=106&15=114&17=119&18=121&19=129&21=131&23=134&24=136&25=139&26=142&28=145&33=148&34=152&36=156&37=159&41=162'
+source_sha256 = '82311bf546613187b10f8ad626b61f35dc4c37bb953414a0e533d54c6a752d43'
 jinja_version = '3.1.6'
