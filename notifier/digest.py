@@ -24,20 +24,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from notifier.batching import DEFAULT_MAX_WAIT, GROUP_FIELDS, MAX_CAP, MAX_WINDOW, MIN_WINDOW, Batching
 from notifier.events import KINDS
 
 if TYPE_CHECKING:
     from notifier.rules import Notification, Rule
 
-GROUP_FIELDS = ("bucket", "folder", "kind")  # what `group_by` may name
+__all__ = ["DEFAULT_MAX_WAIT", "GROUP_FIELDS", "MAX_CAP", "MAX_WINDOW", "MIN_WINDOW", "Batching"]  # and below
+
 # A flush waits this long after a window's end for events still on their way (Pub/Sub delivers
 # within seconds); the scheduled flush runs every minute, so a window goes out 30-90 s after it ends.
 FLUSH_GRACE_SECONDS = 30.0
 SCHEDULE = "* * * * *"  # the Cloud Scheduler job's (and `make sandbox`'s) flush schedule
-MIN_WINDOW = 60.0  # the flush runs once a minute: a shorter window would not close sooner
-MAX_WINDOW = 86400.0  # a held event waits at most a day: the platform's own redelivery horizon
-MAX_CAP = 10_000  # max_emails: more single emails than this per period is no cap
-DEFAULT_MAX_WAIT = 3600.0  # digest_max_wait when not set (never less than the digest itself)
 MAX_NAME_IN_ENTRY = 1024  # an object name is at most 1,024 bytes; forged events are cut to this
 # What a store reads back of a listed entry (anything else was planted): a window is a whole minute
 # from 2000 on and at most 2 days ahead (an honest one is at most MAX_WINDOW ahead, see _due_part).
@@ -48,27 +46,6 @@ _RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # rulekeys.NAME (ru
 MAX_CONTENT_TYPE = 200
 SHORT_TEXT = 200  # a summary's name and group values when the whole would not fit
 MAX_SUMMARY = 6 * 1024  # characters (and UTF-8 bytes) of a summary's JSON: the fitted one is below it
-
-
-@dataclass(frozen=True, slots=True)
-class Batching:
-    """A rule's digest or cap (the ``digest``, ``digest_max_wait``, ``group_by`` and ``max_emails``
-    keys). ``cap`` None: a digest of every event, windows of ``window`` seconds merged up to
-    ``max_wait``; else the first ``cap`` events of each ``window`` are sent alone."""
-
-    window: float
-    max_wait: float
-    group_by: tuple[str, ...] = ()
-    cap: int | None = None
-
-    @classmethod
-    def digest(cls, window: float, max_wait: float | None = None, group_by: Iterable[str] = ()) -> Batching:
-        wait = max(window, DEFAULT_MAX_WAIT) if max_wait is None else max_wait
-        return cls(window, wait, tuple(group_by))
-
-    @classmethod
-    def capped(cls, count: int, period: float, group_by: Iterable[str] = ()) -> Batching:
-        return cls(period, period, tuple(group_by), count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from notifier import log
 from notifier.config import Settings, environment_secrets, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
-from notifier.holding import holding_for
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
 from notifier.ledger.base import STATE_GRACE_SECONDS, state_deadline
-from notifier.ledger.digests import DigestStore
 from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.mail.base import Receipt
 from notifier.mail.redirect import RedirectBackend
@@ -54,6 +52,8 @@ from notifier.rules import Notification
 
 if TYPE_CHECKING:
     from notifier.flush import Flushed
+    from notifier.holding import Holding
+    from notifier.ledger.digests import DigestStore
 
 
 class Pipeline(Replaying):
@@ -79,7 +79,7 @@ class Pipeline(Replaying):
             default_ledger, default_dead_letters = create_state(settings)
             ledger, dead_letters = ledger or default_ledger, dead_letters or default_dead_letters
         self.ledger, self.dead_letters = ledger, dead_letters
-        self.holding = holding_for(settings, ledger, digests, wall_clock)
+        self.holding = _holding(settings, ledger, digests, wall_clock)
         self._clock = clock
         self._wall_clock = wall_clock
         self.sleep = time.sleep  # tests swap this for a recorder
@@ -389,6 +389,17 @@ class Pipeline(Replaying):
 
     def _elapsed_ms(self, started: float) -> float:
         return round((self._clock() - started) * 1000, 1)
+
+
+def _holding(
+    settings: Settings, ledger: Ledger, store: DigestStore | None, wall_clock: Callable[[], datetime]
+) -> Holding | None:
+    """Where rules with a digest or cap hold events; None (nothing loaded) when no rule has one."""
+    if not any(rule.delivery.batching is not None for rule in settings.rules.rules):
+        return None
+    from notifier.holding import holding_for
+
+    return holding_for(settings, ledger, store, wall_clock)
 
 
 def _event_fields(event: StorageEvent) -> dict[str, Any]:

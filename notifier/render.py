@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import jinja2
 
-from notifier.digest_context import digest_context
 from notifier.events import StorageEvent
 from notifier.filters import console_url, encode_object_name, format_utc, one_line
 from notifier.jinja_sandbox import render_within_budget
@@ -88,6 +87,8 @@ class Renderer:
     def render_digest(self, rule: Rule, run: Run, entries: Sequence[HeldEntry], notification_id: str) -> Message:
         """One email for ``entries`` (templates/digest/). The rule's ``subject`` is written for one
         object: a digest's subject is templates/digest/subject.txt. Never a provider template."""
+        from notifier.digest_context import digest_context  # only flushes render digests
+
         recipients = rule.delivery.recipients
         redirected_from = [str(a) for a in recipients.everyone] if self._redirected else []
         context = digest_context(

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import jinja2
 
 from notifier.addresses import Address, parse_addresses
-from notifier.digest import GROUP_FIELDS, MAX_CAP, MAX_WINDOW, MIN_WINDOW
+from notifier.batching import GROUP_FIELDS, MAX_CAP, MAX_WINDOW, MIN_WINDOW
 from notifier.events import KINDS
 from notifier.globs import GlobError, Globs
 from notifier.units import UnitError, parse_duration, parse_size

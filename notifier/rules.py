@@ -19,7 +19,7 @@ from notifier.globs import Globs, literal_prefix, literal_suffix
 from notifier.mail.base import Envelope
 
 if TYPE_CHECKING:
-    from notifier.digest import Batching
+    from notifier.batching import Batching
 
 
 def media_type(content_type: str | None) -> str:

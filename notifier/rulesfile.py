@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.addresses import Address
-from notifier.digest import Batching
+from notifier.batching import Batching
 from notifier.globs import Globs
 from notifier.rulekeys import BAD, NAME, RULE_KEYS, KeyChecks, Target, defaults_keys, did_you_mean, holds, kind, literal
 from notifier.rules import Conditions, Delivery, Recipients, Rule, RuleSet

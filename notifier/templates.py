@@ -21,7 +21,6 @@ from typing import Any
 
 import jinja2
 
-from notifier import digest_context
 from notifier.config import BUILTIN_TEMPLATES
 from notifier.events import KINDS, StorageEvent
 from notifier.filters import FILTERS, show_hidden_characters
@@ -302,6 +301,8 @@ class _Trial:
             self._run_digest(self._templates._digest)
 
     def _run_digest(self, templates: TemplateSet) -> None:
+        from notifier import digest_context  # only where a rule sends digests
+
         context = digest_context.sample_context(self._templates.timezone)
         for template in templates:
             where = f"templates/{template.name}"

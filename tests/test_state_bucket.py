@@ -239,7 +239,9 @@ app = functions_framework.create_app("handle_storage_event", "main.py", "cloudev
 event = json.loads(sys.stdin.read())
 answer = app.test_client().post("/", data=event["body"].encode(), headers=event["headers"])
 loaded = sorted(name for name in set(sys.modules) - before if name.split(".")[0] == "google")
-print(json.dumps({"status": answer.status_code, "google": loaded}))
+digests = sorted(name for name in sys.modules if name.startswith(("notifier.digest", "notifier.holding",
+                 "notifier.flush", "notifier.ledger.digests", "notifier.ledger.gcs_digests")))
+print(json.dumps({"status": answer.status_code, "google": loaded, "digests": digests}))
 """
 
 
@@ -269,6 +271,7 @@ def test_handling_an_event_without_links_or_attachments_does_not_import_google_c
     assert fake_gcs.read_json(STATE_BUCKET, name)["state"] == "sent"  # the ledger was used, over HTTP
     assert "google.cloud.storage" not in result["google"]
     assert result["google"] == [], "no google.* module beyond what functions-framework loads itself"
+    assert result["digests"] == [], "without a digest rule, none of the digest machinery is loaded"
 
 
 def test_an_upload_answer_without_a_generation_is_an_error_not_generation_zero(httpserver):
