@@ -32,9 +32,9 @@ BUILTIN_TEMPLATES = ROOT / "templates"
 _LOCAL_FROM = Address("storage-notifier@example.com", "Storage Notifier")
 _LOCAL_TO = Address("you@example.com")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
-_EMULATOR_HOST = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(:[0-9]{1,5})?/?")  # scheme, host, port: nothing else
 DEFAULT_STORAGE_ENDPOINT = "https://storage.googleapis.com"
 _HOST_PORT = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_EMULATOR_HOST = re.compile(rf"https?://{_HOST_PORT.pattern}/?")  # scheme, host, port: nothing else
 
 
 class ConfigError(ValueError):

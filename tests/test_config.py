@@ -374,3 +374,12 @@ def test_off_the_platform_a_plain_http_storage_endpoint_elsewhere_is_refused(val
     (problem,) = problems_of({**MAIL, "NOTIFY_STORAGE_ENDPOINT": value})
     assert problem.startswith("NOTIFY_STORAGE_ENDPOINT: ") and repr(value) in problem, problem
     assert "https://" in problem and "access token" in problem and "127.0.0.0/8" in problem, problem
+
+
+@pytest.mark.parametrize("value", ["http://127.0.0.1:4443:", "http://127.0.0.1:44:43", "http://host:name"])
+def test_a_storage_emulator_host_with_a_stray_colon_is_refused_at_start_up(value):
+    """Copied with the colon after it, the address used to be accepted and failed at the first
+    state call ("Port could not be cast to integer value")."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"NOTIFY_FROM": "a@example.com", "NOTIFY_TO": "b@example.com", "STORAGE_EMULATOR_HOST": value})
+    assert any(p.startswith("STORAGE_EMULATOR_HOST: expected http://HOST:PORT") for p in caught.value.problems)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 
 import pytest
 
@@ -138,9 +139,10 @@ def test_the_sandbox_prints_the_environment_pending_and_flush_need(tmp_path, cap
 
     print_ready(sandbox, tmp_path, env)
 
-    (line,) = [line for line in capsys.readouterr().out.splitlines() if "python -m notifier pending" in line]
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "-m notifier pending" in line]
     words = shlex.split(line)
     assert words[:2] == ["env", "NOTIFY_STATE_BUCKET=sandbox-state"]
+    assert words[words.index("-m") - 1] == sys.executable, "the interpreter the sandbox runs, with our packages"
     for assignment in ("STORAGE_EMULATOR_HOST=http://127.0.0.1:4443", "NOTIFY_CONFIG=/x/it's.toml"):
         assert assignment in words
 

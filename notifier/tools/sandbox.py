@@ -311,7 +311,8 @@ def print_ready(sandbox: SandboxDir, cwd: Path, env: Mapping[str, str]) -> None:
     print(
         "\nIn another terminal:\n"
         f"export CLOUDSDK_CONFIG={shlex.quote(str(sandbox.gcloud))} BOTO_CONFIG={shlex.quote(str(sandbox.boto))}\n"
-        f"env {state} python -m notifier pending  # held digests (flush --all: send them now)\n"
+        f"env {state} {shlex.quote(shown(Path(sys.executable), cwd))} -m notifier pending"
+        "  # held digests (flush --all: send them now)\n"
         f"sandbox ready: gs://{UPLOADS} → {shown(sandbox.outbox, cwd)}\n"
         f"  gsutil cp {report} gs://{UPLOADS}/reports/\n"
         f"  gcloud storage objects update {uri} --custom-metadata=owner=finance\n"
