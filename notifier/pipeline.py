@@ -142,12 +142,13 @@ class Pipeline(Replaying):
         return outcomes
 
     def flush(self, *, everything: bool = False, replay: bool = False) -> list[Flushed]:
-        """Send the held events that are due (``everything``: all of them now): notifier.flush."""
-        if self.holding is None:
-            return []
+        """Send the held events that are due (``everything``: all of them now): notifier.flush.
+        With no rule holding events any more, what is still held is reported (never dropped)."""
         from notifier.flush import Flusher
+        from notifier.ledger import create_digest_store
 
-        return Flusher(self, self.holding.store).flush(everything=everything, replay=replay)
+        store = self.holding.store if self.holding is not None else create_digest_store(self.ledger)
+        return [] if store is None else Flusher(self, store).flush(everything=everything, replay=replay)
 
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""

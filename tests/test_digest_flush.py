@@ -355,3 +355,24 @@ def test_a_ledger_that_fails_mid_run_leaves_the_run_to_the_next_flush(world, mon
     monkeypatch.setattr(world.ledger, "claim", claim)
     (retried,) = world.flush(everything=True)
     assert (retried.outcome, retried.events) == (SENT, 2)
+
+
+def test_the_scheduled_flush_still_reports_what_is_held_once_no_rule_has_a_digest(tmp_path):
+    """Pipeline.flush is what flush_digests runs: with every digest removed from the rules, what the
+    ledger's store still holds is reported, not left silently."""
+    from notifier.ledger.sqlite import SqliteLedger
+
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    (tmp_path / "before").mkdir()
+    before = World(tmp_path / "before")
+    before.pipeline = Pipeline(
+        before.pipeline.settings, backend=before.backend, ledger=ledger, dead_letters=before.dead_letters
+    )
+    assert before.event(1) == [BATCHED]
+    config = tmp_path / "after.toml"
+    without = RULES.replace('digest = "1m"\ndigest_max_wait = "3m"\n', "").replace('max_emails = "2/h"\n', "")
+    config.write_text(without, encoding="utf-8")
+    after = Pipeline(settings_for(NOTIFY_CONFIG=str(config)), backend=RecordingBackend(), ledger=ledger)
+    assert after.holding is None
+    (result,) = after.flush(everything=True)
+    assert (result.outcome, result.events) == (REFUSED, 1) and "burst" in result.detail
