@@ -8,7 +8,6 @@ when it returns None.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,9 +41,8 @@ class Held:
 
 
 class Holding:
-    def __init__(self, store: DigestStore, wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: DigestStore) -> None:
         self.store = store
-        self._wall_clock = wall_clock
 
     def hold(self, notification: Notification) -> Held | None:
         """Hold ``notification`` for its digest; None when it is to be sent now (a capped rule's
@@ -90,9 +88,7 @@ def _own_time(notification: Notification) -> datetime | None:
     return None
 
 
-def holding_for(
-    settings: Settings, ledger: Ledger, store: DigestStore | None, wall_clock: Callable[[], datetime]
-) -> Holding | None:
+def holding_for(settings: Settings, ledger: Ledger, store: DigestStore | None) -> Holding | None:
     """Where rules with a digest or cap hold events: beside the ledger unless a test gave a store;
     a ValueError at start-up when there is nowhere to keep them across restarts."""
     batched = _batched(settings)
@@ -101,7 +97,7 @@ def holding_for(
     store = store or create_digest_store(ledger)
     if store is None:
         raise ValueError(_no_store(batched))
-    return Holding(store, wall_clock)
+    return Holding(store)
 
 
 def store_problem(settings: Settings) -> str | None:

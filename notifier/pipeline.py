@@ -79,7 +79,7 @@ class Pipeline(Replaying):
             default_ledger, default_dead_letters = create_state(settings)
             ledger, dead_letters = ledger or default_ledger, dead_letters or default_dead_letters
         self.ledger, self.dead_letters = ledger, dead_letters
-        self.holding = _holding(settings, ledger, digests, wall_clock)
+        self.holding = _holding(settings, ledger, digests)
         self._clock = clock
         self._wall_clock = wall_clock
         self.sleep = time.sleep  # tests swap this for a recorder
@@ -392,15 +392,13 @@ class Pipeline(Replaying):
         return round((self._clock() - started) * 1000, 1)
 
 
-def _holding(
-    settings: Settings, ledger: Ledger, store: DigestStore | None, wall_clock: Callable[[], datetime]
-) -> Holding | None:
+def _holding(settings: Settings, ledger: Ledger, store: DigestStore | None) -> Holding | None:
     """Where rules with a digest or cap hold events; None (nothing loaded) when no rule has one."""
     if not any(rule.delivery.batching is not None for rule in settings.rules.rules):
         return None
     from notifier.holding import holding_for
 
-    return holding_for(settings, ledger, store, wall_clock)
+    return holding_for(settings, ledger, store)
 
 
 def _event_fields(event: StorageEvent) -> dict[str, Any]:
