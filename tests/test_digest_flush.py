@@ -372,7 +372,10 @@ def test_the_scheduled_flush_still_reports_what_is_held_once_no_rule_has_a_diges
     config = tmp_path / "after.toml"
     without = RULES.replace('digest = "1m"\ndigest_max_wait = "3m"\n', "").replace('max_emails = "2/h"\n', "")
     config.write_text(without, encoding="utf-8")
-    after = Pipeline(settings_for(NOTIFY_CONFIG=str(config)), backend=RecordingBackend(), ledger=ledger)
+    after = Pipeline(
+        settings_for(NOTIFY_CONFIG=str(config)), backend=RecordingBackend(), ledger=ledger,
+        dead_letters=LocalDeadLetters(tmp_path / "deadletters"),
+    )  # fmt: skip
     assert after.holding is None
     (result,) = after.flush(everything=True)
     assert (result.outcome, result.events) == (REFUSED, 1) and "burst" in result.detail
