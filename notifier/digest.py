@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from notifier.batching import DEFAULT_MAX_WAIT, GROUP_FIELDS, MAX_CAP, MAX_WINDOW, MIN_WINDOW, Batching
+from notifier.batching import GROUP_FIELDS, MAX_WINDOW, Batching
 from notifier.events import KINDS
+from notifier.rulekeys import NAME
 
 if TYPE_CHECKING:
     from notifier.rules import Notification, Rule
-
-__all__ = ["DEFAULT_MAX_WAIT", "GROUP_FIELDS", "MAX_CAP", "MAX_WINDOW", "MIN_WINDOW", "Batching"]  # and below
 
 # A flush waits this long after a window's end for events still on their way (Pub/Sub delivers
 # within seconds); the scheduled flush runs every minute, so a window goes out 30-90 s after it ends.
@@ -42,7 +41,7 @@ MAX_NAME_IN_ENTRY = 1024  # an object name is at most 1,024 bytes; forged events
 OLDEST_WINDOW = 946_684_800  # 2000-01-01T00:00:00Z
 WINDOW_AHEAD = 2 * 86400
 MAX_BUCKET = 222  # a bucket name with dots
-_RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # rulekeys.NAME (rulekeys imports us)
+GROUP_KEY = re.compile(r"[0-9a-f]{24}")  # what key_for makes: a store's folder, a digest letter's group
 MAX_CONTENT_TYPE = 200
 SHORT_TEXT = 200  # a summary's name and group values when the whole would not fit
 MAX_SUMMARY = 6 * 1024  # characters (and UTF-8 bytes) of a summary's JSON: the fitted one is below it
@@ -50,9 +49,9 @@ MAX_SUMMARY = 6 * 1024  # characters (and UTF-8 bytes) of a summary's JSON: the 
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """Events that share one digest: a rule (with its recipients) and the ``group_by`` values."""
+    """Events that share one digest: a rule and the ``group_by`` values."""
 
-    key: str  # 24 hex digits: the entries' folder in the store
+    key: str  # key_for's 24 hex digits (GROUP_KEY): the entries' folder in the store
     rule: str
     values: tuple[tuple[str, str], ...] = ()  # (field, value) for each group_by field, in order
 
@@ -100,12 +99,12 @@ def orphan_reason(entry: HeldEntry, rules: Mapping[str, Rule]) -> str | None:
     if rule is None or rule.delivery.batching is None:
         return NO_RULE
     if key_for(rule, entry.group.values) != entry.group.key:
-        return OTHER_RECIPIENTS
+        return OTHER_GROUPING
     return None
 
 
 NO_RULE = "no digest or max_emails today"
-OTHER_RECIPIENTS = "held under another grouping than the rule has today (or planted)"
+OTHER_GROUPING = "held under another grouping than the rule has today (or planted)"
 
 
 def readable_window(window: int, now: float) -> bool:
@@ -180,7 +179,7 @@ def _bounded(rule: str, kind: str, bucket: str, name: str, content_type: Any) ->
     """Each field as we write it: a rule's name, a known kind, bounded texts."""
     content_type_fits = not isinstance(content_type, str) or len(content_type) <= MAX_CONTENT_TYPE
     return (
-        bool(_RULE_NAME.fullmatch(rule)) and kind in KINDS and len(bucket) <= MAX_BUCKET
+        bool(NAME.fullmatch(rule)) and kind in KINDS and len(bucket) <= MAX_BUCKET
         and len(name) <= MAX_NAME_IN_ENTRY and content_type_fits
     )  # fmt: skip
 
@@ -310,6 +309,11 @@ def _time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def iso_utc(seconds: float) -> str:
+    """A window's start or end (seconds since the epoch) as ISO 8601 in UTC, for log fields and JSON."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def window_label(start: datetime, end: datetime) -> str:

@@ -28,7 +28,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from notifier import log
-from notifier.digest import Group, HeldEntry, Run, claim_id, digest_id, due_runs, orphan_reason, window_label
+from notifier.digest import (
+    Group,
+    HeldEntry,
+    Run,
+    claim_id,
+    digest_id,
+    due_runs,
+    iso_utc,
+    orphan_reason,
+    window_label,
+)
 from notifier.events import InvalidEvent, from_dict
 from notifier.ledger.base import Claim, ClaimStatus, LedgerError
 from notifier.ledger.digests import DigestStore
@@ -306,8 +316,8 @@ class Flusher:
         first, last = run.windows[0], run.windows[-1]
         log.log(
             self.pipeline._log, level, f"{result.line()}", outcome=outcome, events=events, rule=run.group.rule,
-            group=run.group.key, group_of=run.group.describe(), window=_iso(first),
-            window_end=_iso(last + run.window_length),
+            group=run.group.key, group_of=run.group.describe(), window=iso_utc(first),
+            window_end=iso_utc(last + run.window_length),
             backend=self.pipeline.backend.name, message_id=message_id or None, **({"reason": detail} if detail else {}),
             **{k: v for k, v in fields.items() if v is not None},
         )  # fmt: skip
@@ -328,7 +338,3 @@ def _notification_id(group: Group, parts: list[_Part]) -> str:
     ids = sorted(e.notification_id for p in parts for e in p.entries)
     key = "\n".join([digest_id(group, [(p.window, p.part) for p in parts]), *ids])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()

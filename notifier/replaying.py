@@ -5,7 +5,6 @@ lines it uses, so a replayed email takes exactly the path a delivered one takes.
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from notifier import log
@@ -17,8 +16,6 @@ from notifier.rules import Notification
 if TYPE_CHECKING:
     from notifier.flush import Flushed
     from notifier.pipeline import Pipeline
-
-_GROUP_KEY = re.compile(r"[0-9a-f]{24}")  # notifier.digest.group_of's keys
 
 
 class Replaying:
@@ -113,9 +110,11 @@ def _settles(outcome: Outcome, letter: DeadLetter) -> bool:
 
 def digest_letter_group(record: dict[str, Any]) -> tuple[str, str]:
     """The group key and rule name a digest's dead letter names; :class:`MalformedLetter` if not ours."""
+    from notifier.digest import GROUP_KEY  # only a digest's letter: the event path never loads it
+
     digest, rule = record.get("digest"), record.get("rule")
     group = digest.get("group") if isinstance(digest, dict) else None
-    if not isinstance(group, str) or not _GROUP_KEY.fullmatch(group):
+    if not isinstance(group, str) or not GROUP_KEY.fullmatch(group):
         raise MalformedLetter("digest: expected the group's key (24 hex digits) that notifier/flush.py writes")
     if not isinstance(rule, str) or not rule:
         raise MalformedLetter("rule: expected the name of the digest's rule")

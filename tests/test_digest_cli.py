@@ -241,7 +241,8 @@ def test_route_says_an_event_would_be_held_for_the_digest_of_its_window(deployme
 
 @pytest.mark.parametrize("minutes", [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3, 4, 5], [0, 2]])
 def test_pendings_due_time_is_the_first_moment_the_flush_sends_the_run(minutes):
-    from notifier.digest import Batching, Group, HeldEntry, due_runs
+    from notifier.batching import Batching
+    from notifier.digest import Group, HeldEntry, due_runs
     from notifier.tools.digest_commands import due_at
 
     batching, start = {"r": Batching.digest(60.0, 180.0)}, 1_800_000_000 // 60 * 60

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from notifier.digest import FLUSH_GRACE_SECONDS, Batching, Group, HeldEntry, claim_id, due_runs
+from notifier.batching import Batching
+from notifier.digest import FLUSH_GRACE_SECONDS, Group, HeldEntry, claim_id, due_runs
 from notifier.flush import BUSY, PARKED, Flusher
 from notifier.ledger import ClaimStatus, LedgerError
 from notifier.ledger.digests import MemoryDigestStore

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from notifier.addresses import Address
-from notifier.digest import Batching, Group, HeldEntry, Run
+from notifier.batching import Batching
+from notifier.digest import Group, HeldEntry, Run
 from notifier.filters import console_url, format_size
 from notifier.jinja_sandbox import MAX_OUTPUT
 from notifier.render import Renderer, TemplateError

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from notifier.batching import Batching
 from notifier.config import ConfigError, load_settings
-from notifier.digest import Batching
 from notifier.rulekeys import BAD, RULE_KEYS, RuleKey
 from notifier.rules import Conditions, Delivery, Recipients, Rule
 from notifier.tools.cli import main

@@ -26,7 +26,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from notifier.digest import MAX_CAP, MAX_SUMMARY, Group, HeldEntry
+from notifier.batching import MAX_CAP
+from notifier.digest import GROUP_KEY, MAX_SUMMARY, Group, HeldEntry
 from notifier.events import InvalidEvent
 from notifier.ledger.base import LedgerError
 from notifier.ledger.bucket import Listed, StateBucket, StateBucketError, Stored
@@ -50,7 +51,6 @@ MAX_FULL_BYTES = MAX_CAP * 35 + 2  # the owners of every slot of the largest cap
 MERGE_TRIES = 8  # included records written at once by flushes racing on one part (rare: a lease ran out)
 REMOVERS = 8  # a 1,000-entry flush deletes 1,000 objects: this many at a time
 
-_GROUP_KEY = re.compile(r"[0-9a-f]{24}")
 _WINDOW = re.compile(r"0|[1-9][0-9]{0,11}")  # as str(int) writes it: the name is rebuilt from it
 _NOTIFICATION_ID = re.compile(r"[0-9a-f]{32}")
 _SLOT = re.compile(r"[0-9]{5}")
@@ -229,7 +229,7 @@ def _held(item: Listed) -> HeldEntry | None:
     if len(parts) != 3:
         return None
     key, window, notification_id = parts
-    if not (_GROUP_KEY.fullmatch(key) and _WINDOW.fullmatch(window) and _NOTIFICATION_ID.fullmatch(notification_id)):
+    if not (GROUP_KEY.fullmatch(key) and _WINDOW.fullmatch(window) and _NOTIFICATION_ID.fullmatch(notification_id)):
         return None
     summary = item.metadata.get(SUMMARY_KEY)
     if summary is None or len(summary) > MAX_SUMMARY or len(summary.encode()) > MAX_SUMMARY:

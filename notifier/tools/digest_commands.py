@@ -15,7 +15,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from notifier.digest import FLUSH_GRACE_SECONDS, NO_RULE, Batching, Group, Run, due_runs, orphan_reason, window_label
+from notifier.batching import Batching
+from notifier.digest import FLUSH_GRACE_SECONDS, NO_RULE, Group, Run, due_runs, iso_utc, orphan_reason, window_label
 from notifier.ledger import LedgerError
 from notifier.log import for_terminal, lines_to_stderr
 from notifier.units import describe_duration
@@ -170,7 +171,7 @@ def _group(found: dict[str, dict[str, Any]], group: Group, *, orphan: bool = Fal
 def _window(run: Run, start: int, parked: bool) -> dict[str, Any]:
     end = start + run.window_length
     held = sum(1 for e in run.entries if e.window == start)
-    return {"start": _iso(start), "end": _iso(end), "events": held, "parked": parked}
+    return {"start": iso_utc(start), "end": iso_utc(end), "events": held, "parked": parked}
 
 
 _PARKED = "parked: dead-lettered; `python -m notifier replay` sends it"
@@ -221,7 +222,7 @@ def _listing_notes(listing: HeldListing) -> list[str]:
 def _as_json(groups: list[dict[str, Any]], listing: HeldListing | None) -> dict[str, Any]:
     for group in groups:
         if "windows" in group:  # an orphaned group's windows: starts as ISO times
-            group["windows"] = [{"start": _iso(s), "events": n} for s, n in sorted(group["windows"].items())]
+            group["windows"] = [{"start": iso_utc(s), "events": n} for s, n in sorted(group["windows"].items())]
     return {
         "groups": groups, "events": sum(g["events"] for g in groups),
         "truncated": bool(listing and listing.truncated), "unreadable": listing.unreadable if listing else 0,
@@ -349,7 +350,3 @@ def _compact(seconds: float) -> str:
     """As notify.toml writes it: 600 → "10m", 3600 → "1h", 90 → "90s"."""
     unit, length = next((u, n) for u, n in _COMPACT if seconds % n == 0 or n == 1)
     return f"{seconds / length:g}{unit}"
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
