@@ -175,6 +175,18 @@ class HeldEntry:
         )  # fmt: skip
 
 
+def entry_from_summary(group_key: str, window: int, notification_id: str, summary: str) -> HeldEntry | None:
+    """The entry a store listed from its summary's JSON (a GCS entry's metadata, an SQLite row);
+    None when it is not one we write: over MAX_SUMMARY, not JSON, or a summary from_summary refuses."""
+    if len(summary) > MAX_SUMMARY or len(summary.encode("utf-8", "surrogatepass")) > MAX_SUMMARY:
+        return None
+    try:
+        values = json.loads(summary)
+    except (ValueError, RecursionError):
+        return None
+    return HeldEntry.from_summary(group_key, window, notification_id, values)
+
+
 def _bounded(rule: str, kind: str, bucket: str, name: str, content_type: Any) -> bool:
     """Each field as we write it: a rule's name, a known kind, bounded texts."""
     content_type_fits = not isinstance(content_type, str) or len(content_type) <= MAX_CONTENT_TYPE

@@ -17,6 +17,7 @@ picks one (not here: they import this module). Every failure is a :class:`~notif
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -26,6 +27,17 @@ from typing import Any
 from notifier.digest import Group, HeldEntry
 
 MAX_INCLUDED = 200_000  # ids one part's record may list: more was not written by us
+
+
+def included_ids(data: str | bytes) -> frozenset[str] | None:
+    """A stored included record's ids (a JSON list of strings); None when it is not one we write."""
+    try:
+        ids = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(ids, list) or len(ids) > MAX_INCLUDED or not all(isinstance(i, str) for i in ids):
+        return None
+    return frozenset(ids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from notifier.batching import MAX_CAP
-from notifier.digest import GROUP_KEY, MAX_SUMMARY, Group, HeldEntry
+from notifier.digest import GROUP_KEY, Group, HeldEntry, entry_from_summary
 from notifier.events import InvalidEvent
 from notifier.ledger.base import LedgerError
 from notifier.ledger.bucket import Listed, StateBucket, StateBucketError, Stored
-from notifier.ledger.digests import MAX_INCLUDED, DigestStore, HeldListing
+from notifier.ledger.digests import MAX_INCLUDED, DigestStore, HeldListing, included_ids
 from notifier.ledger.gcs import _FAILURES, _ledger_error
 
 ENTRY_PREFIX = "digest/"
@@ -99,10 +99,11 @@ class GcsDigestStore(DigestStore):
             raise _ledger_error(self._bucket.name, error) from error
         if stored is None:
             return None
-        if stored.content_encoding or len(stored.data) > MAX_EVENT_BYTES:
+        data = _as_written(stored, MAX_EVENT_BYTES)
+        if data is None:
             raise InvalidEvent(f"{name}: compressed or over {MAX_EVENT_BYTES} bytes: not an event this function held")
         try:
-            return json.loads(stored.data)
+            return json.loads(data)
         except (ValueError, RecursionError):
             raise InvalidEvent(f"{name}: not JSON: not an event this function held") from None
 
@@ -135,9 +136,8 @@ class GcsDigestStore(DigestStore):
             stored = self._bucket.read(_included_name(group, window, part), MAX_INCLUDED_BYTES)
         except _FAILURES as error:
             raise _ledger_error(self._bucket.name, error) from error
-        if stored is None or stored.content_encoding or len(stored.data) > MAX_INCLUDED_BYTES:
-            return None
-        return _ids(stored.data)
+        data = None if stored is None else _as_written(stored, MAX_INCLUDED_BYTES)
+        return None if data is None else included_ids(data)
 
     def record_included(self, group: Group, window: int, part: int, ids: Iterable[str]) -> None:
         """Merged with the ids already there: read, union, then write only if the object is still
@@ -150,7 +150,7 @@ class GcsDigestStore(DigestStore):
     def _merge_included(self, name: str, ids: frozenset[str]) -> None:
         for _ in range(MERGE_TRIES):
             stored = self._bucket.read(name, MAX_INCLUDED_BYTES)
-            there = frozenset() if stored is None else _readable_ids(stored)
+            there = frozenset() if stored is None else _readable_ids(_as_written(stored, MAX_INCLUDED_BYTES))
             if ids <= there:  # recorded already (also: our own write whose answer was lost)
                 return
             data = json.dumps(sorted(ids | there), separators=(",", ":")).encode()
@@ -195,16 +195,16 @@ class GcsDigestStore(DigestStore):
     def _full_owners(self, prefix: str, limit: int) -> frozenset[str] | None:
         """The owners the window's full marker lists; None without one (or one we did not write)."""
         stored = self._bucket.read(f"{prefix}full-{limit}", MAX_FULL_BYTES)
-        if stored is None or stored.content_encoding or len(stored.data) > MAX_FULL_BYTES:
-            return None
-        return _ids(stored.data)
+        data = None if stored is None else _as_written(stored, MAX_FULL_BYTES)
+        return None if data is None else included_ids(data)
 
     def _slot_owner(self, name: str) -> str | None:
         stored = self._bucket.read(name, MAX_SLOT_BYTES)
-        if stored is None or stored.content_encoding or len(stored.data) > MAX_SLOT_BYTES:
+        data = None if stored is None else _as_written(stored, MAX_SLOT_BYTES)
+        if data is None:
             return None
         try:
-            owner = json.loads(stored.data).get(SLOT_KEY)
+            owner = json.loads(data).get(SLOT_KEY)
         except (ValueError, RecursionError, AttributeError):
             return None
         return owner if isinstance(owner, str) else None
@@ -232,27 +232,14 @@ def _held(item: Listed) -> HeldEntry | None:
     if not (GROUP_KEY.fullmatch(key) and _WINDOW.fullmatch(window) and _NOTIFICATION_ID.fullmatch(notification_id)):
         return None
     summary = item.metadata.get(SUMMARY_KEY)
-    if summary is None or len(summary) > MAX_SUMMARY or len(summary.encode()) > MAX_SUMMARY:
-        return None
-    try:
-        values = json.loads(summary)
-    except (ValueError, RecursionError):
-        return None
-    return HeldEntry.from_summary(key, int(window), notification_id, values)
+    return None if summary is None else entry_from_summary(key, int(window), notification_id, summary)
 
 
-def _readable_ids(stored: Stored) -> frozenset[str]:
+def _as_written(stored: Stored, max_bytes: int) -> bytes | None:
+    """The object's bytes if this store could have written them: stored plain, within ``max_bytes``."""
+    return None if stored.content_encoding or len(stored.data) > max_bytes else stored.data
+
+
+def _readable_ids(data: bytes | None) -> frozenset[str]:
     """A record's ids; none for one this store did not write (the merge replaces it)."""
-    if stored.content_encoding or len(stored.data) > MAX_INCLUDED_BYTES:
-        return frozenset()
-    return _ids(stored.data) or frozenset()
-
-
-def _ids(data: bytes) -> frozenset[str] | None:
-    try:
-        ids = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(ids, list) or len(ids) > MAX_INCLUDED or not all(isinstance(i, str) for i in ids):
-        return None
-    return frozenset(ids)
+    return (None if data is None else included_ids(data)) or frozenset()

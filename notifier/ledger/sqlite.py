@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
@@ -48,35 +48,30 @@ class SqliteLedger(Ledger):
 
     def _set_up(self) -> None:
         with self._connection() as db:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")  # needs the file to itself: busy_timeout does not wait
+            use_wal(db)
             db.execute(_SCHEMA)
             if "owed" not in {column[1] for column in db.execute("PRAGMA table_info(ledger)")}:
                 db.execute(_ADD_OWED)
 
     def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
         now = self._clock()
-        db = self._connection()
         try:
-            db.execute("BEGIN IMMEDIATE")  # one claimer at a time, across processes
-            row = db.execute(
-                "SELECT state, lease_until, message_id, owed FROM ledger WHERE notification_id = ?", (notification_id,)
-            ).fetchone()
-            record = {} if row is None else _record(notification_id, *row)
-            if row is not None and (held := held_status(record, now, replay=replay)) is not None:
-                db.execute("COMMIT")
-                return held
-            token, owed = new_token(), owed_in(record)  # a replay's claim keeps who is owed it
-            db.execute(
-                "INSERT OR REPLACE INTO ledger (notification_id, state, token, lease_until, updated, owed)"
-                " VALUES (?, 'claimed', ?, ?, ?, ?)",
-                (notification_id, token, now + lease_seconds, now, _owed_column(owed)),
-            )
-            db.execute("COMMIT")
-            return Claim(notification_id, ClaimStatus.CLAIMED, token=token, owed=owed)
+            with immediate(self._connection()) as db:  # one claimer at a time, across processes
+                row = db.execute(
+                    "SELECT state, lease_until, message_id, owed FROM ledger WHERE notification_id = ?",
+                    (notification_id,),
+                ).fetchone()
+                record = {} if row is None else _record(notification_id, *row)
+                if row is not None and (held := held_status(record, now, replay=replay)) is not None:
+                    return held
+                token, owed = new_token(), owed_in(record)  # a replay's claim keeps who is owed it
+                db.execute(
+                    "INSERT OR REPLACE INTO ledger (notification_id, state, token, lease_until, updated, owed)"
+                    " VALUES (?, 'claimed', ?, ?, ?, ?)",
+                    (notification_id, token, now + lease_seconds, now, _owed_column(owed)),
+                )
+                return Claim(notification_id, ClaimStatus.CLAIMED, token=token, owed=owed)
         except sqlite3.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             raise LedgerError(f"ledger {self.path}: {error}") from error
 
     def mark_sent(self, claim: Claim, message_id: str) -> None:
@@ -121,6 +116,27 @@ def _record(notification_id: str, state: str, lease_until: float, message_id: st
 
 def _owed_column(owed: Iterable[str] | None) -> str | None:
     return None if owed is None else json.dumps(owed_record(owed)["owed"])
+
+
+def use_wal(db: sqlite3.Connection) -> None:
+    """Write-ahead logging, so readers never wait for the writer (switching needs the file alone:
+    SQLite's busy timeout does not wait for that, _SET_UP_POLICY does)."""
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction taken at once (one writer at a time, across processes): committed
+    when the block ends, also by a return inside it; rolled back when it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def thread_connection(local: threading.local, path: Path) -> sqlite3.Connection:

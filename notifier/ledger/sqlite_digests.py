@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from notifier.digest import MAX_SUMMARY, Group, HeldEntry
+from notifier.digest import MAX_SUMMARY, Group, HeldEntry, entry_from_summary
 from notifier.events import InvalidEvent
 from notifier.ledger.base import LedgerError
-from notifier.ledger.digests import MAX_INCLUDED, DigestStore, HeldListing
-from notifier.ledger.sqlite import _SET_UP_POLICY, thread_connection
+from notifier.ledger.digests import DigestStore, HeldListing, included_ids
+from notifier.ledger.sqlite import _SET_UP_POLICY, immediate, thread_connection, use_wal
 
 MAX_LISTED = 50_000  # entries one pending() reads, as a state bucket's listing: the next flush gets the rest
 MAX_EVENT_CHARS = 128 * 1024
@@ -62,8 +62,7 @@ class SqliteDigestStore(DigestStore):
 
     def _set_up(self) -> None:
         db = self._connection()
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode=WAL")  # needs the file to itself: busy_timeout does not wait
+        use_wal(db)
         for statement in _SCHEMA:
             db.execute(statement)
 
@@ -80,27 +79,23 @@ class SqliteDigestStore(DigestStore):
         return cursor.rowcount == 1
 
     def take_single(self, group: Group, window: int, notification_id: str, limit: int) -> bool:
-        db = self._connection()
         try:
-            db.execute("BEGIN IMMEDIATE")  # one taker at a time, across processes
-            ours = db.execute(
-                "SELECT 1 FROM digest_singles WHERE group_key = ? AND window = ? AND notification_id = ?",
-                (group.key, window, notification_id),
-            ).fetchone()
-            (taken,) = db.execute(
-                "SELECT COUNT(*) FROM digest_singles WHERE group_key = ? AND window = ?", (group.key, window)
-            ).fetchone()
-            won = ours is not None or taken < limit
-            if ours is None and won:
-                db.execute(
-                    "INSERT INTO digest_singles (group_key, window, slot, notification_id) VALUES (?, ?, ?, ?)",
-                    (group.key, window, taken, notification_id),
-                )
-            db.execute("COMMIT")
-            return won
+            with immediate(self._connection()) as db:  # one taker at a time, across processes
+                ours = db.execute(
+                    "SELECT 1 FROM digest_singles WHERE group_key = ? AND window = ? AND notification_id = ?",
+                    (group.key, window, notification_id),
+                ).fetchone()
+                (taken,) = db.execute(
+                    "SELECT COUNT(*) FROM digest_singles WHERE group_key = ? AND window = ?", (group.key, window)
+                ).fetchone()
+                won = ours is not None or taken < limit
+                if ours is None and won:
+                    db.execute(
+                        "INSERT INTO digest_singles (group_key, window, slot, notification_id) VALUES (?, ?, ?, ?)",
+                        (group.key, window, taken, notification_id),
+                    )
+                return won
         except sqlite3.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             raise self._error(error) from error
 
     def pending(self) -> HeldListing:
@@ -130,17 +125,13 @@ class SqliteDigestStore(DigestStore):
             raise InvalidEvent(f"held entry {entry.notification_id}: not JSON") from None
 
     def remove(self, entries: Iterable[HeldEntry]) -> None:
-        db = self._connection()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                "DELETE FROM digest_entries WHERE group_key = ? AND window = ? AND notification_id = ?",
-                [_key(entry) for entry in entries],
-            )
-            db.execute("COMMIT")
+            with immediate(self._connection()) as db:
+                db.executemany(
+                    "DELETE FROM digest_entries WHERE group_key = ? AND window = ? AND notification_id = ?",
+                    [_key(entry) for entry in entries],
+                )
         except sqlite3.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             raise self._error(error) from error
 
     def included(self, group: Group, window: int, part: int) -> frozenset[str] | None:
@@ -149,25 +140,22 @@ class SqliteDigestStore(DigestStore):
         )
         if not rows or not isinstance(rows[0][0], str) or len(rows[0][0]) > MAX_IDS_CHARS:
             return None
-        return _ids(rows[0][0])
+        return included_ids(rows[0][0])
 
     def record_included(self, group: Group, window: int, part: int, ids: Iterable[str]) -> None:
         """Merged with the ids already there, in one transaction: a late writer never shrinks it."""
-        db, key = self._connection(), (group.key, window, part)
+        key = (group.key, window, part)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(
-                "SELECT ids FROM digest_included WHERE group_key = ? AND window = ? AND part = ?", key
-            ).fetchall()
-            merged = set(ids) | _stored_ids(rows)
-            db.execute(
-                "INSERT OR REPLACE INTO digest_included (group_key, window, part, ids) VALUES (?, ?, ?, ?)",
-                (*key, json.dumps(sorted(merged))),
-            )
-            db.execute("COMMIT")
+            with immediate(self._connection()) as db:
+                rows = db.execute(
+                    "SELECT ids FROM digest_included WHERE group_key = ? AND window = ? AND part = ?", key
+                ).fetchall()
+                merged = set(ids) | _stored_ids(rows)
+                db.execute(
+                    "INSERT OR REPLACE INTO digest_included (group_key, window, part, ids) VALUES (?, ?, ?, ?)",
+                    (*key, json.dumps(sorted(merged))),
+                )
         except sqlite3.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             raise self._error(error) from error
 
     def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -191,27 +179,13 @@ def _held(group_key: Any, window: Any, notification_id: Any, summary: Any) -> He
     """The entry a row is; None when it is not one this store writes."""
     if not (isinstance(group_key, str) and isinstance(notification_id, str) and isinstance(summary, str)):
         return None
-    if not isinstance(window, int) or len(summary) > MAX_SUMMARY:
+    if not isinstance(window, int):
         return None
-    try:
-        values = json.loads(summary)
-    except (ValueError, RecursionError):
-        return None
-    return HeldEntry.from_summary(group_key, window, notification_id, values)
+    return entry_from_summary(group_key, window, notification_id, summary)
 
 
 def _stored_ids(rows: list[Any]) -> frozenset[str]:
     """The ids of an included row; none for a row this store did not write (it is replaced)."""
     if not rows or not isinstance(rows[0][0], str) or len(rows[0][0]) > MAX_IDS_CHARS:
         return frozenset()
-    return _ids(rows[0][0]) or frozenset()
-
-
-def _ids(text: str) -> frozenset[str] | None:
-    try:
-        ids = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(ids, list) or len(ids) > MAX_INCLUDED or not all(isinstance(i, str) for i in ids):
-        return None
-    return frozenset(ids)
+    return included_ids(rows[0][0]) or frozenset()
