@@ -102,8 +102,9 @@ class Flusher:
         listed = [e for e in self.store.pending().entries if group_key in (None, e.group.key)]
         rules = {rule.name: rule for rule in self.pipeline.settings.rules.rules if rule.delivery.batching}
         batching = {name: rule.delivery.batching for name, rule in rules.items()}
-        orphans = [(e, why) for e in listed if (why := orphan_reason(e, rules)) is not None]
-        held = [e for e in listed if orphan_reason(e, rules) is None]
+        reasons = [(e, orphan_reason(e, rules)) for e in listed]  # each key hashed once
+        orphans = [(e, why) for e, why in reasons if why is not None]
+        held = [e for e, why in reasons if why is None]
         results = [self._orphans(orphans)] if orphans else []
         for run in due_runs(held, batching, self._clock(), everything=everything):  # type: ignore[arg-type]
             if time.monotonic() - started > FLUSH_BUDGET_SECONDS:
@@ -327,7 +328,8 @@ class Flusher:
 _WHY = {
     BUSY: "another flush is sending it",
     PARKED: "its digest was dead-lettered; `python -m notifier replay` sends it once the cause is fixed",
-    REFUSED: f"the window's last part ({MAX_PARTS}) was marked sent by an earlier version: the rest stays held",
+    REFUSED: f"the window's last part ({MAX_PARTS}) is marked sent, which the flush never does to it (it"
+    " releases it after each send): the rest stays held",
 }
 
 

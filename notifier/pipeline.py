@@ -91,11 +91,7 @@ class Pipeline(Replaying):
         """Read and validate the environment; a bad setting is logged once and raised."""
         logger = log.get_logger()
         try:
-            for secret in environment_secrets():  # first: a problem that names one is logged redacted
-                log.register_secret(secret)
-            settings = load_settings()
-            for secret in settings.secrets:
-                log.register_secret(secret)
+            settings = settings_from_environment()
             pipeline = cls(settings)  # compiles and tries every template
         except ValueError as error:
             log.log(logger, logging.CRITICAL, f"storage-notifier cannot start: {error}")
@@ -145,10 +141,18 @@ class Pipeline(Replaying):
         """Send the held events that are due (``everything``: all of them now): notifier.flush.
         With no rule holding events any more, what is still held is reported (never dropped)."""
         from notifier.flush import Flusher
+
+        store = self.digest_store()
+        return [] if store is None else Flusher(self, store).flush(everything=everything, replay=replay)
+
+    def digest_store(self) -> DigestStore | None:
+        """Where this deployment holds events: also when no rule has a digest today (entries may
+        remain from before); None for a ledger in memory, beside which nothing is ever held."""
+        if self.holding is not None:
+            return self.holding.store
         from notifier.ledger import create_digest_store
 
-        store = self.holding.store if self.holding is not None else create_digest_store(self.ledger)
-        return [] if store is None else Flusher(self, store).flush(everything=everything, replay=replay)
+        return create_digest_store(self.ledger)
 
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""
@@ -390,6 +394,17 @@ class Pipeline(Replaying):
 
     def _elapsed_ms(self, started: float) -> float:
         return round((self._clock() - started) * 1000, 1)
+
+
+def settings_from_environment() -> Settings:
+    """The validated settings, every secret registered with the log first (so a problem that
+    names one is logged, or printed, redacted); ConfigError (a ValueError) lists every problem."""
+    for secret in environment_secrets():
+        log.register_secret(secret)
+    settings = load_settings()
+    for secret in settings.secrets:
+        log.register_secret(secret)
+    return settings
 
 
 def _holding(settings: Settings, ledger: Ledger, store: DigestStore | None) -> Holding | None:

@@ -47,7 +47,7 @@ def _flush(args: argparse.Namespace) -> int:
     from notifier.flush import Flusher
 
     pipeline = _pipeline(_settings())
-    store = _store(pipeline)
+    store = pipeline.digest_store()
     if store is None:
         print(f"Nothing is held: {_NOWHERE}.")
         return 0
@@ -88,7 +88,7 @@ def _pending(args: argparse.Namespace) -> int:
     where = _where(settings)
     missing = settings.state_bucket is None and settings.ledger_file is not None and not settings.ledger_file.exists()
     pipeline = None if missing else _pipeline(settings)
-    store = None if pipeline is None else _store(pipeline)
+    store = None if pipeline is None else pipeline.digest_store()
     if pipeline is None or store is None:
         nothing = f"Nothing is held in {where}." if where else f"Nothing is held: {_NOWHERE}."
         print(json.dumps(_as_json([], None), indent=2) if args.json else nothing)
@@ -288,7 +288,7 @@ def replay_digest(pipeline: Pipeline, letter: DeadLetter, *, dry_run: bool) -> s
 
 
 def _show_digest(pipeline: Pipeline, letter: DeadLetter, group_key: str) -> str:
-    store = _store(pipeline)
+    store = pipeline.digest_store()
     held = [e for e in store.pending().entries if e.group.key == group_key] if store else []
     name = for_terminal(letter.notification_id)
     if not held:
@@ -310,15 +310,10 @@ def _settings() -> Settings:
     """The deployment's settings, as the function reads them; a ValueError (the CLI's one ``error:``
     line, not also the function's "cannot start" log line) when it would refuse to start for want
     of a digest store."""
-    from notifier import log
-    from notifier.config import environment_secrets, load_settings
     from notifier.holding import store_problem
+    from notifier.pipeline import settings_from_environment
 
-    for secret in environment_secrets():  # first: a problem that names one is printed redacted
-        log.register_secret(secret)
-    settings = load_settings()
-    for secret in settings.secrets:
-        log.register_secret(secret)
+    settings = settings_from_environment()
     if problem := store_problem(settings):
         raise ValueError(problem)
     return settings
@@ -335,15 +330,6 @@ def _where(settings: Settings) -> str:
     if settings.state_bucket is not None:
         return f"gs://{settings.state_bucket}"
     return str(settings.ledger_file) if settings.ledger_file is not None else ""
-
-
-def _store(pipeline: Pipeline) -> DigestStore | None:
-    """Where the deployment holds events; also when no rule has a digest today (entries may remain)."""
-    if pipeline.holding is not None:
-        return pipeline.holding.store
-    from notifier.ledger import create_digest_store
-
-    return create_digest_store(pipeline.ledger)
 
 
 def _compact(seconds: float) -> str:
