@@ -263,20 +263,17 @@ def held_line(notification: Notification, now: datetime) -> str | None:
 
 def replay_digest(pipeline: Pipeline, letter: DeadLetter, *, dry_run: bool) -> str:
     """Replay (or, with --dry-run, show) a dead-lettered digest: what became of it, as replay counts."""
-    from notifier.replay import MalformedLetter, UnreplayableLetter
+    from notifier.replay import UnreplayableLetter
     from notifier.replaying import digest_letter_group
+    from notifier.tools.replay_command import unreplayable
 
     name = for_terminal(letter.notification_id)
     try:
         if dry_run:
             return _show_digest(pipeline, letter, digest_letter_group(letter.record)[0])
         flushed = pipeline.replay_digest(letter)
-    except MalformedLetter as error:
-        print(f"skipped {for_terminal(letter.source or letter.notification_id)}: {for_terminal(str(error))}")
-        return "skipped"
     except UnreplayableLetter as error:
-        print(f"{'refused':<13} {name}: {for_terminal(str(error), 600)}")
-        return "refused"
+        return unreplayable(letter, error)
     except LedgerError as error:  # the next replay finds the letter, and the events, as they were
         print(f"{'retrying':<13} {name}: the digest store ({for_terminal(str(error), 600)})")
         return "failed"

@@ -16,7 +16,7 @@ from notifier.log import for_terminal
 if TYPE_CHECKING:
     from notifier.ledger import DeadLetter, UnreadableLetter
     from notifier.pipeline import Pipeline
-    from notifier.replay import ReplayPlan
+    from notifier.replay import ReplayPlan, UnreplayableLetter
     from notifier.rules import Notification
 
 
@@ -62,7 +62,7 @@ def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args
     """Replay (or, with --dry-run, show) one letter; what became of it: done, would, skipped, refused or failed."""
     from notifier.ledger import DeadLetter
     from notifier.outcomes import DUPLICATE, SENT
-    from notifier.replay import MalformedLetter, UnreplayableLetter
+    from notifier.replay import UnreplayableLetter
 
     if not isinstance(item, DeadLetter):
         print(f"skipped {for_terminal(item.source)}: {for_terminal(item.reason)}")
@@ -73,12 +73,8 @@ def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args
         return replay_digest(pipeline, item, dry_run=args.dry_run)
     try:
         plan = pipeline.plan_replay(item, rule_name=args.rule, force=args.force)
-    except MalformedLetter as error:
-        print(f"skipped {for_terminal(item.source or item.notification_id)}: {for_terminal(str(error))}")
-        return "skipped"
     except UnreplayableLetter as error:
-        print(f"{'refused':<13} {for_terminal(item.notification_id)}: {for_terminal(str(error), 600)}")
-        return "refused"
+        return unreplayable(item, error)
     if plan.note:
         print(f"note: {for_terminal(plan.note, 600)}")
     if args.dry_run:
@@ -139,3 +135,15 @@ def _since(text: str) -> str:
             f"--since: {shown(text)} reaches back before the year 1; give a later time or a shorter duration"
         ) from None
     return moment.isoformat()
+
+
+def unreplayable(letter: DeadLetter, error: UnreplayableLetter) -> str:
+    """Say why a letter is not replayed: ``skipped`` (malformed: not a letter we write) or
+    ``refused`` (today's rules do not send it); the word, for the summary's count."""
+    from notifier.replay import MalformedLetter
+
+    if isinstance(error, MalformedLetter):
+        print(f"skipped {for_terminal(letter.source or letter.notification_id)}: {for_terminal(str(error))}")
+        return "skipped"
+    print(f"{'refused':<13} {for_terminal(letter.notification_id)}: {for_terminal(str(error), 600)}")
+    return "refused"
