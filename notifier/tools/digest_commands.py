@@ -1,5 +1,6 @@
-"""``python -m notifier flush`` and ``pending``, and what ``check-config``, ``route`` and ``replay``
-say about digests and caps (issue 16), for a person at a terminal.
+"""``python -m notifier flush`` and ``pending``, and what ``check-config`` and ``route`` say about
+digests and caps (issue 16), for a person at a terminal (``replay`` of a digest's letter:
+:mod:`notifier.tools.replay_command`).
 
 Both commands build the pipeline from the deployment's settings, as ``replay`` does: run them with
 its ``NOTIFY_STATE_BUCKET`` (or, locally, ``NOTIFY_LEDGER_FILE``) and ``NOTIFY_*`` values. Held
@@ -24,7 +25,6 @@ from notifier.units import describe_duration
 if TYPE_CHECKING:
     from notifier.config import Settings
     from notifier.flush import Flushed
-    from notifier.ledger import DeadLetter
     from notifier.ledger.digests import DigestStore, HeldListing
     from notifier.pipeline import Pipeline
     from notifier.rules import Notification, Rule
@@ -256,46 +256,6 @@ def held_line(notification: Notification, now: datetime) -> str | None:
                 f" digest ({group})")  # fmt: skip
     wait = _compact(batching.max_wait)
     return f"held for the digest of {label} ({group}): one email once the burst ends, at most {wait} after it began"
-
-
-# --- replay -----------------------------------------------------------------------------------
-
-
-def replay_digest(pipeline: Pipeline, letter: DeadLetter, *, dry_run: bool) -> str:
-    """Replay (or, with --dry-run, show) a dead-lettered digest: what became of it, as replay counts."""
-    from notifier.replay import UnreplayableLetter
-    from notifier.replaying import digest_letter_group
-    from notifier.tools.replay_command import unreplayable
-
-    name = for_terminal(letter.notification_id)
-    try:
-        if dry_run:
-            return _show_digest(pipeline, letter, digest_letter_group(letter.record)[0])
-        flushed = pipeline.replay_digest(letter)
-    except UnreplayableLetter as error:
-        return unreplayable(letter, error)
-    except LedgerError as error:  # the next replay finds the letter, and the events, as they were
-        print(f"{'retrying':<13} {name}: the digest store ({for_terminal(str(error), 600)})")
-        return "failed"
-    for result in flushed:
-        print(f"{result.outcome:<13} {name}: {for_terminal(result.line().removeprefix(result.outcome + ': '), 1000)}")
-    if not flushed:
-        print(f"{'duplicate':<13} {name}: nothing is held for its group any more (sent meanwhile); letter removed")
-    return "done" if all(r.outcome in ("sent", "duplicate") for r in flushed) else "failed"
-
-
-def _show_digest(pipeline: Pipeline, letter: DeadLetter, group_key: str) -> str:
-    store = pipeline.digest_store()
-    held = [e for e in store.pending().entries if e.group.key == group_key] if store else []
-    name = for_terminal(letter.notification_id)
-    if not held:
-        print(f"would remove {name}: nothing is held for its group any more")
-    else:
-        group = for_terminal(held[0].group.describe(), 1000)
-        print(f"would send the digest {name} again: {group}: {len(held)} held event(s)")
-    if (error := letter.record.get("error")) is not None:
-        print(f"  earlier error: {for_terminal(str(error), 200)}")
-    return "would"
 
 
 # ---------------------------------------------------------------------------------------------

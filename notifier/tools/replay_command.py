@@ -68,9 +68,7 @@ def _replay_letter(pipeline: Pipeline, item: DeadLetter | UnreadableLetter, args
         print(f"skipped {for_terminal(item.source)}: {for_terminal(item.reason)}")
         return "skipped"
     if "digest" in item.record:  # a dead-lettered digest: its group's held events are flushed again
-        from notifier.tools.digest_commands import replay_digest
-
-        return replay_digest(pipeline, item, dry_run=args.dry_run)
+        return _replay_digest(pipeline, item, dry_run=args.dry_run)
     try:
         plan = pipeline.plan_replay(item, rule_name=args.rule, force=args.force)
     except UnreplayableLetter as error:
@@ -135,6 +133,46 @@ def _since(text: str) -> str:
             f"--since: {shown(text)} reaches back before the year 1; give a later time or a shorter duration"
         ) from None
     return moment.isoformat()
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def _replay_digest(pipeline: Pipeline, letter: DeadLetter, *, dry_run: bool) -> str:
+    """Replay (or, with --dry-run, show) a dead-lettered digest: what became of it, as replay counts."""
+    from notifier.ledger import LedgerError
+    from notifier.replay import UnreplayableLetter
+    from notifier.replaying import digest_letter_group
+
+    name = for_terminal(letter.notification_id)
+    try:
+        if dry_run:
+            return _show_digest(pipeline, letter, digest_letter_group(letter.record)[0])
+        flushed = pipeline.replay_digest(letter)
+    except UnreplayableLetter as error:
+        return unreplayable(letter, error)
+    except LedgerError as error:  # the next replay finds the letter, and the events, as they were
+        print(f"{'retrying':<13} {name}: the digest store ({for_terminal(str(error), 600)})")
+        return "failed"
+    for result in flushed:
+        print(f"{result.outcome:<13} {name}: {for_terminal(result.line().removeprefix(result.outcome + ': '), 1000)}")
+    if not flushed:
+        print(f"{'duplicate':<13} {name}: nothing is held for its group any more (sent meanwhile); letter removed")
+    return "done" if all(r.outcome in ("sent", "duplicate") for r in flushed) else "failed"
+
+
+def _show_digest(pipeline: Pipeline, letter: DeadLetter, group_key: str) -> str:
+    store = pipeline.digest_store()
+    held = [e for e in store.pending().entries if e.group.key == group_key] if store else []
+    name = for_terminal(letter.notification_id)
+    if not held:
+        print(f"would remove {name}: nothing is held for its group any more")
+    else:
+        group = for_terminal(held[0].group.describe(), 1000)
+        print(f"would send the digest {name} again: {group}: {len(held)} held event(s)")
+    if (error := letter.record.get("error")) is not None:
+        print(f"  earlier error: {for_terminal(str(error), 200)}")
+    return "would"
 
 
 def unreplayable(letter: DeadLetter, error: UnreplayableLetter) -> str:
