@@ -1,5 +1,6 @@
-"""Cloud Function entry points: ``handle_storage_event`` (deploy with ``deploy/deploy.sh``) and
-``flush_digests``, which Cloud Scheduler calls every minute (``deploy/deploy.sh flush``).
+"""Cloud Function entry points: ``handle_storage_event`` (deploy with ``deploy/deploy.sh``),
+``flush_digests``, which Cloud Scheduler calls every minute (``deploy/deploy.sh flush``), and
+``sendgrid_events``, SendGrid's signed Event Webhook (``deploy/deploy.sh events``).
 
 The pipeline is built once per instance, at import, so a configuration error stops the deploy
 with a clear message instead of failing every event. functions-framework imports this module
@@ -37,3 +38,11 @@ def flush_digests(request):
     from notifier.scheduled_flush import answer
 
     return answer(pipeline, request.method)
+
+
+@functions_framework.http
+def sendgrid_events(request):
+    # Imported here, not above: the event function's cold start never loads the webhook.
+    from notifier.webhook import answer as webhook_answer
+
+    return webhook_answer(pipeline, request)

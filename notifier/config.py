@@ -68,6 +68,11 @@ class Settings:
     timezone: ZoneInfo | None  # NOTIFY_TIMEZONE: emails show local time too
     redirect_to: Address | None  # NOTIFY_REDIRECT_TO: every message goes here instead
     deployed: bool  # running on Cloud Run functions (K_SERVICE is set)
+    # GOOGLE_CLOUD_PROJECT (deploy.sh sets it): log lines name their trace as projects/P/traces/T.
+    project: str | None = None
+    # SENDGRID_WEBHOOK_PUBLIC_KEY: the Event Webhook's verification key, base64 as SendGrid shows it;
+    # main.py: sendgrid_events refuses every request without it (notifier.feedback).
+    webhook_public_key: str | None = None
     # Every secret in the environment, the chosen provider's or not (a SendGrid key set beside
     # NOTIFY_BACKEND=console is still a key): never printed, scrubbed from every error text.
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -202,6 +207,45 @@ def _timezone(env: Mapping[str, str], var: str, problems: list[str], default: Zo
         return default
 
 
+# A project id (6-30 characters), optionally domain-scoped ("example.com:my-project").
+_PROJECT = re.compile(r"(?:[a-z0-9][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
+
+
+def _project(env: Mapping[str, str], var: str, problems: list[str], default: str | None) -> str | None:
+    value = envvars.text(env, var)
+    if value and not _PROJECT.fullmatch(value):
+        problems.append(f"{var}: expected a Google Cloud project id such as my-project-123, got {value!r}")
+        return default
+    return value or default
+
+
+# A P-256 public key as SendGrid shows it: base64 of its DER SubjectPublicKeyInfo, which is this
+# fixed header and the 65-byte uncompressed point (04 X Y). Checked here without the cryptography
+# package, whose import would cost every cold start; notifier.feedback loads the key with it.
+_P256_SPKI_HEADER = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+
+
+def _webhook_public_key(env: Mapping[str, str], var: str, problems: list[str], default: str | None) -> str | None:
+    import base64
+    import binascii
+
+    value = "".join(envvars.text(env, var).split())  # pasted across lines, or with a trailing newline
+    if not value:
+        return default
+    try:
+        der = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        der = b""
+    if len(der) != len(_P256_SPKI_HEADER) + 65 or not der.startswith(_P256_SPKI_HEADER) or der[-65] != 4:
+        problems.append(
+            f"{var}: expected the Event Webhook's verification key as SendGrid shows it (base64 of an"
+            " ECDSA P-256 public key, starting MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE), got"
+            f" {len(value)} characters that are not one"
+        )
+        return default
+    return value
+
+
 def _local_ledger(context: _Context) -> Path | None:
     # Local runs keep the ledger in an SQLite file beside the outbox, so duplicates are caught
     # across restarts too; deployed without a state bucket it is per-instance memory.
@@ -229,6 +273,8 @@ CORE: tuple[Variable, ...] = (
     Variable("NOTIFY_LEDGER_FILE", "ledger_file", _path, Computed(_local_ledger)),
     Variable("NOTIFY_DEAD_LETTER_DIR", "dead_letter_dir", _path,
              Computed(lambda c: c.local_dir / "deadletter" if c.local_dir else Path("deadletter"))),
+    Variable("GOOGLE_CLOUD_PROJECT", "project", _project, None),
+    Variable("SENDGRID_WEBHOOK_PUBLIC_KEY", "webhook_public_key", _webhook_public_key, None),
 )  # fmt: skip
 _RETRY_FIELDS = ("max_attempts", "max_backoff")
 

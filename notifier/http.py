@@ -54,8 +54,18 @@ _BODY_READ = "notifier_body_read"
 _HANDLING = "notifier_handling"
 
 
+# main.py's SendGrid Event Webhook: its requests are signed batches, not events (notifier.webhook).
+WEBHOOK_TARGET = "sendgrid_events"
+
+
 def install(app: Flask, pipeline: Pipeline) -> None:
-    """Bound every request to ``app`` and answer whatever is not an event; call once, at import."""
+    """Bound every request to ``app`` and answer whatever is not an event; call once, at import.
+    functions-framework names the app after the function it serves (``--target``)."""
+    if app.name == WEBHOOK_TARGET:
+        from notifier.webhook import install as install_webhook
+
+        install_webhook(app, pipeline)
+        return
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.before_request(partial(_read_body, pipeline))
     app.register_error_handler(Exception, partial(error_response, pipeline))

@@ -114,6 +114,13 @@ class Ledger(ABC):
         ``owed``: after a partial send, the addresses still owed it (replay sends to no one else);
         None: nobody got it."""
 
+    def lookup(self, notification_id: str) -> dict[str, Any] | None:
+        """The notification's record as the store holds it (``state``: claimed, sent or dead;
+        ``message_id``, ``lease_until``, ``owed``), for ``status`` and the Event Webhook's "is this
+        ours?"; None when there is none. A store that cannot be read from outside its process
+        (memory) may answer from what it holds."""
+        return None
+
 
 # Dead letters are a few KB (an event, a rule name, an error, the rendered message): anything much
 # bigger was not written by us and is not read, since parsing JSON can take 30 times its size in
