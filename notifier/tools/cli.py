@@ -211,6 +211,13 @@ def pending(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def status(args: argparse.Namespace) -> int:
+    """What became of an object's notifications (see notifier/tools/status_command.py)."""
+    from notifier.tools.status_command import status as run
+
+    return run(args, None if args.uri is None else parse_gs_uri(args.uri))
+
+
 def variables(args: argparse.Namespace) -> int:
     """Print the documented list of template variables (docs/template-variables.md)."""
     from notifier.tools.variables_doc import variables_markdown
@@ -379,6 +386,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("pending", help="list the events held for digests, by group and window")
     sub.add_argument("--json", action="store_true", help="the listing as JSON, for scripts")
     sub.set_defaults(run=pending)
+
+    sub = commands.add_parser("status", help="what became of an object's notifications: outcome, delivery events")
+    sub.add_argument("uri", nargs="?", metavar="gs://BUCKET/OBJECT", help="every generation of this object")
+    sub.add_argument("--id", metavar="ID", help="only this notification id (32 hex digits)")
+    sub.add_argument("--json", action="store_true", help="the notifications as JSON, for scripts")
+    sub.set_defaults(run=status)
 
     sub = commands.add_parser("variables", help="list every variable and filter a template can use")
     sub.set_defaults(run=variables)

@@ -1,0 +1,397 @@
+"""``python -m notifier status gs://BUCKET/OBJECT | --id ID [--json]``: what became of each
+notification, from the history (:mod:`notifier.ledger.history`) the pipeline, the flush and the Event
+Webhook record, corrected by the ledger's current state (a replay sent it since; a claim in flight).
+
+It reads the state bucket (or, locally, the SQLite ledger's file) with the deployment's settings, as
+``replay`` and ``pending`` do. Everything it reads is untrusted (anyone who can write to the state
+bucket can plant a record): every text is printed through :func:`notifier.log.for_terminal`. Times
+are shown in UTC only (NOTIFY_TIMEZONE is for the emails' readers; a terminal user compares logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from notifier.ledger import LedgerError
+from notifier.ledger.history import NOTIFICATION_ID, DeliveryEvent, Sending
+from notifier.log import for_terminal, lines_to_stderr
+
+if TYPE_CHECKING:
+    from notifier.config import Settings
+    from notifier.digest import HeldEntry
+    from notifier.ledger import Ledger
+    from notifier.ledger.digests import DigestStore, HeldListing
+    from notifier.ledger.history import History
+
+GROUP_KEY = re.compile(r"[0-9a-f]{24}")  # notifier.digest.key_for's
+_NOWHERE = "no state bucket (NOTIFY_STATE_BUCKET) or ledger file (NOTIFY_LEDGER_FILE): nothing is recorded where" \
+    " status can read it (a function without either keeps its history in memory)"  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What to look up: an object (every generation) or one notification id."""
+
+    bucket: str = ""
+    name: str = ""
+    notification_id: str = ""
+
+    def describe(self) -> str:
+        return f"notification {self.notification_id}" if self.notification_id else f"gs://{self.bucket}/{self.name}"
+
+
+def status(args: argparse.Namespace, uri: tuple[str, str] | None) -> int:
+    """Look the object (``uri``: bucket and name, parsed by the CLI) or ``args.id`` up where the
+    deployment records it; exit 1 if nothing is recorded."""
+    with lines_to_stderr():
+        return _status(query_from(uri, args.id), as_json=args.json)
+
+
+def _status(query: Query, *, as_json: bool) -> int:
+    from notifier.ledger import create_digest_store, create_state
+    from notifier.ledger.history import create_history
+    from notifier.pipeline import settings_from_environment
+
+    settings = settings_from_environment()
+    if settings.state_bucket is None and settings.ledger_file is None:
+        raise ValueError(_NOWHERE)
+    if settings.state_bucket is None and settings.ledger_file is not None and not settings.ledger_file.exists():
+        # Never created here: a read-only command leaves the file to the function.
+        nothing = f"Nothing recorded: there is no ledger file at {settings.ledger_file} (yet)."
+        print(json.dumps(_document_of(query, [], 0), indent=2) if as_json else nothing)
+        return 1
+    ledger, _ = create_state(settings)
+    return answer(query, settings, ledger, create_history(ledger), create_digest_store(ledger), as_json=as_json)
+
+
+def query_from(uri: tuple[str, str] | None, notification_id: str | None) -> Query:
+    """The query: an object or an id (exactly one), the id checked."""
+    if (uri is None) == (notification_id is None):
+        raise ValueError("status: give gs://BUCKET/OBJECT or --id NOTIFICATION_ID (one of them)")
+    if uri is not None:
+        return Query(bucket=uri[0], name=uri[1])
+    if not NOTIFICATION_ID.fullmatch((notification_id or "").lower()):
+        raise ValueError(
+            "--id: expected a notification id of 32 hex digits (as in the outcome lines and the"
+            f" X-Notification-Id header), got {for_terminal(notification_id or '', 80)!r}"
+        )
+    return Query(notification_id=(notification_id or "").lower())
+
+
+def answer(
+    query: Query, settings: Settings, ledger: Ledger, history: History, digests: DigestStore | None, *,
+    as_json: bool = False, now: float | None = None,
+) -> int:  # fmt: skip
+    """Print what is recorded for ``query`` (text, or ``as_json``); 0 if anything, else 1. A store
+    that cannot be read is a RuntimeError naming it."""
+    now = datetime.now(UTC).timestamp() if now is None else now
+    try:
+        found = notifications(query, settings, ledger, history, digests, now)
+    except LedgerError as error:
+        raise RuntimeError(f"cannot read {_where(settings)} (the ledger and its history): {error}") from None
+    skipped = history.unreadable  # records the store did not write (planted, or another version's)
+    if as_json:
+        print(json.dumps(_document_of(query, found, skipped), indent=2, ensure_ascii=False))
+        return 0 if found else 1
+    print(_text(found) if found else _nothing(query))
+    if skipped:
+        print(f"({skipped} record(s) in the history are not as the notifier writes them: skipped.)")
+    return 0 if found else 1
+
+
+def notifications(
+    query: Query, settings: Settings, ledger: Ledger, history: History, digests: DigestStore | None, now: float
+) -> list[dict[str, Any]]:
+    """The JSON document of each notification found: an object's every generation, oldest first."""
+    if query.notification_id:
+        sending = history.by_id(query.notification_id)
+        sendings = [sending] if sending else []
+    else:
+        sendings = sorted(history.by_object(query.bucket, query.name), key=lambda s: (s.generation or 0, s.at))
+    held = _Held(settings, digests, now)
+    found = [_document(s, ledger.lookup(s.notification_id), history, held, now) for s in sendings]
+    if not found and query.notification_id and (record := ledger.lookup(query.notification_id)) is not None:
+        found = [_ledger_only(query.notification_id, record, history, now)]
+    return found
+
+
+# --- the document -------------------------------------------------------------------------------
+
+
+def _document(
+    sending: Sending, record: dict[str, Any] | None, history: History, held: _Held, now: float
+) -> dict[str, Any]:
+    state = record.get("state") if isinstance(record, dict) and isinstance(record.get("state"), str) else None
+    outcome, note = corrected_outcome(sending.outcome, record, now)
+    ledger_message_id = record.get("message_id") if record and isinstance(record.get("message_id"), str) else ""
+    document = {
+        "notification_id": sending.notification_id, "bucket": sending.bucket, "object": sending.object,
+        "generation": sending.generation, "kind": sending.kind, "event_id": sending.event_id,
+        "event_time": sending.event_time, "rule": sending.rule, "recipients": list(sending.recipients),
+        "recipient_count": sending.recipient_count, "outcome": outcome, "recorded_outcome": sending.outcome,
+        "recorded_at": sending.at, "note": note, "ledger_state": state,
+        "message_id": (ledger_message_id if state == "sent" else "") or sending.message_id,
+        "attempts": sending.attempts, "error": sending.error, "events": _events(history, sending.notification_id),
+        "digest": None,
+    }  # fmt: skip
+    if sending.digest is not None:
+        document["digest"] = _digest_sent(sending.digest) if "windows" in sending.digest else held.what(
+            sending.digest, history
+        )  # fmt: skip
+    return document
+
+
+def _ledger_only(notification_id: str, record: dict[str, Any], history: History, now: float) -> dict[str, Any]:
+    """A notification the ledger knows but the history does not (sent before it was kept, or its
+    write failed: the function logged ``history not recorded``)."""
+    empty = Sending(notification_id, "", "", None, "", "", "", (), 0, "", "")
+    document = _document(empty, record, history, _Held(None, None, now), now)
+    document["note"] = "no history recorded (sent before history was kept, or its write failed): the ledger only"
+    return document
+
+
+# The ledger's current state, where it says more than the outcome recorded then: (state, live lease) → word.
+_CORRECTED = {
+    ("sent", False): "sent",
+    ("dead", False): "dead-lettered",
+    ("claimed", True): "sending now",
+}
+
+
+def corrected_outcome(recorded: str, record: dict[str, Any] | None, now: float) -> tuple[str, str]:
+    """The outcome to show and why it differs from the one recorded ("" when it does not)."""
+    if not isinstance(record, dict):
+        return recorded, ""
+    lease = record.get("lease_until")
+    live = isinstance(lease, int | float) and not isinstance(lease, bool) and lease > now
+    state = record.get("state")
+    if state == "dead" and record.get("owed") == []:
+        state = "sent"  # a partial send's replay reached everyone still owed it
+    current = _CORRECTED.get((state, live and state == "claimed"))  # type: ignore[arg-type]
+    if state == "dead" and recorded == "partially-sent":
+        current = recorded  # still owed to some: the letter says whom
+    if current is None or current == recorded:
+        return recorded, ""
+    if current == "sending now":
+        return current, f"a delivery holds its claim until {_shown_time(float(lease))}; recorded {recorded}"
+    return current, f"recorded {recorded}; the ledger now says {state}" + (
+        " (a replay sent it)" if current == "sent" else ""
+    )  # fmt: skip
+
+
+def _events(history: History, notification_id: str) -> list[dict[str, Any]]:
+    return [_event_json(e) for e in history.events(notification_id)]
+
+
+def _event_json(event: DeliveryEvent) -> dict[str, Any]:
+    return {
+        "event": event.event, "time": datetime.fromtimestamp(event.timestamp, UTC).isoformat(), "email": event.email,
+        "reason": event.reason, "sg_event_id": event.sg_event_id, "detail": dict(event.detail),
+    }  # fmt: skip
+
+
+def _digest_sent(digest: Any) -> dict[str, Any]:
+    """A digest's own record: its group, windows and how many events it carried."""
+    windows = digest.get("windows")
+    starts = [w for w in windows if _seconds(w)] if isinstance(windows, list) else []
+    return {
+        "state": "digest", "group": str(digest.get("group", "")), "windows": [_iso(w) for w in starts],
+        "events": digest.get("events") if _seconds(digest.get("events")) else None,
+    }  # fmt: skip
+
+
+class _Held:
+    """What became of a held event: still held (and when its digest is due), or sent in a digest.
+    The digest store is listed once, and only when a held event asks."""
+
+    def __init__(self, settings: Settings | None, digests: DigestStore | None, now: float) -> None:
+        self._settings, self._digests, self._now = settings, digests, now
+        self._listing: HeldListing | None = None
+
+    def what(self, digest: Any, history: History) -> dict[str, Any]:
+        group, window, held_id = digest.get("group"), digest.get("window"), digest.get("held_id")
+        if not (isinstance(group, str) and GROUP_KEY.fullmatch(group) and _seconds(window)
+                and isinstance(held_id, str) and NOTIFICATION_ID.fullmatch(held_id)):  # fmt: skip
+            return {"state": "unreadable", "group": None, "window": None, "held_id": None, "due": None, "digests": []}
+        found = {"group": group, "window": _iso(window), "held_id": held_id, "due": None, "describe": "", "digests": []}
+        entries = [e for e in self._entries() if e.group.key == group]
+        if ours := next((e for e in entries if e.window == window and e.notification_id == held_id), None):
+            return {**found, "state": "held", **self._due(ours, entries)}
+        sent = [s for s in history.digests(group, window) if s.notification_id != held_id]
+        found["digests"] = [
+            {"notification_id": s.notification_id, "outcome": s.outcome, "message_id": s.message_id, "at": s.at,
+             "events": _events(history, s.notification_id)} for s in sent
+        ]  # fmt: skip
+        return {**found, "state": "sent" if sent else "gone"}
+
+    def _entries(self) -> tuple[HeldEntry, ...]:
+        if self._digests is None:
+            return ()
+        if self._listing is None:
+            self._listing = self._digests.pending()
+        return self._listing.entries
+
+    def _due(self, ours: HeldEntry, entries: list[HeldEntry]) -> dict[str, Any]:
+        """When the flush sends the digest holding ``ours`` (``entries``: its group's, as a flush
+        groups them into runs); none for a rule without a digest today."""
+        from notifier.digest import due_runs, orphan_reason
+        from notifier.tools.digest_commands import due_at
+
+        describe = ours.group.describe()
+        rules = {r.name: r for r in self._settings.rules.rules} if self._settings else {}
+        if orphan_reason(ours, rules) is not None:
+            return {"describe": describe, "due": None, "orphaned": True}
+        batching = rules[ours.group.rule].delivery.batching
+        runs = due_runs(entries, {ours.group.rule: batching}, self._now, everything=True)  # type: ignore[dict-item]
+        run = next((r for r in runs if ours.window in r.windows), None)
+        due = None if run is None else _iso(due_at(run, batching))  # type: ignore[arg-type]
+        return {"describe": describe, "due": due, "length": int(batching.window)}  # type: ignore[union-attr]
+
+
+# --- the text ----------------------------------------------------------------------------------
+
+_LABEL = 13  # "recipients: " and its padding
+
+
+def _text(found: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    heading = None
+    for n in found:
+        if n["object"] and (n["bucket"], n["object"], n["generation"]) != heading:
+            heading = (n["bucket"], n["object"], n["generation"])
+            same = sum(1 for m in found if (m["bucket"], m["object"], m["generation"]) == heading)
+            lines += ["" if lines else None, _t(f"gs://{n['bucket']}/{n['object']} generation {n['generation']}:"
+                                               f" {same} notification(s)", 2000)]  # fmt: skip
+        lines += ["", *_block(n)]
+    return "\n".join(line for line in lines if line is not None).strip("\n")
+
+
+def _block(n: dict[str, Any]) -> list[str]:
+    field = lambda name, value: f"  {name + ':':<{_LABEL}}{value}"  # noqa: E731
+    lines = [f"notification {_t(n['notification_id'])}"]
+    if n["kind"] == "digest":
+        lines.append(field("digest", _t(_digest_line(n["digest"]), 1000)))
+    elif n["object"]:
+        lines.append(field("object", _t(f"gs://{n['bucket']}/{n['object']} generation {n['generation']}"
+                                        f" ({n['kind']})", 2000)))  # fmt: skip
+        when = f" at {_shown_iso(n['event_time'])}" if n["event_time"] else ""
+        lines.append(field("event", _t(n["event_id"], 200) + when))
+    if n["rule"]:
+        lines.append(field("rule", _t(n["rule"])))
+    if n["recipient_count"]:
+        listed = ", ".join(_t(r, 320) for r in n["recipients"])
+        more = n["recipient_count"] - len(n["recipients"])
+        lines.append(
+            field("recipients", f"{n['recipient_count']}: {listed}" + (f" and {more} more" if more > 0 else ""))
+        )
+    recorded = f" at {_shown_iso(n['recorded_at'])}" if n["recorded_at"] and not n["note"] else ""
+    note = f" ({_t(n['note'], 600)})" if n["note"] else ""
+    lines.append(field("outcome", _t(n["outcome"], 100) + recorded + note))
+    if n["digest"] and n["kind"] != "digest":
+        first, *more = _held_lines(n["digest"])
+        lines += [field("digest", first), *more]
+    for name, value in (("message id", n["message_id"]), ("attempts", n["attempts"]), ("error", n["error"])):
+        if value:
+            lines.append(field(name, _t(str(value), 600)))
+    if n["events"] or n["outcome"] != "batched":  # a held event's mail is its digest's, shown above
+        lines += _event_lines(n["events"], "  ")
+    return lines
+
+
+def _event_lines(events: list[dict[str, Any]], indent: str) -> list[str]:
+    if not events:
+        return [f"{indent}no delivery events recorded"]
+    lines = [f"{indent}delivery events:"]
+    for e in events:
+        extra = f"  {_t(e['reason'], 300)}" if e["reason"] else ""
+        if kind := e["detail"].get("type"):
+            extra += f" ({_t(kind, 40)})"
+        if url := e["detail"].get("url"):
+            extra += f"  {_t(url, 300)}"
+        lines.append(f"{indent}  {_shown_iso(e['time'])}  {e['event']:<10}  {_t(e['email'], 320)}{extra}")
+    return lines
+
+
+def _held_lines(digest: dict[str, Any]) -> list[str]:
+    from notifier.digest import window_label
+
+    if digest["state"] == "unreadable":
+        return ["held for a digest, but the record is not as the notifier writes it"]
+    start = datetime.fromisoformat(digest["window"])
+    end = datetime.fromtimestamp(start.timestamp() + digest.get("length", 0), UTC)
+    window = window_label(start, end) if digest.get("length") else f"window from {start:%Y-%m-%d %H:%M} UTC"
+    group = _t(digest.get("describe") or f"group {digest['group']}", 1000)
+    if digest["state"] == "held":
+        due = f"due {_shown_iso(digest['due'])}" if digest["due"] else "never sent: its rule has no digest today"
+        return [f"held for a digest ({group}, window {window}), {due} (pending)"]
+    if digest["state"] == "gone":
+        return [f"no longer held, and no digest recorded for the window from {start:%Y-%m-%d %H:%M} UTC (a flush"
+                " may be sending it now; else its history was not recorded)"]  # fmt: skip
+    lines = []
+    for sent in digest["digests"]:  # a late event's part is another digest of the same window
+        outcome = "" if sent["outcome"] == "sent" else f", {_t(sent['outcome'], 100)}"
+        line = f"sent in digest {_t(sent['notification_id'])} (message id {_t(sent['message_id'] or 'none')}{outcome})"
+        lines += [line if not lines else f"  {line}", *_event_lines(sent["events"], "    ")]
+    return lines
+
+
+def _digest_line(digest: dict[str, Any] | None) -> str:
+    if not digest:
+        return "a digest"
+    windows = ", ".join(f"{_shown_iso(w)}" for w in digest["windows"])
+    return f"group {digest['group']}, {digest['events']} event(s), window(s) from {windows}"
+
+
+def _nothing(query: Query) -> str:
+    what = query.describe()
+    route = (f"python -m notifier route finalize gs://{query.bucket}/{query.name}" if not query.notification_id
+             else "python -m notifier route KIND gs://BUCKET/OBJECT")  # fmt: skip
+    return _t(f"Nothing recorded for {what}. Check: did a rule match it (`{route}`)? was the event"
+              " ignored, expired or still retrying (the function's log: deploy/logs.sh)? History is kept 30 days.",
+              3000)  # fmt: skip
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def _t(text: str, limit: int = 300) -> str:
+    return for_terminal(text, limit)
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**40
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def _shown_time(seconds: float) -> str:
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _shown_iso(text: str) -> str:
+    """An ISO time from the store, in UTC; shown as it is (escaped) when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return _t(str(text), 60)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _document_of(query: Query, found: list[dict[str, Any]], unreadable: int) -> dict[str, Any]:
+    """--json's document: the query, the notifications, and how many records were skipped."""
+    asked = {"id": query.notification_id or None, "bucket": query.bucket or None, "object": query.name or None}
+    return {"query": asked, "notifications": found, "unreadable": unreadable}
+
+
+def _where(settings: Settings) -> str:
+    if settings.state_bucket is not None:
+        return f"the state bucket gs://{settings.state_bucket}"
+    return f"the ledger file {settings.ledger_file}"
