@@ -24,6 +24,7 @@ from typing import Any
 from flask import Flask, g, has_request_context, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
+from notifier import tracing
 from notifier.events import json_type_name as type_name  # the same words the event's own checks use
 from notifier.events import pubsub_push_problem
 from notifier.log import cut
@@ -52,6 +53,8 @@ _NOT_AN_OBJECT = "is not the JSON object a CloudEvent or 1st-gen event must be"
 # after _HANDLING: the function (a bug of ours). Only our bugs are logged with a traceback.
 _BODY_READ = "notifier_body_read"
 _HANDLING = "notifier_handling"
+# flask.g: the token of the request's trace scope (notifier.tracing), reset when the request ends.
+_TRACE_SCOPE = "notifier_trace_scope"
 
 
 # main.py's SendGrid Event Webhook: its requests are signed batches, not events (notifier.webhook).
@@ -61,6 +64,9 @@ WEBHOOK_TARGET = "sendgrid_events"
 def install(app: Flask, pipeline: Pipeline) -> None:
     """Bound every request to ``app`` and answer whatever is not an event; call once, at import.
     functions-framework names the app after the function it serves (``--target``)."""
+    # First of all, for every target: each line of a request carries its trace, even a rejection's.
+    app.before_request(partial(_begin_trace, pipeline))
+    app.teardown_request(_end_trace)
     if app.name == WEBHOOK_TARGET:
         from notifier.webhook import install as install_webhook
 
@@ -76,7 +82,24 @@ def handle(pipeline: Pipeline, cloud_event: Any) -> None:
     ours (logged with its traceback); before, and after our body reader, it was the framework
     rejecting the request."""
     setattr(g, _HANDLING, True)
+    if not tracing.active():  # no trace header: the event's own traceparent extension, if it has one
+        _enter_trace(pipeline, tracing.parse_traceparent(cloud_event.get("traceparent")))
     pipeline.handle(cloud_event, percent_encoded=sent_in_binary_mode())
+
+
+def _begin_trace(pipeline: Pipeline) -> None:
+    """Flask ``before_request``: the request's lines carry the trace its headers name, if any."""
+    _enter_trace(pipeline, tracing.from_headers(request.headers))
+
+
+def _enter_trace(pipeline: Pipeline, context: tracing.TraceContext | None) -> None:
+    if (token := tracing.begin(pipeline.settings.project, context)) is not None:
+        setattr(g, _TRACE_SCOPE, token)
+
+
+def _end_trace(_error: BaseException | None) -> None:
+    """Flask ``teardown_request``: the worker thread's next request starts without this trace."""
+    tracing.end(g.pop(_TRACE_SCOPE, None))
 
 
 def sent_in_binary_mode() -> bool:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from notifier import tracing
+
 LOGGER_NAME = "storage-notifier"
 _SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL"}
 _secrets: list[str] = []  # longest first, so a secret containing another is redacted whole
@@ -90,22 +92,28 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
         traceback = self.formatException(record.exc_info) if record.exc_info else None
+        # The request's trace (notifier.tracing): validated fixed-size strings, kept whole on every line.
+        trace = tracing.log_fields()
         # First every value at FIELD_LIMIT; if escaping still makes the line too long, a share each.
-        shares = len(fields) + 1 + (4 if traceback else 0) + 1
+        shares = len(fields) + 1 + (4 if traceback else 0) + 1 + (1 if trace else 0)
         for limit in (FIELD_LIMIT, LINE_LIMIT // (_WORST_ESCAPE * shares)):
-            line = self._line(record, fields, traceback, limit)
+            line = self._line(record, fields, traceback, limit, trace)
             if len(line) * 4 <= LINE_LIMIT or len(line.encode("utf-8")) <= LINE_LIMIT:
                 return line
         left_out = {"cut": f"{len(fields)} field(s) and any traceback left out: the line was over {LINE_LIMIT} bytes"}
-        return self._line(record, left_out, None, 200)
+        return self._line(record, left_out, None, 200, trace)
 
-    def _line(self, record: logging.LogRecord, fields: dict[str, Any], traceback: str | None, limit: int) -> str:
+    def _line(
+        self, record: logging.LogRecord, fields: dict[str, Any], traceback: str | None, limit: int,
+        trace: dict[str, str | bool],
+    ) -> str:  # fmt: skip
         entry: dict[str, Any] = {
             **{key: _bounded(value, limit) for key, value in fields.items()},
             "severity": _SEVERITY.get(record.levelname, "DEFAULT"),
             "message": _bounded(record.getMessage(), limit),
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "logger": record.name,
+            **trace,
         }
         if traceback:
             entry["traceback"] = _cut_middle(redact(traceback), min(TRACEBACK_LIMIT, 4 * limit))

@@ -85,6 +85,7 @@ class _BrokenPipeline:
 
     def __init__(self, real: Any) -> None:
         self._real = real
+        self.settings = real.settings  # the project its lines' trace is named in
 
     def reject(self, reason: str, **fields: Any) -> None:
         self._real.reject(reason, **fields)
