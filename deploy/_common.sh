@@ -10,6 +10,9 @@ ENTRY_POINT=handle_storage_event
 # Scheduler job of the same name calls. Never part of "all".
 FLUSH=flush
 FLUSH_ENTRY_POINT=flush_digests
+# Nor this: SendGrid's signed Event Webhook, a public HTTP function (PREFIX-events). Never part of "all".
+EVENTS=events
+EVENTS_ENTRY_POINT=sendgrid_events
 # Trigger → event type, per generation (see shared reference: gcloud.md).
 declare -A GEN2_EVENT_TYPE=(
   [finalize]=google.cloud.storage.object.v1.finalized
@@ -149,10 +152,10 @@ default_service_account() {
 select_triggers() {
   if [[ "$1" == all ]]; then
     SELECTED_TRIGGERS=("${TRIGGERS[@]}")
-  elif [[ -n "$1" && ( -v "GEN2_EVENT_TYPE[$1]" || "$1" == "$FLUSH" ) ]]; then
+  elif [[ -n "$1" && ( -v "GEN2_EVENT_TYPE[$1]" || "$1" == "$FLUSH" || "$1" == "$EVENTS" ) ]]; then
     SELECTED_TRIGGERS=("$1")
   else
-    die_usage "unknown trigger '$1': expected one of ${TRIGGERS[*]}, all or $FLUSH"
+    die_usage "unknown trigger '$1': expected one of ${TRIGGERS[*]}, all, $FLUSH or $EVENTS"
   fi
 }
 

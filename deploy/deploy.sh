@@ -19,6 +19,7 @@ RETRY=1
 # the usual deadline, so the flush function's timeout is this plus --timeout.
 FLUSH_BUDGET_SECONDS=240
 FLUSH_SCHEDULE="* * * * *"  # notifier/digest.py SCHEDULE: every minute, as make sandbox runs it
+WEBHOOK_KEY_SECRET="${NOTIFIER_WEBHOOK_KEY_SECRET:-sendgrid-webhook-public-key}"
 
 usage() {
   cat <<EOF
@@ -32,6 +33,12 @@ HTTP function PREFIX-flush, callable only by the service account, and creates or
 Scheduler job PREFIX-flush that POSTs to it every minute as that account: it sends the digests of
 rules with digest or max_emails (without it their events stay held). Its timeout is 240s (the
 flush's budget) plus --timeout; --bucket, --via and the trigger options do not apply to it.
+
+TRIGGER events deploys sendgrid_events (main.py, same source, --env-file and --secret) as the
+PUBLIC HTTP function PREFIX-events, SendGrid's Event Webhook: SendGrid cannot authenticate to
+Cloud Run, so the signature of each batch is the authentication (Signed Event Webhook; unsigned
+or tampered batches get 403). The verification key is the secret --webhook-key-secret, mounted as
+SENDGRID_WEBHOOK_PUBLIC_KEY: create it first. Then it prints the URL to paste into SendGrid.
 
   --bucket NAME         bucket whose events trigger the function (or NOTIFIER_BUCKET). Required.
   --via eventarc|pubsub how events reach the function (or NOTIFIER_VIA; default eventarc):
@@ -47,6 +54,9 @@ $(common_help)
                         deploy/env.example.yaml documents every variable)
   --secret NAME         Secret Manager secret holding the SendGrid key, mounted as
                         SENDGRID_API_KEY (or NOTIFIER_SECRET; default sendgrid-api-key)
+  --webhook-key-secret NAME  events: Secret Manager secret holding the Event Webhook's
+                        verification key, mounted as SENDGRID_WEBHOOK_PUBLIC_KEY (or
+                        NOTIFIER_WEBHOOK_KEY_SECRET; default sendgrid-webhook-public-key)
   --service-account SA  runtime and trigger identity (or NOTIFIER_SERVICE_ACCOUNT; default
                         storage-notifier@PROJECT.iam.gserviceaccount.com, made by setup.sh)
   --memory SIZE         memory per instance (or NOTIFIER_MEMORY; default 256Mi, 256MB on gen1)
@@ -66,6 +76,7 @@ Examples:
   $0 all --project acme-prod --bucket acme-uploads --region europe-west1 --dry-run
   $0 finalize --project acme-prod --bucket acme-uploads --via pubsub --prefix reports/
   $0 flush --project acme-prod --region europe-west1
+  $0 events --project acme-prod --region europe-west1
 EOF
 }
 
@@ -161,6 +172,46 @@ deploy_flush() {
   ensure_flush_job "$name"
 }
 
+# SendGrid's Event Webhook: sendgrid_events as a PUBLIC HTTP function (--allow-unauthenticated).
+# SendGrid cannot authenticate to Cloud Run; each batch's ECDSA signature, checked with the key in
+# Secret Manager, is the authentication (notifier/feedback.py), and unsigned batches get 403.
+deploy_events() {
+  local name command
+  name="$(function_name "$EVENTS")"
+  command=(gcloud functions deploy "$name" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION"
+    "--runtime=$RUNTIME" "--source=$NOTIFIER_ROOT" "--entry-point=$EVENTS_ENTRY_POINT" --trigger-http
+    --allow-unauthenticated)
+  [[ "$GEN" == 1 ]] || command+=("--concurrency=$CONCURRENCY")
+  command+=("--service-account=$SERVICE_ACCOUNT" "--memory=$MEMORY" "--timeout=${timeout_s}s"
+    "--max-instances=$MAX_INSTANCES" "--env-vars-file=$deploy_env"
+    "--set-secrets=SENDGRID_API_KEY=$SECRET:latest,SENDGRID_WEBHOOK_PUBLIC_KEY=$WEBHOOK_KEY_SECRET:latest"
+    "--update-build-env-vars=SOURCE_DATE_EPOCH=$BUILD_EPOCH" --quiet)
+  run "${command[@]}"
+  events_url_hint "$name"
+}
+
+# Where to paste the function's URL in SendGrid, and what to tick there.
+events_url_hint() {
+  local name="$1" field=url url
+  [[ "$GEN" == 2 ]] || field=httpsTrigger.url
+  local describe_url=(gcloud functions describe "$name" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION"
+    "--format=value($field)")
+  local where='In SendGrid, Settings > Mail Settings > Event Webhook: set the HTTP Post URL to'
+  local what='Turn on "Signed Event Webhook" (its verification key is the secret '"$WEBHOOK_KEY_SECRET"') and tick'
+  what+=' Processed, Delivered, Deferred, Bounced, Dropped and Spam Reports (Opened and Clicked if tracked).'
+  if ((DRY_RUN)); then
+    # shellcheck disable=SC2016  # printed for the user's shell to expand
+    printf 'url=$(%s) && [ -n "$url" ] || { echo %s >&2; exit 1; }\n' "$(print_command "${describe_url[@]}")" \
+      "$(quote_literal "could not read the URL of function $name")"
+    # shellcheck disable=SC2016
+    printf 'printf '\''%%s\\n'\'' %s "  $url" %s\n' "$(quote_literal "$where")" "$(quote_literal "$what")"
+    return 0
+  fi
+  url="$(run "${describe_url[@]}")"
+  [[ -n "$url" ]] || { echo "could not read the URL of function $name" >&2; exit 1; }
+  printf '%s\n  %s\n%s\n' "$where" "$url" "$what"
+}
+
 # The Cloud Scheduler job calling the flush every minute: created, or updated to these settings.
 ensure_flush_job() {
   local name="$1" field=url url uri_args flags
@@ -223,6 +274,7 @@ while (($#)); do
     --prefix) need_value "$@"; OBJECT_PREFIX="$2"; shift 2 ;;
     --env-file) need_value "$@"; ENV_FILE="$2"; shift 2 ;;
     --secret) need_value "$@"; SECRET="$2"; shift 2 ;;
+    --webhook-key-secret) need_value "$@"; WEBHOOK_KEY_SECRET="$2"; shift 2 ;;
     --service-account) need_value "$@"; SERVICE_ACCOUNT="$2"; shift 2 ;;
     --memory) need_value "$@"; MEMORY="$2"; shift 2 ;;
     --timeout) need_value "$@"; TIMEOUT="$2"; shift 2 ;;
@@ -239,10 +291,13 @@ while (($#)); do
   esac
 done
 
-((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive, metadata, all or flush)"
+((${#POSITIONAL[@]} == 1)) ||
+  die_usage "expected one TRIGGER (finalize, delete, archive, metadata, all, flush or events)"
 select_triggers "${POSITIONAL[0]}"
 validate_common
-if [[ "${SELECTED_TRIGGERS[0]}" != "$FLUSH" ]]; then
+http_only=0  # the flush and the webhook: HTTP functions, no bucket, no trigger
+[[ "${SELECTED_TRIGGERS[0]}" != "$FLUSH" && "${SELECTED_TRIGGERS[0]}" != "$EVENTS" ]] || http_only=1
+if ((!http_only)); then
   validate_bucket
   validate_via
   validate_object_prefix
@@ -260,6 +315,8 @@ fi
 [[ "$CONCURRENCY" =~ ^[1-9][0-9]{0,2}$|^1000$ ]] || die_usage "--concurrency: expected 1 to 1000, got '$CONCURRENCY'"
 [[ "$RUNTIME" =~ ^python3(1[2-9]|[2-9][0-9])$ ]] || die_usage "--runtime: expected python312 or newer, got '$RUNTIME'"
 validate_secret_name
+[[ "$WEBHOOK_KEY_SECRET" =~ ^[A-Za-z0-9_-]{1,255}$ ]] ||
+  die_usage "--webhook-key-secret: '$WEBHOOK_KEY_SECRET' is not a Secret Manager secret name (letters, digits, - and _)"
 if [[ -z "$MEMORY" ]]; then
   if [[ "$GEN" == 2 ]]; then MEMORY=256Mi; else MEMORY=256MB; fi
 fi
@@ -286,13 +343,14 @@ if [[ -n "$ENV_FILE" ]]; then
   python="$(find_python)" ||
     die_usage "--env-file: reading '$ENV_FILE' needs python3 (or the Google Cloud CLI, which bundles it)"
   if ! problem="$("$python" "$NOTIFIER_ROOT/deploy/envfile.py" --drop NOTIFY_DEADLINE_SECONDS \
-    --drop NOTIFY_KEY_SECRET -- "$ENV_FILE" 2>&1 >"$deploy_env")"; then
+    --drop NOTIFY_KEY_SECRET --drop GOOGLE_CLOUD_PROJECT -- "$ENV_FILE" 2>&1 >"$deploy_env")"; then
     die_usage "--env-file: ${problem:-could not read $ENV_FILE}"
   fi
 fi
 {
   echo "NOTIFY_DEADLINE_SECONDS: \"$((timeout_s - 15))\""
   echo "NOTIFY_KEY_SECRET: \"$SECRET\""  # its name only, so error messages can say which secret to fix
+  echo "GOOGLE_CLOUD_PROJECT: \"$PROJECT\""  # log lines name their trace as projects/PROJECT/traces/T
 } >>"$deploy_env"
 ((DRY_RUN)) || require_gcloud
 if ((DRY_RUN)); then
@@ -303,7 +361,7 @@ if ((DRY_RUN)); then
 fi
 
 location_arg=()
-if [[ "$GEN" == 2 && "$VIA" == eventarc && "${SELECTED_TRIGGERS[0]}" != "$FLUSH" ]]; then
+if [[ "$GEN" == 2 && "$VIA" == eventarc ]] && ((!http_only)); then
   if [[ -n "$TRIGGER_LOCATION" ]]; then
     location_arg=("--trigger-location=$TRIGGER_LOCATION")
   elif ((DRY_RUN)); then
@@ -320,6 +378,7 @@ fi
 
 for trigger in "${SELECTED_TRIGGERS[@]}"; do
   if [[ "$trigger" == "$FLUSH" ]]; then deploy_flush; continue; fi
+  if [[ "$trigger" == "$EVENTS" ]]; then deploy_events; continue; fi
   name="$(function_name "$trigger")"
   if [[ "$VIA" == pubsub ]]; then
     # Made here, before the function that subscribes to it. The notification made last grants the
@@ -358,4 +417,4 @@ for trigger in "${SELECTED_TRIGGERS[@]}"; do
   # Last, so Cloud Storage publishes only once the function's subscription is there to receive.
   if [[ "$VIA" == pubsub ]]; then ensure_notification "$trigger"; fi
 done
-[[ "${SELECTED_TRIGGERS[0]}" == "$FLUSH" ]] || digest_rules_hint
+((http_only)) || digest_rules_hint

@@ -12,6 +12,8 @@ Usage: $0 TRIGGER|all [options]
 
 Delete the function PREFIX-TRIGGER (all four with 'all'). What deploy/setup.sh made is kept.
 TRIGGER flush: the Cloud Scheduler job PREFIX-flush, then the function PREFIX-flush ('all' keeps them).
+TRIGGER events: the SendGrid Event Webhook's function PREFIX-events ('all' keeps it); turn the
+webhook off in SendGrid too.
 Each resource is described first, so running it again after a partial teardown is safe: what is
 gone is skipped ("already gone: ..."). Any other failure is shown, the other steps still run,
 and the exit status is 1.
@@ -133,9 +135,10 @@ while (($#)); do
     *) POSITIONAL+=("$1"); shift ;;
   esac
 done
-((${#POSITIONAL[@]} == 1)) || die_usage "expected one TRIGGER (finalize, delete, archive, metadata, all or flush)"
+((${#POSITIONAL[@]} == 1)) ||
+  die_usage "expected one TRIGGER (finalize, delete, archive, metadata, all, flush or events)"
 select_triggers "${POSITIONAL[0]}"
-[[ "${SELECTED_TRIGGERS[0]}" != "$FLUSH" ]] || VIA=eventarc  # no topic or notification of its own
+case "${SELECTED_TRIGGERS[0]}" in "$FLUSH" | "$EVENTS") VIA=eventarc ;; esac  # no topic or notification of its own
 validate_via
 if [[ "$VIA" == pubsub ]]; then
   validate_bucket

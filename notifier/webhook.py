@@ -1,0 +1,170 @@
+"""The HTTP edge of ``main.py: sendgrid_events``, SendGrid's signed Event Webhook
+(``deploy/deploy.sh events``).
+
+The function is public: SendGrid cannot authenticate to Cloud Run, so the ECDSA signature over
+timestamp + raw body is the authentication (:mod:`notifier.feedback`). Before anything is parsed,
+the body is read here bounded in size (:data:`MAX_BODY`) and time (:data:`BODY_SECONDS`).
+Answers: 200 with counts; 400 signed but not an event batch; 403 not signed by SendGrid (or no
+key configured); 405 not a POST; 413 too large; 503 the state bucket is down (SendGrid retries).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Request, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from notifier import log
+from notifier.ledger.base import LedgerError
+from notifier.watchdog import watching
+
+if TYPE_CHECKING:
+    from notifier.ledger.history import History
+    from notifier.pipeline import Pipeline
+
+METHOD = "POST"
+MAX_BODY = 1024 * 1024  # SendGrid's batches are far smaller; its own limit is not documented
+BODY_SECONDS = 3.0  # a body still arriving after this holds a worker thread: the connection is closed
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+JSON = {"Content-Type": "application/json"}
+_BODY = "webhook_body"  # flask.g: the body read by the before-request hook
+Answer = tuple[str, int, dict[str, str]]
+
+
+def install(app: Flask, pipeline: Pipeline) -> None:
+    """Bound every request to the webhook's app before the function sees it; call once, at import."""
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.before_request(partial(_before_request, pipeline))
+    app.register_error_handler(Exception, partial(_error_response, pipeline))
+
+
+def answer(pipeline: Pipeline, request: Request, *, now: Callable[[], float] = time.time) -> Answer:
+    """Verify, sort and record one batch; the answer SendGrid gets (see the module's docstring)."""
+    early = _refused_method() or _read_body(pipeline)
+    if early is not None:
+        return early
+    body: bytes = g.get(_BODY, b"")
+    key = pipeline.settings.webhook_public_key
+    if not key:
+        _line(pipeline, logging.ERROR, "no verification key: set SENDGRID_WEBHOOK_PUBLIC_KEY to the Event Webhook's"
+              " key (SendGrid: Mail Settings > Event Webhook > Signed Event Webhook)", "no key")  # fmt: skip
+        return _json({"error": "the webhook has no verification key; see the function's log"}), 403, JSON
+    from notifier import feedback  # here, not above: only a request to the webhook loads cryptography
+
+    headers = request.headers
+    timestamp = headers.get(TIMESTAMP_HEADER)
+    try:
+        text = feedback.verify(key, body, headers.get(SIGNATURE_HEADER), timestamp, now())
+        parsed = feedback.parse(text, int(timestamp or 0))
+    except feedback.Rejected as error:
+        _line(pipeline, logging.WARNING, f"rejected: {error}", "rejected", reason=str(error), body_bytes=len(body))
+        return _json({"error": f"not signed by SendGrid: {error}"}), 403, JSON
+    except feedback.Malformed as error:
+        _line(pipeline, logging.WARNING, f"refused a signed batch: {error}", "malformed", reason=str(error),
+              body_bytes=len(body))  # fmt: skip
+        return _json({"error": str(error)}), 400, JSON
+    try:
+        recorded = feedback.record(parsed, history(pipeline), pipeline.ledger, pipeline._log)
+    except LedgerError as error:
+        _line(pipeline, logging.ERROR, f"events not recorded, SendGrid retries the batch: {error}", "retrying",
+              error=str(error), ledger=pipeline.ledger.name)  # fmt: skip
+        return _json({"error": "the events could not be recorded; SendGrid retries"}), 503, JSON
+    counts = recorded.counts()
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    _line(pipeline, logging.INFO, f"batch: {summary}", "accepted", **counts, alarms=dict(recorded.alarms) or None)
+    return _json(counts), 200, JSON
+
+
+def history(pipeline: Pipeline) -> History:
+    """The pipeline's history (the one place that finds it: until the pipeline has one, it is made
+    here, once, beside the ledger)."""
+    found = getattr(pipeline, "history", None)
+    if found is None:
+        from notifier.ledger.history import create_history
+
+        found = create_history(pipeline.ledger)
+        pipeline.history = found  # type: ignore[attr-defined]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Before the function: the method, and the body read bounded in size and time.
+
+
+def _before_request(pipeline: Pipeline) -> Any:
+    return _refused_method() or _read_body(pipeline)
+
+
+def _refused_method() -> Answer | None:
+    if request.method == METHOD:
+        return None
+    return f"SendGrid's Event Webhook posts; {request.method} is not accepted\n", 405, {"Allow": METHOD}
+
+
+def _read_body(pipeline: Pipeline) -> Answer | None:
+    """Read the whole body into ``g`` (once), or the answer when it is too large or too slow."""
+    if _BODY in g:
+        return None
+    too_large = ended_early = False
+    body = b""
+    with _deadline(request.environ.get("gunicorn.socket")) as watch:
+        try:
+            body = request.get_data(cache=True)
+            if len(body) >= MAX_BODY and request.environ["wsgi.input"].read(1):  # chunked: werkzeug stops quietly
+                raise RequestEntityTooLarge
+            ended_early = len(body) < (request.content_length or 0)
+        except RequestEntityTooLarge:
+            too_large = True
+        except (HTTPException, OSError):  # the client went away, or the watchdog shut its socket
+            ended_early = True
+    g.setdefault(_BODY, body)
+    if too_large or ended_early or watch.fired:
+        # functions-framework reads the body again after an HTTP function (read_request): werkzeug
+        # would raise once more (a 500), so it gets what was read from the cache get_data keeps.
+        request._cached_data = body  # type: ignore[attr-defined]
+    if too_large:
+        _line(pipeline, logging.WARNING, f"rejected: the body is over {MAX_BODY:,} bytes", "too large",
+              body_bytes_expected=request.content_length)  # fmt: skip
+        return _json({"error": f"the body is over {MAX_BODY:,} bytes"}), 413, JSON
+    if watch.fired or ended_early:
+        reason = f"not received within {BODY_SECONDS:g} s" if watch.fired else "ended before its announced length"
+        _line(pipeline, logging.WARNING, f"rejected: the body was {reason}; the connection was closed", "incomplete")
+        return _json({"error": f"the body was {reason}"}), 400, {**JSON, "Connection": "close"}
+    return None
+
+
+@contextmanager
+def _deadline(sock: socket.socket | None) -> Iterator[Any]:
+    # Without a socket (the Flask development server, a test client) there is nothing to shut.
+    if sock is None:
+        yield SimpleNamespace(fired=False)
+        return
+    with watching(sock, time.monotonic() + BODY_SECONDS) as watch:
+        yield watch
+
+
+def _error_response(pipeline: Pipeline, error: BaseException) -> Any:
+    """A bug of ours: one ERROR line with its traceback, and 500 so that SendGrid retries later."""
+    if isinstance(error, HTTPException):
+        return error
+    _line(pipeline, logging.ERROR, f"failed: {type(error).__name__}: {log.cut(str(error), 200)}", "failed",
+          exc_info=True)  # fmt: skip
+    return _json({"error": "the batch could not be handled; see the function's log"}), 500, JSON
+
+
+def _line(pipeline: Pipeline, level: int, message: str, webhook: str, *, exc_info: bool = False, **fields: Any) -> None:
+    log.log(pipeline._log, level, f"SendGrid Event Webhook: {message}", exc_info=exc_info, webhook=webhook, **fields)
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value) + "\n"
