@@ -6,6 +6,8 @@
 set -euo pipefail
 # shellcheck source=deploy/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+# shellcheck source=deploy/alerts/options.sh
+source "$(dirname "${BASH_SOURCE[0]}")/alerts/options.sh"
 
 STATE_BUCKET="${NOTIFY_STATE_BUCKET:-}"
 READ_BUCKETS=()
@@ -39,6 +41,7 @@ $(common_help)
                         (roles/storage.objectViewer) and sign links as itself
                         (roles/iam.serviceAccountTokenCreator on itself). Repeat for several
                         buckets. Only as an option: read access is granted when asked for
+$(alert_help)
 EOF
 }
 
@@ -51,13 +54,15 @@ while (($#)); do
     --bucket) need_value "$@"; READ_BUCKETS+=("$2"); shift 2 ;;
     --keep-secret) KEEP_SECRET=1; shift ;;
     *)
-      if parse_common_option "$@"; then shift "$CONSUMED"; else die_usage "unknown argument $1"; fi
+      if parse_common_option "$@" || parse_alert_option "$@"; then shift "$CONSUMED"; else die_usage "unknown argument $1"; fi
       ;;
   esac
 done
 
 validate_common
 validate_secret_name
+validate_alert_options
+require_alert_email_if_tuned
 if [[ -n "$STATE_BUCKET" ]]; then
   BUCKET="$STATE_BUCKET"
   validate_bucket
@@ -145,6 +150,13 @@ done
 if ((${#READ_BUCKETS[@]})); then
   run gcloud iam service-accounts add-iam-policy-binding "$SERVICE_ACCOUNT" "--project=$PROJECT" \
     "--member=$member" --role=roles/iam.serviceAccountTokenCreator --condition=None --quiet
+fi
+
+if [[ -n "$ALERT_EMAIL" ]]; then
+  alert_args=(--project "$PROJECT" "--gen$GEN" --alert-email "$ALERT_EMAIL" --retrying-threshold "$RETRYING_THRESHOLD")
+  [[ -z "$EXPECT_EVERY" ]] || alert_args+=(--expect-every "$EXPECT_EVERY")
+  ((!DRY_RUN)) || alert_args+=(--dry-run)
+  "$NOTIFIER_ROOT/deploy/alerts.sh" "${alert_args[@]}"
 fi
 
 if ((!DRY_RUN)); then
