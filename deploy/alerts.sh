@@ -30,8 +30,8 @@ Usage: $0 --alert-email ADDR [options]
 
 Set up (or update) Cloud Monitoring alerts for storage-notifier: the log-based metric $METRIC
 (the functions' outcome lines, labelled by outcome and rule), an email notification channel for
-ADDR, and alert policies (deploy/alerts/*.json): any dead-lettered or bounced line within 10
-minutes; more than --retrying-threshold retrying lines within 15 minutes; with --expect-every N,
+ADDR, and alert policies (deploy/alerts/*.json): any dead-lettered, partially-sent, bounced or
+dropped line within 10 minutes; more than --retrying-threshold retrying lines within 15 minutes; with --expect-every N,
 no sent line for N hours. --remove deletes the policies and the metric (the channel is kept).
 
 $(alert_help)

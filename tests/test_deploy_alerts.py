@@ -139,7 +139,7 @@ def test_first_run_creates_the_metric_channel_and_three_policies(tmp_path, gclou
     dead = policy_file(rendered, "dead-letters")
     assert [c["conditionThreshold"]["filter"] for c in dead["conditions"]] == [
         f'metric.type="{METRIC_TYPE}" AND resource.type="{resource}" AND '
-        'metric.label.outcome=one_of("dead-lettered","bounced")'
+        'metric.label.outcome=one_of("dead-lettered","partially-sent","bounced","dropped")'
         for resource in ("cloud_run_revision", "cloud_function")
     ]
     for condition in dead["conditions"]:

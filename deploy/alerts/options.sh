@@ -28,7 +28,8 @@ alert_help() {
   --alert-email ADDR    email address the alerts go to (or NOTIFIER_ALERT_EMAIL): a Cloud
                         Monitoring email channel (an existing one for ADDR is reused), the
                         log-based metric storage-notifier-outcomes, and alert policies for
-                        dead-lettered or bounced mail (any within 10 minutes) and retrying
+                        undelivered mail (any dead-lettered, partially-sent, bounced or
+                        dropped line within 10 minutes) and retrying
   --retrying-threshold N  alert when more than N notifications answer retrying within 15
                         minutes (1-$RETRYING_THRESHOLD_MAX; default 20)
   --expect-every N      also alert when no email was sent for N hours (1-$EXPECT_EVERY_MAX: Cloud
