@@ -10,7 +10,8 @@ usage() {
   cat <<EOF
 Usage: $0 TRIGGER|all [options]
 
-Delete the function PREFIX-TRIGGER (all four with 'all'). What deploy/setup.sh made is kept.
+Delete the function PREFIX-TRIGGER (all four with 'all'). What deploy/setup.sh made is kept
+(its alerts too: deploy/alerts.sh --remove deletes them).
 TRIGGER flush: the Cloud Scheduler job PREFIX-flush, then the function PREFIX-flush ('all' keeps them).
 TRIGGER events: the SendGrid Event Webhook's function PREFIX-events ('all' keeps it); turn the
 webhook off in SendGrid too.
