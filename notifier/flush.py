@@ -42,7 +42,8 @@ from notifier.digest import (
 from notifier.events import InvalidEvent, from_dict
 from notifier.ledger.base import Claim, ClaimStatus, LedgerError
 from notifier.ledger.digests import DigestStore
-from notifier.mail.base import DeliveryError, Message
+from notifier.ledger.history_records import MAX_RECIPIENTS_KEPT, Sending, utc_text
+from notifier.mail.base import DeliveryError, Message, Receipt
 from notifier.outcomes import DEAD_LETTERED, DUPLICATE, REFUSED, RETRYING, SENT
 from notifier.rules import Notification, Rule
 
@@ -177,12 +178,14 @@ class Flusher:
         stored_error = self._record(parts, lambda claim: self.pipeline.ledger.mark_sent(claim, receipt.message_id))
         if stored_error is None:  # else they stay: the next flush finds them recorded and drops them
             self.store_remove(entries)
-        return self._done(
+        result = self._done(
             run, SENT, len(entries), message_id=receipt.message_id, attempts=receipt.attempts,
             ledger_error=stored_error, subject=message.subject, held=held,
             parked=f"{held - len(entries) - len(dropped)} event(s) of dead-lettered window(s) stay parked until replay"
             if parked else None,
         )  # fmt: skip
+        self.pipeline.record_history(_digest_sending(run, parts, message, receipt, self.pipeline._wall_clock()))
+        return result
 
     def _claim_window(
         self, run: Run, window: int, parts: list[_Part], dropped: list[HeldEntry], *, replay: bool
@@ -331,6 +334,20 @@ _WHY = {
     REFUSED: f"the window's last part ({MAX_PARTS}) is marked sent, which the flush never does to it (it"
     " releases it after each send): the rest stays held",
 }
+
+
+def _digest_sending(run: Run, parts: list[_Part], message: Message, receipt: Receipt, at: datetime) -> Sending:
+    """The history's record of a digest sent: filed under each window it took events from."""
+    entries = [e for p in parts for e in p.entries]
+    addresses = [a.email for envelope in message.envelopes for a in (*envelope.to, *envelope.cc, *envelope.bcc)]
+    first = entries[0]
+    return Sending(
+        message.notification_id, first.bucket, "", None, "", "digest", run.group.rule,
+        tuple(addresses[:MAX_RECIPIENTS_KEPT]), len(addresses), SENT, utc_text(at),
+        event_time=utc_text(first.time) if first.time else "", message_id=receipt.message_id,
+        attempts=receipt.attempts,
+        digest={"group": run.group.key, "windows": sorted({p.window for p in parts}), "events": len(entries)},
+    )  # fmt: skip
 
 
 def _notification_id(group: Group, parts: list[_Part]) -> str:

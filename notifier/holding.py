@@ -38,6 +38,7 @@ class Held:
     reason: str
     fields: dict[str, Any] = field(default_factory=dict)
     misconfigured: bool = False
+    digest: dict[str, Any] | None = None  # a held one's group, window and held id, as the history keeps them
 
 
 class Holding:
@@ -72,7 +73,8 @@ class Holding:
             why = f"held for the digest of {label}"
         if not created:
             return Held(DUPLICATE, f"already {why}", fields)
-        return Held(BATCHED, why, fields)
+        return Held(BATCHED, why, fields, digest={"group": entry.group.key, "window": entry.window,
+                                                  "held_id": entry.notification_id})  # fmt: skip
 
 
 def _own_time(notification: Notification) -> datetime | None:

@@ -15,8 +15,10 @@ Outcomes: ``sent``, ``duplicate`` (the ledger says it was sent or dead-lettered 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from notifier.mail.retry import MIN_ATTEMPT_SECONDS
 from notifier.mail.scrub import scrub
 from notifier.objects import ObjectAccess
 from notifier.outcomes import (
+    BATCHED,
     DEAD_LETTERED,
     DUPLICATE,
     EXPIRED,
@@ -54,6 +57,13 @@ if TYPE_CHECKING:
     from notifier.flush import Flushed
     from notifier.holding import Holding
     from notifier.ledger.digests import DigestStore
+    from notifier.ledger.history_records import History, Sending
+
+# The outcomes the history keeps (status shows them); RETRYING only after a send was attempted.
+RECORDED = frozenset({SENT, DEAD_LETTERED, PARTIAL, BATCHED})
+# While an event's notifications are delivered, their Sendings wait here: recorded after the last
+# send, so that no send waits for the history.
+_UNRECORDED: ContextVar[list[Sending] | None] = ContextVar("unrecorded_sendings", default=None)
 
 
 class Pipeline(Replaying):
@@ -66,6 +76,7 @@ class Pipeline(Replaying):
         ledger: Ledger | None = None,
         dead_letters: DeadLetters | None = None,
         digests: DigestStore | None = None,
+        history: History | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -80,6 +91,8 @@ class Pipeline(Replaying):
             ledger, dead_letters = ledger or default_ledger, dead_letters or default_dead_letters
         self.ledger, self.dead_letters = ledger, dead_letters
         self.holding = _holding(settings, ledger, digests)
+        self._history = history  # made on first use: nothing of it is loaded before the first outcome
+        self._history_made = threading.Lock()  # requests run in threads: one store, not one each
         self._clock = clock
         self._wall_clock = wall_clock
         self.sleep = time.sleep  # tests swap this for a recorder
@@ -131,7 +144,7 @@ class Pipeline(Replaying):
         # Every state-bucket call ends in time: before a send, in time for it; after it, within the grace.
         deadline = started + self.settings.deadline_seconds
         with state_deadline(deadline, send_needs=MIN_ATTEMPT_SECONDS, grace=self.state_grace):
-            outcomes = [self._deliver(n, started, first=i == 0) for i, n in enumerate(notifications)]
+            outcomes = self._deliver_all(notifications, started)
         retrying = sum(o.outcome == RETRYING for o in outcomes)
         if retrying:
             raise RetryLater(f"{retrying} notification(s) for event {event.event_id} failed transiently")
@@ -153,6 +166,29 @@ class Pipeline(Replaying):
         from notifier.ledger import create_digest_store
 
         return create_digest_store(self.ledger)
+
+    @property
+    def history(self) -> History:
+        """What became of each notification (:mod:`notifier.ledger.history`), beside the ledger."""
+        with self._history_made:
+            if self._history is None:
+                from notifier.ledger.history import create_history
+
+                self._history = create_history(self.ledger)
+            return self._history
+
+    @history.setter
+    def history(self, history: History) -> None:
+        self._history = history
+
+    def record_history(self, sending: Sending) -> None:
+        """Keep ``sending`` in the history, after its outcome line: a failure there changes nothing
+        of the outcome, and is said in one WARNING line."""
+        try:
+            self.history.record(sending)
+        except Exception as error:  # noqa: BLE001 - the outcome stands, whatever went wrong here
+            log.log(self._log, logging.WARNING, f"history not recorded: {error}",
+                    exc_info=not isinstance(error, LedgerError), notification_id=sending.notification_id)  # fmt: skip
 
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""
@@ -204,6 +240,17 @@ class Pipeline(Replaying):
         )  # fmt: skip
         return Outcome(SENT, notification.id, receipt.message_id)
 
+    def _deliver_all(self, notifications: list[Notification], started: float) -> list[Outcome]:
+        """Claim and deliver each of an event's notifications; then record their Sendings."""
+        waiting = _UNRECORDED.set([])
+        try:
+            return [self._deliver(n, started, first=i == 0) for i, n in enumerate(notifications)]
+        finally:
+            sendings = _UNRECORDED.get() or []
+            _UNRECORDED.reset(waiting)
+            for sending in sendings:
+                self.record_history(sending)
+
     def _deliver(self, notification: Notification, started: float, *, first: bool) -> Outcome:
         """Claim and deliver one of an event's notifications (``first``: it has all the time)."""
         if not first and started + self.settings.deadline_seconds - self._clock() < MIN_ATTEMPT_SECONDS:
@@ -219,7 +266,8 @@ class Pipeline(Replaying):
                     if held.outcome == RETRYING
                     else logging.INFO
                 )
-                self._line(notification, held.outcome, started, level, reason=held.reason, **held.fields)
+                self._line(notification, held.outcome, started, level, reason=held.reason, digest=held.digest,
+                           **held.fields)  # fmt: skip
                 return Outcome(held.outcome, notification.id)
         claim = self._claim(notification, started)
         return claim if isinstance(claim, Outcome) else self.deliver(notification, None, claim, started)
@@ -377,6 +425,26 @@ class Pipeline(Replaying):
         )  # fmt: skip
 
     def _line(
+        self, notification: Notification, outcome: str, started: float, level: int, *, exc_info: bool = False,
+        digest: dict[str, Any] | None = None, **fields: Any,
+    ) -> None:  # fmt: skip
+        """The outcome line; then, for an outcome the history keeps, its Sending (``digest``: a held
+        event's group, window and held id)."""
+        self._outcome_line(notification, outcome, started, level, exc_info=exc_info, **fields)
+        if outcome in RECORDED or (outcome == RETRYING and fields.get("attempts")):
+            from notifier.ledger.history_records import notification_sending
+
+            sending = notification_sending(
+                notification, outcome, self._wall_clock(), message_id=fields.get("message_id") or "",
+                attempts=fields.get("attempts") or 0, error=fields.get("error") or "", digest=digest,
+            )  # fmt: skip
+            waiting = _UNRECORDED.get()
+            if waiting is None:  # a replay's: nothing else to send first
+                self.record_history(sending)
+            else:
+                waiting.append(sending)
+
+    def _outcome_line(
         self, notification: Notification, outcome: str, started: float, level: int, *, exc_info: bool = False,
         **fields: Any,
     ) -> None:  # fmt: skip

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 LEDGER_PREFIX = "ledger/"
 DEAD_LETTER_PREFIX = "deadletter/"
 MAX_RECORD_BYTES = 64 * 1024  # a record is about 150 bytes; a larger one was planted, and is not read
+LOOKED_UP = ("state", "message_id", "lease_until", "owed")  # of a record, what lookup tells (never the token)
 LEDGER_TTL = timedelta(days=30)  # the hint on every record; a bucket lifecycle rule acts on it
 # A dropped connection or timeout (OSError), or an error status: Cloud Storage's own, the
 # misconfigured ones (403, missing bucket) included, each said in words by _ledger_error.
@@ -121,6 +122,13 @@ class GcsLedger(Ledger):
                 raise _ledger_error(self._bucket.name, error) from error
         except OSError as error:
             raise _ledger_error(self._bucket.name, error) from error
+
+    def lookup(self, notification_id: str) -> dict[str, Any] | None:
+        try:
+            existing = self._read(LEDGER_PREFIX + notification_id)
+        except _FAILURES as error:
+            raise _ledger_error(self._bucket.name, error) from error
+        return None if existing is None else {k: v for k, v in existing[1].items() if k in LOOKED_UP}
 
     def _replace(self, claim: Claim, record: dict[str, Any]) -> None:
         try:  # None: taken over; nothing to do

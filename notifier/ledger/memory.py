@@ -63,6 +63,16 @@ class MemoryLedger(Ledger):
     def mark_dead(self, claim: Claim, owed: Iterable[str] | None = None) -> None:
         self._replace(claim, _Dead(None if owed is None else frozenset(a.lower() for a in owed)))
 
+    def lookup(self, notification_id: str) -> dict[str, Any] | None:
+        key = _key(notification_id)
+        with self._lock:
+            value = self._newer.get(key, self._older.get(key))
+        if value is None:
+            return None
+        record = _record(notification_id, value)
+        del record["notification_id"]
+        return record
+
     def _put(self, key: bytes | str, value: _Value) -> None:
         if key not in self._newer and len(self._newer) >= self._generation:
             self._older, self._newer = self._newer, {}

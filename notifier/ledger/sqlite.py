@@ -91,6 +91,18 @@ class SqliteLedger(Ledger):
         except sqlite3.Error as error:
             raise LedgerError(f"ledger {self.path}: {error}") from error
 
+    def lookup(self, notification_id: str) -> dict | None:
+        try:
+            query = "SELECT state, lease_until, message_id, owed FROM ledger WHERE notification_id = ?"
+            row = self._connection().execute(query, (notification_id,)).fetchone()
+        except sqlite3.Error as error:
+            raise LedgerError(f"ledger {self.path}: {error}") from error
+        if row is None:
+            return None
+        record = _record(notification_id, *row)
+        del record["notification_id"]
+        return record
+
     def _update(self, claim: Claim, statement: str, message_id: str, *owed: Iterable[str] | None) -> None:
         """``owed``: given when the statement sets that column too."""
         try:

@@ -1,0 +1,207 @@
+"""The history in the state bucket (:mod:`notifier.ledger.history`): shared by every instance and
+by ``python -m notifier status``.
+
+- ``history/ids/<notification id>``: the :class:`Sending` as JSON, overwritten by a later outcome
+  (a replay's).
+- ``history/objects/<object_key(bucket, name)>/<notification id>``: an empty marker, created if
+  absent; a digest's instead ``history/digests/<window_key(group, window)>/<notification id>`` for
+  each window. Readers list the prefix and read each id's sending.
+- ``history/events/<notification id>/<event name>``: one object per delivery event, created with
+  ``ifGenerationMatch=0``, so recording SendGrid's retried batch twice is a no-op (412: known). The
+  event's JSON is its body and, when it fits, its custom metadata: one listing reads them all.
+  The name is SendGrid's ``sg_event_id`` when it is a safe one, else its SHA-256 (:func:`event_name`).
+
+A lifecycle rule (deploy/state-lifecycle.json) deletes ``history/`` after 30 days, like ``ledger/``.
+Everything read is bounded and checked (``from_json``); what this store did not write is skipped
+and counted (``unreadable``). Every failure is a LedgerError worded as the ledger's.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from notifier.ledger.base import LedgerError
+from notifier.ledger.bucket import MAX_METADATA_CHARS, Listed, StateBucket
+from notifier.ledger.gcs import _FAILURES, _ledger_error
+from notifier.ledger.history_records import (
+    MAX_EVENTS_PER_NOTIFICATION,
+    MAX_SENDINGS_PER_OBJECT,
+    NOTIFICATION_ID,
+    DeliveryEvent,
+    History,
+    Sending,
+    filing_keys,
+    object_key,
+    window_key,
+)
+
+SENDING_PREFIX = "history/ids/"
+OBJECT_PREFIX = "history/objects/"
+DIGEST_PREFIX = "history/digests/"
+EVENT_PREFIX = "history/events/"
+EVENT_KEY = "event"  # an event object's metadata key: the DeliveryEvent's JSON, when it fits
+# A sending is at most about 80 KB: 50 addresses of 320 characters and eleven texts of 4,000, with
+# room for JSON's escapes; an event about 25 KB (20 details of 1,000 characters). More was planted.
+MAX_SENDING_BYTES = 256 * 1024
+MAX_EVENT_BYTES = 64 * 1024
+READERS = 8  # sendings read at once for one object's listing (up to MAX_SENDINGS_PER_OBJECT)
+
+_SAFE_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_T = TypeVar("_T")
+
+
+def event_name(sg_event_id: str) -> str:
+    """The object name's last part for a delivery event: SendGrid's id if safe, else its SHA-256."""
+    if _SAFE_EVENT_ID.fullmatch(sg_event_id):
+        return sg_event_id
+    return hashlib.sha256(sg_event_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class GcsHistory(History):
+    name = "gcs"
+
+    def __init__(self, bucket: StateBucket) -> None:
+        self._bucket = bucket
+        self.unreadable = 0  # records read back that this store did not write (skipped)
+        self._lock = threading.Lock()  # readers run a few at a time
+
+    # --- sendings ----------------------------------------------------------------------------
+
+    def record(self, sending: Sending) -> None:
+        # The sending first: a marker a listing finds always has its sending to read.
+        name = SENDING_PREFIX + _checked_id(sending.notification_id)
+        data = json.dumps(sending.to_json(), ensure_ascii=False).encode()
+        if len(data) > MAX_SENDING_BYTES:
+            raise LedgerError(f"history: the sending is {len(data)} bytes, over the {MAX_SENDING_BYTES} it takes")
+        self._call(self._bucket.upload, name, data)
+        for prefix in _filing_prefixes(sending):
+            self._call(self._bucket.upload, prefix + sending.notification_id, b"", if_generation_match=0)
+
+    def by_id(self, notification_id: str) -> Sending | None:
+        if not NOTIFICATION_ID.fullmatch(notification_id):
+            return None  # never a name of ours: nothing to read
+        stored = self._call(self._bucket.read, SENDING_PREFIX + notification_id, MAX_SENDING_BYTES)
+        if stored is None:
+            return None
+        sending = None if stored.content_encoding else Sending.from_json(_loads(stored.data, MAX_SENDING_BYTES))
+        if sending is None or sending.notification_id != notification_id:
+            self._skipped(1)
+            return None
+        return sending
+
+    def by_object(self, bucket: str, name: str) -> list[Sending]:
+        return self._filed_under(f"{OBJECT_PREFIX}{object_key(bucket, name)}/")
+
+    def digests(self, group: str, window: int) -> list[Sending]:
+        return self._filed_under(f"{DIGEST_PREFIX}{window_key(group, window)}/")
+
+    def _filed_under(self, prefix: str) -> list[Sending]:
+        ids = [item.name.removeprefix(prefix) for item in self._listed(prefix, MAX_SENDINGS_PER_OBJECT)]
+        ours = [i for i in ids if NOTIFICATION_ID.fullmatch(i)]
+        self._skipped(len(ids) - len(ours))
+        found = [s for s in self._each(self.by_id, ours) if s is not None]  # None: not recorded (yet), or planted
+        return sorted(found, key=lambda s: (s.generation or 0, s.at))
+
+    # --- delivery events -----------------------------------------------------------------------
+
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
+        prefix = f"{EVENT_PREFIX}{_checked_id(notification_id)}/"
+        known = {item.name.removeprefix(prefix) for item in self._listed(prefix, MAX_EVENTS_PER_NOTIFICATION)}
+        new = 0
+        for event in {event_name(e.sg_event_id): e for e in events}.items():
+            name, value = event
+            if name in known or len(known) >= MAX_EVENTS_PER_NOTIFICATION:
+                continue
+            known.add(name)
+            data = json.dumps(value.to_json(), ensure_ascii=False)
+            metadata = {EVENT_KEY: data} if len(EVENT_KEY) + len(data) <= MAX_METADATA_CHARS else {}
+            created = self._call(self._bucket.upload, prefix + name, data.encode(), metadata=metadata,
+                                 if_generation_match=0)  # fmt: skip
+            new += created is not None  # None: recorded by a retried batch racing this one
+        return new
+
+    def events(self, notification_id: str) -> list[DeliveryEvent]:
+        if not NOTIFICATION_ID.fullmatch(notification_id):
+            return []
+        prefix = f"{EVENT_PREFIX}{notification_id}/"
+        listed = self._listed(prefix, MAX_EVENTS_PER_NOTIFICATION, with_metadata=True)
+        read = [e for e in self._each(lambda item: self._event(prefix, item), listed) if e is not None]
+        return sorted(read, key=lambda e: (e.timestamp, e.sg_event_id))
+
+    def _event(self, prefix: str, item: Listed) -> DeliveryEvent | None:
+        """The event ``item`` holds: from its metadata, else (too long for it) its body; None if gone
+        or not one this store wrote (then counted)."""
+        value = _loads(item.metadata[EVENT_KEY].encode(), MAX_EVENT_BYTES) if EVENT_KEY in item.metadata else None
+        if value is None:
+            stored = self._call(self._bucket.read, item.name, MAX_EVENT_BYTES, generation=item.generation or None)
+            if stored is None:
+                return None
+            value = None if stored.content_encoding else _loads(stored.data, MAX_EVENT_BYTES)
+        event = DeliveryEvent.from_json(value)
+        if event is None or event_name(event.sg_event_id) != item.name.removeprefix(prefix):
+            self._skipped(1)
+            return None
+        return event
+
+    def _skipped(self, count: int) -> None:
+        with self._lock:
+            self.unreadable += count
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def _listed(self, prefix: str, most: int, *, with_metadata: bool = False) -> list[Listed]:
+        """The first ``most`` objects under ``prefix`` (by name), from one listing."""
+        listed: list[Listed] = []
+        try:
+            for item in self._bucket.list(prefix, with_metadata=with_metadata):
+                if "/" not in item.name.removeprefix(prefix):  # deeper names are none of ours
+                    listed.append(item)
+                if len(listed) >= most:
+                    break
+        except _FAILURES as error:
+            raise _ledger_error(self._bucket.name, error) from error
+        return listed
+
+    def _each(self, read: Callable[[Any], _T], values: Sequence[Any]) -> list[_T]:
+        """``read`` of each value, a few at a time, each task in a copy of this context (so that
+        its calls keep a delivery's deadline)."""
+        if len(values) <= 1:
+            return [read(value) for value in values]
+        with ThreadPoolExecutor(max_workers=min(READERS, len(values))) as pool:
+            tasks = [pool.submit(contextvars.copy_context().run, read, value) for value in values]
+            return [task.result() for task in tasks]
+
+    def _call(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except _FAILURES as error:
+            raise _ledger_error(self._bucket.name, error) from error
+
+
+def _filing_prefixes(sending: Sending) -> Iterable[str]:
+    """The folder of each key the sending is filed under (filing_keys: its object's, or its windows)."""
+    folder = DIGEST_PREFIX if "windows" in (sending.digest or {}) else OBJECT_PREFIX
+    return [f"{folder}{key}/" for key in filing_keys(sending)]
+
+
+def _checked_id(notification_id: str) -> str:
+    if not NOTIFICATION_ID.fullmatch(notification_id):  # never a name a reader could not read back
+        raise LedgerError(f"history: {notification_id[:80]!r} is not a notification id (32 hex digits)")
+    return notification_id
+
+
+def _loads(data: bytes, max_bytes: int) -> Any:
+    """JSON within ``max_bytes``; None for anything else."""
+    if len(data) > max_bytes:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None

@@ -1,0 +1,168 @@
+"""The history (:mod:`notifier.ledger.history`) in the SQLite ledger's file (NOTIFY_LEDGER_FILE):
+local runs and their ``status``, shared by every thread and process that opens it (WAL, a busy
+timeout, one connection per thread), in tables of their own beside the ledger's.
+
+- ``history_sendings``: a Sending's JSON per notification id (a later outcome replaces it);
+- ``history_filed``: which ids are filed under an object's key or a digest window's key;
+- ``history_events``: one row per delivery event, keyed by SendGrid's ``sg_event_id``
+  (INSERT OR IGNORE: a retried batch is recorded once).
+
+What is read back is bounded and checked (``from_json``); rows this store did not write are skipped
+and counted (``unreadable``). Every failure is a LedgerError.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from notifier.ledger.base import LedgerError
+from notifier.ledger.history_records import (
+    MAX_EVENTS_PER_NOTIFICATION,
+    MAX_SENDINGS_PER_OBJECT,
+    DeliveryEvent,
+    History,
+    Sending,
+    filing_keys,
+    object_key,
+    window_key,
+)
+from notifier.ledger.sqlite import _SET_UP_POLICY, immediate, thread_connection, use_wal
+
+MAX_SENDING_CHARS = 256 * 1024  # as the state bucket's bound: a longer row was planted, and is not read
+MAX_EVENT_CHARS = 64 * 1024
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS history_sendings (
+        notification_id TEXT PRIMARY KEY,
+        sending TEXT NOT NULL         -- Sending.to_json() as JSON
+    )""",
+    """CREATE TABLE IF NOT EXISTS history_filed (
+        filing_key TEXT NOT NULL,     -- object_key(bucket, name) or window_key(group, window)
+        notification_id TEXT NOT NULL,
+        PRIMARY KEY (filing_key, notification_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS history_events (
+        notification_id TEXT NOT NULL,
+        sg_event_id TEXT NOT NULL,
+        event TEXT NOT NULL,          -- DeliveryEvent.to_json() as JSON
+        PRIMARY KEY (notification_id, sg_event_id)
+    )""",
+)
+
+
+class SqliteHistory(History):
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.unreadable = 0  # rows read back that this store did not write (skipped)
+        self._local = threading.local()  # sqlite3 connections are not shared between threads
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _SET_UP_POLICY.copy()(self._set_up)
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _set_up(self) -> None:
+        db = self._connection()
+        use_wal(db)
+        for statement in _SCHEMA:
+            db.execute(statement)
+
+    def record(self, sending: Sending) -> None:
+        filed = [(key, sending.notification_id) for key in filing_keys(sending)]
+        try:
+            with immediate(self._connection()) as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO history_sendings (notification_id, sending) VALUES (?, ?)",
+                    (sending.notification_id, json.dumps(sending.to_json(), ensure_ascii=False)),
+                )
+                db.executemany("INSERT OR IGNORE INTO history_filed (filing_key, notification_id) VALUES (?, ?)", filed)
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    # A row over the bound (planted) is not even read: NULL, counted unreadable.
+    def by_id(self, notification_id: str) -> Sending | None:
+        rows = self._rows(
+            "SELECT notification_id, CASE WHEN length(sending) <= ? THEN sending END FROM history_sendings"
+            " WHERE notification_id = ?",
+            (MAX_SENDING_CHARS, notification_id),
+        )
+        return next(iter(self._sendings(rows)), None)
+
+    def by_object(self, bucket: str, name: str) -> list[Sending]:
+        return self._filed_under(object_key(bucket, name))
+
+    def digests(self, group: str, window: int) -> list[Sending]:
+        return self._filed_under(window_key(group, window))
+
+    def _filed_under(self, key: str) -> list[Sending]:
+        rows = self._rows(
+            "SELECT s.notification_id, CASE WHEN length(s.sending) <= ? THEN s.sending END"
+            " FROM history_filed f JOIN history_sendings s"
+            " ON s.notification_id = f.notification_id WHERE f.filing_key = ? LIMIT ?",
+            (MAX_SENDING_CHARS, key, MAX_SENDINGS_PER_OBJECT),
+        )
+        return sorted(self._sendings(rows), key=lambda s: (s.generation or 0, s.at))
+
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
+        new = 0
+        try:
+            with immediate(self._connection()) as db:  # the count and the inserts, one writer at a time
+                (count,) = db.execute(
+                    "SELECT COUNT(*) FROM history_events WHERE notification_id = ?", (notification_id,)
+                ).fetchone()
+                for event in events:
+                    if count + new >= MAX_EVENTS_PER_NOTIFICATION:
+                        break
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO history_events (notification_id, sg_event_id, event) VALUES (?, ?, ?)",
+                        (notification_id, event.sg_event_id, json.dumps(event.to_json(), ensure_ascii=False)),
+                    )
+                    new += cursor.rowcount
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+        return new
+
+    def events(self, notification_id: str) -> list[DeliveryEvent]:
+        rows = self._rows(
+            "SELECT sg_event_id, CASE WHEN length(event) <= ? THEN event END FROM history_events"
+            " WHERE notification_id = ? LIMIT ?",
+            (MAX_EVENT_CHARS, notification_id, MAX_EVENTS_PER_NOTIFICATION),
+        )
+        read = [(key, DeliveryEvent.from_json(_loads(value))) for key, value in rows]
+        events = [event for key, event in read if event is not None and event.sg_event_id == key]
+        self.unreadable += len(rows) - len(events)
+        return sorted(events, key=lambda e: (e.timestamp, e.sg_event_id))
+
+    def _sendings(self, rows: list[tuple[Any, ...]]) -> list[Sending]:
+        read = [(key, Sending.from_json(_loads(value))) for key, value in rows]
+        sendings = [sending for key, sending in read if sending is not None and sending.notification_id == key]
+        self.unreadable += len(rows) - len(sendings)
+        return sendings
+
+    def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(query, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _connection(self) -> sqlite3.Connection:
+        return thread_connection(self._local, self.path)
+
+    def _error(self, error: sqlite3.Error) -> LedgerError:
+        return LedgerError(f"history {self.path}: {error}")
+
+
+def _loads(value: Any) -> Any:
+    if not isinstance(value, str):
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None
