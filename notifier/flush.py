@@ -42,7 +42,7 @@ from notifier.digest import (
 from notifier.events import InvalidEvent, from_dict
 from notifier.ledger.base import Claim, ClaimStatus, LedgerError
 from notifier.ledger.digests import DigestStore
-from notifier.ledger.history_records import MAX_RECIPIENTS_KEPT, Sending, utc_text
+from notifier.ledger.history import MAX_RECIPIENTS_KEPT, Sending, utc_text
 from notifier.mail.base import DeliveryError, Message, Receipt
 from notifier.outcomes import DEAD_LETTERED, DUPLICATE, REFUSED, RETRYING, SENT
 from notifier.rules import Notification, Rule

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from notifier.flush import Flushed
     from notifier.holding import Holding
     from notifier.ledger.digests import DigestStore
-    from notifier.ledger.history_records import History, Sending
+    from notifier.ledger.history import History, Sending
 
 # The outcomes the history keeps (status shows them); RETRYING only after a send was attempted.
 RECORDED = frozenset({SENT, DEAD_LETTERED, PARTIAL, BATCHED})
@@ -172,7 +172,7 @@ class Pipeline(Replaying):
         """What became of each notification (:mod:`notifier.ledger.history`), beside the ledger."""
         with self._history_made:
             if self._history is None:
-                from notifier.ledger.history import create_history
+                from notifier.ledger import create_history
 
                 self._history = create_history(self.ledger)
             return self._history
@@ -432,7 +432,7 @@ class Pipeline(Replaying):
         event's group, window and held id)."""
         self._outcome_line(notification, outcome, started, level, exc_info=exc_info, **fields)
         if outcome in RECORDED or (outcome == RETRYING and fields.get("attempts")):
-            from notifier.ledger.history_records import notification_sending
+            from notifier.ledger.history import notification_sending
 
             sending = notification_sending(
                 notification, outcome, self._wall_clock(), message_id=fields.get("message_id") or "",

@@ -28,7 +28,6 @@ from notifier.ledger.base import LedgerError
 from notifier.watchdog import watching
 
 if TYPE_CHECKING:
-    from notifier.ledger.history import History
     from notifier.pipeline import Pipeline
 
 METHOD = "POST"
@@ -74,7 +73,7 @@ def answer(pipeline: Pipeline, request: Request, *, now: Callable[[], float] = t
               body_bytes=len(body))  # fmt: skip
         return _json({"error": str(error)}), 400, JSON
     try:
-        recorded = feedback.record(parsed, history(pipeline), pipeline.ledger, pipeline._log)
+        recorded = feedback.record(parsed, pipeline.history, pipeline.ledger, pipeline._log)
     except LedgerError as error:
         _line(pipeline, logging.ERROR, f"events not recorded, SendGrid retries the batch: {error}", "retrying",
               error=str(error), ledger=pipeline.ledger.name)  # fmt: skip
@@ -83,18 +82,6 @@ def answer(pipeline: Pipeline, request: Request, *, now: Callable[[], float] = t
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     _line(pipeline, logging.INFO, f"batch: {summary}", "accepted", **counts, alarms=dict(recorded.alarms) or None)
     return _json(counts), 200, JSON
-
-
-def history(pipeline: Pipeline) -> History:
-    """The pipeline's history (the one place that finds it: until the pipeline has one, it is made
-    here, once, beside the ledger)."""
-    found = getattr(pipeline, "history", None)
-    if found is None:
-        from notifier.ledger.history import create_history
-
-        found = create_history(pipeline.ledger)
-        pipeline.history = found  # type: ignore[attr-defined]
-    return found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from notifier.ledger import LedgerError, gcs_history, history, history_records, sqlite_history
+from notifier.ledger import LedgerError, create_history, gcs_history, history, sqlite_history
 from notifier.ledger.bucket import StateBucket
 from notifier.ledger.gcs import GcsLedger
 from notifier.ledger.gcs_history import GcsHistory, event_name
-from notifier.ledger.history import DeliveryEvent, History, MemoryHistory, Sending, create_history
+from notifier.ledger.history import DeliveryEvent, History, MemoryHistory, Sending
 from notifier.ledger.memory import MemoryLedger
 from notifier.ledger.sqlite import SqliteLedger
 from notifier.ledger.sqlite_history import SqliteHistory
@@ -66,7 +66,7 @@ def make_store(request, tmp_path):
 
 @pytest.fixture
 def small_event_cap(monkeypatch):
-    for module in (history_records, sqlite_history, gcs_history):
+    for module in (history, sqlite_history, gcs_history):
         monkeypatch.setattr(module, "MAX_EVENTS_PER_NOTIFICATION", 3)
 
 
@@ -320,7 +320,7 @@ def test_the_lifecycle_deletes_the_history_after_30_days():
 
 
 def test_a_memory_history_forgets_its_oldest_sendings_beyond_its_bound(monkeypatch):
-    monkeypatch.setattr(history_records, "MAX_MEMORY_SENDINGS", 2)
+    monkeypatch.setattr(history, "MAX_MEMORY_SENDINGS", 2)
     store = MemoryHistory()
     for number in (1, 2, 3):
         store.record(_sending(number, generation=number))

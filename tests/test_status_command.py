@@ -294,7 +294,7 @@ def _delivered_with_feedback(name: str, generation: int) -> tuple[str, History]:
     """Deliver a finalize event of ``name`` as the function does (the ledger records it sent), then
     record its Sending and SendGrid's events for it (ann delivered, bob bounced) through the History
     API, where the deployment keeps them; the notification id."""
-    from notifier.ledger.history import create_history
+    from notifier.ledger import create_history
     from notifier.pipeline import Pipeline
 
     pipeline = Pipeline.from_environment()

@@ -248,11 +248,11 @@ def test_many_notifications_in_one_batch_are_each_recorded(key):
     assert all(len(known.events(i)) == 2 for i in ids)
 
 
-def test_the_history_is_found_in_one_place_and_made_beside_the_ledger_once():
+def test_the_pipeline_makes_its_history_beside_the_ledger_once():
     pipeline = Pipeline(settings_for(NOTIFY_BACKEND="console"), ledger=MemoryLedger())
-    found = webhook.history(pipeline)
+    found = pipeline.history
     assert isinstance(found, MemoryHistory)
-    assert webhook.history(pipeline) is found
+    assert pipeline.history is found
 
 
 _LOAD_EVENT_TARGET = """

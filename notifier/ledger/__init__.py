@@ -33,6 +33,7 @@ from notifier.ledger.base import (
 if TYPE_CHECKING:
     from notifier.config import Settings
     from notifier.ledger.digests import DigestStore
+    from notifier.ledger.history import History
 
 __all__ = [
     "MAX_DEAD_LETTER_BYTES",
@@ -44,6 +45,7 @@ __all__ = [
     "LedgerError",
     "UnreadableLetter",
     "create_digest_store",
+    "create_history",
     "create_state",
     "decode_letter",
     "encode_record",
@@ -86,3 +88,19 @@ def create_digest_store(ledger: Ledger) -> DigestStore | None:
 
         return SqliteDigestStore(ledger.path)  # type: ignore[attr-defined]
     return None
+
+
+def create_history(ledger: Ledger) -> History:
+    """The history beside ``ledger`` (what became of each notification, SendGrid's delivery events):
+    in the state bucket, in the SQLite ledger's file, or in memory."""
+    if ledger.name == "gcs":
+        from notifier.ledger.gcs_history import GcsHistory
+
+        return GcsHistory(ledger.bucket)  # type: ignore[attr-defined]
+    if ledger.name == "sqlite":
+        from notifier.ledger.sqlite_history import SqliteHistory
+
+        return SqliteHistory(ledger.path)  # type: ignore[attr-defined]
+    from notifier.ledger.history import MemoryHistory
+
+    return MemoryHistory()

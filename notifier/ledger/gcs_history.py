@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from notifier.ledger.base import LedgerError
 from notifier.ledger.bucket import MAX_METADATA_CHARS, Listed, StateBucket
 from notifier.ledger.gcs import _FAILURES, _ledger_error
-from notifier.ledger.history_records import (
+from notifier.ledger.history import (
     MAX_EVENTS_PER_NOTIFICATION,
     MAX_SENDINGS_PER_OBJECT,
     NOTIFICATION_ID,

@@ -1,69 +1,267 @@
-"""What became of each notification after the ledger's claim, and the delivery events SendGrid
-reported for it: the names of :mod:`.history_records` (Sending, DeliveryEvent, History,
-MemoryHistory, object_key, window_key, ...) and :func:`create_history`, which picks the store.
+"""What became of each notification after the ledger's claim: what was sent (the object's change,
+the rule, the recipients, the outcome), found by object or by id, and the delivery events SendGrid
+reported for it (its signed Event Webhook, :mod:`notifier.feedback`).
 
-The stores (:mod:`.sqlite_history`, :mod:`.gcs_history`) import :mod:`.history_records`, never this
-module: this one imports them (lazily), and a cycle would be one in the design.
+``python -m notifier status`` reads it; the pipeline writes a :class:`Sending` once a delivery has
+an outcome, the flush one per digest, and the webhook the :class:`DeliveryEvent` values. Everything
+read back is untrusted (the state bucket can be written by others): :meth:`Sending.from_json` and
+:meth:`DeliveryEvent.from_json` return None for anything the function does not write.
+
+Stores: :class:`MemoryHistory` here (one process), :mod:`.sqlite_history` (local runs, in the
+SQLite ledger's file) and :mod:`.gcs_history` (the state bucket), which import this module;
+:func:`notifier.ledger.create_history` picks the one beside the ledger (not here: they import this
+module). Every failure is a :class:`~notifier.ledger.base.LedgerError`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from notifier.ledger.history_records import (
-    DELIVERY_EVENTS,
-    MAX_ERROR,
-    MAX_EVENTS_PER_NOTIFICATION,
-    MAX_MEMORY_SENDINGS,
-    MAX_RECIPIENTS_KEPT,
-    MAX_SENDINGS_PER_OBJECT,
-    MAX_TEXT,
-    NOTIFICATION_ID,
-    DeliveryEvent,
-    History,
-    MemoryHistory,
-    Sending,
-    filing_keys,
-    notification_sending,
-    object_key,
-    utc_text,
-    window_key,
-)
+import hashlib
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from notifier.ledger.base import Ledger
+    from notifier.rules import Notification
 
-__all__ = [
-    "DELIVERY_EVENTS",
-    "MAX_ERROR",
-    "MAX_EVENTS_PER_NOTIFICATION",
-    "MAX_MEMORY_SENDINGS",
-    "MAX_RECIPIENTS_KEPT",
-    "MAX_SENDINGS_PER_OBJECT",
-    "MAX_TEXT",
-    "NOTIFICATION_ID",
-    "DeliveryEvent",
-    "History",
-    "MemoryHistory",
-    "Sending",
-    "create_history",
-    "filing_keys",
-    "notification_sending",
-    "object_key",
-    "utc_text",
-    "window_key",
-]
+# A Sending names at most this many recipients (and says how many there were): a rule may have
+# thousands, and status shows who, not a mailing list.
+MAX_RECIPIENTS_KEPT = 50
+MAX_EVENTS_PER_NOTIFICATION = 500  # delivery events kept per notification: opens and clicks can repeat
+MAX_SENDINGS_PER_OBJECT = 1_000  # listed by status for one object, oldest first
+MAX_TEXT = 1_000  # characters of a reason, a URL or any other text a delivery event carries
+MAX_ERROR = 4 * MAX_TEXT  # characters of a Sending's error, as from_json reads them back
+MAX_MEMORY_SENDINGS = 10_000  # a MemoryHistory forgets the oldest beyond this: it lives as long as the instance
+NOTIFICATION_ID = re.compile(r"[0-9a-f]{32}")  # rules.notification_id and the digest's id
+
+# SendGrid's event names we record, as the status command shows them.
+DELIVERY_EVENTS = ("processed", "deferred", "delivered", "bounce", "dropped", "spamreport", "open", "click")
 
 
-def create_history(ledger: Ledger) -> History:
-    """The history beside ``ledger``: in the state bucket, in the SQLite ledger's file, or in memory."""
-    # By name, as create_digest_store: importing the other stores' modules would cost every cold start.
-    if ledger.name == "gcs":
-        from notifier.ledger.gcs_history import GcsHistory
+def object_key(bucket: str, name: str) -> str:
+    """Where a store files an object's sendings: names can be 1 KiB of any UTF-8, keys are hex."""
+    return hashlib.sha256(f"{bucket}\n{name}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
-        return GcsHistory(ledger.bucket)  # type: ignore[attr-defined]
-    if ledger.name == "sqlite":
-        from notifier.ledger.sqlite_history import SqliteHistory
 
-        return SqliteHistory(ledger.path)  # type: ignore[attr-defined]
-    return MemoryHistory()
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """One notification as the delivery that claimed it (or held it for a digest) left it.
+
+    ``digest``: for an event held for a digest, ``{"group": key, "window": start, "held_id": id}``;
+    for a digest itself, ``{"group": key, "windows": [start, ...], "events": count}`` (then
+    ``bucket`` and ``object`` name the group's first event's bucket, ``object`` is "")."""
+
+    notification_id: str
+    bucket: str
+    object: str
+    generation: int | None
+    event_id: str
+    kind: str  # finalize, delete, archive, metadata, or "digest"
+    rule: str
+    recipients: tuple[str, ...]  # at most MAX_RECIPIENTS_KEPT addresses
+    recipient_count: int
+    outcome: str  # the pipeline's outcome word: sent, dead-lettered, partially-sent, batched, retrying
+    at: str  # when the outcome was recorded: ISO 8601, UTC
+    event_time: str = ""  # the change's time as the event gave it, ISO 8601; "" if it had none
+    message_id: str = ""  # SendGrid's X-Message-Id
+    attempts: int = 0
+    error: str = ""  # the outcome line's error, scrubbed and cut
+    digest: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        value = _fields(self)
+        value["recipients"] = list(self.recipients)
+        value["digest"] = None if self.digest is None else dict(self.digest)
+        return value
+
+    @classmethod
+    def from_json(cls, value: Any) -> Sending | None:
+        """A stored sending; None if ``value`` is not one the function writes."""
+        if not isinstance(value, dict):
+            return None
+        strings = ("notification_id", "bucket", "object", "event_id", "kind", "rule", "outcome", "at",
+                   "event_time", "message_id", "error")  # fmt: skip
+        if not all(isinstance(value.get(k, ""), str) and len(value.get(k, "")) <= 4 * MAX_TEXT for k in strings):
+            return None
+        recipients, digest, generation = value.get("recipients"), value.get("digest"), value.get("generation")
+        if not (
+            isinstance(recipients, list) and len(recipients) <= MAX_RECIPIENTS_KEPT
+            and all(isinstance(r, str) and len(r) <= 320 for r in recipients)
+            and _count(value.get("recipient_count")) and _count(value.get("attempts", 0))
+            and (generation is None or _count(generation)) and (digest is None or isinstance(digest, dict))
+            and NOTIFICATION_ID.fullmatch(value.get("notification_id", ""))
+        ):  # fmt: skip
+            return None
+        return cls(
+            **{k: value.get(k, "") for k in strings},
+            generation=generation, recipients=tuple(recipients), recipient_count=value["recipient_count"],
+            attempts=value.get("attempts", 0), digest=None if digest is None else MappingProxyType(digest),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEvent:
+    """One event of SendGrid's Event Webhook for one of our notifications, as recorded."""
+
+    sg_event_id: str  # SendGrid's id of the event: what makes recording it twice a no-op
+    event: str  # one of DELIVERY_EVENTS
+    timestamp: int  # Unix seconds, SendGrid's
+    email: str  # the recipient it is about
+    reason: str = ""  # bounce/dropped/deferred: SendGrid's reason or the server's response
+    detail: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # type, status, url, …
+
+    def to_json(self) -> dict[str, Any]:
+        value = _fields(self)
+        value["detail"] = dict(self.detail)
+        return value
+
+    @classmethod
+    def from_json(cls, value: Any) -> DeliveryEvent | None:
+        """A stored delivery event; None if ``value`` is not one the function writes."""
+        if not isinstance(value, dict):
+            return None
+        detail, timestamp = value.get("detail", {}), value.get("timestamp")
+        texts = [value.get(k, "") for k in ("sg_event_id", "event", "email", "reason")]
+        if not (
+            all(isinstance(t, str) and len(t) <= MAX_TEXT for t in texts)
+            and value.get("event") in DELIVERY_EVENTS and value.get("sg_event_id") and _count(timestamp)
+            and isinstance(detail, dict) and len(detail) <= 20
+            and all(isinstance(k, str) and isinstance(v, str) and len(k) <= 100 and len(v) <= MAX_TEXT
+                    for k, v in detail.items())
+        ):  # fmt: skip
+            return None
+        sg_event_id, event, email, reason = texts
+        return cls(sg_event_id, event, timestamp, email, reason, MappingProxyType(dict(detail)))  # type: ignore[arg-type]
+
+
+def notification_sending(
+    notification: Notification, outcome: str, at: datetime, *, message_id: str = "", attempts: int = 0,
+    error: str = "", digest: Mapping[str, Any] | None = None,
+) -> Sending:  # fmt: skip
+    """The Sending of one notification's outcome (``at``: when it was had)."""
+    event, everyone = notification.event, notification.recipients.everyone
+    return Sending(
+        notification.id, event.bucket, event.name, event.generation, event.event_id[:MAX_ERROR], str(event.kind),
+        notification.rule.name, tuple(a.email for a in everyone[:MAX_RECIPIENTS_KEPT]), len(everyone), outcome,
+        utc_text(at), utc_text(event.event_time) if event.event_time else "", message_id or "", attempts,
+        error[:MAX_ERROR], None if digest is None else MappingProxyType(dict(digest)),
+    )  # fmt: skip
+
+
+def utc_text(when: datetime) -> str:
+    """``when`` as a Sending keeps times: ISO 8601 in UTC, to the second."""
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A dataclass's fields, not deep-copied as asdict would (it cannot copy a MappingProxyType)."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class History(ABC):
+    name: str
+    unreadable: int = 0  # records read back that the store did not write, skipped: status says how many
+
+    @abstractmethod
+    def record(self, sending: Sending) -> None:
+        """Keep ``sending`` under its id (a later one for the same id, a replay's, replaces it) and
+        file it under its object (for a digest: under each window of its group)."""
+
+    @abstractmethod
+    def by_id(self, notification_id: str) -> Sending | None:
+        """The last sending recorded for ``notification_id``; None if there is none."""
+
+    @abstractmethod
+    def by_object(self, bucket: str, name: str) -> list[Sending]:
+        """Every sending filed under the object, every generation, oldest first (at most
+        MAX_SENDINGS_PER_OBJECT)."""
+
+    @abstractmethod
+    def digests(self, group: str, window: int) -> list[Sending]:
+        """The digests sent with events of the group's window (a late event's part is another)."""
+
+    @abstractmethod
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
+        """Record the events not recorded before (by ``sg_event_id``); how many were new."""
+
+    @abstractmethod
+    def events(self, notification_id: str) -> list[DeliveryEvent]:
+        """The notification's delivery events, in time order (at most MAX_EVENTS_PER_NOTIFICATION)."""
+
+
+class MemoryHistory(History):
+    """One process's history: tests, and deployments without a state bucket (where ``status``,
+    a separate process, cannot read it: the README says so)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Sending] = {}
+        self._filed: dict[str, dict[str, None]] = {}  # object key or digest window → ids, in order
+        self._events: dict[str, dict[str, DeliveryEvent]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, sending: Sending) -> None:
+        with self._lock:
+            self._by_id.pop(sending.notification_id, None)  # the newest last: the oldest is forgotten first
+            self._by_id[sending.notification_id] = sending
+            for key in filing_keys(sending):
+                self._filed.setdefault(key, {})[sending.notification_id] = None
+            while len(self._by_id) > MAX_MEMORY_SENDINGS:
+                self._forget(next(iter(self._by_id)))
+
+    def _forget(self, notification_id: str) -> None:
+        for key in filing_keys(self._by_id.pop(notification_id)):
+            filed = self._filed.get(key, {})
+            filed.pop(notification_id, None)
+            if not filed:
+                self._filed.pop(key, None)
+        self._events.pop(notification_id, None)
+
+    def by_id(self, notification_id: str) -> Sending | None:
+        return self._by_id.get(notification_id)
+
+    def by_object(self, bucket: str, name: str) -> list[Sending]:
+        return self._filed_under(object_key(bucket, name))[:MAX_SENDINGS_PER_OBJECT]
+
+    def digests(self, group: str, window: int) -> list[Sending]:
+        return self._filed_under(window_key(group, window))
+
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
+        with self._lock:
+            known = self._events.setdefault(notification_id, {})
+            before = len(known)
+            for event in events:
+                if len(known) >= MAX_EVENTS_PER_NOTIFICATION:
+                    break
+                known.setdefault(event.sg_event_id, event)
+            return len(known) - before
+
+    def events(self, notification_id: str) -> list[DeliveryEvent]:
+        return sorted(self._events.get(notification_id, {}).values(), key=lambda e: (e.timestamp, e.sg_event_id))
+
+    def _filed_under(self, key: str) -> list[Sending]:
+        with self._lock:
+            found = [self._by_id[i] for i in self._filed.get(key, {}) if i in self._by_id]
+        return sorted(found, key=lambda s: (s.generation or 0, s.at))
+
+
+def window_key(group: str, window: int) -> str:
+    """Where a digest is filed for one of its windows."""
+    return f"digest-{group}-{window}"
+
+
+def filing_keys(sending: Sending) -> Iterable[str]:
+    """The keys a sending is filed under: its object's, or each window of a digest."""
+    digest = sending.digest or {}
+    if "windows" in digest:
+        return [window_key(str(digest.get("group", "")), w) for w in digest["windows"] if _count(w)]
+    return [object_key(sending.bucket, sending.object)]

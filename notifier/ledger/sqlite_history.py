@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.ledger.base import LedgerError
-from notifier.ledger.history_records import (
+from notifier.ledger.history import (
     MAX_EVENTS_PER_NOTIFICATION,
     MAX_SENDINGS_PER_OBJECT,
     DeliveryEvent,

@@ -53,8 +53,7 @@ def status(args: argparse.Namespace, uri: tuple[str, str] | None) -> int:
 
 
 def _status(query: Query, *, as_json: bool) -> int:
-    from notifier.ledger import create_digest_store, create_state
-    from notifier.ledger.history import create_history
+    from notifier.ledger import create_digest_store, create_history, create_state
     from notifier.pipeline import settings_from_environment
 
     settings = settings_from_environment()
