@@ -13,23 +13,18 @@ and functions-framework passes gunicorn no setting that would change it. See REA
 from __future__ import annotations
 
 import json
-import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
-from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from notifier import tracing
 from notifier.events import json_type_name as type_name  # the same words the event's own checks use
 from notifier.events import pubsub_push_problem
 from notifier.log import cut
 from notifier.pipeline import Pipeline, RetryLater
-from notifier.watchdog import watching
+from notifier.request_body import read_body
 
 # Eventarc delivers events of at most 512 KB (a Cloud Storage one is a few KB: names are at most
 # 1 KiB, custom metadata 8 KiB), and a Pub/Sub push of a Cloud Storage notification is no larger.
@@ -37,8 +32,6 @@ MAX_BODY = 512 * 1024
 # The platform posts a whole event at once; a body still arriving after this is a slow client
 # holding one of the worker's few threads, so its connection is closed.
 BODY_SECONDS = 1.0
-# An oversized body is read and dropped (so the client sees the answer) up to this much, then cut off.
-_DISCARD_AT_MOST = 16 * 1024 * 1024
 
 # Not event deliveries at all (a browser, a health check): answered as the framework would.
 _NOT_DELIVERIES = (404, 405)
@@ -157,37 +150,19 @@ def _read_body(pipeline: Pipeline) -> Any:
 def _bounded_body(pipeline: Pipeline) -> Any:
     if request.method != "POST":
         return None
-    too_large = ended_early = False
-    with _body_deadline(request.environ.get("gunicorn.socket")) as watch:
-        try:
-            body = request.get_data(cache=True)  # the framework's later get_data() gets this copy
-            if len(body) >= MAX_BODY and request.environ["wsgi.input"].read(1):  # chunked: werkzeug stops quietly
-                raise RequestEntityTooLarge
-            ended_early = len(body) < (request.content_length or 0)  # werkzeug does not say so either
-        except RequestEntityTooLarge:
-            too_large = True
-            _discard(request.environ["wsgi.input"])
-        except (HTTPException, OSError):  # werkzeug's ClientDisconnected, or the socket itself
-            ended_early = True
+    read = read_body(MAX_BODY, BODY_SECONDS)
     expected = request.content_length
-    if too_large:
+    if read.too_large:
         size = f"{expected:,} bytes" if expected is not None else f"more than {MAX_BODY:,} bytes (sent chunked)"
         reason = f"request body of {size} is over the {MAX_BODY:,}-byte limit; Eventarc events are at most 512 KB"
-    elif watch.fired:
+    elif read.too_slow:
         reason = f"request body not received within {BODY_SECONDS:g} s; the connection was closed"
-    elif ended_early:
+    elif read.ended_early:
         reason = "request body ended before its announced length; the client went away"
     else:
         return None
     # gunicorn closes the connection itself when a body is left unread (it drains at most 64 KiB).
     return _acknowledge(pipeline, reason, None, body_bytes_expected=expected)
-
-
-def _discard(stream: Any) -> None:
-    # Read and drop what the client still sends, so that it reads our answer rather than a reset.
-    left = _DISCARD_AT_MOST
-    while left > 0 and (chunk := stream.read(min(left, 64 * 1024))):
-        left -= len(chunk)
 
 
 def _body_so_far() -> bytes:
@@ -208,18 +183,6 @@ def _acknowledge(pipeline: Pipeline, reason: str, body: bytes | None, exc_info: 
         **fields,
     )
     return f"invalid event acknowledged: {cut(reason)}\n", 200
-
-
-@contextmanager
-def _body_deadline(sock: socket.socket | None) -> Iterator[Any]:
-    """The shared watchdog shuts ``sock`` down if the body is still arriving after BODY_SECONDS,
-    which frees the thread reading it: a per-read timeout could not, as a client sending one byte
-    a second never idles. Without a socket (the Flask development server) there is nothing to shut."""
-    if sock is None:
-        yield SimpleNamespace(fired=False)
-        return
-    with watching(sock, time.monotonic() + BODY_SECONDS) as watch:
-        yield watch
 
 
 # ---------------------------------------------------------------------------------------------

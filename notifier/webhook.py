@@ -4,28 +4,27 @@
 The function is public: SendGrid cannot authenticate to Cloud Run, so the ECDSA signature over
 timestamp + raw body is the authentication (:mod:`notifier.feedback`). Before anything is parsed,
 the body is read here bounded in size (:data:`MAX_BODY`) and time (:data:`BODY_SECONDS`).
-Answers: 200 with counts; 400 signed but not an event batch; 403 not signed by SendGrid (or no
-key configured); 405 not a POST; 413 too large; 503 the state bucket is down (SendGrid retries).
+Answers: 200 with counts; 400 signed but not an event batch; 403 not signed by SendGrid; 405 not a
+POST; 413 too large; 503 the state bucket is down (SendGrid retries). Without a verification key
+the function does not start.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request, g, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from notifier import log
+from notifier.config import ConfigError
 from notifier.ledger.base import LedgerError
-from notifier.watchdog import watching
+from notifier.request_body import read_body
 
 if TYPE_CHECKING:
     from notifier.pipeline import Pipeline
@@ -41,7 +40,15 @@ Answer = tuple[str, int, dict[str, str]]
 
 
 def install(app: Flask, pipeline: Pipeline) -> None:
-    """Bound every request to the webhook's app before the function sees it; call once, at import."""
+    """Bound every request to the webhook's app before the function sees it; call once, at import.
+    Without a verification key it refuses to start: every batch would be refused."""
+    if not pipeline.settings.webhook_public_key:
+        problem = (
+            "SENDGRID_WEBHOOK_PUBLIC_KEY: required by sendgrid_events (the Event Webhook's verification key:"
+            " SendGrid, Mail Settings > Event Webhook > Signed Event Webhook; deploy/deploy.sh events mounts it)"
+        )
+        log.log(pipeline._log, logging.CRITICAL, f"storage-notifier cannot start: {problem}")
+        raise ConfigError([problem])
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.before_request(partial(_before_request, pipeline))
     app.register_error_handler(Exception, partial(_error_response, pipeline))
@@ -53,11 +60,7 @@ def answer(pipeline: Pipeline, request: Request, *, now: Callable[[], float] = t
     if early is not None:
         return early
     body: bytes = g.get(_BODY, b"")
-    key = pipeline.settings.webhook_public_key
-    if not key:
-        _line(pipeline, logging.ERROR, "no verification key: set SENDGRID_WEBHOOK_PUBLIC_KEY to the Event Webhook's"
-              " key (SendGrid: Mail Settings > Event Webhook > Signed Event Webhook)", "no key")  # fmt: skip
-        return _json({"error": "the webhook has no verification key; see the function's log"}), 403, JSON
+    key = pipeline.settings.webhook_public_key or ""  # install() refused to start without one
     from notifier import feedback  # here, not above: only a request to the webhook loads cryptography
 
     headers = request.headers
@@ -102,42 +105,17 @@ def _read_body(pipeline: Pipeline) -> Answer | None:
     """Read the whole body into ``g`` (once), or the answer when it is too large or too slow."""
     if _BODY in g:
         return None
-    too_large = ended_early = False
-    body = b""
-    with _deadline(request.environ.get("gunicorn.socket")) as watch:
-        try:
-            body = request.get_data(cache=True)
-            if len(body) >= MAX_BODY and request.environ["wsgi.input"].read(1):  # chunked: werkzeug stops quietly
-                raise RequestEntityTooLarge
-            ended_early = len(body) < (request.content_length or 0)
-        except RequestEntityTooLarge:
-            too_large = True
-        except (HTTPException, OSError):  # the client went away, or the watchdog shut its socket
-            ended_early = True
-    g.setdefault(_BODY, body)
-    if too_large or ended_early or watch.fired:
-        # functions-framework reads the body again after an HTTP function (read_request): werkzeug
-        # would raise once more (a 500), so it gets what was read from the cache get_data keeps.
-        request._cached_data = body  # type: ignore[attr-defined]
-    if too_large:
+    read = read_body(MAX_BODY, BODY_SECONDS)
+    g.setdefault(_BODY, read.body)
+    if read.too_large:
         _line(pipeline, logging.WARNING, f"rejected: the body is over {MAX_BODY:,} bytes", "too large",
               body_bytes_expected=request.content_length)  # fmt: skip
         return _json({"error": f"the body is over {MAX_BODY:,} bytes"}), 413, JSON
-    if watch.fired or ended_early:
-        reason = f"not received within {BODY_SECONDS:g} s" if watch.fired else "ended before its announced length"
+    if not read.complete:
+        reason = f"not received within {BODY_SECONDS:g} s" if read.too_slow else "ended before its announced length"
         _line(pipeline, logging.WARNING, f"rejected: the body was {reason}; the connection was closed", "incomplete")
         return _json({"error": f"the body was {reason}"}), 400, {**JSON, "Connection": "close"}
     return None
-
-
-@contextmanager
-def _deadline(sock: socket.socket | None) -> Iterator[Any]:
-    # Without a socket (the Flask development server, a test client) there is nothing to shut.
-    if sock is None:
-        yield SimpleNamespace(fired=False)
-        return
-    with watching(sock, time.monotonic() + BODY_SECONDS) as watch:
-        yield watch
 
 
 def _error_response(pipeline: Pipeline, error: BaseException) -> Any:

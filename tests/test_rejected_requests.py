@@ -132,7 +132,7 @@ def test_a_bug_in_our_body_reader_is_logged_with_its_traceback(clean_notifier_en
     monkeypatch.setattr(sys, "path", list(sys.path))  # create_app appends the source's folder
     monkeypatch.delitem(sys.modules, "main", raising=False)  # and registers the module as "main"
     app = create_app(target="handle_storage_event", source=str(Path(__file__).parent.parent / "main.py"))
-    monkeypatch.setattr(http, "_body_deadline", _raising(error))
+    monkeypatch.setattr(http, "read_body", _raising(error))
     headers, body = to_binary(storage_cloud_event(event_id="hook-bug"))
     capsys.readouterr()
 

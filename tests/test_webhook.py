@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask, request
 
 from notifier import feedback, webhook
+from notifier.config import ConfigError
 from notifier.ledger.base import LedgerError
 from notifier.ledger.history import MAX_TEXT, DeliveryEvent, History, MemoryHistory, Sending
 from notifier.ledger.memory import MemoryLedger
@@ -163,11 +164,11 @@ def test_the_skew_allowed_is_ten_minutes_either_way(key, history):
         assert Hook(key.public, history).post(body, signed(key, body, timestamp))[0] == 200
 
 
-def test_no_key_configured_is_403_and_an_error_naming_the_variable(key, capsys):
-    body = batch(sg_event("delivered"))
-    status, _ = Hook(None).post(body, signed(key, body))
+def test_without_a_key_the_webhook_is_not_installed_and_says_which_variable(capsys):
+    with pytest.raises(ConfigError, match="SENDGRID_WEBHOOK_PUBLIC_KEY: required by sendgrid_events"):
+        Hook(None)
     (line,) = lines(capsys)
-    assert (status, line["severity"]) == (403, "ERROR")
+    assert line["severity"] == "CRITICAL"
     assert "SENDGRID_WEBHOOK_PUBLIC_KEY" in line["message"]
 
 

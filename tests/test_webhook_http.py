@@ -116,13 +116,12 @@ def test_a_hostile_batch_is_answered_400_or_200_never_500(memory_server, key):
     assert all(line["severity"] in ("INFO", "WARNING") for line in webhook_lines(memory_server))
 
 
-def test_no_key_is_403_and_an_error_naming_the_variable(function_server_factory, key):
-    server = function_server_factory(target="sendgrid_events")
-    body = batch(sg_event("delivered"))
-    status, _, _ = post(server.url, body, now_signed(key, body))
-    (line,) = webhook_lines(server)
-    assert (status, line["severity"]) == (403, "ERROR")
-    assert "SENDGRID_WEBHOOK_PUBLIC_KEY" in line["message"]
+def test_without_a_key_the_webhook_refuses_to_start_naming_the_variable(function_server_factory):
+    with pytest.raises(OSError, match="SENDGRID_WEBHOOK_PUBLIC_KEY") as refused:
+        function_server_factory(target="sendgrid_events")
+    (line,) = [json.loads(x) for x in str(refused.value).splitlines() if x.startswith("{") and "cannot start" in x]
+    assert line["severity"] == "CRITICAL"
+    assert line["message"].startswith("storage-notifier cannot start: SENDGRID_WEBHOOK_PUBLIC_KEY: required by")
 
 
 def test_a_body_that_trickles_is_cut_off(memory_server):
