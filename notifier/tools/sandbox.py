@@ -4,7 +4,8 @@ It starts, in this order, the Pub/Sub emulator and its topic, the function under
 (the settings model of a deployment: the state bucket, ``notify.toml`` and templates from the project,
 else ``sandbox.toml`` here), a push subscription to the function, then fake-gcs-server publishing the
 watched bucket's object notifications to the topic, the two buckets, and the flush of held digests on
-its deployed schedule (:mod:`notifier.tools.sandbox_flush`). It prints how to point gcloud and gsutil at it and
+its deployed schedule (:mod:`notifier.tools.sandbox_flush`), and, for the outbox's mail, SendGrid's
+signed Event Webhook (:mod:`notifier.tools.sandbox_sendgrid`). It prints how to point gcloud and gsutil at it and
 then one line per outcome the function logs, until Ctrl-C, SIGTERM or SIGHUP stops everything it
 started. All it writes lives in one folder it marks as its own (default ``.sandbox/``, git-ignored),
 so the user's own gcloud configuration and credentials are never read or written.
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ from notifier.tools.sandbox_folder import (
     write_gcloud_config,
 )
 from notifier.tools.sandbox_output import SHOWN_CHARS, human_line, shown
+from notifier.tools.sandbox_sendgrid import say, start_sendgrid
 
 UPLOADS = "sandbox-uploads"  # the watched bucket
 STATE = "sandbox-state"  # NOTIFY_STATE_BUCKET: the ledger and dead letters, as deployed
@@ -90,6 +92,7 @@ class Ports:
     function: int
     storage: int
     flush: int  # flush_digests, which the sandbox calls every minute
+    webhook: int  # sendgrid_events, to which the sandbox posts SendGrid's events
 
     @property
     def storage_url(self) -> str:
@@ -124,7 +127,7 @@ def _run(root: Path, started: list[str]) -> int:
         register_secret(os.environ.get(name, "").strip())
     try:
         check_tools()
-        ports = Ports(*distinct_free_ports(4))
+        ports = Ports(*distinct_free_ports(5))
         sandbox = sandbox_at(root)  # where it will write, nothing written yet
         env = function_env({**os.environ, TAG: str(sandbox.root)}, sandbox, ports.storage_url)
         check_function_settings(env)  # before prepare() empties the last run's outbox
@@ -228,20 +231,23 @@ def serve(sandbox: SandboxDir, ports: Ports, env: Mapping[str, str], started: li
     write_gcloud_config(sandbox, ports.storage_url)
     with ExitStack() as stack:
         try:
-            emulator_log, storage_log, function_log, flush_log = (
+            emulator_log, storage_log, function_log, flush_log, webhook_log = (
                 stack.enter_context((sandbox.logs / name).open("wb"))
-                for name in ("pubsub-emulator.log", "fake-gcs-server.log", "function.log", "flush.log")
-            )
+                for name in ("pubsub-emulator.log", "fake-gcs-server.log", "function.log", "flush.log",
+                             "sendgrid-events.log")
+            )  # fmt: skip
             print(f"sandbox logs (function, fake-gcs-server, Pub/Sub emulator): {shown(sandbox.logs, Path.cwd())}/")
             output = start_parts(stack, sandbox, ports, env, (emulator_log, storage_log, function_log), started)
             start_flush(stack, sandbox, ports, env, flush_log, started)
+            real = real_backend(env)  # real mail: SendGrid's own events go to a deployed webhook (SMTP has none)
+            player = None if real else start_sendgrid(stack, sandbox, ports.webhook, env, webhook_log, started)
             print_ready(sandbox, Path.cwd(), env)
             health = {
                 "the Pub/Sub emulator": (ports.emulator, emulator_log),
                 "fake-gcs-server": (ports.storage, storage_log),
                 "the flush function": (ports.flush, flush_log),
-            }
-            follow(output, health, Path.cwd())
+            } | ({"the Event Webhook function": (ports.webhook, webhook_log)} if player else {})
+            follow(output, health, Path.cwd(), player.offer if player else None)
         finally:  # whatever ended it, a signal now must not cut short the stopping below
             for sig in STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
@@ -313,6 +319,8 @@ def print_ready(sandbox: SandboxDir, cwd: Path, env: Mapping[str, str]) -> None:
         f"export CLOUDSDK_CONFIG={shlex.quote(str(sandbox.gcloud))} BOTO_CONFIG={shlex.quote(str(sandbox.boto))}\n"
         f"env {state} {shlex.quote(shown(Path(sys.executable), cwd))} -m notifier pending"
         "  # held digests (flush --all: send them now)\n"
+        f"env {state} {shlex.quote(shown(Path(sys.executable), cwd))} -m notifier status {uri}"
+        "  # what became of its emails: outcome, delivery events\n"
         f"sandbox ready: gs://{UPLOADS} → {shown(sandbox.outbox, cwd)}\n"
         f"  gsutil cp {report} gs://{UPLOADS}/reports/\n"
         f"  gcloud storage objects update {uri} --custom-metadata=owner=finance\n"
@@ -368,8 +376,10 @@ def running_function(port: int, env: Mapping[str, str], log: IO[bytes]) -> Itera
         stop_group(process)
 
 
-def follow(output: FunctionOutput, health: Mapping[str, tuple[int, IO[bytes]]], cwd: Path) -> None:
-    """Print a line per outcome (and per warning or error) until the function or an emulator stops."""
+def follow(output: FunctionOutput, health: Mapping[str, tuple[int, IO[bytes]]], cwd: Path,
+           also: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Print a line per outcome (and per warning or error) until the function or an emulator stops;
+    ``also`` gets every line (SendGrid's player looks for the sent ones)."""
     while True:
         try:
             line = output.lines.get(timeout=HEALTH_INTERVAL)
@@ -378,8 +388,10 @@ def follow(output: FunctionOutput, health: Mapping[str, tuple[int, IO[bytes]]], 
             continue
         if line is None:
             raise SandboxError(f"the function exited; its last lines:\n{output.last_lines()}")
+        if also is not None:
+            also(line)
         if (text := human_line(line, cwd)) is not None:
-            print(text)
+            say(text)  # whole, beside the threads of sandbox_sendgrid
 
 
 def check_health(health: Mapping[str, tuple[int, IO[bytes]]]) -> None:
