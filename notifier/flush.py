@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from notifier import log
@@ -42,8 +43,8 @@ from notifier.digest import (
 from notifier.events import InvalidEvent, from_dict
 from notifier.ledger.base import Claim, ClaimStatus, LedgerError
 from notifier.ledger.digests import DigestStore
-from notifier.ledger.history import MAX_RECIPIENTS_KEPT, Sending, utc_text
-from notifier.mail.base import DeliveryError, Message, Receipt
+from notifier.ledger.history import MAX_ERROR, MAX_RECIPIENTS_KEPT, Sending, utc_text
+from notifier.mail.base import DeliveryError, Message
 from notifier.outcomes import DEAD_LETTERED, DUPLICATE, REFUSED, RETRYING, SENT
 from notifier.rules import Notification, Rule
 
@@ -184,8 +185,25 @@ class Flusher:
             parked=f"{held - len(entries) - len(dropped)} event(s) of dead-lettered window(s) stay parked until replay"
             if parked else None,
         )  # fmt: skip
-        self.pipeline.record_history(_digest_sending(run, parts, message, receipt, self.pipeline._wall_clock()))
+        sending = _digest_sending(run, parts, message, SENT, self.pipeline._wall_clock())
+        previous = self._replaced(sending.notification_id) if replay else None
+        self.pipeline.record_history(
+            replace(sending, message_id=receipt.message_id, attempts=receipt.attempts, previous=previous)
+        )
         return result
+
+    def _replaced(self, notification_id: str) -> Mapping[str, Any] | None:
+        """A replayed digest sent under its letter's id replaces the dead-lettered record there:
+        what that said, kept as the new record's ``previous`` (one read, on replays only)."""
+        try:
+            before = self.pipeline.history.by_id(notification_id)
+        except Exception:  # noqa: BLE001 - the history is not what the replay is about; its write says more
+            return None
+        if before is None or before.outcome == SENT:
+            return None
+        return MappingProxyType(
+            {"outcome": before.outcome[:100], "error": before.error[:MAX_ERROR], "at": before.at[:100]}
+        )
 
     def _claim_window(
         self, run: Run, window: int, parts: list[_Part], dropped: list[HeldEntry], *, replay: bool
@@ -271,10 +289,14 @@ class Flusher:
                               detail=f"{detail}; and the dead letter could not be stored ({error})")  # fmt: skip
         # Dead claims park the entries (no included record: they stay held) until replay.
         ledger_error = self._record(parts, self.pipeline.ledger.mark_dead, include=False)
-        return self._done(
+        result = self._done(
             run, DEAD_LETTERED, len(entries), level=logging.ERROR, detail=detail, status=status,
             dead_letter=stored_at, ledger_error=ledger_error, held=len(run.entries),
         )  # fmt: skip
+        # Under the letter's name (what replay lists), filed under its windows: status says it is parked.
+        sending = _digest_sending(run, parts, message, DEAD_LETTERED, self.pipeline._wall_clock())
+        self.pipeline.record_history(replace(sending, notification_id=notification_id, error=detail[:MAX_ERROR]))
+        return result
 
     def _record(self, parts: list[_Part], mark: Callable[[Claim], None], *, include: bool = True) -> str | None:
         """Record each part's ids (before its claim is marked: a claim marked sent always has them).
@@ -336,16 +358,17 @@ _WHY = {
 }
 
 
-def _digest_sending(run: Run, parts: list[_Part], message: Message, receipt: Receipt, at: datetime) -> Sending:
-    """The history's record of a digest sent: filed under each window it took events from."""
+def _digest_sending(run: Run, parts: list[_Part], message: Message | None, outcome: str, at: datetime) -> Sending:
+    """The history's record of a digest's outcome (sent, dead-lettered; ``message`` None: it could
+    not be rendered): filed under each window it took events from."""
     entries = [e for p in parts for e in p.entries]
-    addresses = [a.email for envelope in message.envelopes for a in (*envelope.to, *envelope.cc, *envelope.bcc)]
+    envelopes = message.envelopes if message is not None else ()
+    addresses = [a.email for envelope in envelopes for a in (*envelope.to, *envelope.cc, *envelope.bcc)]
     first = entries[0]
     return Sending(
-        message.notification_id, first.bucket, "", None, "", "digest", run.group.rule,
-        tuple(addresses[:MAX_RECIPIENTS_KEPT]), len(addresses), SENT, utc_text(at),
-        event_time=utc_text(first.time) if first.time else "", message_id=receipt.message_id,
-        attempts=receipt.attempts,
+        message.notification_id if message is not None else _notification_id(run.group, parts), first.bucket, "",
+        None, "", "digest", run.group.rule, tuple(addresses[:MAX_RECIPIENTS_KEPT]), len(addresses), outcome,
+        utc_text(at), event_time=utc_text(first.time) if first.time else "",
         digest={"group": run.group.key, "windows": sorted({p.window for p in parts}), "events": len(entries)},
     )  # fmt: skip
 

@@ -19,7 +19,9 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
@@ -28,7 +30,7 @@ from notifier import log
 from notifier.config import Settings, environment_secrets, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
-from notifier.ledger.base import STATE_GRACE_SECONDS, state_deadline
+from notifier.ledger.base import STATE_GRACE_SECONDS, current_deadline, state_deadline
 from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.mail.base import Receipt
 from notifier.mail.redirect import RedirectBackend
@@ -61,6 +63,9 @@ if TYPE_CHECKING:
 
 # The outcomes the history keeps (status shows them); RETRYING only after a send was attempted.
 RECORDED = frozenset({SENT, DEAD_LETTERED, PARTIAL, BATCHED})
+# An event's history writes (2 each in the state bucket), all of them together, at most this long:
+# the answer waits for them, and the platform's ack deadline does not.
+HISTORY_BUDGET_SECONDS = 3.0
 # While an event's notifications are delivered, their Sendings wait here: recorded after the last
 # send, so that no send waits for the history.
 _UNRECORDED: ContextVar[list[Sending] | None] = ContextVar("unrecorded_sendings", default=None)
@@ -184,11 +189,23 @@ class Pipeline(Replaying):
     def record_history(self, sending: Sending) -> None:
         """Keep ``sending`` in the history, after its outcome line: a failure there changes nothing
         of the outcome, and is said in one WARNING line."""
+        if (error := self._record_or_error(sending)) is not None:
+            self._history_warning(error, sending)
+
+    def _record_or_error(self, sending: Sending) -> Exception | None:
         try:
             self.history.record(sending)
         except Exception as error:  # noqa: BLE001 - the outcome stands, whatever went wrong here
-            log.log(self._log, logging.WARNING, f"history not recorded: {error}",
-                    exc_info=not isinstance(error, LedgerError), notification_id=sending.notification_id)  # fmt: skip
+            return error
+        return None
+
+    def _history_warning(self, error: Exception, sending: Sending, not_recorded: list[str] | None = None) -> None:
+        """The one line saying the history misses ``sending`` (and, for an event, the ids skipped after it)."""
+        skipped = f"; not tried for the event's {len(not_recorded) - 1} other notification(s)" if (
+            not_recorded and len(not_recorded) > 1) else ""  # fmt: skip
+        log.log(self._log, logging.WARNING, f"history not recorded: {error}{skipped}",
+                exc_info=not isinstance(error, LedgerError), notification_id=sending.notification_id,
+                **({"not_recorded": not_recorded} if not_recorded else {}))  # fmt: skip
 
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""
@@ -222,7 +239,7 @@ class Pipeline(Replaying):
             if error.transient:
                 self._release(notification, claim, replaying)
                 fields = {"attempts": error.attempts, "status": error.status, "error": self._scrubbed(str(error))}
-                self._line(notification, RETRYING, started, logging.WARNING, **fields)
+                self._line(notification, RETRYING, started, logging.WARNING, replaying=replaying, **fields)
                 return Outcome(RETRYING, notification.id)
             return self._dead_letter(
                 notification, message, claim, started, error, status=error.status, replaying=replaying
@@ -236,7 +253,7 @@ class Pipeline(Replaying):
         owed = still_owed(notification, claim, ())  # a replay the letter narrowed further than the ledger
         self._line(
             notification, SENT, started, logging.INFO, attempts=receipt.attempts, message_id=receipt.message_id,
-            ledger_error=ledger_error, **({"still_owed": owed} if owed else {}),
+            ledger_error=ledger_error, replaying=replaying, **({"still_owed": owed} if owed else {}),
         )  # fmt: skip
         return Outcome(SENT, notification.id, receipt.message_id)
 
@@ -248,8 +265,22 @@ class Pipeline(Replaying):
         finally:
             sendings = _UNRECORDED.get() or []
             _UNRECORDED.reset(waiting)
-            for sending in sendings:
-                self.record_history(sending)
+            self._record_event_history(sendings)
+
+    def _record_event_history(self, sendings: list[Sending]) -> None:
+        """Record an event's Sendings within one short budget, never past the delivery's state
+        deadline (a hung history must not hold the answer); after the first failure the rest are
+        not tried, and one WARNING line names every id not recorded."""
+        if not sendings:
+            return
+        ends = self._clock() + HISTORY_BUDGET_SECONDS
+        if (until := current_deadline()) is not None:
+            ends = min(ends, until)
+        with state_deadline(ends, send_needs=0.0, grace=0.0):
+            for done, sending in enumerate(sendings):
+                if (error := self._record_or_error(sending)) is not None:
+                    self._history_warning(error, sending, [s.notification_id for s in sendings[done:]])
+                    return
 
     def _deliver(self, notification: Notification, started: float, *, first: bool) -> Outcome:
         """Claim and deliver one of an event's notifications (``first``: it has all the time)."""
@@ -318,7 +349,7 @@ class Pipeline(Replaying):
         self._ledger_quietly(self.ledger.mark_dead, claim, owed)
         self._line(
             notification, DEAD_LETTERED, started, logging.ERROR, exc_info=exc_info,
-            status=status, error=detail, dead_letter=stored_at,
+            status=status, error=detail, dead_letter=stored_at, replaying=replaying,
             subject=message.subject if message is not None else None,
         )  # fmt: skip
         return Outcome(DEAD_LETTERED, notification.id)
@@ -354,7 +385,7 @@ class Pipeline(Replaying):
             notification, PARTIAL, started, logging.ERROR, attempts=receipt.attempts, message_id=receipt.message_id,
             status=refused[0].status, error=detail, dead_letter=stored_at, ledger_error=ledger_error,
             refused=[{"address": r.address, "status": r.status, "transient": r.transient} for r in refused],
-            subject=message.subject, **fields,
+            subject=message.subject, replaying=replaying, **fields,
         )  # fmt: skip
         return Outcome(PARTIAL, notification.id, receipt.message_id, letter_stored=store_error is None)
 
@@ -426,10 +457,11 @@ class Pipeline(Replaying):
 
     def _line(
         self, notification: Notification, outcome: str, started: float, level: int, *, exc_info: bool = False,
-        digest: dict[str, Any] | None = None, **fields: Any,
+        digest: dict[str, Any] | None = None, replaying: DeadLetter | None = None, **fields: Any,
     ) -> None:  # fmt: skip
         """The outcome line; then, for an outcome the history keeps, its Sending (``digest``: a held
-        event's group, window and held id)."""
+        event's group, window and held id; ``replaying``: the dead letter a replay sends, whose
+        outcome the Sending keeps as its ``previous``)."""
         self._outcome_line(notification, outcome, started, level, exc_info=exc_info, **fields)
         if outcome in RECORDED or (outcome == RETRYING and fields.get("attempts")):
             from notifier.ledger.history import notification_sending
@@ -438,6 +470,8 @@ class Pipeline(Replaying):
                 notification, outcome, self._wall_clock(), message_id=fields.get("message_id") or "",
                 attempts=fields.get("attempts") or 0, error=fields.get("error") or "", digest=digest,
             )  # fmt: skip
+            if replaying is not None:
+                sending = replace(sending, previous=MappingProxyType(letter_outcome(replaying)))
             waiting = _UNRECORDED.get()
             if waiting is None:  # a replay's: nothing else to send first
                 self.record_history(sending)
@@ -473,6 +507,21 @@ def settings_from_environment() -> Settings:
     for secret in settings.secrets:
         log.register_secret(secret)
     return settings
+
+
+def letter_outcome(letter: DeadLetter) -> dict[str, Any]:
+    """What a dead letter says happened before its replay (a Sending's ``previous``): from the letter
+    at hand, no extra read; untrusted, so only bounded texts are kept."""
+    from notifier.ledger.history import MAX_ERROR, MAX_RECIPIENTS_KEPT
+
+    error, refused = letter.record.get("error"), letter.record.get("refused_recipients")
+    previous: dict[str, Any] = {
+        "outcome": PARTIAL if isinstance(refused, list) else DEAD_LETTERED,
+        "error": error[:MAX_ERROR] if isinstance(error, str) else "", "at": str(letter.created)[:100],
+    }  # fmt: skip
+    if isinstance(refused, list):
+        previous["refused_recipients"] = [r[:320] for r in refused if isinstance(r, str)][:MAX_RECIPIENTS_KEPT]
+    return previous
 
 
 def _holding(settings: Settings, ledger: Ledger, store: DigestStore | None) -> Holding | None:

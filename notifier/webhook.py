@@ -5,8 +5,9 @@ The function is public: SendGrid cannot authenticate to Cloud Run, so the ECDSA 
 timestamp + raw body is the authentication (:mod:`notifier.feedback`). Before anything is parsed,
 the body is read here bounded in size (:data:`MAX_BODY`) and time (:data:`BODY_SECONDS`).
 Answers: 200 with counts; 400 signed but not an event batch; 403 not signed by SendGrid; 405 not a
-POST; 413 too large; 503 the state bucket is down (SendGrid retries). Without a verification key
-the function does not start.
+POST; 413 too large; 503 the state bucket is down (SendGrid retries). Headers that cannot be
+SendGrid's are refused (403) before the body is read. Without a verification key that loads, or
+deployed without a state bucket, the function does not start.
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext, suppress
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Request, g, request
+from flask import Flask, Request, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from notifier import log
 from notifier.config import ConfigError
 from notifier.ledger.base import LedgerError
+from notifier.request_body import _discard as discard
 from notifier.request_body import read_body
+from notifier.watchdog import watching
 
 if TYPE_CHECKING:
+    from notifier.config import Settings
     from notifier.pipeline import Pipeline
 
 METHOD = "POST"
@@ -36,27 +41,50 @@ SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 JSON = {"Content-Type": "application/json"}
 _BODY = "webhook_body"  # flask.g: the body read by the before-request hook
+_IDS = "notifier_webhook_ids"  # app.extensions: the instance's feedback.IdCache
 Answer = tuple[str, int, dict[str, str]]
 
 
-def install(app: Flask, pipeline: Pipeline) -> None:
+def install(app: Flask, pipeline: Pipeline, *, now: Callable[[], float] = time.time) -> None:
     """Bound every request to the webhook's app before the function sees it; call once, at import.
-    Without a verification key it refuses to start: every batch would be refused."""
-    if not pipeline.settings.webhook_public_key:
-        problem = (
+    It refuses to start (a CRITICAL line naming the variable) when every batch would be refused or
+    no event could ever be found ours: no key, a key that does not load, or a deployed function
+    without a state bucket (each instance's memory would be its own ledger)."""
+    problem = _start_up_problem(pipeline.settings)
+    if problem is not None:
+        log.log(pipeline._log, logging.CRITICAL, f"storage-notifier cannot start: {problem}")
+        raise ConfigError([problem])
+    from notifier import feedback  # the webhook's target only: it loads cryptography
+
+    app.extensions[_IDS] = feedback.IdCache()
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.before_request(partial(_before_request, pipeline, now))
+    app.register_error_handler(Exception, partial(_error_response, pipeline))
+
+
+def _start_up_problem(settings: Settings) -> str | None:
+    if not settings.webhook_public_key:
+        return (
             "SENDGRID_WEBHOOK_PUBLIC_KEY: required by sendgrid_events (the Event Webhook's verification key:"
             " SendGrid, Mail Settings > Event Webhook > Signed Event Webhook; deploy/deploy.sh events mounts it)"
         )
-        log.log(pipeline._log, logging.CRITICAL, f"storage-notifier cannot start: {problem}")
-        raise ConfigError([problem])
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.before_request(partial(_before_request, pipeline))
-    app.register_error_handler(Exception, partial(_error_response, pipeline))
+    if settings.deployed and not settings.state_bucket:
+        return (
+            "NOTIFY_STATE_BUCKET: required by sendgrid_events when deployed: the ledger and history the"
+            " event function writes are there, and without them no notification id would be found ours"
+        )
+    from notifier import feedback
+
+    try:
+        feedback.load_key(settings.webhook_public_key)
+    except ValueError as error:
+        return f"SENDGRID_WEBHOOK_PUBLIC_KEY: {error}"
+    return None
 
 
 def answer(pipeline: Pipeline, request: Request, *, now: Callable[[], float] = time.time) -> Answer:
     """Verify, sort and record one batch; the answer SendGrid gets (see the module's docstring)."""
-    early = _refused_method() or _read_body(pipeline)
+    early = _refused_method() or _refused_headers(pipeline, now) or _read_body(pipeline)
     if early is not None:
         return early
     body: bytes = g.get(_BODY, b"")
@@ -76,10 +104,13 @@ def answer(pipeline: Pipeline, request: Request, *, now: Callable[[], float] = t
               body_bytes=len(body))  # fmt: skip
         return _json({"error": str(error)}), 400, JSON
     try:
-        recorded = feedback.record(parsed, pipeline.history, pipeline.ledger, pipeline._log)
+        ids = current_app.extensions.get(_IDS) or feedback.IdCache()
+        recorded = feedback.record(parsed, pipeline.history, pipeline.ledger, pipeline._log, ids)
     except LedgerError as error:
+        left = {"unchecked": error.unchecked, "unrecorded": error.unrecorded} if isinstance(
+            error, feedback.NotRecorded) else {}  # fmt: skip
         _line(pipeline, logging.ERROR, f"events not recorded, SendGrid retries the batch: {error}", "retrying",
-              error=str(error), ledger=pipeline.ledger.name)  # fmt: skip
+              error=str(error), ledger=pipeline.ledger.name, **left)  # fmt: skip
         return _json({"error": "the events could not be recorded; SendGrid retries"}), 503, JSON
     counts = recorded.counts()
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -91,8 +122,38 @@ def answer(pipeline: Pipeline, request: Request, *, now: Callable[[], float] = t
 # Before the function: the method, and the body read bounded in size and time.
 
 
-def _before_request(pipeline: Pipeline) -> Any:
-    return _refused_method() or _read_body(pipeline)
+def _before_request(pipeline: Pipeline, now: Callable[[], float]) -> Any:
+    return _refused_method() or _refused_headers(pipeline, now) or _read_body(pipeline)
+
+
+def _refused_headers(pipeline: Pipeline, now: Callable[[], float]) -> Answer | None:
+    """403 before the body is read when the headers cannot be SendGrid's (missing, garbled, or a
+    timestamp out of the window): an unsigned sender costs no body in memory. The body is read and
+    dropped (bounded), so that the client reads the answer rather than a reset."""
+    if _BODY in g:
+        return None  # read already: the headers were checked before it
+    from notifier import feedback
+
+    headers = request.headers
+    try:
+        feedback.check_headers(headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER), now())
+    except feedback.Rejected as error:
+        _drain()
+        _line(pipeline, logging.WARNING, f"rejected: {error}", "rejected", reason=str(error),
+              body_bytes_expected=request.content_length)  # fmt: skip
+        return _json({"error": f"not signed by SendGrid: {error}"}), 403, {**JSON, "Connection": "close"}
+    return None
+
+
+def _drain() -> None:
+    """Read and drop the unread body, at most as much and as long as an oversized one's."""
+    sock = request.environ.get("gunicorn.socket")
+    watch = nullcontext() if sock is None else watching(sock, time.monotonic() + BODY_SECONDS)
+    # HTTPException, OSError: the client went away, or the watchdog shut its socket.
+    with watch, suppress(HTTPException, OSError):
+        discard(request.environ["wsgi.input"])
+    # functions-framework reads the body after the answer (get_data): it would read the stream again.
+    request._cached_data = b""  # type: ignore[attr-defined]
 
 
 def _refused_method() -> Answer | None:

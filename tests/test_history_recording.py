@@ -283,3 +283,121 @@ def test_an_events_sendings_are_recorded_after_its_last_send(tmp_path):
     assert [o.outcome for o in pipeline.handle(_event())] == ["sent", "sent"]
     assert happened == ["sent", "sent", "recorded reports", "recorded audit"]
     assert sorted(s.rule for s in history.by_object("acme", "reports/q3.csv")) == ["audit", "reports"]
+
+
+# --- review 17 r2: dead-lettered digests, the history's budget, a replay's previous outcome -------
+
+
+def test_a_dead_lettered_digest_is_recorded_with_its_error_under_its_letters_id(tmp_path):
+    world = World(tmp_path)
+    world.event(1)
+    world.event(2)
+    group = world.group()
+    world.backend.failures.append(DeliveryError("mailbox unknown", transient=False, status=400))
+    (result,) = world.flush(everything=True)
+    assert result.outcome == "dead-lettered"
+    (letter,) = world.dead_letters.list()
+    (digest,) = world.pipeline.history.digests(group.key, W0)
+    assert (digest.notification_id, digest.kind, digest.outcome, digest.error) == (
+        letter.notification_id, "digest", "dead-lettered", "mailbox unknown",
+    )  # fmt: skip
+    assert dict(digest.digest) == {"group": group.key, "windows": [W0], "events": 2}
+
+
+FOUR_RULES = "".join(f'[[rules]]\nname = "r{i}"\nbuckets = ["acme"]\nto = ["u{i}@example.com"]\n\n' for i in range(4))
+
+
+def test_after_a_history_write_fails_the_events_other_sendings_are_not_tried_and_one_line_names_them(tmp_path, capsys):
+    config = tmp_path / "notify.toml"
+    config.write_text(FOUR_RULES, encoding="utf-8")
+    tried: list[str] = []
+
+    class DownHistory(MemoryHistory):
+        def record(self, sending: Sending) -> None:
+            tried.append(sending.notification_id)
+            raise LedgerError("state bucket notifier-state: timed out")
+
+    receipts = [Receipt("scripted", f"sg-{i}") for i in range(4)]
+    pipeline, _ = _pipeline(*receipts, history=DownHistory(), NOTIFY_CONFIG=str(config))
+    outcomes = pipeline.handle(_event())
+    assert [o.outcome for o in outcomes] == ["sent"] * 4
+    assert tried == [outcomes[0].notification_id], "one failure: the other writes are skipped"
+    (warning,) = [line for line in _lines(capsys) if line["severity"] == "WARNING"]
+    assert warning["message"].startswith("history not recorded: state bucket notifier-state: timed out")
+    assert warning["notification_id"] == outcomes[0].notification_id
+    assert warning["not_recorded"] == [o.notification_id for o in outcomes]
+
+
+def test_an_events_history_writes_share_one_short_budget_never_past_the_state_deadline(tmp_path):
+    from notifier.ledger.base import current_deadline
+
+    config = tmp_path / "notify.toml"
+    config.write_text(TWO_RULES, encoding="utf-8")
+    seen: list[tuple[float | None, float]] = []
+    clock = FakeClock()
+
+    class TimedHistory(MemoryHistory):
+        def record(self, sending: Sending) -> None:
+            seen.append((current_deadline(), clock.now))
+            super().record(sending)
+
+    pipeline, backend = _pipeline(Receipt("scripted", "sg-1"), Receipt("scripted", "sg-2"), history=TimedHistory(),
+                                  clock=clock, NOTIFY_CONFIG=str(config))  # fmt: skip
+    pipeline.handle(_event())
+    (first, at_first), (second, _) = seen
+    assert first == second, "one budget for the event's writes, not one each"
+    assert first is not None and 0 < first - at_first <= 3.0, (first, at_first)
+
+    # Late: the delivery's time (its deadline and grace) ends before the budget would.
+    seen.clear()
+    pipeline, backend = _pipeline(Receipt("scripted", "sg-3"), history=TimedHistory(), clock=clock)
+    pipeline.state_grace = 0.5
+    sent = backend.send
+    backend.send = lambda message, *, deadline: setattr(clock, "now", deadline - 1) or sent(message, deadline=deadline)
+    pipeline.handle(_event(event_id="evt-43", generation="43"))
+    ((until, _),) = seen
+    assert until == backend.deadlines[0] + 0.5, "the state deadline's end, not later"
+
+
+def test_a_replays_sending_keeps_the_dead_letters_outcome_as_its_previous(tmp_path):
+    history, dead_letters = MemoryHistory(), LocalDeadLetters(tmp_path / "dead")
+    error = DeliveryError("the SendGrid API key is invalid or revoked (HTTP 401)", transient=False, status=401)
+    pipeline, _ = _pipeline(error, Receipt("scripted", "sg-replayed"), history=history, dead_letters=dead_letters)
+    pipeline.handle(_event())
+    (letter,) = dead_letters.list()
+    pipeline.replay(letter)
+    sending = _only(history)
+    assert sending.outcome == "sent"
+    assert dict(sending.previous) == {
+        "outcome": "dead-lettered", "error": "the SendGrid API key is invalid or revoked (HTTP 401)",
+        "at": letter.created,
+    }  # fmt: skip
+    assert Sending.from_json(sending.to_json()) == sending
+
+
+def test_a_replayed_partial_sends_previous_names_who_was_refused(tmp_path):
+    history, dead_letters = MemoryHistory(), LocalDeadLetters(tmp_path / "dead")
+    partial = Receipt("scripted", "smtp-1", refused=(Refusal("ann@example.com", 550, "no such user"),))
+    pipeline, _ = _pipeline(partial, Receipt("scripted", "smtp-2"), history=history, dead_letters=dead_letters)
+    pipeline.handle(_event())
+    (letter,) = dead_letters.list()
+    pipeline.replay(letter)
+    sending = _only(history)
+    assert (sending.outcome, sending.previous["outcome"]) == ("sent", "partially-sent")
+    assert sending.previous["refused_recipients"] == ["ann@example.com"]
+    assert "ann@example.com: 550 no such user" in sending.previous["error"]
+    assert sending.previous["at"] == letter.created
+
+
+def test_a_replayed_digest_keeps_its_dead_lettered_record_as_its_previous(tmp_path):
+    world = World(tmp_path)
+    world.event(1)
+    world.event(2)
+    world.backend.failures.append(DeliveryError("mailbox unknown", transient=False, status=400))
+    world.flush(everything=True)
+    (letter,) = world.dead_letters.list()
+    dead = world.pipeline.history.by_id(letter.notification_id)
+    assert [o.outcome for o in world.pipeline.replay(letter)] == ["sent"]
+    sending = world.pipeline.history.by_id(letter.notification_id)
+    assert (sending.kind, sending.outcome, sending.message_id) == ("digest", "sent", "msg-1")
+    assert dict(sending.previous) == {"outcome": "dead-lettered", "error": "mailbox unknown", "at": dead.at}

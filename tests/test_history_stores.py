@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,8 +68,13 @@ def make_store(request, tmp_path):
 
 @pytest.fixture
 def small_event_cap(monkeypatch):
-    for module in (history, sqlite_history, gcs_history):
-        monkeypatch.setattr(module, "MAX_EVENTS_PER_NOTIFICATION", 3)
+    """Opens and clicks: 3 per notification; every other kind: 4 (the stores read history's bounds)."""
+    monkeypatch.setattr(history, "MAX_EVENTS_PER_NOTIFICATION", 3)
+    monkeypatch.setattr(history, "MAX_ONCE_EVENTS_PER_NOTIFICATION", 4, raising=False)
+
+
+def _ids(events) -> list[str]:
+    return [e.sg_event_id for e in events]
 
 
 # --- the contract, for every store ---------------------------------------------------------------
@@ -132,10 +139,11 @@ def test_a_held_sending_keeps_its_digest_fields(make_store):
 def test_events_are_recorded_once_by_sg_event_id_in_time_order(make_store):
     store = make_store()
     first = [_event("ev-2", "delivered", 1_795_000_060), _event("ev-1", "processed", 1_795_000_000)]
-    assert store.add_events(_id(1), first) == 2
+    assert store.add_events(_id(1), first) == history.Added(new=tuple(first))
     bounce = _event("ev-3", "bounce", 1_795_000_030, reason="550 5.1.1 no such user", detail={"type": "bounce"})
-    assert make_store().add_events(_id(1), [*first, bounce]) == 1, "a retried batch records only what is new"
-    assert make_store().add_events(_id(1), first) == 0
+    again = make_store().add_events(_id(1), [*first, bounce, bounce])
+    assert again == history.Added(new=(bounce,)), "a retried batch records only what is new"
+    assert make_store().add_events(_id(1), first) == history.Added()
     events = make_store().events(_id(1))
     assert [e.sg_event_id for e in events] == ["ev-1", "ev-3", "ev-2"]
     assert events[1] == bounce
@@ -144,8 +152,8 @@ def test_events_are_recorded_once_by_sg_event_id_in_time_order(make_store):
 
 def test_an_unsafe_sg_event_id_is_kept_as_sent_and_still_recorded_once(make_store):
     odd = _event("a/b c?" + "x" * 150, "open")
-    assert make_store().add_events(_id(1), [odd]) == 1
-    assert make_store().add_events(_id(1), [odd]) == 0
+    assert make_store().add_events(_id(1), [odd]).new == (odd,)
+    assert make_store().add_events(_id(1), [odd]).new == ()
     assert make_store().events(_id(1)) == [odd]
 
 
@@ -155,12 +163,27 @@ def test_a_long_event_is_read_back_whole(make_store):
     assert make_store().events(_id(1)) == [long]
 
 
-def test_events_per_notification_are_capped(make_store, small_event_cap):
+def test_opens_and_clicks_per_notification_are_capped(make_store, small_event_cap):
     store = make_store()
-    assert store.add_events(_id(1), [_event(f"ev-{n}", timestamp=1_795_000_000 + n) for n in range(2)]) == 2
-    assert make_store().add_events(_id(1), [_event(f"ev-{n}", timestamp=1_795_000_000 + n) for n in range(5)]) == 1
+    opens = [_event(f"ev-{n}", "open" if n % 2 else "click", timestamp=1_795_000_000 + n) for n in range(5)]
+    assert _ids(store.add_events(_id(1), opens[:2]).new) == ["ev-0", "ev-1"]
+    added = make_store().add_events(_id(1), opens)
+    assert (_ids(added.new), _ids(added.not_kept)) == (["ev-2"], ["ev-3", "ev-4"]), "a known one is neither"
     assert len(make_store().events(_id(1))) == 3
-    assert make_store().add_events(_id(2), [_event("ev-0")]) == 1, "the cap is per notification"
+    assert _ids(make_store().add_events(_id(2), [_event("ev-0", "open")]).new) == ["ev-0"], (
+        "the cap is per notification"
+    )
+    delivered = [_event(f"d-{n}") for n in range(4)]
+    assert make_store().add_events(_id(1), delivered).new == tuple(delivered), "other kinds have their own bound"
+
+
+def test_every_other_kind_has_its_own_larger_bound(make_store, small_event_cap):
+    bounces = [_event(f"b-{n}", "bounce", timestamp=1_795_000_000 + n) for n in range(6)]
+    added = make_store().add_events(_id(1), bounces)
+    assert (_ids(added.new), _ids(added.not_kept)) == (["b-0", "b-1", "b-2", "b-3"], ["b-4", "b-5"])
+    assert _ids(make_store().add_events(_id(1), [_event("o-1", "open")]).new) == ["o-1"], "opens have room still"
+    assert make_store().add_events(_id(1), bounces[:2]) == history.Added(), "known, not 'not kept'"
+    assert len(make_store().events(_id(1))) == 5
 
 
 # --- create_history and lookup -------------------------------------------------------------------
@@ -211,13 +234,14 @@ def test_gcs_names_are_the_designs(fake_gcs):
     store = GcsHistory(_state_bucket())
     store.record(_sending(1))
     store.record(_digest(2, [1_795_000_200]))
-    store.add_events(_id(1), [_event("ev-1"), _event("not safe/one")])
+    store.add_events(_id(1), [_event("ev-1"), _event("not safe/one"), _event("ev-2", "open")])
     names = fake_gcs.names(STATE_BUCKET, "history/")
     key = history.object_key("uploads", "reports/q3.csv")
     assert names == sorted([
         f"history/ids/{_id(1)}", f"history/ids/{_id(2)}", f"history/objects/{key}/{_id(1)}",
         f"history/digests/{history.window_key('a' * 24, 1_795_000_200)}/{_id(2)}",
         f"history/events/{_id(1)}/ev-1", f"history/events/{_id(1)}/{event_name('not safe/one')}",
+        f"history/events/{_id(1)}/open.ev-2",  # opens and clicks: their kind first, so a listing counts them
     ])  # fmt: skip
     assert event_name("not safe/one") == __import__("hashlib").sha256(b"not safe/one").hexdigest()
     assert fake_gcs.read_json(STATE_BUCKET, f"history/ids/{_id(1)}") == _sending(1).to_json()
@@ -242,9 +266,30 @@ def test_gcs_an_event_created_by_a_racing_batch_is_not_new(fake_gcs):
             fake_gcs.put(STATE_BUCKET, name, json.dumps(_event("ev-1").to_json()).encode())
 
     fake_gcs.before_forward(plant_first)
-    assert store.add_events(_id(1), [_event("ev-1"), _event("ev-2")]) == 1
+    assert _ids(store.add_events(_id(1), [_event("ev-1"), _event("ev-2")]).new) == ["ev-2"]
     fake_gcs.before_forward(None)
     assert [e.sg_event_id for e in store.events(_id(1))] == ["ev-1", "ev-2"]
+
+
+def test_gcs_adds_with_one_listing_and_creates_a_few_at_once_in_the_caller_s_context(fake_gcs):
+    store = GcsHistory(_state_bucket())
+    store.add_events(_id(1), [_event("ev-0")])
+    caller: ContextVar[str] = ContextVar("caller", default="not copied")
+    seen: list[tuple[str, str]] = []
+    upload = store._bucket.upload
+
+    def watched(*args, **kwargs):
+        seen.append((threading.current_thread().name, caller.get()))
+        return upload(*args, **kwargs)
+
+    store._bucket.upload = watched
+    del fake_gcs.requests[:]
+    caller.set("the batch's")
+    events = [_event(f"ev-{n}", "bounce") for n in range(40)]
+    assert _ids(store.add_events(_id(1), events).new) == [f"ev-{n}" for n in range(1, 40)]
+    assert [r.method for r in fake_gcs.requests].count("GET") == 1, "one listing"
+    assert {value for _, value in seen} == {"the batch's"} and len(seen) == 39
+    assert 1 < len({thread for thread, _ in seen}) <= gcs_history.CREATES
 
 
 def test_gcs_planted_objects_are_skipped_and_counted(fake_gcs):

@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 
 from notifier.digest import Group, HeldEntry, key_for
+from notifier.ledger import LedgerError
 from notifier.ledger.digests import MemoryDigestStore
 from notifier.ledger.history import DeliveryEvent, History, MemoryHistory, Sending
 from notifier.ledger.memory import MemoryLedger
+from notifier.mail.base import DeliveryError
 from notifier.tools.cli import main
 from notifier.tools.status_command import Query, answer
 from tests.conftest import settings_for, storage_cloud_event
 from tests.fake_gcs_server import STATE_BUCKET
+from tests.test_digest_flush import MINUTE, W0, World
 
 ID_1, ID_2, ID_3, DIGEST_ID = "1" * 32, "2" * 32, "3" * 32, "d" * 32
 T0 = 1_795_000_000  # 2026-11-18 ... UTC: the events' times below are offsets from it
@@ -395,3 +398,142 @@ def test_without_a_state_bucket_or_ledger_file_it_says_why_it_cannot_tell(deploy
 
     assert code == 1
     assert "no state bucket (NOTIFY_STATE_BUCKET) or ledger file (NOTIFY_LEDGER_FILE)" in err
+
+
+# --- review 17 r2: digests alone, dead-lettered or parked; final outcomes; replays; --json ---------
+
+
+def _flow_status(capsys, world, name: str = "in/1.csv") -> str:
+    """``status gs://burst/<name>`` as the world's deployment would answer it (log lines dropped)."""
+    capsys.readouterr()
+    code, out, _ = _answer(capsys, Query(bucket="burst", name=name), world.pipeline.history, ledger=world.ledger,
+                           digests=world.store, settings=world.pipeline.settings, now=W0 + 10 * MINUTE)  # fmt: skip
+    assert code == 0, out
+    return out
+
+
+def test_an_event_alone_in_its_window_shows_the_email_the_flush_sent_for_it(capsys, tmp_path):
+    world = World(tmp_path)
+    world.event(1)
+    (result,) = world.flush(everything=True)
+    assert result.outcome == "sent"
+    (message,) = world.backend.sent  # the ordinary email, under the id the event was held under
+
+    out = _flow_status(capsys, world)
+
+    assert f"sent in digest {message.notification_id} (message id msg-1" in out, out
+    assert "no digest recorded" not in out
+
+
+def test_a_dead_lettered_digest_says_replay_sends_it_and_why_until_it_is_replayed(capsys, tmp_path):
+    world = World(tmp_path)
+    world.event(1)
+    world.event(2)
+    world.backend.failures.append(DeliveryError("mailbox unknown", transient=False, status=400))
+    (result,) = world.flush(everything=True)
+    assert result.outcome == "dead-lettered"
+    (letter,) = world.dead_letters.list()
+
+    out = _flow_status(capsys, world)
+
+    (line,) = [line for line in out.splitlines() if "held for a digest" in line]
+    assert "digest dead-lettered: `python -m notifier replay` sends it" in line, line
+    assert "(pending)" not in line and "due " not in line
+    assert f"digest {letter.notification_id} dead-lettered at " in out and "mailbox unknown" in out
+
+    assert [o.outcome for o in world.pipeline.replay(letter)] == ["sent"]
+    out = _flow_status(capsys, world)
+    assert f"sent in digest {letter.notification_id} (message id msg-1" in out, out
+    assert "by replay; before: dead-lettered at " in out and "mailbox unknown" in out
+    assert "replay sends it" not in out
+
+
+def test_a_parked_window_is_said_even_when_its_digests_history_was_not_recorded(capsys, tmp_path):
+    class NoDigests(MemoryHistory):  # the dead-lettered digest's write failed (or predates the history)
+        def record(self, sending: Sending) -> None:
+            if sending.kind == "digest":
+                raise LedgerError("state bucket notifier-state: 503")
+            super().record(sending)
+
+    world = World(tmp_path)
+    world.pipeline.history = NoDigests()
+    world.event(1)
+    world.event(2)
+    world.backend.failures.append(DeliveryError("mailbox unknown", transient=False, status=400))
+    world.flush(everything=True)
+
+    out = _flow_status(capsys, world)
+
+    (line,) = [line for line in out.splitlines() if "held for a digest" in line]
+    assert "digest dead-lettered: `python -m notifier replay` sends it" in line, line
+
+
+@pytest.mark.parametrize(
+    ("recorded", "said"),
+    [
+        ("sent", "the ledger's sent mark was not recorded"),
+        ("dead-lettered", "the ledger's dead mark was not recorded"),
+        ("partially-sent", "the ledger's dead mark was not recorded"),
+    ],
+)
+def test_a_final_outcome_is_kept_when_the_ledger_still_holds_the_claim(capsys, recorded, said):
+    history = MemoryHistory()
+    history.record(_sending(outcome=recorded))
+    ledger = _LedgerSays({ID_1: {"state": "claimed", "lease_until": T0 + 160}})
+
+    code, out, _ = _answer(capsys, Query(notification_id=ID_1), history, ledger=ledger)
+
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("  outcome:")]
+    assert line.removeprefix("  outcome:").strip().startswith(recorded), line
+    assert said in line and "sending now" not in line
+
+
+def test_a_replayed_notification_shows_what_happened_before_the_replay(capsys):
+    history = MemoryHistory()
+    before = {"outcome": "partially-sent", "error": "smtp refused 1 of 2 recipient(s): bob@example.com: 550 no",
+              "at": "2026-11-18T20:10:00+00:00", "refused_recipients": ["bob@example.com"]}  # fmt: skip
+    history.record(_sending(previous=before))
+
+    code, out, _ = _answer(capsys, Query(notification_id=ID_1), history)
+
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("  outcome:")]
+    assert line == (
+        "  outcome:     sent at 2026-11-18 20:13:25 UTC by replay; before: partially-sent at 2026-11-18 20:10:00 UTC:"
+        " smtp refused 1 of 2 recipient(s): bob@example.com: 550 no"
+    ), line
+    code, out, _ = _answer(capsys, Query(notification_id=ID_1), history, as_json=True)
+    assert json.loads(out)["notifications"][0]["previous"] == before
+
+
+def test_a_planted_previous_outcome_makes_the_record_unreadable():
+    good = _sending(previous={"outcome": "dead-lettered", "error": "e", "at": "2026-11-18T20:10:00+00:00"})
+    assert Sending.from_json(good.to_json()) == good
+    for planted in ({"outcome": 7}, {"outcome": "x", "error": "e" * 5000}, ["dead-lettered"],
+                    {"outcome": "x", "refused_recipients": ["a@example.com"] * 51}):  # fmt: skip
+        assert Sending.from_json({**good.to_json(), "previous": planted}) is None, planted
+
+
+def test_a_retrying_record_with_nothing_after_it_says_what_that_means(capsys):
+    history = MemoryHistory()
+    history.record(_sending(outcome="retrying", message_id="", attempts=3, error="SendGrid answered 503"))
+
+    code, out, _ = _answer(capsys, Query(notification_id=ID_1), history)
+
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("  outcome:")]
+    assert line.removeprefix("  outcome:").strip().startswith("retrying"), line
+    assert "the platform redelivers" in line and "expired or was dropped" in line and "deploy/logs.sh" in line
+
+
+def test_json_escapes_control_and_bidi_characters(capsys):
+    history = MemoryHistory()
+    name = "x/\u202eevil\x1b[2J\x07\u009b31m"
+    history.record(_sending(object=name))
+
+    code, out, _ = _answer(capsys, Query(bucket="acme", name=name), history, as_json=True)
+
+    assert code == 0
+    assert not any(c in out for c in ("\u202e", "\x1b", "\x07", "\u009b")), repr(out[:300])
+    assert json.loads(out)["notifications"][0]["object"] == name

@@ -334,9 +334,7 @@ def test_the_scheduled_flush_s_lines_carry_the_trace(function_server_factory, fa
 
 
 # A P-256 public key as SendGrid shows one (the webhook refuses to start without a key).
-_WEBHOOK_KEY = (
-    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEXIrXeMQtGkBP7wjyyTt5mu/h6ZXI9urAnTilWC2GnLAKprzC0S+rerkcPvDv3psLnU5Wn4NQchXnosJ+ZpI+QQ=="
-)
+_WEBHOOK_KEY = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEXIrXeMQtGkBP7wjyyTt5mu/h6ZXI9urAnTilWC2GnLAKprzC0S+rerkcPvDv3psLnU5Wn4NQchXnosJ+ZpI+QQ=="
 
 
 def test_the_sendgrid_webhook_s_lines_carry_the_trace(function_server_factory):

@@ -4,6 +4,7 @@ its store exists, else only what needs no shared store (a memory ledger is the p
 
 from __future__ import annotations
 
+import base64
 import http.client
 import importlib.util
 import json
@@ -60,7 +61,10 @@ def memory_server(function_server_factory, key):
 def test_unknown_ids_are_counted_and_ignored_over_http(memory_server, key):
     body = batch(sg_event("delivered", OTHER), sg_event("delivered", None), sg_event("group_unsubscribe", OTHER))
     status, counts, _ = post(memory_server.url, body, now_signed(key, body))
-    assert (status, counts) == (200, {"received": 3, "recorded": 0, "duplicates": 0, "unknown": 2, "ignored": 1})
+    assert (status, counts) == (
+        200,
+        {"received": 3, "recorded": 0, "duplicates": 0, "not_kept": 0, "unknown": 2, "ignored": 1},
+    )
     (line,) = webhook_lines(memory_server)
     assert (line["severity"], line["webhook"], line["unknown"]) == ("INFO", "accepted", 2)
 
@@ -94,7 +98,8 @@ def test_a_chunked_body_over_a_mebibyte_is_413_too(memory_server):
     address = urllib.parse.urlsplit(memory_server.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
     chunks = (b" " * 64 * 1024 for _ in range(webhook.MAX_BODY // (64 * 1024) + 2))
-    connection.request("POST", "/", body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
+    headers = {"Content-Type": "application/json", **_plausible_headers()}  # as SendGrid's: the body is read
+    connection.request("POST", "/", body=chunks, headers=headers, encode_chunked=True)
     try:
         assert connection.getresponse().status == 413
     finally:
@@ -124,12 +129,40 @@ def test_without_a_key_the_webhook_refuses_to_start_naming_the_variable(function
     assert line["message"].startswith("storage-notifier cannot start: SENDGRID_WEBHOOK_PUBLIC_KEY: required by")
 
 
+def _plausible_headers() -> dict[str, str]:
+    """Headers that pass the check made before the body is read (the signature is only checked after)."""
+    return {
+        webhook.SIGNATURE_HEADER: base64.b64encode(b"0" * 70).decode(),
+        webhook.TIMESTAMP_HEADER: str(int(time.time())),
+    }
+
+
+def test_a_key_that_does_not_load_refuses_to_start_naming_the_variable(function_server_factory, key):
+    der = bytearray(base64.b64decode(key.public))
+    der[-1] ^= 1  # a mistyped character: P-256's form still, no longer a point of its curve
+    with pytest.raises(OSError, match="SENDGRID_WEBHOOK_PUBLIC_KEY") as refused:
+        function_server_factory(target="sendgrid_events", SENDGRID_WEBHOOK_PUBLIC_KEY=base64.b64encode(der).decode())
+    (line,) = [json.loads(x) for x in str(refused.value).splitlines() if x.startswith("{") and "cannot start" in x]
+    assert line["severity"] == "CRITICAL"
+    assert line["message"].startswith("storage-notifier cannot start: SENDGRID_WEBHOOK_PUBLIC_KEY: the key does not")
+
+
+def test_an_unsigned_body_over_a_mebibyte_is_403_read_and_dropped(memory_server):
+    body = b"[" + b" " * (2 * webhook.MAX_BODY) + b"]"
+    status, answer, headers = post(memory_server.url, body, {webhook.TIMESTAMP_HEADER: str(int(time.time()))})
+    assert (status, headers.get("Connection")) == (403, "close"), memory_server.output()[-3000:]
+    assert "the signature header is missing" in answer["error"]
+    assert [(line["severity"], line["webhook"]) for line in webhook_lines(memory_server)] == [("WARNING", "rejected")]
+
+
 def test_a_body_that_trickles_is_cut_off(memory_server):
     """A generous bound: not stuck holding a worker thread (the deadline is BODY_SECONDS)."""
     address = urllib.parse.urlsplit(memory_server.url)
     started = time.monotonic()
     with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[")
+        signature = "".join(f"{name}: {value}\r\n" for name, value in _plausible_headers().items()).encode()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
+                     + signature + b"\r\n[")  # fmt: skip
         while sock.recv(4096):  # whatever answer comes, then the close
             pass
     assert time.monotonic() - started < 25
@@ -140,7 +173,7 @@ def test_a_body_that_trickles_is_cut_off(memory_server):
 
 
 @pytest.fixture
-def gcs_server(function_server_factory, fake_gcs, key):
+def bucket_server(function_server_factory, fake_gcs, key):
     from notifier.ledger.bucket import StateBucket
     from notifier.ledger.gcs_history import GcsHistory
 
@@ -153,11 +186,14 @@ def gcs_server(function_server_factory, fake_gcs, key):
 
 
 @needs_gcs_history
-def test_a_batch_posted_twice_is_recorded_once_in_the_state_bucket(gcs_server, key):
-    server, history = gcs_server
+def test_a_batch_posted_twice_is_recorded_once_in_the_state_bucket(bucket_server, key):
+    server, history = bucket_server
     body = batch(sg_event("delivered"), sg_event("bounce", reason="550 5.1.1 no such user"), sg_event("open", OTHER))
     status, counts, _ = post(server.url, body, now_signed(key, body))
-    assert (status, counts) == (200, {"received": 3, "recorded": 2, "duplicates": 0, "unknown": 1, "ignored": 0})
+    assert (status, counts) == (
+        200,
+        {"received": 3, "recorded": 2, "duplicates": 0, "not_kept": 0, "unknown": 1, "ignored": 0},
+    )
     first = webhook_lines(server)
     assert [(line["outcome"], line["recipient"], line["reason"]) for line in first if line["severity"] == "WARNING"] == [
         ("bounced", "ann@example.com", "550 5.1.1 no such user")]  # fmt: skip
@@ -168,11 +204,63 @@ def test_a_batch_posted_twice_is_recorded_once_in_the_state_bucket(gcs_server, k
 
 
 @needs_gcs_history
-def test_a_tampered_batch_leaves_the_state_bucket_unchanged(gcs_server, key, fake_gcs):
-    server, history = gcs_server
+def test_a_tampered_batch_leaves_the_state_bucket_unchanged(bucket_server, key, fake_gcs):
+    server, history = bucket_server
     before = fake_gcs.names(STATE_BUCKET, prefix="")
     body = batch(sg_event("delivered"))
     for headers in (now_signed(key, body + b" "), now_signed(key_pair(), body), now_signed(key, body, -700)):
         assert post(server.url, body, headers)[0] == 403
     assert fake_gcs.names(STATE_BUCKET, prefix="") == before
     assert history.events(OURS) == []
+
+
+@needs_gcs_history
+def test_hundreds_of_drops_for_one_id_are_each_recorded_and_warned_after_one_listing(bucket_server, key, fake_gcs):
+    server, history = bucket_server
+    drops = [sg_event("dropped", n=n, email=f"u{n}@example.com", reason="Bounced Address") for n in range(600)]
+    body = batch(*drops)
+    del fake_gcs.requests[:]
+    status, counts, _ = post(server.url, body, now_signed(key, body))
+    assert (status, counts) == (200, {"received": 600, "recorded": 600, "duplicates": 0, "not_kept": 0, "unknown": 0,
+                                      "ignored": 0})  # fmt: skip
+    warned = [line for line in webhook_lines(server) if line["severity"] == "WARNING"]
+    assert sorted(line["recipient"] for line in warned) == sorted(f"u{n}@example.com" for n in range(600))
+    listings = [
+        r for r in fake_gcs.requests if r.method == "GET" and r.query.get("prefix") == f"history/events/{OURS}/"
+    ]
+    assert len(listings) == 1
+    assert len(history.events(OURS)) == 600
+
+
+@needs_gcs_history
+def test_ids_found_unknown_are_not_read_again_by_the_instance(bucket_server, key, fake_gcs):
+    server, _ = bucket_server
+    strangers = [f"{n:032x}" for n in range(1, 21)]
+    for n in (1, 2):
+        body = batch(*[sg_event("delivered", i, n=n) for i in strangers])
+        del fake_gcs.requests[:]
+        status, counts, _ = post(server.url, body, now_signed(key, body))
+        assert (status, counts["unknown"]) == (200, 20)
+        reads = len(fake_gcs.requests)
+        assert reads == (40 if n == 1 else 0), "two reads per id, once"
+
+
+@needs_gcs_history
+def test_alarm_lines_carry_the_request_s_trace(function_server_factory, fake_gcs, key):
+    from notifier.ledger.bucket import StateBucket
+    from notifier.ledger.gcs_history import GcsHistory
+
+    history = GcsHistory(StateBucket(STATE_BUCKET, fake_gcs.url, retry_budget=0.0))
+    history.record(sending(OURS))
+    history.record(sending(OTHER))
+    server = function_server_factory(target="sendgrid_events", SENDGRID_WEBHOOK_PUBLIC_KEY=key.public,
+                                     NOTIFY_STATE_BUCKET=STATE_BUCKET, STORAGE_EMULATOR_HOST=fake_gcs.url,
+                                     GOOGLE_CLOUD_PROJECT="my-project-1")  # fmt: skip
+    server.new_log_lines(settle=0)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    body = batch(sg_event("bounce", OURS), sg_event("spamreport", OTHER))
+    headers = {**now_signed(key, body), "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    assert post(server.url, body, headers)[0] == 200
+    warned = [line for line in webhook_lines(server) if line["severity"] == "WARNING"]
+    assert sorted(line["outcome"] for line in warned) == ["bounced", "spam"]
+    assert {line.get("logging.googleapis.com/trace") for line in warned} == {f"projects/my-project-1/traces/{trace_id}"}

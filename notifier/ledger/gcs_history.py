@@ -9,7 +9,10 @@ by ``python -m notifier status``.
 - ``history/events/<notification id>/<event name>``: one object per delivery event, created with
   ``ifGenerationMatch=0``, so recording SendGrid's retried batch twice is a no-op (412: known). The
   event's JSON is its body and, when it fits, its custom metadata: one listing reads them all.
-  The name is SendGrid's ``sg_event_id`` when it is a safe one, else its SHA-256 (:func:`event_name`).
+  The name is SendGrid's ``sg_event_id`` when it is a safe one, else its SHA-256 (:func:`event_name`),
+  after ``open.`` or ``click.`` for those kinds (:func:`stored_name`): recording lists the names
+  once per notification and batch, which counts each class for its bound, then creates the new
+  ones a few at a time (:data:`CREATES` per store, in the caller's context: its deadline, its trace).
 
 A lifecycle rule (deploy/state-lifecycle.json) deletes ``history/`` after 30 days, like ``ledger/``.
 Everything read is bounded and checked (``from_json``); what this store did not write is skipped
@@ -23,6 +26,7 @@ import hashlib
 import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -31,14 +35,18 @@ from notifier.ledger.base import LedgerError
 from notifier.ledger.bucket import MAX_METADATA_CHARS, Listed, StateBucket
 from notifier.ledger.gcs import _FAILURES, _ledger_error
 from notifier.ledger.history import (
-    MAX_EVENTS_PER_NOTIFICATION,
     MAX_SENDINGS_PER_OBJECT,
     NOTIFICATION_ID,
+    REPEATABLE_EVENTS,
+    Added,
     DeliveryEvent,
     History,
+    PartlyAdded,
     Sending,
     filing_keys,
+    max_events_kept,
     object_key,
+    plan_additions,
     window_key,
 )
 
@@ -52,6 +60,10 @@ EVENT_KEY = "event"  # an event object's metadata key: the DeliveryEvent's JSON,
 MAX_SENDING_BYTES = 256 * 1024
 MAX_EVENT_BYTES = 64 * 1024
 READERS = 8  # sendings read at once for one object's listing (up to MAX_SENDINGS_PER_OBJECT)
+# Events created at once by one store, whatever the number of notifications and batches under way:
+# a batch of hundreds of events per notification is recorded within SendGrid's patience.
+CREATES = 16
+_KIND_SEPARATOR = "."  # in an opened or clicked event's name only: never in event_name's
 
 _SAFE_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _T = TypeVar("_T")
@@ -64,6 +76,13 @@ def event_name(sg_event_id: str) -> str:
     return hashlib.sha256(sg_event_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def stored_name(event: DeliveryEvent) -> str:
+    """The event's name in its notification's folder: :func:`event_name`, after ``open.`` or
+    ``click.`` for the kinds that repeat, so that one listing of names counts each class."""
+    name = event_name(event.sg_event_id)
+    return f"{event.event}{_KIND_SEPARATOR}{name}" if event.event in REPEATABLE_EVENTS else name
+
+
 class GcsHistory(History):
     name = "gcs"
 
@@ -71,6 +90,8 @@ class GcsHistory(History):
         self._bucket = bucket
         self.unreadable = 0  # records read back that this store did not write (skipped)
         self._lock = threading.Lock()  # readers run a few at a time
+        # Threads start as creates need them and wait for more, for the instance's life.
+        self._creates = ThreadPoolExecutor(max_workers=CREATES, thread_name_prefix="history-events")
 
     # --- sendings ----------------------------------------------------------------------------
 
@@ -111,27 +132,38 @@ class GcsHistory(History):
 
     # --- delivery events -----------------------------------------------------------------------
 
-    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> Added:
         prefix = f"{EVENT_PREFIX}{_checked_id(notification_id)}/"
-        known = {item.name.removeprefix(prefix) for item in self._listed(prefix, MAX_EVENTS_PER_NOTIFICATION)}
-        new = 0
-        for event in {event_name(e.sg_event_id): e for e in events}.items():
-            name, value = event
-            if name in known or len(known) >= MAX_EVENTS_PER_NOTIFICATION:
-                continue
-            known.add(name)
-            data = json.dumps(value.to_json(), ensure_ascii=False)
-            metadata = {EVENT_KEY: data} if len(EVENT_KEY) + len(data) <= MAX_METADATA_CHARS else {}
-            created = self._call(self._bucket.upload, prefix + name, data.encode(), metadata=metadata,
-                                 if_generation_match=0)  # fmt: skip
-            new += created is not None  # None: recorded by a retried batch racing this one
-        return new
+        known = {item.name.removeprefix(prefix) for item in self._listed(prefix, max_events_kept())}
+        kept = Counter(_KIND_SEPARATOR in name for name in known)
+        to_create, not_kept = plan_additions(events, lambda e: stored_name(e) in known, kept)
+        tasks = [self._creates.submit(contextvars.copy_context().run, self._create, prefix, e) for e in to_create]
+        made: list[DeliveryEvent] = []
+        failure: LedgerError | None = None
+        for event, task in zip(to_create, tasks, strict=True):
+            try:
+                if task.result():  # False: recorded by a retried batch racing this one
+                    made.append(event)
+            except LedgerError as error:
+                failure = failure or error
+        added = Added(tuple(made), tuple(not_kept))
+        if failure is not None:
+            raise PartlyAdded(failure, added) from failure
+        return added
+
+    def _create(self, prefix: str, event: DeliveryEvent) -> bool:
+        """Create the event's object unless it exists; whether this call created it."""
+        data = json.dumps(event.to_json(), ensure_ascii=False)
+        metadata = {EVENT_KEY: data} if len(EVENT_KEY) + len(data) <= MAX_METADATA_CHARS else {}
+        created = self._call(self._bucket.upload, prefix + stored_name(event), data.encode(), metadata=metadata,
+                             if_generation_match=0)  # fmt: skip
+        return created is not None
 
     def events(self, notification_id: str) -> list[DeliveryEvent]:
         if not NOTIFICATION_ID.fullmatch(notification_id):
             return []
         prefix = f"{EVENT_PREFIX}{notification_id}/"
-        listed = self._listed(prefix, MAX_EVENTS_PER_NOTIFICATION, with_metadata=True)
+        listed = self._listed(prefix, max_events_kept(), with_metadata=True)
         read = [e for e in self._each(lambda item: self._event(prefix, item), listed) if e is not None]
         return sorted(read, key=lambda e: (e.timestamp, e.sg_event_id))
 
@@ -145,7 +177,7 @@ class GcsHistory(History):
                 return None
             value = None if stored.content_encoding else _loads(stored.data, MAX_EVENT_BYTES)
         event = DeliveryEvent.from_json(value)
-        if event is None or event_name(event.sg_event_id) != item.name.removeprefix(prefix):
+        if event is None or stored_name(event) != item.name.removeprefix(prefix):
             self._skipped(1)
             return None
         return event

@@ -19,11 +19,14 @@ import hashlib
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from notifier.ledger.base import LedgerError
 
 if TYPE_CHECKING:
     from notifier.rules import Notification
@@ -31,7 +34,12 @@ if TYPE_CHECKING:
 # A Sending names at most this many recipients (and says how many there were): a rule may have
 # thousands, and status shows who, not a mailing list.
 MAX_RECIPIENTS_KEPT = 50
-MAX_EVENTS_PER_NOTIFICATION = 500  # delivery events kept per notification: opens and clicks can repeat
+# Delivery events kept per notification. Opens and clicks repeat as often as a reader looks: they
+# get a small bound of their own, so that they never crowd out a bounce. The other kinds come a few
+# per recipient (processed, deferred, delivered or bounced, …), and a rule may have thousands.
+MAX_EVENTS_PER_NOTIFICATION = 500  # opens and clicks, together
+MAX_ONCE_EVENTS_PER_NOTIFICATION = 20_000  # every other kind, together
+REPEATABLE_EVENTS = frozenset({"open", "click"})
 MAX_SENDINGS_PER_OBJECT = 1_000  # listed by status for one object, oldest first
 MAX_TEXT = 1_000  # characters of a reason, a URL or any other text a delivery event carries
 MAX_ERROR = 4 * MAX_TEXT  # characters of a Sending's error, as from_json reads them back
@@ -40,6 +48,17 @@ NOTIFICATION_ID = re.compile(r"[0-9a-f]{32}")  # rules.notification_id and the d
 
 # SendGrid's event names we record, as the status command shows them.
 DELIVERY_EVENTS = ("processed", "deferred", "delivered", "bounce", "dropped", "spamreport", "open", "click")
+
+
+def class_bound(repeatable: bool) -> int:
+    """How many events of a class (opens and clicks, or every other kind) a notification keeps;
+    read when called, so that a test can lower the bounds."""
+    return MAX_EVENTS_PER_NOTIFICATION if repeatable else MAX_ONCE_EVENTS_PER_NOTIFICATION
+
+
+def max_events_kept() -> int:
+    """All the events a notification can have, of both classes: what ``events`` reads at most."""
+    return MAX_EVENTS_PER_NOTIFICATION + MAX_ONCE_EVENTS_PER_NOTIFICATION
 
 
 def object_key(bucket: str, name: str) -> str:
@@ -53,7 +72,9 @@ class Sending:
 
     ``digest``: for an event held for a digest, ``{"group": key, "window": start, "held_id": id}``;
     for a digest itself, ``{"group": key, "windows": [start, ...], "events": count}`` (then
-    ``bucket`` and ``object`` name the group's first event's bucket, ``object`` is "")."""
+    ``bucket`` and ``object`` name the group's first event's bucket, ``object`` is "").
+    ``previous``: for a replay's, the replayed dead letter's ``outcome``, ``error``, ``at`` (when it
+    was stored) and ``refused_recipients`` (a partial send's): status still shows what failed."""
 
     notification_id: str
     bucket: str
@@ -71,11 +92,13 @@ class Sending:
     attempts: int = 0
     error: str = ""  # the outcome line's error, scrubbed and cut
     digest: Mapping[str, Any] | None = None
+    previous: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         value = _fields(self)
         value["recipients"] = list(self.recipients)
         value["digest"] = None if self.digest is None else dict(self.digest)
+        value["previous"] = None if self.previous is None else dict(self.previous)
         return value
 
     @classmethod
@@ -94,12 +117,29 @@ class Sending:
             and _count(value.get("recipient_count")) and _count(value.get("attempts", 0))
             and (generation is None or _count(generation)) and (digest is None or isinstance(digest, dict))
             and NOTIFICATION_ID.fullmatch(value.get("notification_id", ""))
+            and cls._previous_readable(previous := value.get("previous"))
         ):  # fmt: skip
             return None
         return cls(
             **{k: value.get(k, "") for k in strings},
             generation=generation, recipients=tuple(recipients), recipient_count=value["recipient_count"],
             attempts=value.get("attempts", 0), digest=None if digest is None else MappingProxyType(digest),
+            previous=None if previous is None else MappingProxyType(previous),
+        )  # fmt: skip
+
+    @staticmethod
+    def _previous_readable(previous: Any) -> bool:
+        """Whether a stored ``previous`` is one the pipeline writes: None, or these bounded fields."""
+        if previous is None:
+            return True
+        if not isinstance(previous, dict) or not set(previous) <= {"outcome", "error", "at", "refused_recipients"}:
+            return False
+        refused = previous.get("refused_recipients", [])
+        return (
+            all(isinstance(previous.get(k, ""), str) and len(previous.get(k, "")) <= n
+                for k, n in (("outcome", 100), ("error", MAX_ERROR), ("at", 100)))
+            and isinstance(refused, list) and len(refused) <= MAX_RECIPIENTS_KEPT
+            and all(isinstance(r, str) and len(r) <= 320 for r in refused)
         )  # fmt: skip
 
 
@@ -136,6 +176,46 @@ class DeliveryEvent:
             return None
         sg_event_id, event, email, reason = texts
         return cls(sg_event_id, event, timestamp, email, reason, MappingProxyType(dict(detail)))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What :meth:`History.add_events` did with one notification's events (the rest were known)."""
+
+    new: tuple[DeliveryEvent, ...] = ()  # recorded by this call, in the order given
+    not_kept: tuple[DeliveryEvent, ...] = ()  # not recorded: the notification has its bound of their class
+
+
+class PartlyAdded(LedgerError):
+    """:meth:`History.add_events` failed part-way (a store that records event by event): ``added``
+    is what it recorded before, so that their alarms are raised once, now."""
+
+    def __init__(self, error: LedgerError, added: Added) -> None:
+        super().__init__(str(error))
+        self.added = added
+
+
+def plan_additions(
+    events: Iterable[DeliveryEvent], known: Callable[[DeliveryEvent], bool], kept: Mapping[bool, int]
+) -> tuple[list[DeliveryEvent], list[DeliveryEvent]]:
+    """(to record, not kept) of ``events``: each sg_event_id once, the ``known`` ones left out, and
+    those beyond their class's bound not kept. ``kept``: how many are kept already, by
+    ``event in REPEATABLE_EVENTS``."""
+    room = {repeatable: class_bound(repeatable) - kept.get(repeatable, 0) for repeatable in (True, False)}
+    seen: set[str] = set()
+    to_record: list[DeliveryEvent] = []
+    not_kept: list[DeliveryEvent] = []
+    for event in events:
+        if event.sg_event_id in seen or known(event):
+            continue
+        seen.add(event.sg_event_id)
+        repeatable = event.event in REPEATABLE_EVENTS
+        if room[repeatable] > 0:
+            room[repeatable] -= 1
+            to_record.append(event)
+        else:
+            not_kept.append(event)
+    return to_record, not_kept
 
 
 def notification_sending(
@@ -189,12 +269,16 @@ class History(ABC):
         """The digests sent with events of the group's window (a late event's part is another)."""
 
     @abstractmethod
-    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
-        """Record the events not recorded before (by ``sg_event_id``); how many were new."""
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> Added:
+        """Record the events not recorded before (by ``sg_event_id``), in one call per notification
+        and batch: which were new (recorded now: only those raise an alarm, so a retried batch
+        warns nothing twice), and which were not kept because the notification has its bound of
+        their class (:func:`class_bound`: opens and clicks, or every other kind). Neither lists a
+        known event. Two calls racing with the same event: one of them finds it new."""
 
     @abstractmethod
     def events(self, notification_id: str) -> list[DeliveryEvent]:
-        """The notification's delivery events, in time order (at most MAX_EVENTS_PER_NOTIFICATION)."""
+        """The notification's delivery events, in time order (at most :func:`max_events_kept`)."""
 
 
 class MemoryHistory(History):
@@ -235,15 +319,13 @@ class MemoryHistory(History):
     def digests(self, group: str, window: int) -> list[Sending]:
         return self._filed_under(window_key(group, window))
 
-    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> Added:
         with self._lock:
             known = self._events.setdefault(notification_id, {})
-            before = len(known)
-            for event in events:
-                if len(known) >= MAX_EVENTS_PER_NOTIFICATION:
-                    break
-                known.setdefault(event.sg_event_id, event)
-            return len(known) - before
+            kept = Counter(e.event in REPEATABLE_EVENTS for e in known.values())
+            new, not_kept = plan_additions(events, lambda e: e.sg_event_id in known, kept)
+            known.update((e.sg_event_id, e) for e in new)
+            return Added(tuple(new), tuple(not_kept))
 
     def events(self, notification_id: str) -> list[DeliveryEvent]:
         return sorted(self._events.get(notification_id, {}).values(), key=lambda e: (e.timestamp, e.sg_event_id))

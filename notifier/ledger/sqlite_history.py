@@ -22,13 +22,16 @@ from typing import Any
 
 from notifier.ledger.base import LedgerError
 from notifier.ledger.history import (
-    MAX_EVENTS_PER_NOTIFICATION,
     MAX_SENDINGS_PER_OBJECT,
+    REPEATABLE_EVENTS,
+    Added,
     DeliveryEvent,
     History,
     Sending,
     filing_keys,
+    max_events_kept,
     object_key,
+    plan_additions,
     window_key,
 )
 from notifier.ledger.sqlite import _SET_UP_POLICY, immediate, thread_connection, use_wal
@@ -52,6 +55,16 @@ _SCHEMA = (
         event TEXT NOT NULL,          -- DeliveryEvent.to_json() as JSON
         PRIMARY KEY (notification_id, sg_event_id)
     )""",
+)
+
+
+# How many events a notification keeps, by class (1: opens and clicks): a row this store did not
+# write is counted as another kind.
+# Parameters: REPEATABLE_EVENTS as a JSON array, the notification id.
+_KEPT_BY_CLASS = (
+    "SELECT CASE WHEN NOT json_valid(event) THEN 0"
+    " WHEN json_extract(event, '$.event') IN (SELECT value FROM json_each(?)) THEN 1 ELSE 0 END AS repeatable,"
+    " COUNT(*) FROM history_events WHERE notification_id = ? GROUP BY repeatable"
 )
 
 
@@ -110,30 +123,30 @@ class SqliteHistory(History):
         )
         return sorted(self._sendings(rows), key=lambda s: (s.generation or 0, s.at))
 
-    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> int:
-        new = 0
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> Added:
         try:
-            with immediate(self._connection()) as db:  # the count and the inserts, one writer at a time
-                (count,) = db.execute(
-                    "SELECT COUNT(*) FROM history_events WHERE notification_id = ?", (notification_id,)
-                ).fetchone()
-                for event in events:
-                    if count + new >= MAX_EVENTS_PER_NOTIFICATION:
-                        break
-                    cursor = db.execute(
-                        "INSERT OR IGNORE INTO history_events (notification_id, sg_event_id, event) VALUES (?, ?, ?)",
-                        (notification_id, event.sg_event_id, json.dumps(event.to_json(), ensure_ascii=False)),
-                    )
-                    new += cursor.rowcount
+            with immediate(self._connection()) as db:  # the counts and the inserts, one writer at a time
+                kinds = json.dumps(sorted(REPEATABLE_EVENTS))
+                kept = dict(db.execute(_KEPT_BY_CLASS, (kinds, notification_id)).fetchall())
+                new, not_kept = plan_additions(events, lambda e: self._known(db, notification_id, e), kept)
+                db.executemany(
+                    "INSERT INTO history_events (notification_id, sg_event_id, event) VALUES (?, ?, ?)",
+                    [(notification_id, e.sg_event_id, json.dumps(e.to_json(), ensure_ascii=False)) for e in new],
+                )
         except sqlite3.Error as error:
             raise self._error(error) from error
-        return new
+        return Added(tuple(new), tuple(not_kept))
+
+    @staticmethod
+    def _known(db: sqlite3.Connection, notification_id: str, event: DeliveryEvent) -> bool:
+        query = "SELECT 1 FROM history_events WHERE notification_id = ? AND sg_event_id = ?"
+        return db.execute(query, (notification_id, event.sg_event_id)).fetchone() is not None
 
     def events(self, notification_id: str) -> list[DeliveryEvent]:
         rows = self._rows(
             "SELECT sg_event_id, CASE WHEN length(event) <= ? THEN event END FROM history_events"
             " WHERE notification_id = ? LIMIT ?",
-            (MAX_EVENT_CHARS, notification_id, MAX_EVENTS_PER_NOTIFICATION),
+            (MAX_EVENT_CHARS, notification_id, max_events_kept()),
         )
         read = [(key, DeliveryEvent.from_json(_loads(value))) for key, value in rows]
         events = [event for key, event in read if event is not None and event.sg_event_id == key]

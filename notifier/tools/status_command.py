@@ -95,7 +95,7 @@ def answer(
         raise RuntimeError(f"cannot read {_where(settings)} (the ledger and its history): {error}") from None
     skipped = history.unreadable  # records the store did not write (planted, or another version's)
     if as_json:
-        print(json.dumps(_document_of(query, found, skipped), indent=2, ensure_ascii=False))
+        print(json.dumps(_document_of(query, found, skipped), indent=2))  # ASCII: no raw control characters
         return 0 if found else 1
     print(_text(found) if found else _nothing(query))
     if skipped:
@@ -112,7 +112,7 @@ def notifications(
         sendings = [sending] if sending else []
     else:
         sendings = sorted(history.by_object(query.bucket, query.name), key=lambda s: (s.generation or 0, s.at))
-    held = _Held(settings, digests, now)
+    held = _Held(settings, digests, ledger, now)
     found = [_document(s, ledger.lookup(s.notification_id), history, held, now) for s in sendings]
     if not found and query.notification_id and (record := ledger.lookup(query.notification_id)) is not None:
         found = [_ledger_only(query.notification_id, record, history, now)]
@@ -136,7 +136,7 @@ def _document(
         "recorded_at": sending.at, "note": note, "ledger_state": state,
         "message_id": (ledger_message_id if state == "sent" else "") or sending.message_id,
         "attempts": sending.attempts, "error": sending.error, "events": _events(history, sending.notification_id),
-        "digest": None,
+        "digest": None, "previous": None if sending.previous is None else dict(sending.previous),
     }  # fmt: skip
     if sending.digest is not None:
         document["digest"] = _digest_sent(sending.digest) if "windows" in sending.digest else held.what(
@@ -149,7 +149,7 @@ def _ledger_only(notification_id: str, record: dict[str, Any], history: History,
     """A notification the ledger knows but the history does not (sent before it was kept, or its
     write failed: the function logged ``history not recorded``)."""
     empty = Sending(notification_id, "", "", None, "", "", "", (), 0, "", "")
-    document = _document(empty, record, history, _Held(None, None, now), now)
+    document = _document(empty, record, history, _Held(None, None, None, now), now)
     document["note"] = "no history recorded (sent before history was kept, or its write failed): the ledger only"
     return document
 
@@ -163,24 +163,49 @@ _CORRECTED = {
 
 
 def corrected_outcome(recorded: str, record: dict[str, Any] | None, now: float) -> tuple[str, str]:
-    """The outcome to show and why it differs from the one recorded ("" when it does not)."""
+    """The outcome to show and why it differs from the one recorded, or what it means ("" when
+    there is nothing to add)."""
     if not isinstance(record, dict):
-        return recorded, ""
+        return recorded, _MEANING.get(recorded, "")
     lease = record.get("lease_until")
     live = isinstance(lease, int | float) and not isinstance(lease, bool) and lease > now
     state = record.get("state")
+    if state == "claimed" and recorded in _MARKED_BY:
+        # A final outcome was had: the mark that should have ended the claim did not land.
+        return recorded, _unmarked(recorded, float(lease) if isinstance(lease, int | float) else None, live)
     if state == "dead" and record.get("owed") == []:
         state = "sent"  # a partial send's replay reached everyone still owed it
     current = _CORRECTED.get((state, live and state == "claimed"))  # type: ignore[arg-type]
     if state == "dead" and recorded == "partially-sent":
         current = recorded  # still owed to some: the letter says whom
     if current is None or current == recorded:
-        return recorded, ""
+        return recorded, _MEANING.get(recorded, "")
     if current == "sending now":
         return current, f"a delivery holds its claim until {_shown_time(float(lease))}; recorded {recorded}"
     return current, f"recorded {recorded}; the ledger now says {state}" + (
         " (a replay sent it)" if current == "sent" else ""
     )  # fmt: skip
+
+
+# A final outcome recorded → the mark it leaves in the ledger.
+_MARKED_BY = {"sent": "sent", "dead-lettered": "dead", "partially-sent": "dead"}
+# What a recorded outcome means when nothing later replaced it.
+_MEANING = {
+    "retrying": "a send failed transiently and the platform redelivers the event; if nothing follows, it expired"
+    " or was dropped: check the function's log (deploy/logs.sh)",
+}
+
+
+def _unmarked(recorded: str, lease: float | None, live: bool) -> str:
+    """The note for a final outcome whose ledger record is still a claim."""
+    mark = _MARKED_BY[recorded]
+    until = "" if lease is None else f" {'until' if live else 'that expired at'} {_shown_time(lease)}"
+    if mark == "dead" and live:
+        return (
+            f"the ledger holds a claim{until}: a replay is sending it now, or the ledger's dead mark was not recorded"
+        )
+    again = "a redelivery of the event could send it again"
+    return f"the ledger's {mark} mark was not recorded (it holds a claim{until}): {again}"
 
 
 def _events(history: History, notification_id: str) -> list[dict[str, Any]]:
@@ -205,12 +230,16 @@ def _digest_sent(digest: Any) -> dict[str, Any]:
 
 
 class _Held:
-    """What became of a held event: still held (and when its digest is due), or sent in a digest.
-    The digest store is listed once, and only when a held event asks."""
+    """What became of a held event: still held (and when its digest is due, or that its digest
+    was dead-lettered), or sent in a digest. The digest store is listed once, and only when a held
+    event asks."""
 
-    def __init__(self, settings: Settings | None, digests: DigestStore | None, now: float) -> None:
-        self._settings, self._digests, self._now = settings, digests, now
+    def __init__(
+        self, settings: Settings | None, digests: DigestStore | None, ledger: Ledger | None, now: float
+    ) -> None:
+        self._settings, self._digests, self._ledger, self._now = settings, digests, ledger, now
         self._listing: HeldListing | None = None
+        self._parked_windows: dict[tuple[str, int], bool] = {}  # (group key, window) → parked: read once
 
     def what(self, digest: Any, history: History) -> dict[str, Any]:
         group, window, held_id = digest.get("group"), digest.get("window"), digest.get("held_id")
@@ -219,14 +248,51 @@ class _Held:
             return {"state": "unreadable", "group": None, "window": None, "held_id": None, "due": None, "digests": []}
         found = {"group": group, "window": _iso(window), "held_id": held_id, "due": None, "describe": "", "digests": []}
         entries = [e for e in self._entries() if e.group.key == group]
-        if ours := next((e for e in entries if e.window == window and e.notification_id == held_id), None):
+        ours = next((e for e in entries if e.window == window and e.notification_id == held_id), None)
+        if ours is not None and not self._parked(ours):
             return {**found, "state": "held", **self._due(ours, entries)}
-        sent = [s for s in history.digests(group, window) if s.notification_id != held_id]
+        # A window's digests are the records filed under it (one event alone is sent as the ordinary
+        # email under the id it was held under: a digest record all the same).
+        recorded = [s for s in history.digests(group, window) if s.kind == "digest" and "windows" in (s.digest or {})]
         found["digests"] = [
             {"notification_id": s.notification_id, "outcome": s.outcome, "message_id": s.message_id, "at": s.at,
-             "events": _events(history, s.notification_id)} for s in sent
+             "error": s.error, "events_in_it": (s.digest or {}).get("events"),
+             "previous": None if s.previous is None else dict(s.previous),
+             "events": _events(history, s.notification_id) if s.outcome == "sent" else []} for s in recorded
         ]  # fmt: skip
-        return {**found, "state": "sent" if sent else "gone"}
+        if ours is not None:
+            length = self._window_length(ours)
+            return {
+                **found,
+                "state": "parked",
+                "describe": ours.group.describe(),
+                **({"length": length} if length else {}),
+            }
+        return {**found, "state": "sent" if any(s.outcome == "sent" for s in recorded) else "gone"}
+
+    def _window_length(self, ours: HeldEntry) -> int | None:
+        rules = {r.name: r for r in self._settings.rules.rules} if self._settings else {}
+        batching = rules[ours.group.rule].delivery.batching if ours.group.rule in rules else None
+        return None if batching is None else int(batching.window)
+
+    def _parked(self, ours: HeldEntry) -> bool:
+        """Whether the window's digest was dead-lettered: its unsent part's claim is dead, which
+        the flush leaves alone until `replay` (the ledger's parts, read in order)."""
+        key = (ours.group.key, ours.window)
+        if key not in self._parked_windows:
+            self._parked_windows[key] = self._dead_part(ours)
+        return self._parked_windows[key]
+
+    def _dead_part(self, ours: HeldEntry) -> bool:
+        from notifier.digest import claim_id
+        from notifier.flush import MAX_PARTS
+
+        for part in range(1, MAX_PARTS + 1) if self._ledger is not None else ():
+            record = self._ledger.lookup(claim_id(ours.group, ours.window, part))  # type: ignore[union-attr]
+            state = record.get("state") if isinstance(record, dict) else None
+            if state != "sent":
+                return state == "dead"
+        return False
 
     def _entries(self) -> tuple[HeldEntry, ...]:
         if self._digests is None:
@@ -288,18 +354,29 @@ def _block(n: dict[str, Any]) -> list[str]:
         lines.append(
             field("recipients", f"{n['recipient_count']}: {listed}" + (f" and {more} more" if more > 0 else ""))
         )
-    recorded = f" at {_shown_iso(n['recorded_at'])}" if n["recorded_at"] and not n["note"] else ""
+    recorded = (
+        f" at {_shown_iso(n['recorded_at'])}" if n["recorded_at"] and n["outcome"] == n["recorded_outcome"] else ""
+    )
     note = f" ({_t(n['note'], 600)})" if n["note"] else ""
-    lines.append(field("outcome", _t(n["outcome"], 100) + recorded + note))
+    lines.append(field("outcome", _t(n["outcome"], 100) + recorded + _before(n["previous"]) + note))
     if n["digest"] and n["kind"] != "digest":
         first, *more = _held_lines(n["digest"])
-        lines += [field("digest", first), *more]
+        lines += [field("digest", first), *(" " * _LABEL + line for line in more)]  # under the value
     for name, value in (("message id", n["message_id"]), ("attempts", n["attempts"]), ("error", n["error"])):
         if value:
             lines.append(field(name, _t(str(value), 600)))
     if n["events"] or n["outcome"] != "batched":  # a held event's mail is its digest's, shown above
         lines += _event_lines(n["events"], "  ")
     return lines
+
+
+def _before(previous: dict[str, Any] | None) -> str:
+    """A replay's record: what the dead letter it sent said happened before."""
+    if not previous:
+        return ""
+    error = f": {_t(previous.get('error', ''), 600)}" if previous.get("error") else ""
+    at = f" at {_shown_iso(previous['at'])}" if previous.get("at") else ""
+    return f" by replay; before: {_t(previous.get('outcome', ''), 100)}{at}{error}"
 
 
 def _event_lines(events: list[dict[str, Any]], indent: str) -> list[str]:
@@ -328,15 +405,32 @@ def _held_lines(digest: dict[str, Any]) -> list[str]:
     if digest["state"] == "held":
         due = f"due {_shown_iso(digest['due'])}" if digest["due"] else "never sent: its rule has no digest today"
         return [f"held for a digest ({group}, window {window}), {due} (pending)"]
-    if digest["state"] == "gone":
-        return [f"no longer held, and no digest recorded for the window from {start:%Y-%m-%d %H:%M} UTC (a flush"
-                " may be sending it now; else its history was not recorded)"]  # fmt: skip
     lines = []
+    if digest["state"] == "parked":
+        lines = [f"held for a digest ({group}, window {window}), {PARKED_SAID}"]
+    if digest["state"] == "gone":
+        lines = [f"no longer held, and no digest sent is recorded for the window from {start:%Y-%m-%d %H:%M} UTC (a"
+                 " flush may be sending it now; else its history was not recorded)"]  # fmt: skip
     for sent in digest["digests"]:  # a late event's part is another digest of the same window
-        outcome = "" if sent["outcome"] == "sent" else f", {_t(sent['outcome'], 100)}"
-        line = f"sent in digest {_t(sent['notification_id'])} (message id {_t(sent['message_id'] or 'none')}{outcome})"
-        lines += [line if not lines else f"  {line}", *_event_lines(sent["events"], "    ")]
+        line = _recorded_digest_line(sent)
+        lines += [line if not lines else f"  {line}", *(_event_lines(sent["events"], "    ") if sent["outcome"]
+                                                         == "sent" else [])]  # fmt: skip
     return lines
+
+
+PARKED_SAID = "digest dead-lettered: `python -m notifier replay` sends it"
+
+
+def _recorded_digest_line(sent: dict[str, Any]) -> str:
+    """One digest recorded for a held event's window: sent (with its message id), or what else."""
+    digest_id = _t(sent["notification_id"])
+    if sent["outcome"] == "sent":
+        alone = "; alone in it, so sent as the ordinary email" if sent.get("events_in_it") == 1 else ""
+        return f"sent in digest {digest_id} (message id {_t(sent['message_id'] or 'none')}{alone})" + _before(
+            sent.get("previous")
+        )  # fmt: skip
+    error = f": {_t(sent['error'], 600)}" if sent.get("error") else ""
+    return f"digest {digest_id} {_t(sent['outcome'], 100)} at {_shown_iso(sent['at'])}{error}"
 
 
 def _digest_line(digest: dict[str, Any] | None) -> str:
