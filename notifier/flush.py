@@ -187,7 +187,7 @@ class Flusher:
         )  # fmt: skip
         sending = _digest_sending(run, parts, message, SENT, self.pipeline._wall_clock())
         previous = self._replaced(sending.notification_id) if replay else None
-        self.pipeline.record_history(
+        self.pipeline.recording.record(
             replace(sending, message_id=receipt.message_id, attempts=receipt.attempts, previous=previous)
         )
         return result
@@ -295,7 +295,7 @@ class Flusher:
         )  # fmt: skip
         # Under the letter's name (what replay lists), filed under its windows: status says it is parked.
         sending = _digest_sending(run, parts, message, DEAD_LETTERED, self.pipeline._wall_clock())
-        self.pipeline.record_history(replace(sending, notification_id=notification_id, error=detail[:MAX_ERROR]))
+        self.pipeline.recording.record(replace(sending, notification_id=notification_id, error=detail[:MAX_ERROR]))
         return result
 
     def _record(self, parts: list[_Part], mark: Callable[[Claim], None], *, include: bool = True) -> str | None:

@@ -15,13 +15,9 @@ Outcomes: ``sent``, ``duplicate`` (the ledger says it was sent or dead-lettered 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import replace
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
@@ -29,8 +25,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from notifier import log
 from notifier.config import Settings, environment_secrets, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
+from notifier.history_recording import HistoryRecording
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
-from notifier.ledger.base import STATE_GRACE_SECONDS, current_deadline, state_deadline
+from notifier.ledger.base import STATE_GRACE_SECONDS, state_deadline
 from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.mail.base import Receipt
 from notifier.mail.redirect import RedirectBackend
@@ -38,7 +35,6 @@ from notifier.mail.retry import MIN_ATTEMPT_SECONDS
 from notifier.mail.scrub import scrub
 from notifier.objects import ObjectAccess
 from notifier.outcomes import (
-    BATCHED,
     DEAD_LETTERED,
     DUPLICATE,
     EXPIRED,
@@ -59,16 +55,7 @@ if TYPE_CHECKING:
     from notifier.flush import Flushed
     from notifier.holding import Holding
     from notifier.ledger.digests import DigestStore
-    from notifier.ledger.history import History, Sending
-
-# The outcomes the history keeps (status shows them); RETRYING only after a send was attempted.
-RECORDED = frozenset({SENT, DEAD_LETTERED, PARTIAL, BATCHED})
-# An event's history writes (2 each in the state bucket), all of them together, at most this long:
-# the answer waits for them, and the platform's ack deadline does not.
-HISTORY_BUDGET_SECONDS = 3.0
-# While an event's notifications are delivered, their Sendings wait here: recorded after the last
-# send, so that no send waits for the history.
-_UNRECORDED: ContextVar[list[Sending] | None] = ContextVar("unrecorded_sendings", default=None)
+    from notifier.ledger.history import History
 
 
 class Pipeline(Replaying):
@@ -96,13 +83,14 @@ class Pipeline(Replaying):
             ledger, dead_letters = ledger or default_ledger, dead_letters or default_dead_letters
         self.ledger, self.dead_letters = ledger, dead_letters
         self.holding = _holding(settings, ledger, digests)
-        self._history = history  # made on first use: nothing of it is loaded before the first outcome
-        self._history_made = threading.Lock()  # requests run in threads: one store, not one each
         self._clock = clock
         self._wall_clock = wall_clock
         self.sleep = time.sleep  # tests swap this for a recorder
         self.state_grace = STATE_GRACE_SECONDS  # state calls after the deadline; tests shorten it
         self._log = log.get_logger()
+        # Read through self: tests swap the ledger and the clocks after construction.
+        self.recording = HistoryRecording(lambda: self.ledger, lambda: self._clock(), lambda: self._wall_clock(),
+                                          self._log, history)  # fmt: skip
 
     @classmethod
     def from_environment(cls) -> Pipeline:
@@ -148,8 +136,11 @@ class Pipeline(Replaying):
             return [Outcome(IGNORED)]
         # Every state-bucket call ends in time: before a send, in time for it; after it, within the grace.
         deadline = started + self.settings.deadline_seconds
-        with state_deadline(deadline, send_needs=MIN_ATTEMPT_SECONDS, grace=self.state_grace):
-            outcomes = self._deliver_all(notifications, started)
+        with (
+            state_deadline(deadline, send_needs=MIN_ATTEMPT_SECONDS, grace=self.state_grace),
+            self.recording.after_sends(),  # the Sendings wait: recorded after the event's last send
+        ):
+            outcomes = [self._deliver(n, started, first=i == 0) for i, n in enumerate(notifications)]
         retrying = sum(o.outcome == RETRYING for o in outcomes)
         if retrying:
             raise RetryLater(f"{retrying} notification(s) for event {event.event_id} failed transiently")
@@ -174,50 +165,17 @@ class Pipeline(Replaying):
 
     @property
     def history(self) -> History:
-        """What became of each notification (:mod:`notifier.ledger.history`), beside the ledger."""
-        with self._history_made:
-            if self._history is None:
-                from notifier.ledger import create_history
-
-                self._history = create_history(self.ledger)
-            return self._history
+        """What became of each notification (:mod:`notifier.ledger.history`): ``recording``'s, made on first use."""
+        return self.recording.history
 
     @history.setter
     def history(self, history: History) -> None:
-        self._history = history
-
-    def record_history(self, sending: Sending) -> None:
-        """Keep ``sending`` in the history, after its outcome line: a failure there changes nothing
-        of the outcome, and is said in one WARNING line."""
-        if (error := self._record_or_error(sending)) is not None:
-            self._history_warning(error, sending)
-
-    def _record_or_error(self, sending: Sending) -> Exception | None:
-        try:
-            self.history.record(sending)
-        except Exception as error:  # noqa: BLE001 - the outcome stands, whatever went wrong here
-            return error
-        return None
-
-    def _history_warning(self, error: Exception, sending: Sending, not_recorded: list[str] | None = None) -> None:
-        """The one line saying the history misses ``sending`` (and, for an event, the ids skipped after it)."""
-        skipped = f"; not tried for the event's {len(not_recorded) - 1} other notification(s)" if (
-            not_recorded and len(not_recorded) > 1) else ""  # fmt: skip
-        log.log(self._log, logging.WARNING, f"history not recorded: {error}{skipped}",
-                exc_info=not isinstance(error, LedgerError), notification_id=sending.notification_id,
-                **({"not_recorded": not_recorded} if not_recorded else {}))  # fmt: skip
+        self.recording.history = history
 
     def reject(self, reason: str, *, exc_info: bool = False, **fields: Any) -> None:
         """Log an event or request that can never be delivered; the caller acknowledges it."""
-        log.log(
-            self._log,
-            logging.ERROR,
-            f"invalid event: {reason}",
-            exc_info=exc_info,
-            outcome=INVALID,
-            error=reason,
-            **fields,
-        )
+        log.log(self._log, logging.ERROR, f"invalid event: {reason}", exc_info=exc_info, outcome=INVALID, error=reason,
+                **fields)  # fmt: skip
 
     def deliver(
         self, notification: Notification, message: Message | None, claim: Claim, started: float,
@@ -256,31 +214,6 @@ class Pipeline(Replaying):
             ledger_error=ledger_error, replaying=replaying, **({"still_owed": owed} if owed else {}),
         )  # fmt: skip
         return Outcome(SENT, notification.id, receipt.message_id)
-
-    def _deliver_all(self, notifications: list[Notification], started: float) -> list[Outcome]:
-        """Claim and deliver each of an event's notifications; then record their Sendings."""
-        waiting = _UNRECORDED.set([])
-        try:
-            return [self._deliver(n, started, first=i == 0) for i, n in enumerate(notifications)]
-        finally:
-            sendings = _UNRECORDED.get() or []
-            _UNRECORDED.reset(waiting)
-            self._record_event_history(sendings)
-
-    def _record_event_history(self, sendings: list[Sending]) -> None:
-        """Record an event's Sendings within one short budget, never past the delivery's state
-        deadline (a hung history must not hold the answer); after the first failure the rest are
-        not tried, and one WARNING line names every id not recorded."""
-        if not sendings:
-            return
-        ends = self._clock() + HISTORY_BUDGET_SECONDS
-        if (until := current_deadline()) is not None:
-            ends = min(ends, until)
-        with state_deadline(ends, send_needs=0.0, grace=0.0):
-            for done, sending in enumerate(sendings):
-                if (error := self._record_or_error(sending)) is not None:
-                    self._history_warning(error, sending, [s.notification_id for s in sendings[done:]])
-                    return
 
     def _deliver(self, notification: Notification, started: float, *, first: bool) -> Outcome:
         """Claim and deliver one of an event's notifications (``first``: it has all the time)."""
@@ -459,29 +392,8 @@ class Pipeline(Replaying):
         self, notification: Notification, outcome: str, started: float, level: int, *, exc_info: bool = False,
         digest: dict[str, Any] | None = None, replaying: DeadLetter | None = None, **fields: Any,
     ) -> None:  # fmt: skip
-        """The outcome line; then, for an outcome the history keeps, its Sending (``digest``: a held
-        event's group, window and held id; ``replaying``: the dead letter a replay sends, whose
-        outcome the Sending keeps as its ``previous``)."""
-        self._outcome_line(notification, outcome, started, level, exc_info=exc_info, **fields)
-        if outcome in RECORDED or (outcome == RETRYING and fields.get("attempts")):
-            from notifier.ledger.history import notification_sending
-
-            sending = notification_sending(
-                notification, outcome, self._wall_clock(), message_id=fields.get("message_id") or "",
-                attempts=fields.get("attempts") or 0, error=fields.get("error") or "", digest=digest,
-            )  # fmt: skip
-            if replaying is not None:
-                sending = replace(sending, previous=MappingProxyType(letter_outcome(replaying)))
-            waiting = _UNRECORDED.get()
-            if waiting is None:  # a replay's: nothing else to send first
-                self.record_history(sending)
-            else:
-                waiting.append(sending)
-
-    def _outcome_line(
-        self, notification: Notification, outcome: str, started: float, level: int, *, exc_info: bool = False,
-        **fields: Any,
-    ) -> None:  # fmt: skip
+        """The outcome line; then its Sending, for an outcome the history keeps (``digest``: a held
+        event's group, window and held id; ``replaying``: the dead letter a replay sends)."""
         event = notification.event
         recipients = len(notification.recipients.everyone)
         summary = f"{outcome}: {event.kind} {event.gs_uri} → {recipients} recipient(s) via {self.backend.name}"
@@ -493,6 +405,7 @@ class Pipeline(Replaying):
             recipients=recipients, backend=self.backend.name, ledger=self.ledger.name, outcome=outcome,
             duration_ms=self._elapsed_ms(started), **fields,
         )  # fmt: skip
+        self.recording.outcome(notification, outcome, fields, digest=digest, replaying=replaying)
 
     def _elapsed_ms(self, started: float) -> float:
         return round((self._clock() - started) * 1000, 1)
@@ -509,21 +422,6 @@ def settings_from_environment() -> Settings:
     return settings
 
 
-def letter_outcome(letter: DeadLetter) -> dict[str, Any]:
-    """What a dead letter says happened before its replay (a Sending's ``previous``): from the letter
-    at hand, no extra read; untrusted, so only bounded texts are kept."""
-    from notifier.ledger.history import MAX_ERROR, MAX_RECIPIENTS_KEPT
-
-    error, refused = letter.record.get("error"), letter.record.get("refused_recipients")
-    previous: dict[str, Any] = {
-        "outcome": PARTIAL if isinstance(refused, list) else DEAD_LETTERED,
-        "error": error[:MAX_ERROR] if isinstance(error, str) else "", "at": str(letter.created)[:100],
-    }  # fmt: skip
-    if isinstance(refused, list):
-        previous["refused_recipients"] = [r[:320] for r in refused if isinstance(r, str)][:MAX_RECIPIENTS_KEPT]
-    return previous
-
-
 def _holding(settings: Settings, ledger: Ledger, store: DigestStore | None) -> Holding | None:
     """Where rules with a digest or cap hold events; None (nothing loaded) when no rule has one."""
     if not any(rule.delivery.batching is not None for rule in settings.rules.rules):
@@ -534,13 +432,8 @@ def _holding(settings: Settings, ledger: Ledger, store: DigestStore | None) -> H
 
 
 def _event_fields(event: StorageEvent) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "kind": event.kind,
-        "bucket": event.bucket,
-        "object": event.name,
-        "generation": event.generation,
-    }
+    return {"event_id": event.event_id, "kind": event.kind, "bucket": event.bucket, "object": event.name,
+            "generation": event.generation}  # fmt: skip
 
 
 def _attribute(cloud_event: Any, name: str) -> Any:
