@@ -34,11 +34,13 @@ Scheduler job PREFIX-flush that POSTs to it every minute as that account: it sen
 rules with digest or max_emails (without it their events stay held). Its timeout is 240s (the
 flush's budget) plus --timeout; --bucket, --via and the trigger options do not apply to it.
 
-TRIGGER events deploys sendgrid_events (main.py, same source, --env-file and --secret) as the
+TRIGGER events deploys sendgrid_events (main.py, same source and --env-file) as the
 PUBLIC HTTP function PREFIX-events, SendGrid's Event Webhook: SendGrid cannot authenticate to
 Cloud Run, so the signature of each batch is the authentication (Signed Event Webhook; unsigned
 or tampered batches get 403). The verification key is the secret --webhook-key-secret, mounted as
-SENDGRID_WEBHOOK_PUBLIC_KEY: create it first. Then it prints the URL to paste into SendGrid.
+SENDGRID_WEBHOOK_PUBLIC_KEY: create it first (checked before the deploy); the service account is
+granted read access to it. It never sends mail, so it gets no SendGrid API key and runs with
+NOTIFY_BACKEND=console. Then it prints the URL to paste into SendGrid.
 
   --bucket NAME         bucket whose events trigger the function (or NOTIFIER_BUCKET). Required.
   --via eventarc|pubsub how events reach the function (or NOTIFIER_VIA; default eventarc):
@@ -175,19 +177,54 @@ deploy_flush() {
 # SendGrid's Event Webhook: sendgrid_events as a PUBLIC HTTP function (--allow-unauthenticated).
 # SendGrid cannot authenticate to Cloud Run; each batch's ECDSA signature, checked with the key in
 # Secret Manager, is the authentication (notifier/feedback.py), and unsigned batches get 403.
+# It never sends mail: no SENDGRID_API_KEY, so a bug on this public path cannot reach the Mail Send key.
 deploy_events() {
   local name command
   name="$(function_name "$EVENTS")"
+  require_key_secret
+  # setup.sh grants the service account the API key's secret only; this one is granted here.
+  run gcloud secrets add-iam-policy-binding "$WEBHOOK_KEY_SECRET" "--project=$PROJECT" \
+    "--member=serviceAccount:$SERVICE_ACCOUNT" --role=roles/secretmanager.secretAccessor --condition=None --quiet
   command=(gcloud functions deploy "$name" "$(gen_flag)" "--project=$PROJECT" "--region=$REGION"
     "--runtime=$RUNTIME" "--source=$NOTIFIER_ROOT" "--entry-point=$EVENTS_ENTRY_POINT" --trigger-http
     --allow-unauthenticated)
   [[ "$GEN" == 1 ]] || command+=("--concurrency=$CONCURRENCY")
   command+=("--service-account=$SERVICE_ACCOUNT" "--memory=$MEMORY" "--timeout=${timeout_s}s"
     "--max-instances=$MAX_INSTANCES" "--env-vars-file=$deploy_env"
-    "--set-secrets=SENDGRID_API_KEY=$SECRET:latest,SENDGRID_WEBHOOK_PUBLIC_KEY=$WEBHOOK_KEY_SECRET:latest"
+    "--set-secrets=SENDGRID_WEBHOOK_PUBLIC_KEY=$WEBHOOK_KEY_SECRET:latest"
     "--update-build-env-vars=SOURCE_DATE_EPOCH=$BUILD_EPOCH" --quiet)
   run "${command[@]}"
   events_url_hint "$name"
+}
+
+# The verification key's secret must exist before the deploy: a missing one would fail the deploy
+# late, with a message that does not say where the key comes from. A describe that fails for another
+# reason (no permission) stops too, with gcloud's own error.
+require_key_secret() {
+  local describe=(gcloud secrets describe "$WEBHOOK_KEY_SECRET" "--project=$PROJECT") error
+  local create_line
+  create_line="$(print_command gcloud secrets create "$WEBHOOK_KEY_SECRET" "--project=$PROJECT" \
+    --replication-policy=automatic --data-file=-) < webhook-key.txt"
+  local how="create it with the Event Webhook's verification key
+(in SendGrid: Settings > Mail Settings > Event Webhook, turn on \"Signed Event Webhook\",
+copy its Verification Key into webhook-key.txt), then deploy again:
+  $create_line"
+  if ((DRY_RUN)); then
+    printf '%s >/dev/null || { echo %s >&2; exit 1; }\n' "$(print_command "${describe[@]}")" \
+      "$(quote_literal "$(basename "$0"): could not read secret $WEBHOOK_KEY_SECRET (gcloud said why above); if it\
+ does not exist, $how")"
+    return 0
+  fi
+  printf '+ %s\n' "$(print_command "${describe[@]}")" >&2
+  if error="$("${describe[@]}" 2>&1 >/dev/null)"; then return 0; fi
+  if [[ "$error" == *") NOT_FOUND: "* ]]; then
+    printf '%s: secret %s does not exist in project %s: %s\n' "$(basename "$0")" "$WEBHOOK_KEY_SECRET" "$PROJECT" \
+      "$how" >&2
+  else
+    printf '%s\n%s: could not check that secret %s exists (above, what gcloud said); nothing deployed\n' \
+      "$error" "$(basename "$0")" "$WEBHOOK_KEY_SECRET" >&2
+  fi
+  exit 1
 }
 
 # Where to paste the function's URL in SendGrid, and what to tick there.
@@ -338,12 +375,14 @@ fi
 # The function's environment: the user's file, read as YAML, checked (no secrets, only strings) and
 # written back one quoted value a line; then a retry deadline that ends before the timeout.
 deploy_env="$(mktemp "${TMPDIR:-/tmp}/storage-notifier-env.XXXXXX")"
+events_drop=()  # the webhook sends no mail: its backend is console whatever the file says
+[[ "${SELECTED_TRIGGERS[0]}" != "$EVENTS" ]] || events_drop=(--drop NOTIFY_BACKEND)
 trap 'rm -f "$deploy_env"' EXIT
 if [[ -n "$ENV_FILE" ]]; then
   python="$(find_python)" ||
     die_usage "--env-file: reading '$ENV_FILE' needs python3 (or the Google Cloud CLI, which bundles it)"
   if ! problem="$("$python" "$NOTIFIER_ROOT/deploy/envfile.py" --drop NOTIFY_DEADLINE_SECONDS \
-    --drop NOTIFY_KEY_SECRET --drop GOOGLE_CLOUD_PROJECT -- "$ENV_FILE" 2>&1 >"$deploy_env")"; then
+    --drop NOTIFY_KEY_SECRET --drop GOOGLE_CLOUD_PROJECT "${events_drop[@]}" -- "$ENV_FILE" 2>&1 >"$deploy_env")"; then
     die_usage "--env-file: ${problem:-could not read $ENV_FILE}"
   fi
 fi
@@ -351,6 +390,7 @@ fi
   echo "NOTIFY_DEADLINE_SECONDS: \"$((timeout_s - 15))\""
   echo "NOTIFY_KEY_SECRET: \"$SECRET\""  # its name only, so error messages can say which secret to fix
   echo "GOOGLE_CLOUD_PROJECT: \"$PROJECT\""  # log lines name their trace as projects/PROJECT/traces/T
+  ((!${#events_drop[@]})) || echo 'NOTIFY_BACKEND: "console"'  # no SENDGRID_API_KEY: nothing to send with
 } >>"$deploy_env"
 ((DRY_RUN)) || require_gcloud
 if ((DRY_RUN)); then
