@@ -218,7 +218,8 @@ def test_with_the_state_bucket_the_sending_is_in_it(fake_gcs):
     stored = fake_gcs.read_json(STATE_BUCKET, f"history/ids/{outcome.notification_id}")
     assert (stored["outcome"], stored["message_id"], stored["generation"]) == ("sent", "sg-1", 42)
     key = object_key("acme", "reports/q3.csv")
-    assert fake_gcs.names(STATE_BUCKET, "history/objects/") == [f"history/objects/{key}/{outcome.notification_id}"]
+    marker = f"history/objects/{key}/{2**63 - 1 - 42:019d}-{outcome.notification_id}"  # newest first by name
+    assert fake_gcs.names(STATE_BUCKET, "history/objects/") == [marker]
 
 
 _COLD_START = """

@@ -238,14 +238,14 @@ def test_gcs_names_are_the_designs(fake_gcs):
     names = fake_gcs.names(STATE_BUCKET, "history/")
     key = history.object_key("uploads", "reports/q3.csv")
     assert names == sorted([
-        f"history/ids/{_id(1)}", f"history/ids/{_id(2)}", f"history/objects/{key}/{_id(1)}",
-        f"history/digests/{history.window_key('a' * 24, 1_795_000_200)}/{_id(2)}",
+        f"history/ids/{_id(1)}", f"history/ids/{_id(2)}", f"history/objects/{key}/{2**63 - 1 - 17:019d}-{_id(1)}",
+        f"history/digests/{history.window_key('a' * 24, 1_795_000_200)}/{2**63 - 1 - 1_795_000_200:019d}-{_id(2)}",
         f"history/events/{_id(1)}/ev-1", f"history/events/{_id(1)}/{event_name('not safe/one')}",
         f"history/events/{_id(1)}/open.ev-2",  # opens and clicks: their kind first, so a listing counts them
     ])  # fmt: skip
     assert event_name("not safe/one") == __import__("hashlib").sha256(b"not safe/one").hexdigest()
     assert fake_gcs.read_json(STATE_BUCKET, f"history/ids/{_id(1)}") == _sending(1).to_json()
-    marker = fake_gcs.blob(STATE_BUCKET, f"history/objects/{key}/{_id(1)}")
+    marker = fake_gcs.blob(STATE_BUCKET, f"history/objects/{key}/{2**63 - 1 - 17:019d}-{_id(1)}")
     assert marker.size == 0
 
 
@@ -375,3 +375,79 @@ def test_a_memory_history_forgets_its_oldest_sendings_beyond_its_bound(monkeypat
     store.record(_sending(2, generation=2, outcome="dead-lettered"))  # recorded again: the newest now
     store.record(_sending(4, generation=4))
     assert store.by_id(_id(3)) is None and store.by_id(_id(2)).outcome == "dead-lettered"
+
+
+# --- past the bound of sendings per object: the newest, and said (review r2 #3) --------------------
+
+
+@pytest.fixture
+def bound_of_five(monkeypatch):
+    """An object's (or window's) listing reads 5 sendings at most (the stores read history's bound)."""
+    monkeypatch.setattr(history, "MAX_SENDINGS_PER_OBJECT", 5)
+
+
+def test_past_the_bound_an_object_lists_its_newest_generations_and_says_there_are_more(make_store, bound_of_five):
+    # Ids in another order than the generations: a store must not keep the first by id.
+    for number, generation in zip((9, 2, 7, 4, 1, 8, 3), (1, 2, 3, 4, 5, 6, 7), strict=True):
+        make_store().record(_sending(number, generation=generation))
+    listed = make_store().by_object("uploads", "reports/q3.csv")
+    assert [s.generation for s in listed] == [3, 4, 5, 6, 7]
+    assert listed.truncated is True
+
+
+def test_at_the_bound_nothing_is_said_truncated(make_store, bound_of_five):
+    for number in range(1, 6):
+        make_store().record(_sending(number, generation=number))
+    listed = make_store().by_object("uploads", "reports/q3.csv")
+    assert [s.generation for s in listed] == [1, 2, 3, 4, 5] and listed.truncated is False
+
+
+def test_past_the_bound_a_digest_window_lists_its_newest(make_store, bound_of_five):
+    for number in range(1, 8):
+        make_store().record(_digest(number, [1_795_000_200]))
+    listed = make_store().digests("a" * 24, 1_795_000_200)
+    assert len(listed) == 5 and listed.truncated is True
+
+
+def test_gcs_markers_file_the_newest_first_by_name(fake_gcs):
+    store = GcsHistory(_state_bucket())
+    store.record(_sending(1, generation=9))
+    store.record(_sending(2, generation=10))
+    store.record(_digest(3, [1_795_000_200]))
+    key = history.object_key("uploads", "reports/q3.csv")
+    assert fake_gcs.names(STATE_BUCKET, prefix="history/objects/") == [
+        f"history/objects/{key}/{2**63 - 1 - 10:019d}-{_id(2)}",
+        f"history/objects/{key}/{2**63 - 1 - 9:019d}-{_id(1)}",
+    ]
+    window = history.window_key("a" * 24, 1_795_000_200)
+    assert fake_gcs.names(STATE_BUCKET, prefix="history/digests/") == [
+        f"history/digests/{window}/{2**63 - 1 - 1_795_000_200:019d}-{_id(3)}"
+    ]
+
+
+def test_gcs_markers_without_their_record_are_counted_and_planted_newer_ones_say_truncated(fake_gcs, bound_of_five):
+    store = GcsHistory(_state_bucket())
+    store.record(_sending(1, generation=17))
+    key = history.object_key("uploads", "reports/q3.csv")
+    newest = f"{2**63 - 1 - 10**12:019d}"  # planted to sort before every genuine marker
+    fake_gcs.put(STATE_BUCKET, f"history/objects/{key}/{newest}-{_id(2)}", b"")  # no record
+    fake_gcs.put(STATE_BUCKET, f"history/objects/{key}/{newest}-{_id(1)}", b"")  # another generation's name
+    reader = GcsHistory(_state_bucket())
+    assert reader.by_object("uploads", "reports/q3.csv") == [_sending(1, generation=17)]
+    assert reader.unreadable == 2
+    for number in range(3, 8):
+        fake_gcs.put(STATE_BUCKET, f"history/objects/{key}/{newest}-{_id(number)}", b"")
+    crowded = GcsHistory(_state_bucket())
+    listed = crowded.by_object("uploads", "reports/q3.csv")
+    assert listed == [] and listed.truncated is True and crowded.unreadable == 5
+
+
+def test_sqlite_filed_ids_without_their_sending_are_counted(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    SqliteHistory(path).record(_sending(1))
+    with sqlite3.connect(path) as db:
+        key = history.object_key("uploads", "reports/q3.csv")
+        db.execute("INSERT INTO history_filed VALUES (?, ?)", (key, _id(2)))
+    reader = SqliteHistory(path)
+    assert reader.by_object("uploads", "reports/q3.csv") == [_sending(1)]
+    assert reader.unreadable == 1

@@ -537,3 +537,68 @@ def test_json_escapes_control_and_bidi_characters(capsys):
     assert code == 0
     assert not any(c in out for c in ("\u202e", "\x1b", "\x07", "\u009b")), repr(out[:300])
     assert json.loads(out)["notifications"][0]["object"] == name
+
+
+# --- past the bound of notifications per object (review r2 #3) ----------------------------------
+
+
+def test_an_object_with_1200_generations_shows_the_newest_1000_and_says_so(deployment, capsys):
+    from notifier.ledger.sqlite_history import SqliteHistory
+
+    store = SqliteHistory(deployment / "ledger.sqlite3")
+    for generation in range(1, 1201):
+        store.record(_sending(f"{generation:032x}", generation=generation, event_id=f"evt-{generation}"))
+
+    code, out, err = _status(capsys, "gs://acme/reports/q3.csv")
+
+    assert code == 0, err
+    shown = [int(line.split(" generation ")[1].split(":")[0]) for line in out.splitlines() if line.startswith("gs://")]
+    assert shown == list(range(201, 1201))
+    assert "showing the newest 1000 of more than 1000 notification(s)" in out
+    document = json.loads(_status(capsys, "gs://acme/reports/q3.csv", "--json")[1])
+    assert document["truncated"] is True and len(document["notifications"]) == 1000
+
+
+def test_an_object_within_the_bound_says_nothing_of_truncation(capsys):
+    history = MemoryHistory()
+    history.record(_sending())
+
+    code, out, _ = _answer(capsys, Query(bucket="acme", name="reports/q3.csv"), history)
+    assert code == 0 and "showing the newest" not in out
+    _, out, _ = _answer(capsys, Query(bucket="acme", name="reports/q3.csv"), history, as_json=True)
+    assert json.loads(out)["truncated"] is False
+
+
+def test_planted_markers_past_the_bound_do_not_hide_the_genuine_record(deployment, fake_gcs, capsys, monkeypatch):
+    """Planted names of another form than ours (here the ids alone, sorting before every genuine
+    marker, whose first digit is 9 for any generation below 10**18) cost no read and take no place
+    among the 1,000 read: twice that many are skipped and counted. (2,000, not 10,000: fake-gcs-server
+    takes uploads ever more slowly as a bucket fills, and the bound is what is tested.)"""
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import quote
+
+    import urllib3
+
+    from notifier.ledger.gcs_history import GcsHistory
+    from notifier.ledger.history import MAX_SENDINGS_PER_OBJECT, object_key
+    from tests.test_history_stores import _state_bucket
+
+    monkeypatch.delenv("NOTIFY_LEDGER_FILE")
+    monkeypatch.setenv("NOTIFY_STATE_BUCKET", STATE_BUCKET)
+    GcsHistory(_state_bucket()).record(_sending())
+    folder = f"history/objects/{object_key('acme', 'reports/q3.csv')}/"
+    planted = 2 * MAX_SENDINGS_PER_OBJECT
+    names = [quote(f"{folder}{i:032x}", safe="") for i in range(planted)]
+    bucket_url, http = f"{fake_gcs.server.url}/storage/v1/b/{STATE_BUCKET}/o", urllib3.PoolManager(maxsize=16)
+    upload = f"{fake_gcs.server.url}/upload/storage/v1/b/{STATE_BUCKET}/o?uploadType=media&name="
+    with ThreadPoolExecutor(16) as pool:  # straight to the server (not through the recording proxy): fast
+        assert set(pool.map(lambda name: http.request("POST", upload + name, body=b"").status, names)) == {200}
+    try:
+        code, out, err = _status(capsys, "gs://acme/reports/q3.csv")
+    finally:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda name: http.request("DELETE", f"{bucket_url}/{name}"), names))
+
+    assert code == 0, err
+    assert f"notification {ID_1}" in out and "showing the newest" not in out
+    assert f"{planted} record(s) in the history are not as the notifier writes them: skipped." in out

@@ -3,9 +3,13 @@ by ``python -m notifier status``.
 
 - ``history/ids/<notification id>``: the :class:`Sending` as JSON, overwritten by a later outcome
   (a replay's).
-- ``history/objects/<object_key(bucket, name)>/<notification id>``: an empty marker, created if
-  absent; a digest's instead ``history/digests/<window_key(group, window)>/<notification id>`` for
-  each window. Readers list the prefix and read each id's sending.
+- ``history/objects/<object_key(bucket, name)>/<inverted generation>-<notification id>``: an empty
+  marker, created if absent; a digest's instead
+  ``history/digests/<window_key(group, window)>/<inverted window start>-<notification id>`` for each
+  window. Inverted: ``2**63 - 1 - n``, 19 digits, so that a listing (by name) gives the newest
+  first; readers list the prefix, read the newest :func:`~notifier.ledger.history.sendings_bound`
+  ids' sendings and say whether there were more (``Filed.truncated``). Names of another form
+  (planted) are skipped and counted without a read, up to :data:`MAX_MARKERS_LISTED` names.
 - ``history/events/<notification id>/<event name>``: one object per delivery event, created with
   ``ifGenerationMatch=0``, so recording SendGrid's retried batch twice is a no-op (412: known). The
   event's JSON is its body and, when it fits, its custom metadata: one listing reads them all.
@@ -35,18 +39,18 @@ from notifier.ledger.base import LedgerError
 from notifier.ledger.bucket import MAX_METADATA_CHARS, Listed, StateBucket
 from notifier.ledger.gcs import _FAILURES, _ledger_error
 from notifier.ledger.history import (
-    MAX_SENDINGS_PER_OBJECT,
     NOTIFICATION_ID,
     REPEATABLE_EVENTS,
     Added,
     DeliveryEvent,
+    Filed,
     History,
     PartlyAdded,
     Sending,
-    filing_keys,
     max_events_kept,
     object_key,
     plan_additions,
+    sendings_bound,
     window_key,
 )
 
@@ -59,7 +63,12 @@ EVENT_KEY = "event"  # an event object's metadata key: the DeliveryEvent's JSON,
 # room for JSON's escapes; an event about 25 KB (20 details of 1,000 characters). More was planted.
 MAX_SENDING_BYTES = 256 * 1024
 MAX_EVENT_BYTES = 64 * 1024
-READERS = 8  # sendings read at once for one object's listing (up to MAX_SENDINGS_PER_OBJECT)
+READERS = 8  # sendings read at once for one object's listing (up to sendings_bound())
+# Marker names listed at most for one object or window, ours or not: names of another form cost
+# no read, so a few thousand planted ones do not hide the genuine markers after them.
+MAX_MARKERS_LISTED = 20_000
+NEWEST = 2**63 - 1  # GCS generations are int64: 2**63 - 1 - n sorts the newest first
+_MARKER = re.compile(r"([0-9]{19})-([0-9a-f]{32})")
 # Events created at once by one store, whatever the number of notifications and batches under way:
 # a batch of hundreds of events per notification is recorded within SendGrid's patience.
 CREATES = 16
@@ -102,14 +111,20 @@ class GcsHistory(History):
         if len(data) > MAX_SENDING_BYTES:
             raise LedgerError(f"history: the sending is {len(data)} bytes, over the {MAX_SENDING_BYTES} it takes")
         self._call(self._bucket.upload, name, data)
-        for prefix in _filing_prefixes(sending):
-            self._call(self._bucket.upload, prefix + sending.notification_id, b"", if_generation_match=0)
+        for marker in _marker_names(sending):
+            self._call(self._bucket.upload, marker, b"", if_generation_match=0)
 
     def by_id(self, notification_id: str) -> Sending | None:
+        return self._sending(notification_id, missing_is_skipped=False)
+
+    def _sending(self, notification_id: str, *, missing_is_skipped: bool) -> Sending | None:
+        """The id's sending; None if there is none (counted when a marker named it) or it is not
+        one this store wrote (counted)."""
         if not NOTIFICATION_ID.fullmatch(notification_id):
             return None  # never a name of ours: nothing to read
         stored = self._call(self._bucket.read, SENDING_PREFIX + notification_id, MAX_SENDING_BYTES)
         if stored is None:
+            self._skipped(1 if missing_is_skipped else 0)
             return None
         sending = None if stored.content_encoding else Sending.from_json(_loads(stored.data, MAX_SENDING_BYTES))
         if sending is None or sending.notification_id != notification_id:
@@ -117,18 +132,41 @@ class GcsHistory(History):
             return None
         return sending
 
-    def by_object(self, bucket: str, name: str) -> list[Sending]:
-        return self._filed_under(f"{OBJECT_PREFIX}{object_key(bucket, name)}/")
+    def by_object(self, bucket: str, name: str) -> Filed:
+        return self._filed_under(f"{OBJECT_PREFIX}{object_key(bucket, name)}/", lambda s: s.generation or 0)
 
-    def digests(self, group: str, window: int) -> list[Sending]:
-        return self._filed_under(f"{DIGEST_PREFIX}{window_key(group, window)}/")
+    def digests(self, group: str, window: int) -> Filed:
+        return self._filed_under(f"{DIGEST_PREFIX}{window_key(group, window)}/", lambda s: window)
 
-    def _filed_under(self, prefix: str) -> list[Sending]:
-        ids = [item.name.removeprefix(prefix) for item in self._listed(prefix, MAX_SENDINGS_PER_OBJECT)]
-        ours = [i for i in ids if NOTIFICATION_ID.fullmatch(i)]
-        self._skipped(len(ids) - len(ours))
-        found = [s for s in self._each(self.by_id, ours) if s is not None]  # None: not recorded (yet), or planted
-        return sorted(found, key=lambda s: (s.generation or 0, s.at))
+    def _filed_under(self, prefix: str, order: Callable[[Sending], int]) -> Filed:
+        """The newest sendings under ``prefix``; ``order``: the number a sending's marker inverts
+        (a marker naming another is planted: skipped)."""
+        markers, truncated = self._newest_markers(prefix)
+        read = self._each(lambda i: self._sending(i, missing_is_skipped=True), [i for _, i in markers])
+        found = [s for (inverted, _), s in zip(markers, read, strict=True)
+                 if s is not None and _inverted(order(s)) == inverted]  # fmt: skip
+        self._skipped(sum(s is not None for s in read) - len(found))  # a marker naming another's record
+        return Filed(sorted(found, key=lambda s: (s.generation or 0, s.at)), truncated=truncated)
+
+    def _newest_markers(self, prefix: str) -> tuple[list[tuple[str, str]], bool]:
+        """The newest :func:`sendings_bound` markers under ``prefix`` as (inverted number, id), and
+        whether there are more, from one listing read only as far as needed (at most
+        :data:`MAX_MARKERS_LISTED` names); names of another form skipped and counted."""
+        most, markers, other, more = sendings_bound(), list[tuple[str, str]](), 0, False
+        try:
+            for count, item in enumerate(self._bucket.list(prefix)):
+                marker = _MARKER.fullmatch(item.name.removeprefix(prefix))
+                if count == MAX_MARKERS_LISTED or (marker is not None and len(markers) == most):
+                    more = True
+                    break
+                if marker is None:
+                    other += 1
+                else:
+                    markers.append((marker[1], marker[2]))
+        except _FAILURES as error:
+            raise _ledger_error(self._bucket.name, error) from error
+        self._skipped(other)
+        return markers, more
 
     # --- delivery events -----------------------------------------------------------------------
 
@@ -217,10 +255,21 @@ class GcsHistory(History):
             raise _ledger_error(self._bucket.name, error) from error
 
 
-def _filing_prefixes(sending: Sending) -> Iterable[str]:
-    """The folder of each key the sending is filed under (filing_keys: its object's, or its windows)."""
-    folder = DIGEST_PREFIX if "windows" in (sending.digest or {}) else OBJECT_PREFIX
-    return [f"{folder}{key}/" for key in filing_keys(sending)]
+def _marker_names(sending: Sending) -> Iterable[str]:
+    """The marker of each key the sending is filed under (as filing_keys: its object's, or each
+    of its windows'), named so that a listing gives the newest first."""
+    digest, notification_id = sending.digest or {}, sending.notification_id
+    if "windows" not in digest:
+        key = object_key(sending.bucket, sending.object)
+        return [f"{OBJECT_PREFIX}{key}/{_inverted(sending.generation or 0)}-{notification_id}"]
+    group, windows = str(digest.get("group", "")), digest["windows"]
+    return [f"{DIGEST_PREFIX}{window_key(group, w)}/{_inverted(w)}-{notification_id}" for w in windows
+            if isinstance(w, int) and not isinstance(w, bool) and w >= 0]  # fmt: skip
+
+
+def _inverted(number: int) -> str:
+    """``number`` as a marker's first part: 19 digits that sort the greatest first."""
+    return f"{max(0, NEWEST - number):019d}"
 
 
 def _checked_id(notification_id: str) -> str:

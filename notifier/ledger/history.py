@@ -40,7 +40,7 @@ MAX_RECIPIENTS_KEPT = 50
 MAX_EVENTS_PER_NOTIFICATION = 500  # opens and clicks, together
 MAX_ONCE_EVENTS_PER_NOTIFICATION = 20_000  # every other kind, together
 REPEATABLE_EVENTS = frozenset({"open", "click"})
-MAX_SENDINGS_PER_OBJECT = 1_000  # listed by status for one object, oldest first
+MAX_SENDINGS_PER_OBJECT = 1_000  # read for one object (or digest window): its newest
 MAX_TEXT = 1_000  # characters of a reason, a URL or any other text a delivery event carries
 MAX_ERROR = 4 * MAX_TEXT  # characters of a Sending's error, as from_json reads them back
 MAX_MEMORY_SENDINGS = 10_000  # a MemoryHistory forgets the oldest beyond this: it lives as long as the instance
@@ -59,6 +59,21 @@ def class_bound(repeatable: bool) -> int:
 def max_events_kept() -> int:
     """All the events a notification can have, of both classes: what ``events`` reads at most."""
     return MAX_EVENTS_PER_NOTIFICATION + MAX_ONCE_EVENTS_PER_NOTIFICATION
+
+
+def sendings_bound() -> int:
+    """How many sendings one object's (or window's) listing reads at most: read when called, so
+    that a test can lower the bound."""
+    return MAX_SENDINGS_PER_OBJECT
+
+
+class Filed(list["Sending"]):
+    """The sendings filed under one object (or digest window), oldest first: its newest
+    :func:`sendings_bound` at most; ``truncated`` says that older ones were left unread."""
+
+    def __init__(self, sendings: Iterable[Sending] = (), *, truncated: bool = False) -> None:
+        super().__init__(sendings)
+        self.truncated = truncated
 
 
 def object_key(bucket: str, name: str) -> str:
@@ -260,12 +275,12 @@ class History(ABC):
         """The last sending recorded for ``notification_id``; None if there is none."""
 
     @abstractmethod
-    def by_object(self, bucket: str, name: str) -> list[Sending]:
-        """Every sending filed under the object, every generation, oldest first (at most
-        MAX_SENDINGS_PER_OBJECT)."""
+    def by_object(self, bucket: str, name: str) -> Filed:
+        """The sendings filed under the object, every generation, oldest first: the newest
+        :func:`sendings_bound` (by generation), ``truncated`` if there are more."""
 
     @abstractmethod
-    def digests(self, group: str, window: int) -> list[Sending]:
+    def digests(self, group: str, window: int) -> Filed:
         """The digests sent with events of the group's window (a late event's part is another)."""
 
     @abstractmethod
@@ -313,10 +328,10 @@ class MemoryHistory(History):
     def by_id(self, notification_id: str) -> Sending | None:
         return self._by_id.get(notification_id)
 
-    def by_object(self, bucket: str, name: str) -> list[Sending]:
-        return self._filed_under(object_key(bucket, name))[:MAX_SENDINGS_PER_OBJECT]
+    def by_object(self, bucket: str, name: str) -> Filed:
+        return self._filed_under(object_key(bucket, name))
 
-    def digests(self, group: str, window: int) -> list[Sending]:
+    def digests(self, group: str, window: int) -> Filed:
         return self._filed_under(window_key(group, window))
 
     def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> Added:
@@ -330,10 +345,13 @@ class MemoryHistory(History):
     def events(self, notification_id: str) -> list[DeliveryEvent]:
         return sorted(self._events.get(notification_id, {}).values(), key=lambda e: (e.timestamp, e.sg_event_id))
 
-    def _filed_under(self, key: str) -> list[Sending]:
+    def _filed_under(self, key: str) -> Filed:
+        """The newest :func:`sendings_bound` filed under ``key``, oldest first."""
         with self._lock:
             found = [self._by_id[i] for i in self._filed.get(key, {}) if i in self._by_id]
-        return sorted(found, key=lambda s: (s.generation or 0, s.at))
+        found.sort(key=lambda s: (s.generation or 0, s.at))
+        most = sendings_bound()
+        return Filed(found[max(0, len(found) - most) :], truncated=len(found) > most)
 
 
 def window_key(group: str, window: int) -> str:

@@ -22,16 +22,17 @@ from typing import Any
 
 from notifier.ledger.base import LedgerError
 from notifier.ledger.history import (
-    MAX_SENDINGS_PER_OBJECT,
     REPEATABLE_EVENTS,
     Added,
     DeliveryEvent,
+    Filed,
     History,
     Sending,
     filing_keys,
     max_events_kept,
     object_key,
     plan_additions,
+    sendings_bound,
     window_key,
 )
 from notifier.ledger.sqlite import _SET_UP_POLICY, immediate, thread_connection, use_wal
@@ -65,6 +66,18 @@ _KEPT_BY_CLASS = (
     "SELECT CASE WHEN NOT json_valid(event) THEN 0"
     " WHEN json_extract(event, '$.event') IN (SELECT value FROM json_each(?)) THEN 1 ELSE 0 END AS repeatable,"
     " COUNT(*) FROM history_events WHERE notification_id = ? GROUP BY repeatable"
+)
+
+
+# The newest sendings filed under a key, ids filed without a sending included (NULL: unreadable).
+# Parameters: MAX_SENDING_CHARS twice, the key, how many rows.
+_NEWEST_FILED = (
+    "SELECT f.notification_id, CASE WHEN length(s.sending) <= ? THEN s.sending END AS sending,"
+    " CASE WHEN length(s.sending) <= ? AND json_valid(s.sending) THEN json_extract(s.sending, '$.generation') END"
+    " AS generation FROM history_filed f LEFT JOIN history_sendings s ON s.notification_id = f.notification_id"
+    " WHERE f.filing_key = ?"
+    " ORDER BY generation DESC, json_extract(CASE WHEN json_valid(sending) THEN sending END, '$.at') DESC,"
+    " f.notification_id LIMIT ?"
 )
 
 
@@ -108,20 +121,20 @@ class SqliteHistory(History):
         )
         return next(iter(self._sendings(rows)), None)
 
-    def by_object(self, bucket: str, name: str) -> list[Sending]:
+    def by_object(self, bucket: str, name: str) -> Filed:
         return self._filed_under(object_key(bucket, name))
 
-    def digests(self, group: str, window: int) -> list[Sending]:
+    def digests(self, group: str, window: int) -> Filed:
         return self._filed_under(window_key(group, window))
 
-    def _filed_under(self, key: str) -> list[Sending]:
-        rows = self._rows(
-            "SELECT s.notification_id, CASE WHEN length(s.sending) <= ? THEN s.sending END"
-            " FROM history_filed f JOIN history_sendings s"
-            " ON s.notification_id = f.notification_id WHERE f.filing_key = ? LIMIT ?",
-            (MAX_SENDING_CHARS, key, MAX_SENDINGS_PER_OBJECT),
-        )
-        return sorted(self._sendings(rows), key=lambda s: (s.generation or 0, s.at))
+    def _filed_under(self, key: str) -> Filed:
+        """The newest sendings filed under ``key`` (by generation, then time), and whether there
+        are more: one row beyond the bound is read to tell. A filed id without its sending (or
+        with one unreadable: NULL) is counted."""
+        most = sendings_bound()
+        rows = self._rows(_NEWEST_FILED, (MAX_SENDING_CHARS, MAX_SENDING_CHARS, key, most + 1))
+        return Filed(sorted(self._sendings([row[:2] for row in rows[:most]]), key=lambda s: (s.generation or 0, s.at)),
+                     truncated=len(rows) > most)  # fmt: skip
 
     def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> Added:
         try:

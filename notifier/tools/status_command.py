@@ -11,15 +11,15 @@ are shown in UTC only (NOTIFY_TIMEZONE is for the emails' readers; a terminal us
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from notifier.ledger import LedgerError
-from notifier.ledger.history import NOTIFICATION_ID, DeliveryEvent, Sending
+from notifier.ledger.history import NOTIFICATION_ID, DeliveryEvent, Sending, sendings_bound
 from notifier.log import for_terminal, lines_to_stderr
+from notifier.tools.status_view import json_document, notes, nothing, shown_time, text
 
 if TYPE_CHECKING:
     from notifier.config import Settings
@@ -44,6 +44,10 @@ class Query:
     def describe(self) -> str:
         return f"notification {self.notification_id}" if self.notification_id else f"gs://{self.bucket}/{self.name}"
 
+    def asked(self) -> dict[str, str | None]:
+        """The query as --json's document says it."""
+        return {"id": self.notification_id or None, "bucket": self.bucket or None, "object": self.name or None}
+
 
 def status(args: argparse.Namespace, uri: tuple[str, str] | None) -> int:
     """Look the object (``uri``: bucket and name, parsed by the CLI) or ``args.id`` up where the
@@ -61,8 +65,8 @@ def _status(query: Query, *, as_json: bool) -> int:
         raise ValueError(_NOWHERE)
     if settings.state_bucket is None and settings.ledger_file is not None and not settings.ledger_file.exists():
         # Never created here: a read-only command leaves the file to the function.
-        nothing = f"Nothing recorded: there is no ledger file at {settings.ledger_file} (yet)."
-        print(json.dumps(_document_of(query, [], 0), indent=2) if as_json else nothing)
+        no_file = f"Nothing recorded: there is no ledger file at {settings.ledger_file} (yet)."
+        print(json_document(query.asked(), [], 0, False) if as_json else no_file)
         return 1
     ledger, _ = create_state(settings)
     return answer(query, settings, ledger, create_history(ledger), create_digest_store(ledger), as_json=as_json)
@@ -90,33 +94,37 @@ def answer(
     that cannot be read is a RuntimeError naming it."""
     now = datetime.now(UTC).timestamp() if now is None else now
     try:
-        found = notifications(query, settings, ledger, history, digests, now)
+        found, truncated = notifications(query, settings, ledger, history, digests, now)
     except LedgerError as error:
         raise RuntimeError(f"cannot read {_where(settings)} (the ledger and its history): {error}") from None
     skipped = history.unreadable  # records the store did not write (planted, or another version's)
     if as_json:
-        print(json.dumps(_document_of(query, found, skipped), indent=2))  # ASCII: no raw control characters
+        print(json_document(query.asked(), found, skipped, truncated))
         return 0 if found else 1
-    print(_text(found) if found else _nothing(query))
-    if skipped:
-        print(f"({skipped} record(s) in the history are not as the notifier writes them: skipped.)")
+    uri = None if query.notification_id else f"gs://{query.bucket}/{query.name}"
+    print(text(found) if found else nothing(query.describe(), uri))
+    for line in notes(len(found), sendings_bound(), skipped, truncated):
+        print(line)
     return 0 if found else 1
 
 
 def notifications(
     query: Query, settings: Settings, ledger: Ledger, history: History, digests: DigestStore | None, now: float
-) -> list[dict[str, Any]]:
-    """The JSON document of each notification found: an object's every generation, oldest first."""
+) -> tuple[list[dict[str, Any]], bool]:
+    """The JSON document of each notification found: an object's every generation, oldest first
+    (its newest :func:`~notifier.ledger.history.sendings_bound`); whether older ones were left unread."""
+    truncated = False
     if query.notification_id:
         sending = history.by_id(query.notification_id)
         sendings = [sending] if sending else []
     else:
-        sendings = sorted(history.by_object(query.bucket, query.name), key=lambda s: (s.generation or 0, s.at))
+        filed = history.by_object(query.bucket, query.name)
+        sendings, truncated = sorted(filed, key=lambda s: (s.generation or 0, s.at)), filed.truncated
     held = _Held(settings, digests, ledger, now)
     found = [_document(s, ledger.lookup(s.notification_id), history, held, now) for s in sendings]
     if not found and query.notification_id and (record := ledger.lookup(query.notification_id)) is not None:
         found = [_ledger_only(query.notification_id, record, history, now)]
-    return found
+    return found, truncated
 
 
 # --- the document -------------------------------------------------------------------------------
@@ -181,7 +189,7 @@ def corrected_outcome(recorded: str, record: dict[str, Any] | None, now: float) 
     if current is None or current == recorded:
         return recorded, _MEANING.get(recorded, "")
     if current == "sending now":
-        return current, f"a delivery holds its claim until {_shown_time(float(lease))}; recorded {recorded}"
+        return current, f"a delivery holds its claim until {shown_time(float(lease))}; recorded {recorded}"
     return current, f"recorded {recorded}; the ledger now says {state}" + (
         " (a replay sent it)" if current == "sent" else ""
     )  # fmt: skip
@@ -199,7 +207,7 @@ _MEANING = {
 def _unmarked(recorded: str, lease: float | None, live: bool) -> str:
     """The note for a final outcome whose ledger record is still a claim."""
     mark = _MARKED_BY[recorded]
-    until = "" if lease is None else f" {'until' if live else 'that expired at'} {_shown_time(lease)}"
+    until = "" if lease is None else f" {'until' if live else 'that expired at'} {shown_time(lease)}"
     if mark == "dead" and live:
         return (
             f"the ledger holds a claim{until}: a replay is sending it now, or the ledger's dead mark was not recorded"
@@ -318,142 +326,7 @@ class _Held:
         return {"describe": describe, "due": due, "length": int(batching.window)}  # type: ignore[union-attr]
 
 
-# --- the text ----------------------------------------------------------------------------------
-
-_LABEL = 13  # "recipients: " and its padding
-
-
-def _text(found: list[dict[str, Any]]) -> str:
-    lines: list[str] = []
-    heading = None
-    for n in found:
-        if n["object"] and (n["bucket"], n["object"], n["generation"]) != heading:
-            heading = (n["bucket"], n["object"], n["generation"])
-            same = sum(1 for m in found if (m["bucket"], m["object"], m["generation"]) == heading)
-            lines += ["" if lines else None, _t(f"gs://{n['bucket']}/{n['object']} generation {n['generation']}:"
-                                               f" {same} notification(s)", 2000)]  # fmt: skip
-        lines += ["", *_block(n)]
-    return "\n".join(line for line in lines if line is not None).strip("\n")
-
-
-def _block(n: dict[str, Any]) -> list[str]:
-    field = lambda name, value: f"  {name + ':':<{_LABEL}}{value}"  # noqa: E731
-    lines = [f"notification {_t(n['notification_id'])}"]
-    if n["kind"] == "digest":
-        lines.append(field("digest", _t(_digest_line(n["digest"]), 1000)))
-    elif n["object"]:
-        lines.append(field("object", _t(f"gs://{n['bucket']}/{n['object']} generation {n['generation']}"
-                                        f" ({n['kind']})", 2000)))  # fmt: skip
-        when = f" at {_shown_iso(n['event_time'])}" if n["event_time"] else ""
-        lines.append(field("event", _t(n["event_id"], 200) + when))
-    if n["rule"]:
-        lines.append(field("rule", _t(n["rule"])))
-    if n["recipient_count"]:
-        listed = ", ".join(_t(r, 320) for r in n["recipients"])
-        more = n["recipient_count"] - len(n["recipients"])
-        lines.append(
-            field("recipients", f"{n['recipient_count']}: {listed}" + (f" and {more} more" if more > 0 else ""))
-        )
-    recorded = (
-        f" at {_shown_iso(n['recorded_at'])}" if n["recorded_at"] and n["outcome"] == n["recorded_outcome"] else ""
-    )
-    note = f" ({_t(n['note'], 600)})" if n["note"] else ""
-    lines.append(field("outcome", _t(n["outcome"], 100) + recorded + _before(n["previous"]) + note))
-    if n["digest"] and n["kind"] != "digest":
-        first, *more = _held_lines(n["digest"])
-        lines += [field("digest", first), *(" " * _LABEL + line for line in more)]  # under the value
-    for name, value in (("message id", n["message_id"]), ("attempts", n["attempts"]), ("error", n["error"])):
-        if value:
-            lines.append(field(name, _t(str(value), 600)))
-    if n["events"] or n["outcome"] != "batched":  # a held event's mail is its digest's, shown above
-        lines += _event_lines(n["events"], "  ")
-    return lines
-
-
-def _before(previous: dict[str, Any] | None) -> str:
-    """A replay's record: what the dead letter it sent said happened before."""
-    if not previous:
-        return ""
-    error = f": {_t(previous.get('error', ''), 600)}" if previous.get("error") else ""
-    at = f" at {_shown_iso(previous['at'])}" if previous.get("at") else ""
-    return f" by replay; before: {_t(previous.get('outcome', ''), 100)}{at}{error}"
-
-
-def _event_lines(events: list[dict[str, Any]], indent: str) -> list[str]:
-    if not events:
-        return [f"{indent}no delivery events recorded"]
-    lines = [f"{indent}delivery events:"]
-    for e in events:
-        extra = f"  {_t(e['reason'], 300)}" if e["reason"] else ""
-        if kind := e["detail"].get("type"):
-            extra += f" ({_t(kind, 40)})"
-        if url := e["detail"].get("url"):
-            extra += f"  {_t(url, 300)}"
-        lines.append(f"{indent}  {_shown_iso(e['time'])}  {e['event']:<10}  {_t(e['email'], 320)}{extra}")
-    return lines
-
-
-def _held_lines(digest: dict[str, Any]) -> list[str]:
-    from notifier.digest import window_label
-
-    if digest["state"] == "unreadable":
-        return ["held for a digest, but the record is not as the notifier writes it"]
-    start = datetime.fromisoformat(digest["window"])
-    end = datetime.fromtimestamp(start.timestamp() + digest.get("length", 0), UTC)
-    window = window_label(start, end) if digest.get("length") else f"window from {start:%Y-%m-%d %H:%M} UTC"
-    group = _t(digest.get("describe") or f"group {digest['group']}", 1000)
-    if digest["state"] == "held":
-        due = f"due {_shown_iso(digest['due'])}" if digest["due"] else "never sent: its rule has no digest today"
-        return [f"held for a digest ({group}, window {window}), {due} (pending)"]
-    lines = []
-    if digest["state"] == "parked":
-        lines = [f"held for a digest ({group}, window {window}), {PARKED_SAID}"]
-    if digest["state"] == "gone":
-        lines = [f"no longer held, and no digest sent is recorded for the window from {start:%Y-%m-%d %H:%M} UTC (a"
-                 " flush may be sending it now; else its history was not recorded)"]  # fmt: skip
-    for sent in digest["digests"]:  # a late event's part is another digest of the same window
-        line = _recorded_digest_line(sent)
-        lines += [line if not lines else f"  {line}", *(_event_lines(sent["events"], "    ") if sent["outcome"]
-                                                         == "sent" else [])]  # fmt: skip
-    return lines
-
-
-PARKED_SAID = "digest dead-lettered: `python -m notifier replay` sends it"
-
-
-def _recorded_digest_line(sent: dict[str, Any]) -> str:
-    """One digest recorded for a held event's window: sent (with its message id), or what else."""
-    digest_id = _t(sent["notification_id"])
-    if sent["outcome"] == "sent":
-        alone = "; alone in it, so sent as the ordinary email" if sent.get("events_in_it") == 1 else ""
-        return f"sent in digest {digest_id} (message id {_t(sent['message_id'] or 'none')}{alone})" + _before(
-            sent.get("previous")
-        )  # fmt: skip
-    error = f": {_t(sent['error'], 600)}" if sent.get("error") else ""
-    return f"digest {digest_id} {_t(sent['outcome'], 100)} at {_shown_iso(sent['at'])}{error}"
-
-
-def _digest_line(digest: dict[str, Any] | None) -> str:
-    if not digest:
-        return "a digest"
-    windows = ", ".join(f"{_shown_iso(w)}" for w in digest["windows"])
-    return f"group {digest['group']}, {digest['events']} event(s), window(s) from {windows}"
-
-
-def _nothing(query: Query) -> str:
-    what = query.describe()
-    route = (f"python -m notifier route finalize gs://{query.bucket}/{query.name}" if not query.notification_id
-             else "python -m notifier route KIND gs://BUCKET/OBJECT")  # fmt: skip
-    return _t(f"Nothing recorded for {what}. Check: did a rule match it (`{route}`)? was the event"
-              " ignored, expired or still retrying (the function's log: deploy/logs.sh)? History is kept 30 days.",
-              3000)  # fmt: skip
-
-
 # --- small helpers -----------------------------------------------------------------------------
-
-
-def _t(text: str, limit: int = 300) -> str:
-    return for_terminal(text, limit)
 
 
 def _seconds(value: Any) -> bool:
@@ -462,26 +335,6 @@ def _seconds(value: Any) -> bool:
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
-
-
-def _shown_time(seconds: float) -> str:
-    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _shown_iso(text: str) -> str:
-    """An ISO time from the store, in UTC; shown as it is (escaped) when it is not one."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return _t(str(text), 60)
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _document_of(query: Query, found: list[dict[str, Any]], unreadable: int) -> dict[str, Any]:
-    """--json's document: the query, the notifications, and how many records were skipped."""
-    asked = {"id": query.notification_id or None, "bucket": query.bucket or None, "object": query.name or None}
-    return {"query": asked, "notifications": found, "unreadable": unreadable}
 
 
 def _where(settings: Settings) -> str:
