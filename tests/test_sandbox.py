@@ -201,7 +201,9 @@ def test_make_sandbox_gsutil_and_gcloud_give_one_email_per_action_and_ctrl_c_lea
         assert time.monotonic() - first_command <= 20
         assert len(list(outbox.glob("*.eml"))) == 3
         assert (
-            lines.wait_for(r"^sandbox logs \(function, fake-gcs-server, Pub/Sub emulator\): (.+)$", 0)[1]
+            lines.wait_for(
+                r"^sandbox logs \(function, flush, fake-gcs-server, Pub/Sub emulator, Event Webhook\): (.+)$", 0
+            )[1]
             == str(sandbox / "logs") + "/"
         )
         function_log = (sandbox / "logs" / "function.log").read_text()

@@ -12,7 +12,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -24,6 +26,8 @@ from werkzeug import Response
 
 from notifier import feedback
 from notifier.tools.processes import free_port
+from notifier.tools.sandbox_flush import AfterAnswer, FlushScheduler, running_flush_function
+from notifier.tools.sandbox_output import say
 from notifier.tools.sandbox_sendgrid import (
     BOUNCE_REASON,
     SIGNATURE_HEADER,
@@ -33,8 +37,9 @@ from notifier.tools.sandbox_sendgrid import (
     SigningKey,
     running_webhook,
     sent_from_line,
+    webhook_line,
 )
-from tests.conftest import storage_cloud_event
+from tests.conftest import read_eml, storage_cloud_event
 from tests.fake_gcs_server import STATE_BUCKET
 from tests.test_sandbox import (
     ROOT,
@@ -206,9 +211,11 @@ def test_the_pieces_end_to_end_status_shows_delivered_and_the_bounce(function_se
         text = subprocess.run([sys.executable, "-m", "notifier", "status", "gs://acme/reports/q3.csv"], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=60).stdout  # fmt: skip
         assert re.search(r"bounce\s+ops@bounce\.test\s+550 5\.1\.1 The email account", text), text
-    assert said.count(f"  warning: bounced: ops@bounce.test: {BOUNCE_REASON}") == 2
     warnings = [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
     assert [w["recipient"] for w in warnings if w.get("outcome") == "bounced"] == ["ops@bounce.test"] * 2
+    (rule,) = {w["rule"] for w in warnings if w.get("outcome") == "bounced"}  # the Sending's: "default" without rules
+    whose = f"notification {notification['notification_id']}, rule {rule}"
+    assert said.count(f"  warning: bounced: ops@bounce.test: {BOUNCE_REASON} ({whose})") == 2
     assert [cmd for cmd in _processes().values() if webhook in cmd] == []  # the webhook server is stopped
     assert port_is_free(port)
 
@@ -263,3 +270,105 @@ def test_the_sandbox_plays_sendgrid_and_its_status_line_shows_delivered_and_boun
         assert [port for port in ports if not port_is_free(port)] == []
     finally:
         stop_all(process, tag)
+
+
+# --- digests the flush sends get their delivery events too; the terminal names the notification ----
+
+DIGEST_RULES = '[[rules]]\nname = "bulk"\ninclude = ["bulk/**"]\ndigest = "1m"\n'
+
+
+class _Once:
+    """The scheduler's waits, answered at once: one run, then stopped."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def __call__(self, seconds: float) -> bool:
+        self.asked += 1
+        return self.asked > 1
+
+
+def _until(condition: Any, seconds: float = 30.0) -> None:
+    """A bound that says "not stuck": the player posts from its own thread."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not done in time"
+        time.sleep(0.05)
+
+
+def test_a_digest_the_flush_sends_gets_processed_delivered_and_bounce(function_server_factory, fake_gcs, tmp_path):
+    rules = tmp_path / "notify.toml"
+    rules.write_text(DIGEST_RULES)
+    state = {"NOTIFY_STATE_BUCKET": STATE_BUCKET, "STORAGE_EMULATOR_HOST": fake_gcs.url, "NOTIFY_BACKEND": "outbox",
+             "NOTIFY_TO": TO, "NOTIFY_CONFIG": str(rules)}  # fmt: skip
+    function = function_server_factory(**state)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "SENDGRID_"))}
+    env |= {**state, "NOTIFY_FROM": "Storage Alerts <alerts@example.com>", "NOTIFY_OUTBOX_DIR": str(function.outbox)}
+    minutes_ago = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    for i in range(2):  # held under the digest rule, their window already due
+        event = storage_cloud_event(name=f"bulk/f{i}.csv", event_id=f"bulk-{i}", updated=minutes_ago)
+        assert function.post(*reversed(to_binary(event)))[0] == 200
+    assert [e["outcome"] for e in function.new_log_lines() if "outcome" in e] == ["batched", "batched"]
+
+    key, said = SigningKey.generate(), Said()
+    gate: AfterAnswer[Sent] = AfterAnswer(sent_from_line)
+    with (
+        (tmp_path / "sendgrid-events.log").open("wb") as webhook_log,
+        (tmp_path / "flush.log").open("wb") as flush_log,
+        running_webhook(free_port(), env, key.public, webhook_log, say=said) as url,
+        running_flush_function(free_port(), env, flush_log, also=gate.offer) as flush_url,
+    ):
+        player = SendGridPlayer(url, key, function.outbox, log="sendgrid-events.log", say=said)
+        gate.attach(player.queue)
+        player.start()
+        FlushScheduler(flush_url, outbox="outbox", log="flush.log", say=said, wait=_Once(), gate=gate).run()
+        _until(lambda: sum(line.startswith(("delivered ", "bounce ")) for line in said) == 2
+               and any("warning: bounced" in line for line in said))  # fmt: skip
+        player.stop()
+
+    (digest_id,) = {read_eml(path)["X-Notification-Id"] for path in function.outbox.glob("*.eml")}  # one digest
+    from notifier.config import load_settings
+    from notifier.ledger import create_history, create_state
+
+    history = create_history(create_state(load_settings(env))[0])
+    assert sorted((e.event, e.email) for e in history.events(digest_id)) == [
+        ("bounce", "ops@bounce.test"), ("delivered", "data-team@example.com"),
+        ("processed", "data-team@example.com"), ("processed", "ops@bounce.test"),
+    ]  # fmt: skip
+    assert any(re.fullmatch(r"delivered digest   rule bulk\b.* → data-team@example\.com", line) for line in said), said
+    assert any(re.fullmatch(r"bounce    digest   rule bulk\b.* → ops@bounce\.test: 550 5\.1\.1.*", line)
+               for line in said), said  # fmt: skip
+    assert f"  warning: bounced: ops@bounce.test: {BOUNCE_REASON} (notification {digest_id}, rule bulk)" in said
+
+
+def test_lines_of_a_flush_under_way_are_handed_on_once_it_answered():
+    handed: list[str] = []
+    gate: AfterAnswer[str] = AfterAnswer(lambda line: line if line.startswith("sent") else None)
+    gate.offer("sent a")  # before the player is there: kept for it
+    gate.attach(handed.append)
+    assert handed == ["sent a"]
+    gate.begin()
+    gate.offer("sent b")
+    gate.offer("other")
+    assert handed == ["sent a"], "the flush records the digest's Sending after its line: not known yet"
+    gate.end()
+    gate.offer("sent c")  # read after the answer: its run is done
+    assert handed == ["sent a", "sent b", "sent c"]
+
+
+def test_the_webhooks_warning_names_the_notification_and_its_rule():
+    warning = {"severity": "WARNING", "message": "dropped: ann@example.com: Bounced Address", "outcome": "dropped",
+               "notification_id": ID, "rule": "reports\x1b[2J", "recipient": "ann@example.com"}  # fmt: skip
+    assert webhook_line(json.dumps(warning), ROOT) == (
+        f"  warning: dropped: ann@example.com: Bounced Address (notification {ID}, rule reports\\x1b[2J)"
+    )
+    del warning["rule"]
+    assert webhook_line(json.dumps(warning), ROOT) == (
+        f"  warning: dropped: ann@example.com: Bounced Address (notification {ID})"
+    )
+    other = {"severity": "WARNING", "message": "webhook rejected: bad signature", "webhook": "rejected"}
+    assert webhook_line(json.dumps(other), ROOT) == "  warning: webhook rejected: bad signature"
+
+
+def test_the_flush_scheduler_prints_whole_lines_beside_the_other_threads():
+    assert FlushScheduler("http://127.0.0.1:1", outbox="o", log="l")._say is say

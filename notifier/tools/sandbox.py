@@ -49,7 +49,7 @@ from notifier.tools.processes import (
     stop_on_signals,
     wait_until_serving,
 )
-from notifier.tools.sandbox_flush import running_flush_function, scheduled_flush
+from notifier.tools.sandbox_flush import AfterAnswer, start_flush
 from notifier.tools.sandbox_folder import (
     PROJECT,
     TAG,
@@ -59,8 +59,8 @@ from notifier.tools.sandbox_folder import (
     sandbox_at,
     write_gcloud_config,
 )
-from notifier.tools.sandbox_output import SHOWN_CHARS, human_line, shown
-from notifier.tools.sandbox_sendgrid import say, start_sendgrid
+from notifier.tools.sandbox_output import SHOWN_CHARS, human_line, say, shown
+from notifier.tools.sandbox_sendgrid import sent_from_line, start_sendgrid
 
 UPLOADS = "sandbox-uploads"  # the watched bucket
 STATE = "sandbox-state"  # NOTIFY_STATE_BUCKET: the ledger and dead letters, as deployed
@@ -236,11 +236,15 @@ def serve(sandbox: SandboxDir, ports: Ports, env: Mapping[str, str], started: li
                 for name in ("pubsub-emulator.log", "fake-gcs-server.log", "function.log", "flush.log",
                              "sendgrid-events.log")
             )  # fmt: skip
-            print(f"sandbox logs (function, fake-gcs-server, Pub/Sub emulator): {shown(sandbox.logs, Path.cwd())}/")
-            output = start_parts(stack, sandbox, ports, env, (emulator_log, storage_log, function_log), started)
-            start_flush(stack, sandbox, ports, env, flush_log, started)
             real = real_backend(env)  # real mail: SendGrid's own events go to a deployed webhook (SMTP has none)
+            logged = "function, flush, fake-gcs-server, Pub/Sub emulator" + ("" if real else ", Event Webhook")
+            print(f"sandbox logs ({logged}): {shown(sandbox.logs, Path.cwd())}/")
+            output = start_parts(stack, sandbox, ports, env, (emulator_log, storage_log, function_log), started)
+            digests = None if real else AfterAnswer(sent_from_line)  # the flush's digests, for the player
+            start_flush(stack, sandbox, ports.flush, env, flush_log, started, digests)
             player = None if real else start_sendgrid(stack, sandbox, ports.webhook, env, webhook_log, started)
+            if digests is not None and player is not None:
+                digests.attach(player.queue)
             print_ready(sandbox, Path.cwd(), env)
             health = {
                 "the Pub/Sub emulator": (ports.emulator, emulator_log),
@@ -285,18 +289,6 @@ def start_parts(
         ) from None
     print(f"sandbox: fake-gcs-server on {storage.url}: gs://{UPLOADS} (watched), gs://{STATE} (state bucket)")
     return output
-
-
-def start_flush(
-    stack: ExitStack, sandbox: SandboxDir, ports: Ports, env: Mapping[str, str], log: IO[bytes], started: list[str]
-) -> None:
-    """flush_digests with the function's settings, called at the top of every minute as the deployed
-    Cloud Scheduler job calls it; the scheduler stops first, then the function."""
-    started.append("the flush function")
-    url = stack.enter_context(running_flush_function(ports.flush, env, log))
-    cwd = Path.cwd()
-    stack.enter_context(scheduled_flush(url, outbox=shown(sandbox.outbox, cwd), log=shown(Path(log.name), cwd)))
-    print(f"sandbox: flush_digests called every minute, on the minute (its log: {shown(Path(log.name), cwd)})")
 
 
 def _start(stack: ExitStack, manager: AbstractContextManager[T], log: IO[bytes]) -> T:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
@@ -20,6 +21,14 @@ from notifier.log import for_terminal
 SHOWN_CHARS = 300  # of one warning or error line, or an outcome's reason
 OBJECT_CHARS = 120  # of an object name: its start and end (the folder and the extension) say most
 _ALARMING = re.compile(r"\b(?:ERROR|CRITICAL|WARNING)\b|Traceback|Error\b|Exception\b")
+_TERMINAL = threading.Lock()
+
+
+def say(text: str) -> None:
+    """Print one line whole: print() writes the text and its newline apart, so two threads printing
+    at once (the function's lines, the flush's, SendGrid's player's, the webhook's) could run into each other."""
+    with _TERMINAL:
+        print(text)
 
 
 def human_line(line: str, cwd: Path) -> str | None:

@@ -3,7 +3,8 @@
 With the outbox backend nothing reports back as SendGrid does, so the sandbox does it: a P-256 key
 pair made for this run (the private key only in this process's memory), ``sendgrid_events`` served
 by a third functions-framework server with the public key as SENDGRID_WEBHOOK_PUBLIC_KEY and the
-event function's state bucket, and a poster. For each ``sent`` outcome line of the event function it
+event function's state bucket, and a poster. For each ``sent`` outcome line of the event function,
+and of the flush function (a digest; its id is the .eml's X-Notification-Id), it
 reads the recipients from the ``.eml`` copies the outbox wrote (To and Cc; X-Notification-Id checked),
 then signs and POSTs one SendGrid-shaped batch: ``processed`` and then ``delivered`` per recipient;
 an address at ``bounce.test`` (a reserved domain) gets ``bounce`` instead, so the bounce WARNING and
@@ -25,6 +26,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
@@ -35,7 +37,7 @@ from notifier.log import LINE_LIMIT, for_terminal
 from notifier.tools.localcloud import json_object
 from notifier.tools.processes import start_server, stop_group, wait_until_serving
 from notifier.tools.sandbox_folder import SandboxDir, SandboxError
-from notifier.tools.sandbox_output import SHOWN_CHARS, human_line, object_name, shown
+from notifier.tools.sandbox_output import SHOWN_CHARS, human_line, object_name, say, shown
 
 TARGET = "sendgrid_events"
 KEY_VARIABLE = "SENDGRID_WEBHOOK_PUBLIC_KEY"
@@ -49,14 +51,6 @@ RETRY_WAITS = (1.0, 2.0, 4.0)  # SendGrid retries for a day; the sandbox gives u
 MAX_RECIPIENTS = 500  # per notification: a batch of 1,000 events stays far under the webhook's 1 MiB
 ANSWER_BYTES = 16 * 1024
 ALARMING = ("WARNING", "ERROR", "CRITICAL")
-_TERMINAL = threading.Lock()
-
-
-def say(text: str) -> None:
-    """Print one line whole: print() writes the text and its newline apart, so two threads printing
-    at once (the function's lines, the player's, the webhook's) could run into each other."""
-    with _TERMINAL:
-        print(text)
 
 
 @dataclass(frozen=True)
@@ -92,13 +86,14 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """What the poster needs of one ``sent`` outcome line."""
+    """What the poster needs of one ``sent`` outcome line (a digest's: kind "digest" and its group)."""
 
     notification_id: str
     message_id: str
     kind: str
     bucket: str
     object: str
+    group: str = ""  # a digest's: ``rule bulk, bucket sandbox-uploads, folder bulk/``
 
     @property
     def emls(self) -> list[Path]:
@@ -106,22 +101,44 @@ class Sent:
         return [Path(p) for p in self.message_id.split(",") if p.endswith(".eml")]
 
     def described(self) -> str:
+        if self.group:
+            return f"{'digest':<8} {for_terminal(self.group, SHOWN_CHARS)}"
         return f"{for_terminal(self.kind, 20):<8} gs://{for_terminal(self.bucket, 63)}/{object_name(self.object)}"
 
 
 def sent_from_line(line: str) -> Sent | None:
-    """The ``sent`` outcome in one of the event function's log lines, else None."""
+    """The ``sent`` outcome in one of the event function's log lines, or a digest's in the flush
+    function's (which names its group, not its id: the id is its copies' X-Notification-Id), else None."""
     try:
         entry = json.loads(line)
     except ValueError:
         return None
     if not isinstance(entry, dict) or entry.get("outcome") != "sent":
         return None
+    texts = {name: entry.get(name) for name in ("message_id", "kind", "bucket", "object", "group_of")}
+    message_id, kind, bucket, name, group = (v if isinstance(v, str) else "" for v in texts.values())
     notification_id = entry.get("notification_id")
+    if notification_id is None and "group_of" in entry:  # the flush's line for a digest it sent
+        notification_id, kind = digest_id(message_id), "digest"
     if not (isinstance(notification_id, str) and NOTIFICATION_ID.fullmatch(notification_id)):
         return None
-    texts = {name: entry.get(name) for name in ("message_id", "kind", "bucket", "object")}
-    return Sent(notification_id, **{k: v if isinstance(v, str) else "" for k, v in texts.items()})
+    return Sent(notification_id, message_id, kind, bucket, name, group)
+
+
+def _headers(path: Path) -> EmailMessage | None:
+    try:
+        with path.open("rb") as handle:
+            return BytesHeaderParser(policy=default_policy).parse(handle)  # type: ignore[return-value]
+    except OSError:
+        return None
+
+
+def digest_id(message_id: str) -> str | None:
+    """A digest's notification id: the X-Notification-Id of the first copy its receipt names."""
+    for path in Sent("", message_id, "", "", "").emls:
+        if (headers := _headers(path)) is not None:
+            return str(headers.get("X-Notification-Id", "")).strip()
+    return None
 
 
 def recipients_of(sent: Sent, outbox: Path) -> list[str]:
@@ -130,12 +147,8 @@ def recipients_of(sent: Sent, outbox: Path) -> list[str]:
     emls = sent.emls or sorted(outbox.glob(f"*-{sent.notification_id}*.eml"))
     found: dict[str, None] = {}
     for path in emls:
-        try:
-            with path.open("rb") as handle:
-                headers = BytesHeaderParser(policy=default_policy).parse(handle)
-        except OSError:
-            continue
-        if str(headers.get("X-Notification-Id", "")).strip() != sent.notification_id:
+        headers = _headers(path)
+        if headers is None or str(headers.get("X-Notification-Id", "")).strip() != sent.notification_id:
             continue
         for field in ("To", "Cc"):
             for address in getattr(headers.get(field), "addresses", ()):
@@ -206,7 +219,11 @@ class SendGridPlayer:
     def offer(self, line: str) -> None:
         """One of the event function's log lines: a ``sent`` outcome is queued, anything else ignored."""
         if (sent := sent_from_line(line)) is not None:
-            self._sent.put(sent)
+            self.queue(sent)
+
+    def queue(self, sent: Sent) -> None:
+        """A ``sent`` outcome read elsewhere (the flush function's, once its run has answered)."""
+        self._sent.put(sent)
 
     def run(self) -> None:
         """The thread's loop until :meth:`stop` (a test calls it after queuing a None to end it)."""
@@ -268,7 +285,17 @@ def webhook_line(line: str, cwd: Path) -> str | None:
         return human_line(line, cwd)  # a traceback or other alarming text
     if not isinstance(entry, dict) or str(entry.get("severity")) not in ALARMING:
         return None
-    return f"  {str(entry['severity']).lower()}: {for_terminal(str(entry.get('message', '')), SHOWN_CHARS)}"
+    text = f"  {str(entry['severity']).lower()}: {for_terminal(str(entry.get('message', '')), SHOWN_CHARS)}"
+    return text + whose(entry)
+
+
+def whose(entry: Mapping[str, Any]) -> str:
+    """`` (notification ID, rule R)`` when the line names them (a bounce's, a drop's, a spam report's)."""
+    notification_id, rule = entry.get("notification_id"), entry.get("rule")
+    if not isinstance(notification_id, str) or not notification_id:
+        return ""
+    named = f"rule {for_terminal(rule, 100)}" if isinstance(rule, str) and rule else ""
+    return f" (notification {for_terminal(notification_id, 100)}{', ' + named if named else ''})"
 
 
 def _pump(stream: IO[bytes], log: IO[bytes], say: Callable[[str], None], cwd: Path) -> None:
