@@ -284,6 +284,7 @@ class Pipeline(Replaying):
             notification, DEAD_LETTERED, started, logging.ERROR, exc_info=exc_info,
             status=status, error=detail, dead_letter=stored_at, replaying=replaying,
             subject=message.subject if message is not None else None,
+            **({"attempts": error.attempts} if isinstance(error, DeliveryError) else {}),  # status shows them
         )  # fmt: skip
         return Outcome(DEAD_LETTERED, notification.id)
 

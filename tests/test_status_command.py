@@ -136,9 +136,11 @@ def test_json_is_a_stable_document_with_the_events(capsys):
             "email": "ann@example.com",
             "reason": "",
             "sg_event_id": "sg-5",
+            "message_id": "",  # the event names no message (sg_message_id)
             "detail": {},
         }
     ]
+    assert found["messages"] == [{"message_id": "sg-msg-1", "recorded": True, "events": 0}]
 
 
 def test_every_generation_of_an_object_is_shown_oldest_first_each_with_its_notifications(capsys):
@@ -602,3 +604,165 @@ def test_planted_markers_past_the_bound_do_not_hide_the_genuine_record(deploymen
     assert code == 0, err
     assert f"notification {ID_1}" in out and "showing the newest" not in out
     assert f"{planted} record(s) in the history are not as the notifier writes them: skipped." in out
+
+
+# --- review 17 r3: a duplicate send told apart; a stable order; a dead letter's attempts ---------
+
+
+def _at(second: int, event: str, email: str, message: str, name: str, reason: str = "") -> DeliveryEvent:
+    """An event at ``T0 + second`` of SendGrid's message ``message`` (its sg_message_id: the
+    X-Message-Id, a dot, the filter's suffix), recorded as ``name``."""
+    return DeliveryEvent(name, event, T0 + second, email, reason, {"sg_message_id": f"{message}.filter0001.1.0"})
+
+
+def _one_message(message: str, tag: str) -> list[DeliveryEvent]:
+    return [
+        _at(2, "processed", "ann@example.com", message, f"{tag}-p-ann"),
+        _at(2, "processed", "bob@example.com", message, f"{tag}-p-bob"),
+        _at(3, "delivered", "ann@example.com", message, f"{tag}-d-ann"),
+        _at(3, "bounce", "bob@example.com", message, f"{tag}-b-bob", "550 5.1.1 no such user"),
+    ]
+
+
+def test_an_accepted_attempt_whose_answer_was_lost_is_told_apart_as_a_duplicate(capsys):
+    """SendGrid took the first attempt, its answer timed out, the retry was sent too: two messages."""
+    history = MemoryHistory()
+    history.record(_sending(message_id="XID-1", attempts=2))
+    history.add_events(ID_1, _one_message("XID-0", "first") + _one_message("XID-1", "second"))
+
+    code, out, _ = _answer(capsys, Query(notification_id=ID_1), history)
+
+    assert code == 0
+    assert (
+        "SendGrid reported 2 messages for this notification: an attempt whose answer was lost was accepted too"
+        " (a duplicate email)"
+    ) in out, out
+    lines = out.splitlines()
+    start = lines.index("  delivery events:")
+    each = [
+        f"{_utc(T0 + 2)}  processed   ann@example.com",
+        f"{_utc(T0 + 2)}  processed   bob@example.com",
+        f"{_utc(T0 + 3)}  delivered   ann@example.com",
+        f"{_utc(T0 + 3)}  bounce      bob@example.com  550 5.1.1 no such user",
+    ]
+    assert [line.strip() for line in lines[start + 1 :]] == [
+        "message XID-1 (the recorded one):",
+        *each,
+        "message XID-0:",
+        *each,
+    ], out
+
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history, as_json=True)
+    (found,) = json.loads(out)["notifications"]
+    assert [(e["message_id"], e["sg_event_id"]) for e in found["events"]][:3] == [
+        ("XID-0", "first-p-ann"), ("XID-1", "second-p-ann"), ("XID-0", "first-p-bob")
+    ]  # fmt: skip
+    assert found["messages"] == [
+        {"message_id": "XID-1", "recorded": True, "events": 4},
+        {"message_id": "XID-0", "recorded": False, "events": 4},
+    ]
+
+
+def test_the_events_of_the_recorded_message_alone_are_listed_without_a_duplicate_said(capsys):
+    history = MemoryHistory()
+    history.record(_sending(message_id="XID-1", attempts=2))
+    history.add_events(ID_1, _one_message("XID-1", "only"))
+
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history)
+
+    assert "messages for this notification" not in out and "message XID-1" not in out, out
+    assert f"    {_utc(T0 + 2)}  processed   ann@example.com" in out.splitlines()
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history, as_json=True)
+    assert json.loads(out)["notifications"][0]["messages"] == [{"message_id": "XID-1", "recorded": True, "events": 4}]
+
+
+def test_events_of_the_same_second_follow_a_messages_life_then_the_address(capsys):
+    history = MemoryHistory()
+    history.record(_sending())
+    life = ["processed", "deferred", "delivered", "open", "click", "spamreport"]
+    # sg_event_ids sort against that order: a listing by id would show them backwards
+    events = [_at(5, name, "ann@example.com", "sg-msg-1", f"z{9 - i}") for i, name in enumerate(life)]
+    events += [_at(5, "bounce", "bob@example.com", "sg-msg-1", "a0"), _at(5, "processed", "bob@example.com",
+                                                                          "sg-msg-1", "a1")]  # fmt: skip
+    history.add_events(ID_1, events)
+
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history)
+
+    shown = [line.split()[3:5] for line in out.splitlines() if line.startswith(f"    {_utc(T0 + 5)[:10]}")]
+    assert shown == [["processed", "ann@example.com"], ["processed", "bob@example.com"],
+                     ["deferred", "ann@example.com"], ["delivered", "ann@example.com"],
+                     ["bounce", "bob@example.com"], ["open", "ann@example.com"], ["click", "ann@example.com"],
+                     ["spamreport", "ann@example.com"]], out  # fmt: skip
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history, as_json=True)
+    assert [[e["event"], e["email"]] for e in json.loads(out)["notifications"][0]["events"]] == shown
+
+
+PLAIN = """
+[[rules]]
+name = "plain"
+buckets = ["plain"]
+to = ["ops@example.com"]
+"""
+
+
+def test_a_dead_lettered_notification_shows_its_attempts_and_that_replay_sends_it(capsys, tmp_path):
+    world = World(tmp_path, rules=PLAIN)
+    world.backend.failures.append(DeliveryError("from.email: invalid", transient=False, status=400, attempts=3))
+    assert world.event(1, bucket="plain") == ["dead-lettered"]
+
+    capsys.readouterr()  # the outcome line
+    code, out, _ = _answer(capsys, Query(bucket="plain", name="in/1.csv"), world.pipeline.history,
+                           ledger=world.ledger, settings=world.pipeline.settings)  # fmt: skip
+
+    assert code == 0, out
+    assert "  attempts:    3" in out.splitlines(), out
+    (line,) = [line for line in out.splitlines() if "python -m notifier replay" in line]
+    assert "`python -m notifier replay` sends it once the cause is fixed" in line, out
+
+
+def test_a_dead_letter_whose_lost_answer_was_accepted_says_the_email_went_out(capsys):
+    """The first attempt was accepted but its answer lost; the retry was refused: dead-lettered, yet
+    SendGrid delivered the first (a replay would send a second copy)."""
+    history = MemoryHistory()
+    history.record(_sending(outcome="dead-lettered", message_id="", attempts=2, error="SendGrid answered 400"))
+    history.add_events(ID_1, _one_message("XID-0", "first"))
+
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history)
+
+    assert (
+        "SendGrid reported 1 message(s) for this notification, though none is recorded as sent: an attempt whose"
+        " answer was lost was accepted (the email went out)"
+    ) in out, out
+    assert "    message XID-0:" in out.splitlines() and "(the recorded one)" not in out
+
+
+def test_a_recorded_message_id_with_a_dot_still_claims_its_events(capsys):
+    """SendGrid's ids have no dot, but what X-Message-Id carried is what is recorded: an event whose
+    sg_message_id begins with it (and a dot) is that message's."""
+    history = MemoryHistory()
+    history.record(_sending(message_id="XID-q3.csv-1"))
+    history.add_events(ID_1, _one_message("XID-q3.csv-1", "only"))
+
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history, as_json=True)
+
+    (found,) = json.loads(out)["notifications"]
+    assert found["messages"] == [{"message_id": "XID-q3.csv-1", "recorded": True, "events": 4}]
+    assert {e["message_id"] for e in found["events"]} == {"XID-q3.csv-1"}
+
+
+def test_events_naming_no_message_come_last_when_the_events_are_grouped(capsys):
+    history = MemoryHistory()
+    history.record(_sending(message_id="XID-1"))
+    history.add_events(ID_1, [*_one_message("XID-0", "first")[:1], _event(1, "deferred", "ann@example.com")])
+
+    _, out, _ = _answer(capsys, Query(notification_id=ID_1), history)
+
+    lines = [line.strip() for line in out.splitlines()]
+    start = lines.index("delivery events:")
+    assert lines[start + 1 :] == [
+        "message XID-1 (the recorded one):",
+        "message XID-0:",
+        f"{_utc(T0 + 2)}  processed   ann@example.com",
+        "naming no message:",
+        f"{_utc(T0 + 1)}  deferred    ann@example.com",
+    ], out

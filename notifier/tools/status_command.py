@@ -136,16 +136,18 @@ def _document(
     state = record.get("state") if isinstance(record, dict) and isinstance(record.get("state"), str) else None
     outcome, note = corrected_outcome(sending.outcome, record, now)
     ledger_message_id = record.get("message_id") if record and isinstance(record.get("message_id"), str) else ""
+    message_id = (ledger_message_id if state == "sent" else "") or sending.message_id
     document = {
         "notification_id": sending.notification_id, "bucket": sending.bucket, "object": sending.object,
         "generation": sending.generation, "kind": sending.kind, "event_id": sending.event_id,
         "event_time": sending.event_time, "rule": sending.rule, "recipients": list(sending.recipients),
         "recipient_count": sending.recipient_count, "outcome": outcome, "recorded_outcome": sending.outcome,
         "recorded_at": sending.at, "note": note, "ledger_state": state,
-        "message_id": (ledger_message_id if state == "sent" else "") or sending.message_id,
-        "attempts": sending.attempts, "error": sending.error, "events": _events(history, sending.notification_id),
+        "message_id": message_id, "attempts": sending.attempts, "error": sending.error,
+        "events": _events(history, sending.notification_id, message_id),
         "digest": None, "previous": None if sending.previous is None else dict(sending.previous),
     }  # fmt: skip
+    document["messages"] = messages(document["message_id"], document["events"])
     if sending.digest is not None:
         document["digest"] = _digest_sent(sending.digest) if "windows" in sending.digest else held.what(
             sending.digest, history
@@ -216,15 +218,48 @@ def _unmarked(recorded: str, lease: float | None, live: bool) -> str:
     return f"the ledger's {mark} mark was not recorded (it holds a claim{until}): {again}"
 
 
-def _events(history: History, notification_id: str) -> list[dict[str, Any]]:
-    return [_event_json(e) for e in history.events(notification_id)]
+# SendGrid's order of a message's life: events of the same second are shown in it (then by address).
+LIFE_ORDER = {"processed": 0, "deferred": 1, "delivered": 2, "bounce": 2, "dropped": 2, "open": 3, "click": 4,
+              "spamreport": 5}  # fmt: skip
 
 
-def _event_json(event: DeliveryEvent) -> dict[str, Any]:
+def _events(history: History, notification_id: str, recorded: str) -> list[dict[str, Any]]:
+    """The notification's delivery events in a stable order: by time, a message's life, address;
+    each with the message it is about (``recorded``: the message id as stored)."""
+    events = sorted(
+        history.events(notification_id),
+        key=lambda e: (e.timestamp, LIFE_ORDER.get(e.event, len(LIFE_ORDER)), e.email, e.sg_event_id),
+    )
+    ours = [m for m in recorded.split(",") if m]
+    return [_event_json(e, message_of(e, ours)) for e in events]
+
+
+def _event_json(event: DeliveryEvent, message_id: str) -> dict[str, Any]:
     return {
         "event": event.event, "time": datetime.fromtimestamp(event.timestamp, UTC).isoformat(), "email": event.email,
-        "reason": event.reason, "sg_event_id": event.sg_event_id, "detail": dict(event.detail),
+        "reason": event.reason, "sg_event_id": event.sg_event_id, "message_id": message_id,
+        "detail": dict(event.detail),
     }  # fmt: skip
+
+
+def message_of(event: DeliveryEvent, recorded: list[str]) -> str:
+    """The X-Message-Id of the message an event is about: a recorded one its sg_message_id begins
+    with (then a "."), else the part before the first "." (SendGrid appends its filter's suffix to
+    ids without dots); "" when it names none."""
+    named = event.detail.get("sg_message_id", "")
+    return next((m for m in recorded if named == m or named.startswith(f"{m}.")), named.split(".", 1)[0])
+
+
+def messages(recorded: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages a notification's events are about, with how many each: the recorded ones first
+    (``recorded``: the message id as stored, several joined by commas when the recipients took more
+    than one request), then any other (an attempt whose answer was lost, accepted all the same)."""
+    counts: dict[str, int] = {m: 0 for m in recorded.split(",") if m}
+    ours = set(counts)
+    for event in events:
+        if event["message_id"]:
+            counts[event["message_id"]] = counts.get(event["message_id"], 0) + 1
+    return [{"message_id": m, "recorded": m in ours, "events": n} for m, n in counts.items()]
 
 
 def _digest_sent(digest: Any) -> dict[str, Any]:
@@ -266,8 +301,11 @@ class _Held:
             {"notification_id": s.notification_id, "outcome": s.outcome, "message_id": s.message_id, "at": s.at,
              "error": s.error, "events_in_it": (s.digest or {}).get("events"),
              "previous": None if s.previous is None else dict(s.previous),
-             "events": _events(history, s.notification_id) if s.outcome == "sent" else []} for s in recorded
+             "events": _events(history, s.notification_id, s.message_id) if s.outcome == "sent" else []}
+            for s in recorded
         ]  # fmt: skip
+        for sent in found["digests"]:
+            sent["messages"] = messages(sent["message_id"], sent["events"])
         if ours is not None:
             length = self._window_length(ours)
             return {

@@ -58,9 +58,18 @@ def _block(n: dict[str, Any]) -> list[str]:
     for name, value in (("message id", n["message_id"]), ("attempts", n["attempts"]), ("error", n["error"])):
         if value:
             lines.append(field(name, _t(str(value), 600)))
+    if replay := REPLAY_SAID.get(n["outcome"]):
+        lines.append(field("replay", replay))
     if n["events"] or n["outcome"] != "batched":  # a held event's mail is its digest's, shown above
-        lines += _event_lines(n["events"], "  ")
+        lines += _event_lines(n["events"], "  ", n["messages"])
     return lines
+
+
+# An outcome a dead letter was stored for → what sends it (as a dead-lettered digest's line says).
+REPLAY_SAID = {
+    "dead-lettered": "`python -m notifier replay` sends it once the cause is fixed",
+    "partially-sent": "`python -m notifier replay` sends it to those refused once the cause is fixed",
+}
 
 
 def _before(previous: dict[str, Any] | None) -> str:
@@ -72,18 +81,43 @@ def _before(previous: dict[str, Any] | None) -> str:
     return f" by replay; before: {_t(previous.get('outcome', ''), 100)}{at}{error}"
 
 
-def _event_lines(events: list[dict[str, Any]], indent: str) -> list[str]:
+def _event_lines(events: list[dict[str, Any]], indent: str, messages: list[dict[str, Any]]) -> list[str]:
+    """The delivery events, in the order given; grouped by message (the recorded ones first) when
+    SendGrid reported one the notifier has not recorded: a send it accepted whose answer was lost."""
     if not events:
         return [f"{indent}no delivery events recorded"]
-    lines = [f"{indent}delivery events:"]
+    unrecorded = [m for m in messages if not m["recorded"]]
+    if not unrecorded:
+        return [f"{indent}delivery events:", *(f"{indent}  {_event_line(e)}" for e in events)]
+    recorded = [m for m in messages if m["recorded"]]
+    label = "the recorded one" if len(recorded) == 1 else "recorded"
+    by_message: dict[str, list[str]] = {}  # one pass: a planted history may name thousands of messages
     for e in events:
-        extra = f"  {_t(e['reason'], 300)}" if e["reason"] else ""
-        if kind := e["detail"].get("type"):
-            extra += f" ({_t(kind, 40)})"
-        if url := e["detail"].get("url"):
-            extra += f"  {_t(url, 300)}"
-        lines.append(f"{indent}  {_shown_iso(e['time'])}  {e['event']:<10}  {_t(e['email'], 320)}{extra}")
+        by_message.setdefault(e["message_id"], []).append(f"{indent}    {_event_line(e)}")
+    lines = [f"{indent}{_duplicate_said(len(messages), bool(recorded))}", f"{indent}delivery events:"]
+    for m in [*recorded, *unrecorded]:
+        lines.append(f"{indent}  message {_t(m['message_id'], 200)}{f' ({label})' if m['recorded'] else ''}:")
+        lines += by_message.get(m["message_id"], [])
+    if unnamed := by_message.get(""):
+        lines += [f"{indent}  naming no message:", *unnamed]
     return lines
+
+
+def _duplicate_said(count: int, any_recorded: bool) -> str:
+    if any_recorded:
+        return (f"SendGrid reported {count} messages for this notification: an attempt whose answer was lost was"
+                " accepted too (a duplicate email)")  # fmt: skip
+    return (f"SendGrid reported {count} message(s) for this notification, though none is recorded as sent: an"
+            " attempt whose answer was lost was accepted (the email went out)")  # fmt: skip
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    extra = f"  {_t(e['reason'], 300)}" if e["reason"] else ""
+    if kind := e["detail"].get("type"):
+        extra += f" ({_t(kind, 40)})"
+    if url := e["detail"].get("url"):
+        extra += f"  {_t(url, 300)}"
+    return f"{_shown_iso(e['time'])}  {e['event']:<10}  {_t(e['email'], 320)}{extra}"
 
 
 def _held_lines(digest: dict[str, Any]) -> list[str]:
@@ -106,8 +140,8 @@ def _held_lines(digest: dict[str, Any]) -> list[str]:
                  " flush may be sending it now; else its history was not recorded)"]  # fmt: skip
     for sent in digest["digests"]:  # a late event's part is another digest of the same window
         line = _recorded_digest_line(sent)
-        lines += [line if not lines else f"  {line}", *(_event_lines(sent["events"], "    ") if sent["outcome"]
-                                                         == "sent" else [])]  # fmt: skip
+        events = _event_lines(sent["events"], "    ", sent["messages"]) if sent["outcome"] == "sent" else []
+        lines += [line if not lines else f"  {line}", *events]
     return lines
 
 
