@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
@@ -135,6 +135,21 @@ def use_wal(db: sqlite3.Connection) -> None:
     SQLite's busy timeout does not wait for that, _SET_UP_POLICY does)."""
     if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         db.execute("PRAGMA journal_mode=WAL")
+
+
+def create_tables(local: threading.local, path: Path, schema: Sequence[str]) -> None:
+    """Create ``path``'s folder and, in WAL mode, the tables a store beside the ledger keeps there
+    (its ``CREATE TABLE IF NOT EXISTS`` statements): retried while another process holds the file,
+    as the ledger's own set-up is; sqlite3.Error if it still fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def set_up() -> None:
+        db = thread_connection(local, path)
+        use_wal(db)
+        for statement in schema:
+            db.execute(statement)
+
+    _SET_UP_POLICY.copy()(set_up)
 
 
 @contextlib.contextmanager

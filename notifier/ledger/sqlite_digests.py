@@ -15,7 +15,7 @@ from notifier.digest import MAX_SUMMARY, Group, HeldEntry, entry_from_summary
 from notifier.events import InvalidEvent
 from notifier.ledger.base import LedgerError
 from notifier.ledger.digests import DigestStore, HeldListing, included_ids
-from notifier.ledger.sqlite import _SET_UP_POLICY, immediate, thread_connection, use_wal
+from notifier.ledger.sqlite import create_tables, immediate, thread_connection
 
 MAX_LISTED = 50_000  # entries one pending() reads, as a state bucket's listing: the next flush gets the rest
 MAX_EVENT_CHARS = 128 * 1024
@@ -54,17 +54,10 @@ class SqliteDigestStore(DigestStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()  # sqlite3 connections are not shared between threads
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _SET_UP_POLICY.copy()(self._set_up)
+            create_tables(self._local, path, _SCHEMA)
         except sqlite3.Error as error:
             raise self._error(error) from error
-
-    def _set_up(self) -> None:
-        db = self._connection()
-        use_wal(db)
-        for statement in _SCHEMA:
-            db.execute(statement)
 
     def hold(self, entry: HeldEntry, event: dict[str, Any]) -> bool:
         row = (*_key(entry), entry.fitted_summary(), json.dumps(event))

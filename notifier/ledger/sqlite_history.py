@@ -35,7 +35,7 @@ from notifier.ledger.history import (
     sendings_bound,
     window_key,
 )
-from notifier.ledger.sqlite import _SET_UP_POLICY, immediate, thread_connection, use_wal
+from notifier.ledger.sqlite import create_tables, immediate, thread_connection
 
 MAX_SENDING_CHARS = 256 * 1024  # as the state bucket's bound: a longer row was planted, and is not read
 MAX_EVENT_CHARS = 64 * 1024
@@ -88,17 +88,10 @@ class SqliteHistory(History):
         self.path = path
         self.unreadable = 0  # rows read back that this store did not write (skipped)
         self._local = threading.local()  # sqlite3 connections are not shared between threads
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _SET_UP_POLICY.copy()(self._set_up)
+            create_tables(self._local, path, _SCHEMA)
         except sqlite3.Error as error:
             raise self._error(error) from error
-
-    def _set_up(self) -> None:
-        db = self._connection()
-        use_wal(db)
-        for statement in _SCHEMA:
-            db.execute(statement)
 
     def record(self, sending: Sending) -> None:
         filed = [(key, sending.notification_id) for key in filing_keys(sending)]

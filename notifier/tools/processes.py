@@ -154,13 +154,23 @@ def wait_until_answering(
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    """Status and the start of the body of a GET, whatever the status."""
+    return local_request(url, timeout=2)
+
+
+def local_request(
+    url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None, *, timeout: float,
+    answer_bytes: int = ANSWER_BYTES,
+) -> tuple[int, bytes]:  # fmt: skip
+    """A GET (or, with ``body``, a POST) to a server we started: its status and the start of its
+    answer (at most ``answer_bytes``), whatever the status. OSError when it does not answer."""
+    method = "GET" if body is None else "POST"
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback server
-            return response.status, response.read(ANSWER_BYTES)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own loopback server
+            return response.status, response.read(answer_bytes)
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, error.read(ANSWER_BYTES)
+            return error.code, error.read(answer_bytes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,6 @@ import math
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -24,7 +22,7 @@ from typing import IO, Generic, TypeVar
 from notifier.flush import FLUSH_BUDGET_SECONDS
 from notifier.log import LINE_LIMIT, for_terminal
 from notifier.tools.localcloud import json_object
-from notifier.tools.processes import start_server, stop_group, wait_until_serving
+from notifier.tools.processes import local_request, start_server, stop_group, wait_until_serving
 from notifier.tools.sandbox_folder import SandboxDir, SandboxError
 from notifier.tools.sandbox_output import say, shown
 
@@ -44,13 +42,7 @@ def next_run(now: float) -> float:
 
 def post_flush(url: str, timeout: float) -> tuple[int, bytes]:
     """Cloud Scheduler's call: an empty POST; the status and the start of the body, whatever the status."""
-    request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - our loopback server
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our loopback server
-            return response.status, response.read(ANSWER_BYTES)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read(ANSWER_BYTES)
+    return local_request(url, b"", timeout=timeout, answer_bytes=ANSWER_BYTES)
 
 
 def run_line(at: float, status: int, body: bytes, *, outbox: str, log: str) -> str | None:

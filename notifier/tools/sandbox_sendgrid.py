@@ -21,8 +21,6 @@ import secrets
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from typing import IO, Any
 from notifier.ledger.history import NOTIFICATION_ID
 from notifier.log import LINE_LIMIT, for_terminal
 from notifier.tools.localcloud import json_object
-from notifier.tools.processes import start_server, stop_group, wait_until_serving
+from notifier.tools.processes import local_request, start_server, stop_group, wait_until_serving
 from notifier.tools.sandbox_folder import SandboxDir, SandboxError
 from notifier.tools.sandbox_output import SHOWN_CHARS, human_line, object_name, say, shown
 
@@ -189,15 +187,9 @@ def events_for(
 
 def post_batch(url: str, body: bytes, headers: Mapping[str, str], timeout: float = POST_TIMEOUT) -> tuple[int, bytes]:
     """SendGrid's POST: the status and the start of the answer, whatever the status."""
-    request = urllib.request.Request(  # noqa: S310 - our loopback server
-        url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+    return local_request(
+        url, body, {"Content-Type": "application/json", **headers}, timeout=timeout, answer_bytes=ANSWER_BYTES
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our loopback server
-            return response.status, response.read(ANSWER_BYTES)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read(ANSWER_BYTES)
 
 
 class SendGridPlayer:
