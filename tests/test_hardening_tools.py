@@ -341,7 +341,10 @@ def test_an_env_file_that_is_not_a_flat_map_of_strings_is_refused(tmp_path, cont
 
 def test_settings_deploy_sh_owns_are_replaced_however_they_are_spelled(tmp_path):
     env_file = tmp_path / "env.yaml"
-    env_file.write_text('{"NOTIFY_DEADLINE_SECONDS": "999", \'NOTIFY_KEY_SECRET\': other, NOTIFY_TO: a@example.com}\n')
+    env_file.write_text(
+        '{"NOTIFY_DEADLINE_SECONDS": "999", \'NOTIFY_KEY_SECRET\': other, NOTIFY_TO: a@example.com,'
+        ' "GOOGLE_CLOUD_PROJECT": another-project}\n'
+    )
     result, calls = run_script(
         "deploy.sh", *DEPLOY_ARGS, "--env-file", str(env_file), "--secret", "sg-key", tmp_path=tmp_path
     )
@@ -349,6 +352,7 @@ def test_settings_deploy_sh_owns_are_replaced_however_they_are_spelled(tmp_path)
     (deploy,) = deploy_calls(calls)
     assert deploy["env_file"] == (
         'NOTIFY_TO: "a@example.com"\nNOTIFY_DEADLINE_SECONDS: "45"\nNOTIFY_KEY_SECRET: "sg-key"\n'
+        'GOOGLE_CLOUD_PROJECT: "acme-prod"\n'
     )
 
 
