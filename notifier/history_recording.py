@@ -79,6 +79,8 @@ class HistoryRecording:
         or, for a replay (nothing else to send first), recorded now."""
         if outcome not in RECORDED and not (outcome == RETRYING and fields.get("attempts")):
             return
+        if not self.history.keeps:  # no state bucket: nothing is kept, so nothing is built either
+            return
         from notifier.ledger.history import notification_sending
 
         sending = notification_sending(

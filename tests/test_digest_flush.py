@@ -14,6 +14,7 @@ from notifier.digest import FLUSH_GRACE_SECONDS, Group, HeldEntry, claim_id, due
 from notifier.flush import BUSY, PARKED, Flusher
 from notifier.ledger import ClaimStatus, LedgerError
 from notifier.ledger.digests import MemoryDigestStore
+from notifier.ledger.history import MemoryHistory
 from notifier.ledger.local import LocalDeadLetters
 from notifier.ledger.memory import MemoryLedger
 from notifier.mail.base import Backend, DeliveryError, Message, Receipt
@@ -128,7 +129,8 @@ class CountingRenderer(Renderer):
 
 
 class World:
-    """One pipeline with memory state and a flusher whose clock the test sets."""
+    """One pipeline with memory state (its history too: a ledger in memory keeps none by itself) and a
+    flusher whose clock the test sets."""
 
     def __init__(self, tmp_path: Path, rules: str = RULES) -> None:
         config = tmp_path / "notify.toml"
@@ -138,7 +140,7 @@ class World:
         self.dead_letters = LocalDeadLetters(tmp_path / "deadletters")
         self.pipeline = Pipeline(
             settings, backend=self.backend, renderer=CountingRenderer.for_settings(settings), ledger=self.ledger,
-            dead_letters=self.dead_letters, digests=self.store,
+            dead_letters=self.dead_letters, digests=self.store, history=MemoryHistory(),
         )  # fmt: skip
         self.pipeline.sleep = lambda _seconds: None
         self.now = float(W0)

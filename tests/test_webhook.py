@@ -29,11 +29,14 @@ from notifier.ledger.history import (
     DeliveryEvent,
     History,
     MemoryHistory,
+    NoHistory,
     Sending,
 )
 from notifier.ledger.memory import MemoryLedger
+from notifier.ledger.sqlite import SqliteLedger
+from notifier.ledger.sqlite_history import SqliteHistory
 from notifier.pipeline import Pipeline
-from tests.conftest import settings_for
+from tests.conftest import settings_for, storage_cloud_event
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_800_000_000
@@ -267,11 +270,21 @@ def test_many_notifications_in_one_batch_are_each_recorded(key):
     assert all(len(known.events(i)) == 2 for i in ids)
 
 
-def test_the_pipeline_makes_its_history_beside_the_ledger_once():
-    pipeline = Pipeline(settings_for(NOTIFY_BACKEND="console"), ledger=MemoryLedger())
+def test_the_pipeline_makes_its_history_beside_the_ledger_once(tmp_path):
+    pipeline = Pipeline(settings_for(NOTIFY_BACKEND="console"), ledger=SqliteLedger(tmp_path / "ledger.sqlite3"))
     found = pipeline.history
-    assert isinstance(found, MemoryHistory)
+    assert isinstance(found, SqliteHistory) and found.path == tmp_path / "ledger.sqlite3"
     assert pipeline.history is found
+
+
+def test_beside_a_ledger_in_memory_no_history_is_kept_or_even_built(monkeypatch):
+    """Per-instance memory (deployed without a state bucket): no status or webhook could read it."""
+    pipeline = Pipeline(settings_for(NOTIFY_BACKEND="console"), ledger=MemoryLedger())
+    assert isinstance(pipeline.history, NoHistory)
+    built = []
+    monkeypatch.setattr(history_module, "notification_sending", lambda *a, **k: built.append(a))
+    assert pipeline.handle(storage_cloud_event(event_id="kept-nowhere")) != []
+    assert built == []
 
 
 _LOAD_EVENT_TARGET = """

@@ -92,7 +92,7 @@ def create_digest_store(ledger: Ledger) -> DigestStore | None:
 
 def create_history(ledger: Ledger) -> History:
     """The history beside ``ledger`` (what became of each notification, SendGrid's delivery events):
-    in the state bucket, in the SQLite ledger's file, or in memory."""
+    in the state bucket, or in the SQLite ledger's file; beside a ledger in memory, none (NoHistory)."""
     if ledger.name == "gcs":
         from notifier.ledger.gcs_history import GcsHistory
 
@@ -101,6 +101,6 @@ def create_history(ledger: Ledger) -> History:
         from notifier.ledger.sqlite_history import SqliteHistory
 
         return SqliteHistory(ledger.path)  # type: ignore[attr-defined]
-    from notifier.ledger.history import MemoryHistory
+    from notifier.ledger.history import NoHistory
 
-    return MemoryHistory()
+    return NoHistory()

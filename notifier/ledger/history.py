@@ -264,6 +264,7 @@ def _count(value: Any) -> bool:
 class History(ABC):
     name: str
     unreadable: int = 0  # records read back that the store did not write, skipped: status says how many
+    keeps = True  # False: NoHistory, for which the pipeline builds no Sending at all
 
     @abstractmethod
     def record(self, sending: Sending) -> None:
@@ -296,9 +297,36 @@ class History(ABC):
         """The notification's delivery events, in time order (at most :func:`max_events_kept`)."""
 
 
+class NoHistory(History):
+    """The history beside a ledger in memory (a deployment without a state bucket): none. Neither
+    ``status`` (another process) nor the webhook (which refuses to start there) could read it, so
+    keeping it would only cost each event CPU and the instance memory."""
+
+    name = "none"
+    keeps = False
+
+    def record(self, sending: Sending) -> None:
+        return None
+
+    def by_id(self, notification_id: str) -> Sending | None:
+        return None
+
+    def by_object(self, bucket: str, name: str) -> Filed:
+        return Filed()
+
+    def digests(self, group: str, window: int) -> Filed:
+        return Filed()
+
+    def add_events(self, notification_id: str, events: Sequence[DeliveryEvent]) -> Added:
+        return Added()
+
+    def events(self, notification_id: str) -> list[DeliveryEvent]:
+        return []
+
+
 class MemoryHistory(History):
-    """One process's history: tests, and deployments without a state bucket (where ``status``,
-    a separate process, cannot read it: the README says so)."""
+    """One process's history, for tests (as the outbox and console backends are for mail): a
+    deployment without a state bucket keeps none (:class:`NoHistory`)."""
 
     name = "memory"
 
