@@ -112,7 +112,8 @@ def test_the_batch_is_signed_as_sendgrid_signs_and_shaped_as_its_events(httpserv
     assert {e["notification_id"] for e in events} == {ID}  # custom_args at top level, as SendGrid puts them
     assert len({e["sg_event_id"] for e in events}) == 4
     assert [e["timestamp"] for e in events] == [NOW - 1, NOW - 1, NOW, NOW]  # processed a second before
-    assert all(e["sg_message_id"].startswith(path.stem + ".") for e in events)
+    # Each names the message its copy was recorded as (the receipt's path), as SendGrid's name its X-Message-Id.
+    assert all(e["sg_message_id"].startswith(str(path) + ".") for e in events)
     assert (events[3]["type"], events[3]["reason"]) == ("bounce", BOUNCE_REASON)
     assert said == [
         "delivered finalize gs://acme/reports/q3.csv → data-team@example.com",
@@ -207,6 +208,8 @@ def test_the_pieces_end_to_end_status_shows_delivered_and_the_bounce(function_se
             ("bounce", "ops@bounce.test"), ("delivered", "data-team@example.com"),
             ("processed", "data-team@example.com"), ("processed", "ops@bounce.test"),
         ]  # fmt: skip
+        # The events name the messages recorded as sent: no duplicate email is said to have gone out.
+        assert all(m["recorded"] for m in notification["messages"]), notification["messages"]
         player.play(sent_from_line(line))  # SendGrid retrying the same events (new ids, as the poster makes them)
         text = subprocess.run([sys.executable, "-m", "notifier", "status", "gs://acme/reports/q3.csv"], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=60).stdout  # fmt: skip

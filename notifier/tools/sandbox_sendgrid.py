@@ -140,10 +140,17 @@ def digest_id(message_id: str) -> str | None:
 
 
 def recipients_of(sent: Sent, outbox: Path) -> list[str]:
-    """The To and Cc addresses of the outbox's copies of ``sent`` (each once, at most MAX_RECIPIENTS).
-    The copies its receipt names, else those named by its id; only those whose X-Notification-Id is it."""
+    """The To and Cc addresses of the outbox's copies of ``sent`` (each once, at most MAX_RECIPIENTS)."""
+    return list(copies_of(sent, outbox))
+
+
+def copies_of(sent: Sent, outbox: Path) -> dict[str, str]:
+    """Each To and Cc address of the outbox's copies of ``sent`` (each once, at most MAX_RECIPIENTS),
+    with the copy it is in, as the receipt names it: the message id SendGrid's events of that address
+    name (``sg_message_id`` starts with it, as with SendGrid's X-Message-Id). The copies its receipt
+    names, else those named by its id; only those whose X-Notification-Id is it."""
     emls = sent.emls or sorted(outbox.glob(f"*-{sent.notification_id}*.eml"))
-    found: dict[str, None] = {}
+    found: dict[str, str] = {}
     for path in emls:
         headers = _headers(path)
         if headers is None or str(headers.get("X-Notification-Id", "")).strip() != sent.notification_id:
@@ -151,8 +158,8 @@ def recipients_of(sent: Sent, outbox: Path) -> list[str]:
         for field in ("To", "Cc"):
             for address in getattr(headers.get(field), "addresses", ()):
                 if address.addr_spec and len(found) < MAX_RECIPIENTS:
-                    found.setdefault(address.addr_spec)
-    return list(found)
+                    found.setdefault(address.addr_spec, str(path))
+    return found
 
 
 def bounces(email: str) -> bool:
@@ -160,17 +167,24 @@ def bounces(email: str) -> bool:
 
 
 def events_for(
-    sent: Sent, recipients: Sequence[str], now: int, new_id: Callable[[], str] = lambda: secrets.token_urlsafe(16)
+    sent: Sent,
+    recipients: Sequence[str],
+    now: int,
+    new_id: Callable[[], str] = lambda: secrets.token_urlsafe(16),
+    copies: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """SendGrid's events for ``sent``: ``processed`` for each recipient a second before ``now`` (so
     that status, which orders by time, shows them first), then ``delivered`` (or ``bounce`` at
-    bounce.test) at ``now``. Our custom arg at top level, as SendGrid puts custom_args."""
-    x_message_id = sent.emls[0].stem if sent.emls else sent.message_id[:100] or sent.notification_id
+    bounce.test) at ``now``. Our custom arg at top level, as SendGrid puts custom_args; each event's
+    ``sg_message_id`` starts with the message id of the copy its address is in (``copies``), else the
+    receipt's, so that status ties it to the message recorded as sent."""
+    default_message_id = sent.message_id.split(",")[0] or sent.notification_id
 
     def event(name: str, email: str, index: int, **fields: Any) -> dict[str, Any]:
+        message_id = (copies or {}).get(email, default_message_id)
         return {
             "email": email, "timestamp": now - 1 if name == "processed" else now, "event": name,
-            "sg_event_id": new_id(), "sg_message_id": f"{x_message_id}.sandbox-{index}.0",
+            "sg_event_id": new_id(), "sg_message_id": f"{message_id}.sandbox-{index}.0",
             "smtp-id": f"<{sent.notification_id}@storage-notifier>", "notification_id": sent.notification_id, **fields,
         }  # fmt: skip
 
@@ -228,12 +242,13 @@ class SendGridPlayer:
 
     def play(self, sent: Sent) -> None:
         """Post ``sent``'s events, retried a few times on 5xx or no answer; one line per recipient."""
-        recipients = recipients_of(sent, self.outbox)
+        copies = copies_of(sent, self.outbox)
+        recipients = list(copies)
         if not recipients:
             self._say(f"  warning: no recipients found in the outbox for notification {sent.notification_id}:"
                       " no delivery events sent")  # fmt: skip
             return
-        body = json.dumps(events_for(sent, recipients, int(self._clock()))).encode()
+        body = json.dumps(events_for(sent, recipients, int(self._clock()), copies=copies)).encode()
         status, answer = 0, b""
         for wait in (*RETRY_WAITS, None):
             try:  # signed when posted, as SendGrid signs each attempt
