@@ -271,8 +271,8 @@ def look_up(notification_id: str, history: History, ledger: Ledger, cache: IdCac
     written). A LedgerError is raised, and nothing remembered."""
     if (cached := cache.get(notification_id)) is not None:
         return cached
-    sending = history.by_id(notification_id)
-    found = Lookup(True, sending.rule) if sending is not None else Lookup(ledger.lookup(notification_id) is not None)
+    sending, ours = history.find(notification_id, ledger)
+    found = Lookup(ours, sending.rule if sending is not None else None)
     cache.put(notification_id, found)
     return found
 

@@ -215,11 +215,11 @@ def test_with_the_state_bucket_the_sending_is_in_it(fake_gcs):
     state = {"ledger": GcsLedger(bucket), "dead_letters": GcsDeadLetters(bucket)}
     pipeline, _ = _pipeline(Receipt("scripted", "sg-1"), clock=time.monotonic, **state)  # the state deadline's clock
     (outcome,) = pipeline.handle(_event())
-    stored = fake_gcs.read_json(STATE_BUCKET, f"history/ids/{outcome.notification_id}")
-    assert (stored["outcome"], stored["message_id"], stored["generation"]) == ("sent", "sg-1", 42)
     key = object_key("acme", "reports/q3.csv")
     marker = f"history/objects/{key}/{2**63 - 1 - 42:019d}-{outcome.notification_id}"  # newest first by name
     assert fake_gcs.names(STATE_BUCKET, "history/objects/") == [marker]
+    stored = fake_gcs.read_json(STATE_BUCKET, marker)  # the marker is the sending (its claim's record says where)
+    assert (stored["outcome"], stored["message_id"], stored["generation"]) == ("sent", "sg-1", 42)
 
 
 _COLD_START = """

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from notifier.ledger import LedgerError, create_history, gcs_history, history, sqlite_history
+from notifier.ledger.base import sending_about
 from notifier.ledger.bucket import StateBucket
 from notifier.ledger.gcs import GcsLedger
 from notifier.ledger.gcs_history import GcsHistory, event_name
-from notifier.ledger.history import DeliveryEvent, History, MemoryHistory, Sending
+from notifier.ledger.history import DeliveryEvent, History, MemoryHistory, NoHistory, Sending
 from notifier.ledger.memory import MemoryLedger
 from notifier.ledger.sqlite import SqliteLedger
 from notifier.ledger.sqlite_history import SqliteHistory
@@ -63,7 +64,17 @@ def make_store(request, tmp_path):
     if request.param == "sqlite":
         return lambda: SqliteHistory(tmp_path / "ledger.sqlite3")
     request.getfixturevalue("fake_gcs")
-    return lambda: GcsHistory(_state_bucket())
+    return lambda: ClaimedFirstGcsHistory(_state_bucket())
+
+
+class ClaimedFirstGcsHistory(GcsHistory):
+    """The state bucket's history as the pipeline leaves it: an ordinary notification's ledger
+    record (its claim, saying ``about`` its sending) is there before its sending is recorded."""
+
+    def record(self, sending: Sending) -> None:
+        if sending.digest is None and GcsLedger(self._bucket).lookup(sending.notification_id) is None:
+            _claimed(sending)
+        super().record(sending)
 
 
 @pytest.fixture
@@ -190,7 +201,7 @@ def test_every_other_kind_has_its_own_larger_bound(make_store, small_event_cap):
 
 
 def test_create_history_picks_the_store_beside_the_ledger(tmp_path, fake_gcs):
-    assert isinstance(create_history(MemoryLedger()), MemoryHistory)
+    assert isinstance(create_history(MemoryLedger()), NoHistory), "per-instance memory: nobody could read it"
     sqlite_store = create_history(SqliteLedger(tmp_path / "ledger.sqlite3"))
     assert isinstance(sqlite_store, SqliteHistory) and sqlite_store.path == tmp_path / "ledger.sqlite3"
     assert isinstance(create_history(GcsLedger(_state_bucket())), GcsHistory)
@@ -237,16 +248,17 @@ def test_gcs_names_are_the_designs(fake_gcs):
     store.add_events(_id(1), [_event("ev-1"), _event("not safe/one"), _event("ev-2", "open")])
     names = fake_gcs.names(STATE_BUCKET, "history/")
     key = history.object_key("uploads", "reports/q3.csv")
-    assert names == sorted([
-        f"history/ids/{_id(1)}", f"history/ids/{_id(2)}", f"history/objects/{key}/{2**63 - 1 - 17:019d}-{_id(1)}",
+    assert names == sorted([  # an ordinary sending's only record is its marker; a digest's is kept by id too
+        f"history/ids/{_id(2)}", f"history/objects/{key}/{2**63 - 1 - 17:019d}-{_id(1)}",
         f"history/digests/{history.window_key('a' * 24, 1_795_000_200)}/{2**63 - 1 - 1_795_000_200:019d}-{_id(2)}",
         f"history/events/{_id(1)}/ev-1", f"history/events/{_id(1)}/{event_name('not safe/one')}",
         f"history/events/{_id(1)}/open.ev-2",  # opens and clicks: their kind first, so a listing counts them
     ])  # fmt: skip
     assert event_name("not safe/one") == __import__("hashlib").sha256(b"not safe/one").hexdigest()
-    assert fake_gcs.read_json(STATE_BUCKET, f"history/ids/{_id(1)}") == _sending(1).to_json()
-    marker = fake_gcs.blob(STATE_BUCKET, f"history/objects/{key}/{2**63 - 1 - 17:019d}-{_id(1)}")
-    assert marker.size == 0
+    assert fake_gcs.read_json(STATE_BUCKET, f"history/objects/{key}/{2**63 - 1 - 17:019d}-{_id(1)}") == (
+        _sending(1).to_json()
+    )
+    assert fake_gcs.read_json(STATE_BUCKET, f"history/ids/{_id(2)}") == _digest(2, [1_795_000_200]).to_json()
 
 
 def test_gcs_events_are_read_with_one_listing(fake_gcs):
@@ -451,3 +463,131 @@ def test_sqlite_filed_ids_without_their_sending_are_counted(tmp_path):
     reader = SqliteHistory(path)
     assert reader.by_object("uploads", "reports/q3.csv") == [_sending(1)]
     assert reader.unreadable == 1
+
+
+# --- the state bucket: one upload per ordinary sending, found by id through its ledger record ----
+
+
+def _marker(sending: Sending) -> str:
+    key = history.object_key(sending.bucket, sending.object)
+    return f"history/objects/{key}/{2**63 - 1 - (sending.generation or 0):019d}-{sending.notification_id}"
+
+
+def _claimed(sending: Sending, *, about: dict[str, str] | None = None) -> None:
+    """The ledger record the pipeline's claim leaves (``about``: what it says of the sending)."""
+    ledger = GcsLedger(_state_bucket())
+    claim = ledger.claim(sending.notification_id, lease_seconds=60,
+                         about=about or sending_about(sending.bucket, sending.object, sending.generation))  # fmt: skip
+    ledger.mark_sent(claim, sending.message_id)
+
+
+def test_gcs_an_ordinary_sending_is_one_upload_found_by_id_through_its_ledger_record(fake_gcs):
+    sending = _sending(1)
+    _claimed(sending)
+    store = GcsHistory(_state_bucket())
+    del fake_gcs.requests[:]
+    store.record(sending)
+    assert [(r.method, r.object_name) for r in fake_gcs.requests] == [("POST", _marker(sending))]
+    assert fake_gcs.read_json(STATE_BUCKET, _marker(sending)) == sending.to_json(), "the marker is the record"
+    reader = GcsHistory(_state_bucket())
+    del fake_gcs.requests[:]
+    assert reader.by_id(_id(1)) == sending
+    assert [r.object_name for r in fake_gcs.requests] == [f"ledger/{_id(1)}", _marker(sending)]
+    replayed = _sending(1, outcome="sent", attempts=3)
+    store.record(replayed)  # a later outcome replaces the marker's sending
+    assert reader.by_id(_id(1)) == replayed and reader.by_object("uploads", "reports/q3.csv") == [replayed]
+
+
+def test_gcs_digests_are_kept_by_id_and_held_events_by_their_object_alone(fake_gcs):
+    """A digest's id has no ledger record to say where its marker is: kept by id. An event held for
+    a digest is one write, its marker: a bulk upload's thousands would each cost a second one."""
+    held = _sending(1, outcome="batched", digest={"group": "a" * 24, "window": 1_795_000_200, "held_id": "h" * 8})
+    digest = _digest(2, [1_795_000_200])
+    store = GcsHistory(_state_bucket())
+    del fake_gcs.requests[:]
+    store.record(held)
+    assert [r.method for r in fake_gcs.requests] == ["POST"]
+    store.record(digest)
+    assert fake_gcs.names(STATE_BUCKET, "history/ids/") == [f"history/ids/{_id(2)}"]
+    reader = GcsHistory(_state_bucket())
+    assert reader.by_id(_id(1)) is None and reader.by_id(_id(2)) == digest
+    assert reader.by_object("uploads", "reports/q3.csv") == [held]
+    assert reader.digests("a" * 24, 1_795_000_200) == [digest]
+
+
+def test_gcs_a_retry_is_kept_by_id_too_since_its_claim_is_released(fake_gcs):
+    retrying = _sending(1, outcome="retrying", attempts=2)
+    GcsHistory(_state_bucket()).record(retrying)
+    assert GcsHistory(_state_bucket()).by_id(_id(1)) == retrying
+
+
+def test_gcs_a_ledger_record_without_about_falls_back_to_the_id(fake_gcs):
+    ledger = GcsLedger(_state_bucket())
+    ledger.mark_sent(ledger.claim(_id(1), lease_seconds=60), "sg-1")  # an older record, or a digest's
+    fake_gcs.put(STATE_BUCKET, f"history/ids/{_id(1)}", json.dumps(_sending(1).to_json()).encode())
+    reader = GcsHistory(_state_bucket())
+    del fake_gcs.requests[:]
+    assert reader.by_id(_id(1)) == _sending(1) and reader.unreadable == 0
+    assert [r.object_name for r in fake_gcs.requests] == [f"ledger/{_id(1)}", f"history/ids/{_id(1)}"]
+
+
+def test_gcs_an_unknown_id_costs_two_reads(fake_gcs):
+    reader = GcsHistory(_state_bucket())
+    del fake_gcs.requests[:]
+    assert reader.by_id(_id(9)) is None and reader.unreadable == 0
+    assert [r.object_name for r in fake_gcs.requests] == [f"ledger/{_id(9)}", f"history/ids/{_id(9)}"]
+
+
+@pytest.mark.parametrize(
+    "about",
+    [
+        ["not", "a", "mapping"],
+        {"object_key": "../../ledger/x", "generation": "17"},
+        {"object_key": "AB" * 16, "generation": "17"},
+        {"object_key": "ab" * 16, "generation": "-1"},
+        {"object_key": "ab" * 16, "generation": "1" * 30},
+        {"object_key": "ab" * 16},
+        {"object_key": 7, "generation": "17"},
+        "ab" * 16,
+    ],
+)
+def test_gcs_a_garbled_about_is_counted_and_never_followed(fake_gcs, about):
+    fake_gcs.put(STATE_BUCKET, f"ledger/{_id(1)}", json.dumps({"state": "sent", "about": about}).encode())
+    fake_gcs.put(STATE_BUCKET, f"history/ids/{_id(1)}", json.dumps(_sending(1).to_json()).encode())
+    reader = GcsHistory(_state_bucket())
+    del fake_gcs.requests[:]
+    assert reader.by_id(_id(1)) == _sending(1), "the id's own record, as without about"
+    assert reader.unreadable == 1
+    assert [r.object_name for r in fake_gcs.requests] == [f"ledger/{_id(1)}", f"history/ids/{_id(1)}"]
+
+
+def test_gcs_a_marker_not_of_the_id_or_object_is_counted_and_not_returned(fake_gcs):
+    sending = _sending(1)
+    _claimed(sending)
+    other_object = _sending(1, name="reports/other.csv")  # under q3.csv's marker: planted
+    fake_gcs.put(STATE_BUCKET, _marker(sending), json.dumps(other_object.to_json()).encode())
+    reader = GcsHistory(_state_bucket())
+    assert reader.by_id(_id(1)) is None and reader.unreadable == 1
+    assert reader.by_object("uploads", "reports/q3.csv") == [] and reader.unreadable == 2
+    fake_gcs.put(STATE_BUCKET, _marker(sending), json.dumps(_sending(2).to_json()).encode())  # another id's
+    assert GcsHistory(_state_bucket()).by_id(_id(1)) is None
+
+
+def test_gcs_markers_of_before_are_read_through_their_ids(fake_gcs):
+    """History written before markers held the sending (30 days' worth): an empty marker, ids/."""
+    sending = _sending(1)
+    fake_gcs.put(STATE_BUCKET, _marker(sending), b"")
+    fake_gcs.put(STATE_BUCKET, f"history/ids/{_id(1)}", json.dumps(sending.to_json()).encode())
+    reader = GcsHistory(_state_bucket())
+    assert reader.by_object("uploads", "reports/q3.csv") == [sending] and reader.by_id(_id(1)) == sending
+    assert reader.unreadable == 0
+
+
+def test_the_webhooks_look_up_of_an_unknown_id_costs_two_reads(fake_gcs):
+    from notifier.feedback import IdCache, look_up
+
+    bucket = _state_bucket()
+    del fake_gcs.requests[:]
+    found = look_up(_id(9), GcsHistory(bucket), GcsLedger(bucket), IdCache())
+    assert found.known is False
+    assert len([r for r in fake_gcs.requests if r.method == "GET"]) <= 2, [r.object_name for r in fake_gcs.requests]

@@ -175,9 +175,9 @@ def test_a_body_that_trickles_is_cut_off(memory_server):
 @pytest.fixture
 def bucket_server(function_server_factory, fake_gcs, key):
     from notifier.ledger.bucket import StateBucket
-    from notifier.ledger.gcs_history import GcsHistory
+    from tests.test_history_stores import ClaimedFirstGcsHistory  # the sending's claim says where it is
 
-    history = GcsHistory(StateBucket(STATE_BUCKET, fake_gcs.url, retry_budget=0.0))
+    history = ClaimedFirstGcsHistory(StateBucket(STATE_BUCKET, fake_gcs.url, retry_budget=0.0))
     history.record(sending())
     server = function_server_factory(target="sendgrid_events", SENDGRID_WEBHOOK_PUBLIC_KEY=key.public,
                                      NOTIFY_STATE_BUCKET=STATE_BUCKET, STORAGE_EMULATOR_HOST=fake_gcs.url)  # fmt: skip
@@ -248,9 +248,9 @@ def test_ids_found_unknown_are_not_read_again_by_the_instance(bucket_server, key
 @needs_gcs_history
 def test_alarm_lines_carry_the_request_s_trace(function_server_factory, fake_gcs, key):
     from notifier.ledger.bucket import StateBucket
-    from notifier.ledger.gcs_history import GcsHistory
+    from tests.test_history_stores import ClaimedFirstGcsHistory  # the sending's claim says where it is
 
-    history = GcsHistory(StateBucket(STATE_BUCKET, fake_gcs.url, retry_budget=0.0))
+    history = ClaimedFirstGcsHistory(StateBucket(STATE_BUCKET, fake_gcs.url, retry_budget=0.0))
     history.record(sending(OURS))
     history.record(sending(OTHER))
     server = function_server_factory(target="sendgrid_events", SENDGRID_WEBHOOK_PUBLIC_KEY=key.public,

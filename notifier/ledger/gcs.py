@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ LEDGER_PREFIX = "ledger/"
 DEAD_LETTER_PREFIX = "deadletter/"
 MAX_RECORD_BYTES = 64 * 1024  # a record is about 150 bytes; a larger one was planted, and is not read
 LOOKED_UP = ("state", "message_id", "lease_until", "owed")  # of a record, what lookup tells (never the token)
+MAX_ABOUT_FIELDS = 8  # a claim's about: object_key and generation today
 LEDGER_TTL = timedelta(days=30)  # the hint on every record; a bucket lifecycle rule acts on it
 # A dropped connection or timeout (OSError), or an error status: Cloud Storage's own, the
 # misconfigured ones (403, missing bucket) included, each said in words by _ledger_error.
@@ -69,47 +70,55 @@ class GcsLedger(Ledger):
         """The state bucket, which the digest store shares (one client, one token)."""
         return self._bucket
 
-    def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
+    def claim(
+        self, notification_id: str, *, lease_seconds: float, replay: bool = False,
+        about: Mapping[str, str] | None = None,
+    ) -> Claim:  # fmt: skip
         # A timeout is a LedgerError: the platform redelivers. A create that went through although
         # its answer did not is our claim, left to expire with its lease (the redelivery is BUSY).
         try:
-            return self._claim(notification_id, lease_seconds, replay)
+            return self._claim(notification_id, lease_seconds, replay, about)
         except _FAILURES as error:
             raise _ledger_error(self._bucket.name, error) from error
 
-    def _claim(self, notification_id: str, lease_seconds: float, replay: bool) -> Claim:
+    def _claim(
+        self, notification_id: str, lease_seconds: float, replay: bool, about: Mapping[str, str] | None
+    ) -> Claim:
         name = LEDGER_PREFIX + notification_id
         token = new_token()
-        record = {"state": "claimed", "token": token, "lease_until": self._clock() + lease_seconds}
+        record = {"state": "claimed", "token": token, "lease_until": self._clock() + lease_seconds, **_about(about)}
         for _ in range(3):  # create; or read what is there and maybe take it over
             # The writes that claim share the time the send does not need; reading what is there
             # may use the grace, since an email already sent or dead-lettered needs no send.
             with before_send():
                 generation = self._write(name, record, if_generation_match=0)
             if generation is not None:
-                return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
+                return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation, about=about)
             existing = self._read(name)
             if existing is None:
                 continue  # released between our two calls: start again
             generation, held = existing
             if held.get("token") == token:  # our own create, retried after a lost answer
-                return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation)
+                return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation, about=about)
             if (status := held_status({**held, "notification_id": notification_id}, self._clock(),
                                       replay=replay)) is not None:  # fmt: skip
                 return status
             owed = owed_in(held)  # a replay's claim keeps who is owed it
+            kept = about if about is not None else about_in(held)  # and, unless it says, what the record said
             with before_send():
-                generation = self._write(name, _with_owed(record, owed), if_generation_match=generation)
+                taken = _with_owed({**record, **_about(kept)}, owed)
+                generation = self._write(name, taken, if_generation_match=generation)
             if generation is not None:  # took over an expired lease (or a dead letter, to replay)
-                return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation, owed=owed)
+                return Claim(notification_id, ClaimStatus.CLAIMED, token=token, version=generation, owed=owed,
+                             about=kept)  # fmt: skip
             return Claim(notification_id, ClaimStatus.BUSY)  # someone else took it over first
         return Claim(notification_id, ClaimStatus.BUSY)
 
     def mark_sent(self, claim: Claim, message_id: str) -> None:
-        self._replace(claim, {"state": "sent", "token": claim.token, "message_id": message_id})
+        self._replace(claim, {"state": "sent", "token": claim.token, "message_id": message_id, **_about(claim.about)})
 
     def mark_dead(self, claim: Claim, owed: Iterable[str] | None = None) -> None:
-        self._replace(claim, _with_owed({"state": "dead", "token": claim.token}, owed))
+        self._replace(claim, _with_owed({"state": "dead", "token": claim.token, **_about(claim.about)}, owed))
 
     def release(self, claim: Claim) -> None:
         if claim.owed is not None:  # a replay's claim on a partial send: its record as it was
@@ -124,8 +133,9 @@ class GcsLedger(Ledger):
             raise _ledger_error(self._bucket.name, error) from error
 
     def lookup(self, notification_id: str) -> dict[str, Any] | None:
+        name = LEDGER_PREFIX + notification_id
         try:
-            existing = self._read(LEDGER_PREFIX + notification_id)
+            existing = self._read(name)
         except _FAILURES as error:
             raise _ledger_error(self._bucket.name, error) from error
         return None if existing is None else {k: v for k, v in existing[1].items() if k in LOOKED_UP}
@@ -137,13 +147,7 @@ class GcsLedger(Ledger):
             raise _ledger_error(self._bucket.name, error) from error
 
     def _read(self, name: str) -> tuple[int, dict[str, Any]] | None:
-        """The record and its generation, from one download; None if it is gone."""
-        stored = self._bucket.read(name, MAX_RECORD_BYTES)
-        if stored is None:
-            return None
-        if stored.content_encoding:  # planted: ours are tiny, plain JSON
-            return stored.generation, {}
-        return stored.generation, _record(stored.data)
+        return read_record(self._bucket, name)
 
     def _write(self, name: str, record: dict[str, Any], *, if_generation_match: int) -> int | None:
         """Upload ``record`` if the object is at that generation; its new generation, or None."""
@@ -213,6 +217,16 @@ class GcsDeadLetters(DeadLetters):
             raise _ledger_error(self._bucket.name, error) from error
 
 
+def read_record(bucket: StateBucket, name: str) -> tuple[int, dict[str, Any]] | None:
+    """The record and its generation, from one download; None if it is gone."""
+    stored = bucket.read(name, MAX_RECORD_BYTES)
+    if stored is None:
+        return None
+    if stored.content_encoding:  # planted: ours are tiny, plain JSON
+        return stored.generation, {}
+    return stored.generation, _record(stored.data)
+
+
 def _unlisted(count: int, pages: int) -> str:
     return (f"only the first {count} objects were listed (one run lists at most {pages} pages):"
             " replay these, then run the replay again for the rest")  # fmt: skip
@@ -231,6 +245,22 @@ def _record(data: bytes) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def _about(about: Mapping[str, str] | None) -> dict[str, dict[str, str]]:
+    """The ``about`` field of a record (a claim's, kept through its later writes), or nothing."""
+    return {} if about is None else {"about": dict(about)}
+
+
+def about_in(record: dict[str, Any]) -> dict[str, str] | None:
+    """A record's ``about`` if it is a few short texts, as the function writes (it can be planted:
+    :mod:`.gcs_history` checks each field before it names an object); else None."""
+    about = record.get("about")
+    if not isinstance(about, dict) or len(about) > MAX_ABOUT_FIELDS:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= 200 for k, v in about.items()):
+        return None
+    return about
 
 
 def _with_owed(record: dict[str, Any], owed: Iterable[str] | None) -> dict[str, Any]:

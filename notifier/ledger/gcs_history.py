@@ -1,15 +1,19 @@
 """The history in the state bucket (:mod:`notifier.ledger.history`): shared by every instance and
 by ``python -m notifier status``.
 
-- ``history/ids/<notification id>``: the :class:`Sending` as JSON, overwritten by a later outcome
-  (a replay's).
-- ``history/objects/<object_key(bucket, name)>/<inverted generation>-<notification id>``: an empty
-  marker, created if absent; a digest's instead
-  ``history/digests/<window_key(group, window)>/<inverted window start>-<notification id>`` for each
-  window. Inverted: ``2**63 - 1 - n``, 19 digits, so that a listing (by name) gives the newest
-  first; readers list the prefix, read the newest :func:`~notifier.ledger.history.sendings_bound`
-  ids' sendings and say whether there were more (``Filed.truncated``). Names of another form
-  (planted) are skipped and counted without a read, up to :data:`MAX_MARKERS_LISTED` names.
+- ``history/objects/<object_key(bucket, name)>/<inverted generation>-<notification id>``: the
+  marker, whose body is the :class:`Sending` as JSON, overwritten by a later outcome (a replay's);
+  a digest's instead ``history/digests/<window_key(group, window)>/<inverted window start>-<id>``
+  for each window. Inverted: ``2**63 - 1 - n``, 19 digits, so that a listing (by name) gives the
+  newest first; readers list the prefix, read the newest :func:`~notifier.ledger.history.sendings_bound`
+  markers and say whether there were more (``Filed.truncated``). Names of another form (planted)
+  are skipped and counted without a read, up to :data:`MAX_MARKERS_LISTED` names. An empty marker
+  (written before markers held the sending) is read through ``history/ids/<id>``.
+- By id, one upload per email sent: the notification's ledger record (``ledger/<id>``, the claim)
+  says ``about`` it (:func:`~notifier.ledger.base.sending_about`: its object's key and generation),
+  which names its marker. Where no record says (a digest's id, an event held for one, a retry whose
+  claim was released, an older record), ``history/ids/<notification id>``: the Sending again,
+  written for exactly those (:func:`_kept_by_id`).
 - ``history/events/<notification id>/<event name>``: one object per delivery event, created with
   ``ifGenerationMatch=0``, so recording SendGrid's retried batch twice is a no-op (412: known). The
   event's JSON is its body and, when it fits, its custom metadata: one listing reads them all.
@@ -35,9 +39,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from notifier.ledger.base import LedgerError
+from notifier.ledger.base import Ledger, LedgerError
 from notifier.ledger.bucket import MAX_METADATA_CHARS, Listed, StateBucket
-from notifier.ledger.gcs import _FAILURES, _ledger_error
+from notifier.ledger.gcs import _FAILURES, LEDGER_PREFIX, _ledger_error, read_record
 from notifier.ledger.history import (
     NOTIFICATION_ID,
     REPEATABLE_EVENTS,
@@ -53,6 +57,7 @@ from notifier.ledger.history import (
     sendings_bound,
     window_key,
 )
+from notifier.outcomes import RETRYING
 
 SENDING_PREFIX = "history/ids/"
 OBJECT_PREFIX = "history/objects/"
@@ -69,6 +74,8 @@ READERS = 8  # sendings read at once for one object's listing (up to sendings_bo
 MAX_MARKERS_LISTED = 20_000
 NEWEST = 2**63 - 1  # GCS generations are int64: 2**63 - 1 - n sorts the newest first
 _MARKER = re.compile(r"([0-9]{19})-([0-9a-f]{32})")
+_OBJECT_KEY = re.compile(r"[0-9a-f]{32}")  # object_key's
+_GENERATION = re.compile(r"[0-9]{1,19}")
 # Events created at once by one store, whatever the number of notifications and batches under way:
 # a batch of hundreds of events per notification is recorded within SendGrid's patience.
 CREATES = 16
@@ -105,17 +112,51 @@ class GcsHistory(History):
     # --- sendings ----------------------------------------------------------------------------
 
     def record(self, sending: Sending) -> None:
-        # The sending first: a marker a listing finds always has its sending to read.
         name = SENDING_PREFIX + _checked_id(sending.notification_id)
         data = json.dumps(sending.to_json(), ensure_ascii=False).encode()
         if len(data) > MAX_SENDING_BYTES:
             raise LedgerError(f"history: the sending is {len(data)} bytes, over the {MAX_SENDING_BYTES} it takes")
-        self._call(self._bucket.upload, name, data)
-        for marker in _marker_names(sending):
-            self._call(self._bucket.upload, marker, b"", if_generation_match=0)
+        if _kept_by_id(sending):  # first: a sending found by a marker is found by id too
+            self._call(self._bucket.upload, name, data)
+        for marker in _marker_names(sending):  # a later outcome's replaces it
+            self._call(self._bucket.upload, marker, data)
 
     def by_id(self, notification_id: str) -> Sending | None:
+        """From the marker the ledger record names; else (no record, or one not saying where)
+        ``history/ids/<id>``. An unknown id costs two reads."""
+        return self.find(notification_id, None)[0]
+
+    def find(self, notification_id: str, ledger: Ledger | None) -> tuple[Sending | None, bool]:
+        """As :meth:`History.find`, from one read of the ledger record (the same bucket's: ``ledger``
+        is not asked again), which also says where the marker is."""
+        if not NOTIFICATION_ID.fullmatch(notification_id):
+            return None, False  # never a name of ours: nothing to read
+        record = self._call(read_record, self._bucket, LEDGER_PREFIX + notification_id)
+        sending = self._by_record(notification_id, None if record is None else record[1])
+        return sending, sending is not None or record is not None
+
+    def _by_record(self, notification_id: str, record: dict[str, Any] | None) -> Sending | None:
+        marker = self._marker_of(record)
+        if marker is not None:
+            key, inverted = marker
+            name = f"{OBJECT_PREFIX}{key}/{inverted}-{notification_id}"
+            sending = self._filed(name, notification_id, _filed_under_object(key, inverted), missing_is_skipped=False)
+            if sending is not None:
+                return sending
         return self._sending(notification_id, missing_is_skipped=False)
+
+    def _marker_of(self, record: dict[str, Any] | None) -> tuple[str, str] | None:
+        """(object key, inverted generation) of the id's marker, as its ledger record says; None
+        when there is no record or it does not say (counted when what it says is not ours)."""
+        if record is None or "about" not in record:
+            return None
+        about = record["about"]
+        key, generation = (about.get("object_key"), about.get("generation")) if isinstance(about, dict) else (0, 0)
+        if not (isinstance(key, str) and _OBJECT_KEY.fullmatch(key) and isinstance(generation, str)
+                and _GENERATION.fullmatch(generation) and int(generation) <= NEWEST):  # fmt: skip
+            self._skipped(1)  # planted: never a name to read
+            return None
+        return key, _inverted(int(generation))
 
     def _sending(self, notification_id: str, *, missing_is_skipped: bool) -> Sending | None:
         """The id's sending; None if there is none (counted when a marker named it) or it is not
@@ -133,20 +174,40 @@ class GcsHistory(History):
         return sending
 
     def by_object(self, bucket: str, name: str) -> Filed:
-        return self._filed_under(f"{OBJECT_PREFIX}{object_key(bucket, name)}/", lambda s: s.generation or 0)
+        key = object_key(bucket, name)
+        return self._filed_under(f"{OBJECT_PREFIX}{key}/", lambda inverted: _filed_under_object(key, inverted))
 
     def digests(self, group: str, window: int) -> Filed:
-        return self._filed_under(f"{DIGEST_PREFIX}{window_key(group, window)}/", lambda s: window)
+        return self._filed_under(f"{DIGEST_PREFIX}{window_key(group, window)}/",
+                                 lambda inverted: lambda s: _inverted(window) == inverted)  # fmt: skip
 
-    def _filed_under(self, prefix: str, order: Callable[[Sending], int]) -> Filed:
-        """The newest sendings under ``prefix``; ``order``: the number a sending's marker inverts
-        (a marker naming another is planted: skipped)."""
+    def _filed_under(self, prefix: str, fits: Callable[[str], Callable[[Sending], bool]]) -> Filed:
+        """The newest sendings under ``prefix``; ``fits(inverted)``: whether a sending is one its
+        marker may hold (one naming another object or generation is planted: skipped)."""
         markers, truncated = self._newest_markers(prefix)
-        read = self._each(lambda i: self._sending(i, missing_is_skipped=True), [i for _, i in markers])
-        found = [s for (inverted, _), s in zip(markers, read, strict=True)
-                 if s is not None and _inverted(order(s)) == inverted]  # fmt: skip
-        self._skipped(sum(s is not None for s in read) - len(found))  # a marker naming another's record
+        read = self._each(lambda m: self._filed(f"{prefix}{m[0]}-{m[1]}", m[1], fits(m[0])), markers)
+        found = [s for s in read if s is not None]
         return Filed(sorted(found, key=lambda s: (s.generation or 0, s.at)), truncated=truncated)
+
+    def _filed(self, name: str, notification_id: str, fits: Callable[[Sending], bool], *,
+               missing_is_skipped: bool = True) -> Sending | None:  # fmt: skip
+        """The sending the marker ``name`` holds; None if it is gone (counted if ``missing_is_skipped``)
+        or holds what this store did not write there (counted). An empty marker is read by id."""
+        stored = self._call(self._bucket.read, name, MAX_SENDING_BYTES)
+        if stored is None:
+            self._skipped(1 if missing_is_skipped else 0)
+            return None
+        if not stored.data and not stored.content_encoding:  # written before markers held the sending
+            sending = self._sending(notification_id, missing_is_skipped=True)
+        else:
+            sending = None if stored.content_encoding else Sending.from_json(_loads(stored.data, MAX_SENDING_BYTES))
+            if sending is None:
+                self._skipped(1)
+                return None
+        if sending is None or (sending.notification_id == notification_id and fits(sending)):
+            return sending
+        self._skipped(1)
+        return None
 
     def _newest_markers(self, prefix: str) -> tuple[list[tuple[str, str]], bool]:
         """The newest :func:`sendings_bound` markers under ``prefix`` as (inverted number, id), and
@@ -253,6 +314,19 @@ class GcsHistory(History):
             return method(*args, **kwargs)
         except _FAILURES as error:
             raise _ledger_error(self._bucket.name, error) from error
+
+
+def _kept_by_id(sending: Sending) -> bool:
+    """Whether the sending is kept under ``history/ids/`` too: when no ledger record of its id says
+    where its marker is (a digest's, a retry whose claim was released). Not an event held for a
+    digest: a bulk upload's thousands would each cost a second write, for ``status --id`` of an id
+    that no email carries (``status gs://...`` finds it by its object)."""
+    return sending.kind == "digest" or sending.outcome == RETRYING
+
+
+def _filed_under_object(key: str, inverted: str) -> Callable[[Sending], bool]:
+    """Whether a sending is one a marker of object ``key`` at that inverted generation may hold."""
+    return lambda s: object_key(s.bucket, s.object) == key and _inverted(s.generation or 0) == inverted
 
 
 def _marker_names(sending: Sending) -> Iterable[str]:

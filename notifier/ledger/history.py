@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from notifier.ledger.base import LedgerError
 
 if TYPE_CHECKING:
+    from notifier.ledger.base import Ledger
     from notifier.rules import Notification
 
 # A Sending names at most this many recipients (and says how many there were): a rule may have
@@ -274,6 +275,12 @@ class History(ABC):
     @abstractmethod
     def by_id(self, notification_id: str) -> Sending | None:
         """The last sending recorded for ``notification_id``; None if there is none."""
+
+    def find(self, notification_id: str, ledger: Ledger) -> tuple[Sending | None, bool]:
+        """The id's last sending, and whether the id is ours at all: a sending, else a ledger
+        record (a claim whose sending is not written yet). The Event Webhook's question."""
+        sending = self.by_id(notification_id)
+        return sending, sending is not None or ledger.lookup(notification_id) is not None
 
     @abstractmethod
     def by_object(self, bucket: str, name: str) -> Filed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,10 @@ class MemoryLedger(Ledger):
         self._lock = threading.Lock()
         self._clock = clock
 
-    def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
+    def claim(
+        self, notification_id: str, *, lease_seconds: float, replay: bool = False,
+        about: Mapping[str, str] | None = None,  # of no use here: the history has its own tables
+    ) -> Claim:  # fmt: skip
         now, key = self._clock(), _key(notification_id)
         with self._lock:
             value = self._newer.get(key, self._older.get(key))

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
@@ -53,7 +53,10 @@ class SqliteLedger(Ledger):
             if "owed" not in {column[1] for column in db.execute("PRAGMA table_info(ledger)")}:
                 db.execute(_ADD_OWED)
 
-    def claim(self, notification_id: str, *, lease_seconds: float, replay: bool = False) -> Claim:
+    def claim(
+        self, notification_id: str, *, lease_seconds: float, replay: bool = False,
+        about: Mapping[str, str] | None = None,  # of no use here: the history has its own tables
+    ) -> Claim:  # fmt: skip
         now = self._clock()
         try:
             with immediate(self._connection()) as db:  # one claimer at a time, across processes
