@@ -153,3 +153,26 @@ def test_finding_an_id_reads_its_ledger_record_once(gcs):
     assert [name for name in reads() if name.startswith("ledger/")] == [f"ledger/{ID}"]
     assert history.find(other, ledger) == (None, False)
     assert reads() == [f"ledger/{other}", f"history/ids/{other}"], "an unknown id: two reads"
+
+
+def test_a_dead_letter_stays_found_by_id_after_a_replay_whose_release_deleted_its_record(fake_gcs):
+    """A replay that takes over the dead record and fails before any attempt releases it (the record
+    is deleted): the dead letter's Sending is kept by id too, so `status --id` still finds it."""
+    from notifier.ledger.bucket import StateBucket
+    from notifier.ledger.gcs_history import GcsHistory
+    from notifier.mail.base import DeliveryError
+
+    bucket = StateBucket(STATE_BUCKET, os.environ["STORAGE_EMULATOR_HOST"], retry_budget=0.0)
+    dead_letters = GcsDeadLetters(bucket)
+    pipeline, _ = _pipeline(
+        DeliveryError("from.email: invalid", transient=False, status=400, attempts=1),
+        DeliveryError("no time left before the deadline to send", transient=True, attempts=0),
+        clock=time.monotonic, ledger=GcsLedger(bucket), dead_letters=dead_letters,
+    )  # fmt: skip
+    (outcome,) = pipeline.handle(_event())
+    assert outcome.outcome == "dead-lettered"
+    (letter,) = dead_letters.list()
+    assert [o.outcome for o in pipeline.replay(letter)] == ["retrying"]
+    assert fake_gcs.names(STATE_BUCKET, "ledger/") == []  # released: the record is gone
+    found = GcsHistory(bucket).by_id(outcome.notification_id)
+    assert found is not None and found.outcome == "dead-lettered"

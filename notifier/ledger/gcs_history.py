@@ -57,7 +57,9 @@ from notifier.ledger.history import (
     sendings_bound,
     window_key,
 )
-from notifier.outcomes import RETRYING
+from notifier.outcomes import DEAD_LETTERED, PARTIAL, RETRYING
+
+_KEPT_BY_ID = frozenset({RETRYING, DEAD_LETTERED, PARTIAL})  # outcomes a record may not point to for long
 
 SENDING_PREFIX = "history/ids/"
 OBJECT_PREFIX = "history/objects/"
@@ -317,11 +319,12 @@ class GcsHistory(History):
 
 
 def _kept_by_id(sending: Sending) -> bool:
-    """Whether the sending is kept under ``history/ids/`` too: when no ledger record of its id says
-    where its marker is (a digest's, a retry whose claim was released). Not an event held for a
-    digest: a bulk upload's thousands would each cost a second write, for ``status --id`` of an id
-    that no email carries (``status gs://...`` finds it by its object)."""
-    return sending.kind == "digest" or sending.outcome == RETRYING
+    """Whether the sending is kept under ``history/ids/`` too: when no ledger record of its id may
+    say where its marker is (a digest's; a retry whose claim was released), or may stop saying so (a
+    dead letter, whose record a failed replay's release deletes). Not an event held for a digest:
+    a bulk upload's thousands would each cost a second write, for ``status --id`` of an id that no
+    email carries (``status gs://...`` finds it by its object)."""
+    return sending.kind == "digest" or sending.outcome in _KEPT_BY_ID
 
 
 def _filed_under_object(key: str, inverted: str) -> Callable[[Sending], bool]:

@@ -7,8 +7,9 @@ an outcome, the flush one per digest, and the webhook the :class:`DeliveryEvent`
 read back is untrusted (the state bucket can be written by others): :meth:`Sending.from_json` and
 :meth:`DeliveryEvent.from_json` return None for anything the function does not write.
 
-Stores: :class:`MemoryHistory` here (one process), :mod:`.sqlite_history` (local runs, in the
-SQLite ledger's file) and :mod:`.gcs_history` (the state bucket), which import this module;
+Stores: :mod:`.gcs_history` (the state bucket), :mod:`.sqlite_history` (local runs, in the SQLite
+ledger's file), which import this module, and here :class:`MemoryHistory` (tests) and
+:class:`NoHistory` (beside a ledger in memory, which no other process could read);
 :func:`notifier.ledger.create_history` picks the one beside the ledger (not here: they import this
 module). Every failure is a :class:`~notifier.ledger.base.LedgerError`.
 """
@@ -44,7 +45,7 @@ REPEATABLE_EVENTS = frozenset({"open", "click"})
 MAX_SENDINGS_PER_OBJECT = 1_000  # read for one object (or digest window): its newest
 MAX_TEXT = 1_000  # characters of a reason, a URL or any other text a delivery event carries
 MAX_ERROR = 4 * MAX_TEXT  # characters of a Sending's error, as from_json reads them back
-MAX_MEMORY_SENDINGS = 10_000  # a MemoryHistory forgets the oldest beyond this: it lives as long as the instance
+MAX_MEMORY_SENDINGS = 10_000  # a MemoryHistory (tests) forgets the oldest beyond this
 NOTIFICATION_ID = re.compile(r"[0-9a-f]{32}")  # rules.notification_id and the digest's id
 
 # SendGrid's event names we record, as the status command shows them.
