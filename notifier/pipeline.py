@@ -27,7 +27,7 @@ from notifier.config import Settings, environment_secrets, load_settings
 from notifier.events import InvalidEvent, StorageEvent, decode
 from notifier.history_recording import HistoryRecording
 from notifier.ledger import Claim, ClaimStatus, DeadLetter, DeadLetters, Ledger, LedgerError, create_state
-from notifier.ledger.base import STATE_GRACE_SECONDS, sending_about, state_deadline
+from notifier.ledger.base import STATE_GRACE_SECONDS, state_deadline
 from notifier.mail import Backend, DeliveryError, Message, create_backend
 from notifier.mail.base import Receipt
 from notifier.mail.redirect import RedirectBackend
@@ -238,6 +238,8 @@ class Pipeline(Replaying):
 
     def _claim(self, notification: Notification, started: float, *, replay: bool = False) -> Claim | Outcome:
         """Our claim on the notification, or the outcome (logged) when we must not send it now."""
+        from notifier.ledger.history import sending_about  # the first outcome's Sending loads it anyway
+
         event = notification.event  # about: where the history files its Sending, found from the record
         try:
             claim = self.ledger.claim(notification.id, lease_seconds=self.settings.lease_seconds, replay=replay,

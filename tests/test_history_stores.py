@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from notifier.ledger import LedgerError, create_history, gcs_history, history, sqlite_history
-from notifier.ledger.base import sending_about
 from notifier.ledger.bucket import StateBucket
 from notifier.ledger.gcs import GcsLedger
 from notifier.ledger.gcs_history import GcsHistory, event_name
-from notifier.ledger.history import DeliveryEvent, History, MemoryHistory, NoHistory, Sending
+from notifier.ledger.history import DeliveryEvent, History, MemoryHistory, NoHistory, Sending, sending_about
 from notifier.ledger.memory import MemoryLedger
 from notifier.ledger.sqlite import SqliteLedger
 from notifier.ledger.sqlite_history import SqliteHistory

@@ -12,9 +12,8 @@ import time
 import pytest
 
 from notifier.ledger import ClaimStatus
-from notifier.ledger.base import sending_about
 from notifier.ledger.gcs import GcsDeadLetters, GcsLedger
-from notifier.ledger.history import object_key
+from notifier.ledger.history import object_key, sending_about
 from notifier.ledger.memory import MemoryLedger
 from notifier.ledger.sqlite import SqliteLedger
 from notifier.mail.base import Receipt

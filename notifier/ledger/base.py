@@ -32,8 +32,8 @@ class Claim:
     # A replay's claim on a partial send's record: the addresses (lower-cased) still owed the email,
     # the only ones it may send to. None: no list (a whole-message dead letter, or an older record).
     owed: frozenset[str] | None = None
-    # What the claim's record says of the notification's Sending (sending_about), so that the
-    # state bucket's history finds it from the record; None: nothing (a digest window's claim).
+    # What the claim's record says of the notification's Sending (history.sending_about), so that
+    # the state bucket's history finds it from the record; None: nothing (a digest window's claim).
     about: Mapping[str, str] | None = None
 
 
@@ -90,15 +90,6 @@ def owed_in(record: dict[str, Any]) -> frozenset[str] | None:
     return address_keys(record.get("owed"))
 
 
-def sending_about(bucket: str, name: str, generation: int | None) -> dict[str, str]:
-    """A claim's ``about`` for a notification of ``bucket``/``name`` at ``generation``: where the
-    state bucket's history files its Sending (:mod:`notifier.ledger.gcs_history`), so that
-    finding it by id costs the ledger record and that one object."""
-    from notifier.ledger.history import object_key  # loaded with the first outcome's Sending anyway
-
-    return {"object_key": object_key(bucket, name), "generation": str(generation or 0)}
-
-
 def owed_record(owed: Iterable[str] | None) -> dict[str, list[str]]:
     """The ``owed`` field to store (sorted, lower-cased), or nothing for a whole-message dead letter."""
     return {} if owed is None else {"owed": sorted({address.lower() for address in owed})}
@@ -113,8 +104,9 @@ class Ledger(ABC):
         about: Mapping[str, str] | None = None,
     ) -> Claim:  # fmt: skip
         """Claim a notification. ``replay`` also takes over a dead-lettered one. ``about``: what
-        the record keeps of its Sending (:func:`sending_about`), through every later write of it,
-        where the history reads it (the state bucket); a store that has no use for it ignores it."""
+        the record keeps of its Sending (:func:`notifier.ledger.history.sending_about`), through
+        every later write of it, where the history reads it (the state bucket); a store that has
+        no use for it ignores it."""
 
     @abstractmethod
     def mark_sent(self, claim: Claim, message_id: str) -> None:

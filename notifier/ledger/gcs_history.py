@@ -10,7 +10,7 @@ by ``python -m notifier status``.
   are skipped and counted without a read, up to :data:`MAX_MARKERS_LISTED` names. An empty marker
   (written before markers held the sending) is read through ``history/ids/<id>``.
 - By id, one upload per email sent: the notification's ledger record (``ledger/<id>``, the claim)
-  says ``about`` it (:func:`~notifier.ledger.base.sending_about`: its object's key and generation),
+  says ``about`` it (:func:`~notifier.ledger.history.sending_about`: its object's key and generation),
   which names its marker. Where no record says (a digest's id, an event held for one, a retry whose
   claim was released, an older record), ``history/ids/<notification id>``: the Sending again,
   written for exactly those (:func:`_kept_by_id`).

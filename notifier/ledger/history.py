@@ -83,6 +83,13 @@ def object_key(bucket: str, name: str) -> str:
     return hashlib.sha256(f"{bucket}\n{name}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def sending_about(bucket: str, name: str, generation: int | None) -> dict[str, str]:
+    """A claim's ``about`` for a notification of ``bucket``/``name`` at ``generation``: where the
+    state bucket's history files its Sending (:mod:`notifier.ledger.gcs_history`), so that
+    finding it by id costs the ledger record and that one object."""
+    return {"object_key": object_key(bucket, name), "generation": str(generation or 0)}
+
+
 @dataclass(frozen=True, slots=True)
 class Sending:
     """One notification as the delivery that claimed it (or held it for a digest) left it.
