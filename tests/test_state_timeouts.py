@@ -20,6 +20,7 @@ from bench.gcs_faults import GcsFaultProxy, GcsFaults, ProxiedRequest
 from notifier.ledger import ClaimStatus
 from notifier.ledger.bucket import RETRY_BUDGET, StateBucket
 from notifier.ledger.gcs import GcsDeadLetters, GcsLedger, state_bucket
+from notifier.ledger.history import object_key
 from notifier.mail.base import Backend, Message, Receipt
 from notifier.pipeline import Pipeline, RetryLater
 from notifier.tools.localcloud import FakeGcsServer
@@ -303,7 +304,13 @@ def test_a_send_that_ends_near_the_deadline_still_gets_its_sent_mark(hanging_gcs
     assert handled.error is None, handled.error
     (line,) = _outcome_lines(capsys)
     assert (line["outcome"], line.get("ledger_error")) == ("sent", None)  # was: lost to a 1 s limit, no retries
-    assert _record(gcs_server, line["notification_id"]) == {"state": "sent", "token": ANY, "message_id": "m-late"}
+    about = {"object_key": object_key(line["bucket"], line["object"]), "generation": str(line["generation"])}
+    assert _record(gcs_server, line["notification_id"]) == {
+        "state": "sent",
+        "token": ANY,
+        "message_id": "m-late",
+        "about": about,  # where its history is
+    }
 
 
 def test_once_the_deadline_is_used_up_no_further_notification_is_claimed(hanging_gcs, tmp_path: Path, capsys):
