@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
@@ -153,6 +154,33 @@ def create_tables(local: threading.local, path: Path, schema: Sequence[str]) -> 
             db.execute(statement)
 
     _SET_UP_POLICY.copy()(set_up)
+
+
+class SqliteTables:
+    """A store whose tables live in the SQLite ledger's file (held events, the history): its tables
+    made at start, a connection per thread, and every sqlite3 error as a LedgerError naming it."""
+
+    what = "store"  # how its errors name it
+
+    def __init__(self, path: Path, schema: Sequence[str]) -> None:
+        self.path = path
+        self._local = threading.local()  # sqlite3 connections are not shared between threads
+        try:
+            create_tables(self._local, path, schema)
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(query, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _connection(self) -> sqlite3.Connection:
+        return thread_connection(self._local, self.path)
+
+    def _error(self, error: sqlite3.Error) -> LedgerError:
+        return LedgerError(f"{self.what} {self.path}: {error}")
 
 
 @contextlib.contextmanager

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from notifier.digest import MAX_SUMMARY, Group, HeldEntry, entry_from_summary
 from notifier.events import InvalidEvent
-from notifier.ledger.base import LedgerError
 from notifier.ledger.digests import DigestStore, HeldListing, included_ids
-from notifier.ledger.sqlite import create_tables, immediate, thread_connection
+from notifier.ledger.sqlite import SqliteTables, immediate
 
 MAX_LISTED = 50_000  # entries one pending() reads, as a state bucket's listing: the next flush gets the rest
 MAX_EVENT_CHARS = 128 * 1024
@@ -48,16 +46,12 @@ _SCHEMA = (
 )
 
 
-class SqliteDigestStore(DigestStore):
+class SqliteDigestStore(SqliteTables, DigestStore):
     name = "sqlite"
+    what = "digest store"  # in its errors
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()  # sqlite3 connections are not shared between threads
-        try:
-            create_tables(self._local, path, _SCHEMA)
-        except sqlite3.Error as error:
-            raise self._error(error) from error
+        super().__init__(path, _SCHEMA)
 
     def hold(self, entry: HeldEntry, event: dict[str, Any]) -> bool:
         row = (*_key(entry), entry.fitted_summary(), json.dumps(event))
@@ -150,18 +144,6 @@ class SqliteDigestStore(DigestStore):
                 )
         except sqlite3.Error as error:
             raise self._error(error) from error
-
-    def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            return self._connection().execute(query, parameters).fetchall()
-        except sqlite3.Error as error:
-            raise self._error(error) from error
-
-    def _connection(self) -> sqlite3.Connection:
-        return thread_connection(self._local, self.path)  # take_single and remove open their own
-
-    def _error(self, error: sqlite3.Error) -> LedgerError:
-        return LedgerError(f"digest store {self.path}: {error}")
 
 
 def _key(entry: HeldEntry) -> tuple[str, int, str]:

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from notifier.ledger.base import LedgerError
 from notifier.ledger.history import (
     REPEATABLE_EVENTS,
     Added,
@@ -35,7 +33,7 @@ from notifier.ledger.history import (
     sendings_bound,
     window_key,
 )
-from notifier.ledger.sqlite import create_tables, immediate, thread_connection
+from notifier.ledger.sqlite import SqliteTables, immediate
 
 MAX_SENDING_CHARS = 256 * 1024  # as the state bucket's bound: a longer row was planted, and is not read
 MAX_EVENT_CHARS = 64 * 1024
@@ -81,17 +79,13 @@ _NEWEST_FILED = (
 )
 
 
-class SqliteHistory(History):
+class SqliteHistory(SqliteTables, History):
     name = "sqlite"
+    what = "history"  # in its errors
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.unreadable = 0  # rows read back that this store did not write (skipped)
-        self._local = threading.local()  # sqlite3 connections are not shared between threads
-        try:
-            create_tables(self._local, path, _SCHEMA)
-        except sqlite3.Error as error:
-            raise self._error(error) from error
+        super().__init__(path, _SCHEMA)
 
     def record(self, sending: Sending) -> None:
         filed = [(key, sending.notification_id) for key in filing_keys(sending)]
@@ -164,18 +158,6 @@ class SqliteHistory(History):
         sendings = [sending for key, sending in read if sending is not None and sending.notification_id == key]
         self.unreadable += len(rows) - len(sendings)
         return sendings
-
-    def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            return self._connection().execute(query, parameters).fetchall()
-        except sqlite3.Error as error:
-            raise self._error(error) from error
-
-    def _connection(self) -> sqlite3.Connection:
-        return thread_connection(self._local, self.path)
-
-    def _error(self, error: sqlite3.Error) -> LedgerError:
-        return LedgerError(f"history {self.path}: {error}")
 
 
 def _loads(value: Any) -> Any:
