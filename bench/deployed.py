@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,8 +21,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy/deploy.sh"
+BASH = shutil.which("bash") or "/bin/bash"
 # A recording gcloud: one JSON array of its arguments per call.
-_RECORDER = 'gcloud() { "$BENCH_PYTHON" -c "import json, sys; print(json.dumps(sys.argv[1:]))" "$@" >>"$BENCH_ARGV"; }\n'
+_RECORDER = (
+    'gcloud() { "$BENCH_PYTHON" -c "import json, sys; print(json.dumps(sys.argv[1:]))" "$@" >>"$BENCH_ARGV"; }\n'
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def deployment(*options: str, trigger: str = "finalize", env_file: Path | None =
         script = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if script.returncode != 0:
             raise RuntimeError(f"deploy.sh {' '.join(command[1:])} failed: {script.stderr.strip()}")
-        subprocess.run(["bash", "-euo", "pipefail", "-c", _RECORDER + script.stdout], env=env, check=True)
+        subprocess.run([BASH, "-euo", "pipefail", "-c", _RECORDER + script.stdout], env=env, check=True)
         calls = [json.loads(line) for line in argv_log.read_text().splitlines()]
         deploy = next(call for call in calls if call[:2] == ["functions", "deploy"])
         flags = dict(_flag(argument) for argument in deploy[2:] if argument.startswith("--"))
