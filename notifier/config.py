@@ -70,6 +70,9 @@ class Settings:
     deployed: bool  # running on Cloud Run functions (K_SERVICE is set)
     # GOOGLE_CLOUD_PROJECT (deploy.sh sets it): log lines name their trace as projects/P/traces/T.
     project: str | None = None
+    # NOTIFY_MAX_IN_FLIGHT (deploy.sh sets it to --concurrency): requests handled at once before the
+    # next is answered 429 (notifier.admission); None: no cap.
+    max_in_flight: int | None = None
     # SENDGRID_WEBHOOK_PUBLIC_KEY: the Event Webhook's verification key, base64 as SendGrid shows it;
     # main.py: sendgrid_events refuses every request without it (notifier.feedback).
     webhook_public_key: str | None = None
@@ -246,6 +249,23 @@ def _webhook_public_key(env: Mapping[str, str], var: str, problems: list[str], d
     return value
 
 
+# Cloud Run's highest --concurrency; urllib3 also fills a pool of this many slots (notifier.httpclient).
+_MOST_IN_FLIGHT = 1000
+
+
+def _max_in_flight(env: Mapping[str, str], var: str, problems: list[str], default: int | None) -> int | None:
+    raw = envvars.text(env, var)
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= _MOST_IN_FLIGHT):
+        problems.append(
+            f"{var}: expected a whole number from 1 to {_MOST_IN_FLIGHT} (requests handled at once; Cloud Run's"
+            f" highest --concurrency), got {raw!r}"
+        )
+        return default
+    return int(raw)
+
+
 def _local_ledger(context: _Context) -> Path | None:
     # Local runs keep the ledger in an SQLite file beside the outbox, so duplicates are caught
     # across restarts too; deployed without a state bucket it is per-instance memory.
@@ -275,6 +295,7 @@ CORE: tuple[Variable, ...] = (
              Computed(lambda c: c.local_dir / "deadletter" if c.local_dir else Path("deadletter"))),
     Variable("GOOGLE_CLOUD_PROJECT", "project", _project, None),
     Variable("SENDGRID_WEBHOOK_PUBLIC_KEY", "webhook_public_key", _webhook_public_key, None),
+    Variable("NOTIFY_MAX_IN_FLIGHT", "max_in_flight", _max_in_flight, None),
 )  # fmt: skip
 _RETRY_FIELDS = ("max_attempts", "max_backoff")
 

@@ -16,10 +16,11 @@ import json
 from functools import partial
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
-from notifier import tracing
+from notifier import httpclient, tracing
+from notifier.admission import Admission
 from notifier.events import json_type_name as type_name  # the same words the event's own checks use
 from notifier.events import pubsub_push_problem
 from notifier.log import cut
@@ -48,6 +49,11 @@ _BODY_READ = "notifier_body_read"
 _HANDLING = "notifier_handling"
 # flask.g: the token of the request's trace scope (notifier.tracing), reset when the request ends.
 _TRACE_SCOPE = "notifier_trace_scope"
+# flask.g: this request holds a slot of the app's Admission (app.extensions[ADMISSION]).
+_ADMITTED = "notifier_admitted"
+ADMISSION = "notifier_admission"
+# Over NOTIFY_MAX_IN_FLIGHT: Pub/Sub push, Eventarc and 1st-gen retries all redeliver a 429.
+_TOO_MANY = b"too many requests at once: retry later\n"
 
 
 # main.py's SendGrid Event Webhook: its requests are signed batches, not events (notifier.webhook).
@@ -60,6 +66,8 @@ def install(app: Flask, pipeline: Pipeline) -> None:
     # First of all, for every target: each line of a request carries its trace, even a rejection's.
     app.before_request(partial(_begin_trace, pipeline))
     app.teardown_request(_end_trace)
+    if (limit := pipeline.settings.max_in_flight) is not None:  # next, so a refusal's line has the trace
+        _admit_at_most(app, limit)
     if app.name == WEBHOOK_TARGET:
         from notifier.webhook import install as install_webhook
 
@@ -93,6 +101,31 @@ def _enter_trace(pipeline: Pipeline, context: tracing.TraceContext | None) -> No
 def _end_trace(_error: BaseException | None) -> None:
     """Flask ``teardown_request``: the worker thread's next request starts without this trace."""
     tracing.end(g.pop(_TRACE_SCOPE, None))
+
+
+def _admit_at_most(app: Flask, limit: int) -> None:
+    """Answer 429 at once, before the body is read, to a request over ``limit`` in flight."""
+    admission = app.extensions[ADMISSION] = Admission(limit)
+    app.before_request(partial(_admit, admission))
+    app.teardown_request(partial(_release, admission))  # runs whatever happened to the request
+    httpclient.keep_connections_for(limit)  # each admitted request may be sending at once
+
+
+def _admit(admission: Admission) -> Any:
+    """Flask ``before_request``: a slot, or the 429 (no later hook runs, the body stays unread)."""
+    if not admission.enter():
+        # Streamed: functions-framework reads an HTTP target's whole body before any other answer
+        # (its after_request read_request), unbounded; a streamed one it leaves alone.
+        headers = {"Retry-After": "1", "Content-Length": str(len(_TOO_MANY))}
+        return Response(iter([_TOO_MANY]), 429, headers, mimetype="text/plain")
+    setattr(g, _ADMITTED, True)
+    return None
+
+
+def _release(admission: Admission, _error: BaseException | None) -> None:
+    """Flask ``teardown_request``: give back the slot, if this request took one."""
+    if g.pop(_ADMITTED, False):
+        admission.leave()
 
 
 def sent_in_binary_mode() -> bool:

@@ -45,8 +45,11 @@ from notifier.watchdog import watching
 # Our peers answer in a few hundred bytes (SendGrid) or a few KiB (a ledger record); anything past
 # what the caller allows is a fault, or a hostile proxy, and is cut off with its connection dropped.
 MAX_ANSWER = 1024 * 1024
-# Kept-alive connections per host: one per thread sending at once (THREADS), with room to spare.
+# Kept-alive connections per host: one per thread sending at once, with room to spare (a connection
+# returned to a full pool is closed, and the next request past it pays a new TLS handshake). At least
+# this many; more when NOTIFY_MAX_IN_FLIGHT allows more requests at once (keep_connections_for).
 _POOL_SIZE = 64
+_SPARE_CONNECTIONS = 8
 _NO_RETRIES = urllib3.Retry(total=False, redirect=False)  # urllib3 would build this for every request
 
 
@@ -311,8 +314,16 @@ _UNUSABLE_PROXY = (
 )
 
 
+def keep_connections_for(senders: int) -> None:
+    """Keep a connection per host for each of ``senders`` requests sending at once (and a few more);
+    called once at start-up (notifier.http), before the first request: pools built earlier keep
+    their size."""
+    _MANAGERS.pool_size = max(_POOL_SIZE, senders + _SPARE_CONNECTIONS)
+
+
 class _Managers:
     def __init__(self) -> None:
+        self.pool_size = _POOL_SIZE
         self._lock = threading.Lock()
         self._pid = 0
         self._by_proxy: dict[str | None, urllib3.PoolManager] = {}
@@ -366,7 +377,7 @@ class _Managers:
         if self._context is None:  # once per process
             self._context = truststore.tls_context()
             self._context.sslsocket_class = _WatchedSSLSocket
-        options: dict[str, Any] = {"maxsize": _POOL_SIZE, "block": False, "ssl_context": self._context}
+        options: dict[str, Any] = {"maxsize": self.pool_size, "block": False, "ssl_context": self._context}
         if proxy is None:
             manager = urllib3.PoolManager(num_pools=16, **options)
         else:
