@@ -5,6 +5,9 @@
 # shellcheck disable=SC2154  # those settings are deploy.sh's and _common.sh's
 
 # The flush: flush_digests as an HTTP function only the service account may call, then the job.
+# Sized like the triggers (--concurrency, --cpu, THREADS and the cap from the same options): one
+# scheduler call a minute needs no concurrency, but it costs nothing, and a call that comes while a
+# long flush still runs (safe: the flush claims what it sends) shares its instance, not a new one.
 deploy_flush() {
   local name command
   name="$(function_name "$FLUSH")"
@@ -12,7 +15,7 @@ deploy_flush() {
     "--runtime=$RUNTIME" "--source=$NOTIFIER_ROOT" "--entry-point=$FLUSH_ENTRY_POINT" --trigger-http
     --no-allow-unauthenticated)
   [[ "$GEN" == 1 ]] || command+=("--concurrency=$CONCURRENCY")
-  command+=("--service-account=$SERVICE_ACCOUNT" "--memory=$MEMORY" "--timeout=${flush_timeout_s}s"
+  command+=("--service-account=$SERVICE_ACCOUNT" "${size_args[@]}" "--timeout=${flush_timeout_s}s"
     "--max-instances=$MAX_INSTANCES" "--env-vars-file=$deploy_env" "--set-secrets=SENDGRID_API_KEY=$SECRET:latest"
     "--update-build-env-vars=SOURCE_DATE_EPOCH=$BUILD_EPOCH" --quiet)
   run "${command[@]}"
@@ -31,6 +34,7 @@ deploy_flush() {
 # SendGrid cannot authenticate to Cloud Run; each batch's ECDSA signature, checked with the key in
 # Secret Manager, is the authentication (notifier/feedback.py), and unsigned batches get 403.
 # It never sends mail: no SENDGRID_API_KEY, so a bug on this public path cannot reach the Mail Send key.
+# Sized like the triggers: SendGrid posts batches concurrently, each a short verify and write.
 deploy_events() {
   local name command
   name="$(function_name "$EVENTS")"
@@ -42,7 +46,7 @@ deploy_events() {
     "--runtime=$RUNTIME" "--source=$NOTIFIER_ROOT" "--entry-point=$EVENTS_ENTRY_POINT" --trigger-http
     --allow-unauthenticated)
   [[ "$GEN" == 1 ]] || command+=("--concurrency=$CONCURRENCY")
-  command+=("--service-account=$SERVICE_ACCOUNT" "--memory=$MEMORY" "--timeout=${timeout_s}s"
+  command+=("--service-account=$SERVICE_ACCOUNT" "${size_args[@]}" "--timeout=${timeout_s}s"
     "--max-instances=$MAX_INSTANCES" "--env-vars-file=$deploy_env"
     "--set-secrets=SENDGRID_WEBHOOK_PUBLIC_KEY=$WEBHOOK_KEY_SECRET:latest"
     "--update-build-env-vars=SOURCE_DATE_EPOCH=$BUILD_EPOCH" --quiet)

@@ -7,11 +7,20 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 # shellcheck source=deploy/_http_functions.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_http_functions.sh"
 
+# An instance's size, chosen together from `make bench`'s capacity rows. One line each to change.
+DEFAULT_CPU=1              # a whole vCPU: Cloud Run serves concurrent requests only with 1 vCPU or more
+DEFAULT_MEMORY_GEN2=512Mi  # an instance peaks near 60 MiB (make bench): room for the requests in flight
+DEFAULT_MEMORY_GEN1=256MB  # 1st gen: one request at a time, and its CPU follows the memory
+DEFAULT_CONCURRENCY=32     # ~3 ms of CPU per event, the rest waits on SendGrid; make bench's capacity rows
+DEFAULT_MAX_INSTANCES=10   # bounds what a runaway bucket costs: instances x concurrency requests at most
+SPARE_THREADS=8            # THREADS = concurrency + these: a request over the cap gets its 429 at once
+
 ENV_FILE="${NOTIFIER_ENV_FILE:-}"
 MEMORY="${NOTIFIER_MEMORY:-}"
+CPU="${NOTIFIER_CPU:-}"  # empty: the default of the generation (2nd gen only has --cpu)
 TIMEOUT="${NOTIFIER_TIMEOUT:-60s}"
-MAX_INSTANCES="${NOTIFIER_MAX_INSTANCES:-10}"
-CONCURRENCY="${NOTIFIER_CONCURRENCY:-1}"
+MAX_INSTANCES="${NOTIFIER_MAX_INSTANCES:-$DEFAULT_MAX_INSTANCES}"
+CONCURRENCY="${NOTIFIER_CONCURRENCY:-}"  # empty: the default of the generation (1st gen has none)
 RUNTIME="${NOTIFIER_RUNTIME:-python312}"
 BUILD_EPOCH=315532801 # 1980-01-01T00:00:01Z, the time the buildpacks lifecycle gives every file
 TRIGGER_LOCATION="${NOTIFIER_TRIGGER_LOCATION:-}"
@@ -63,12 +72,18 @@ $(common_help)
                         NOTIFIER_WEBHOOK_KEY_SECRET; default sendgrid-webhook-public-key)
   --service-account SA  runtime and trigger identity (or NOTIFIER_SERVICE_ACCOUNT; default
                         storage-notifier@PROJECT.iam.gserviceaccount.com, made by setup.sh)
-  --memory SIZE         memory per instance (or NOTIFIER_MEMORY; default 256Mi, 256MB on gen1)
+  --cpu N               vCPUs per instance such as 1, .5, 2000m (or NOTIFIER_CPU; 2nd gen
+                        only; default $DEFAULT_CPU: a whole vCPU, which concurrent requests need)
+  --memory SIZE         memory per instance (or NOTIFIER_MEMORY; default $DEFAULT_MEMORY_GEN2, room for
+                        the requests in flight; $DEFAULT_MEMORY_GEN1 on gen1, where the CPU follows it)
   --timeout DURATION    function timeout, at most 540s (or NOTIFIER_TIMEOUT; default 60s);
                         the in-process retry deadline is set 15s shorter
-  --max-instances N     upper bound on instances (or NOTIFIER_MAX_INSTANCES; default 10)
-  --concurrency N       requests per instance, 2nd gen (or NOTIFIER_CONCURRENCY; default 1;
-                        more than 1 needs at least 1 vCPU, i.e. --memory 2Gi)
+  --max-instances N     upper bound on instances (or NOTIFIER_MAX_INSTANCES; default $DEFAULT_MAX_INSTANCES,
+                        which bounds what a runaway bucket costs)
+  --concurrency N       requests per instance, 2nd gen only (or NOTIFIER_CONCURRENCY;
+                        default $DEFAULT_CONCURRENCY: an event mostly waits on SendGrid; above 1 needs
+                        --cpu 1); the function's environment gets THREADS N + $SPARE_THREADS and
+                        NOTIFY_MAX_IN_FLIGHT N (1st gen: one request at a time)
   --trigger-location L  --via eventarc: where the bucket's events originate (default: the
                         bucket's location, looked up with gcloud storage buckets describe)
   --runtime ID          Python runtime (or NOTIFIER_RUNTIME; default python312)
@@ -153,6 +168,62 @@ prefix_base64() {
   fi
 }
 
+# A CPU count as gcloud takes it (1, 2.0, .5, 2000m) as millicores on stdout; nothing for any other
+# spelling (gcloud would also take 2k or 0.0001, which no instance has).
+cpu_millicores() {
+  local cpu="$1" fraction
+  [[ "$cpu" =~ [0-9] ]] || return 0
+  if [[ "$cpu" =~ ^([0-9]{1,5})m$ ]]; then
+    echo $((10#${BASH_REMATCH[1]}))
+  elif [[ "$cpu" =~ ^([0-9]{0,2})(\.([0-9]{0,3})0*)?$ ]]; then
+    fraction="${BASH_REMATCH[3]}000"
+    echo $((10#${BASH_REMATCH[1]:-0} * 1000 + 10#${fraction:0:3}))
+  fi
+}
+
+# --cpu, --memory and --concurrency, checked together and completed with the generation's defaults.
+# 1st gen has neither --cpu nor --concurrency: given explicitly, they are refused rather than ignored.
+validate_size() {
+  local millicores
+  [[ -z "$CONCURRENCY" || "$CONCURRENCY" =~ ^[1-9][0-9]{0,2}$|^1000$ ]] ||
+    die_usage "--concurrency: expected 1 to 1000, got '$CONCURRENCY'"
+  if [[ "$GEN" == 1 ]]; then
+    [[ -z "$CPU" ]] || die_usage "1st gen functions have no --cpu; their CPU follows --memory\
+ (drop --cpu and NOTIFIER_CPU, or deploy 2nd gen)"
+    [[ "${CONCURRENCY:-1}" == 1 ]] || die_usage "--concurrency $CONCURRENCY: 1st gen functions serve one request\
+ at a time (drop --concurrency and NOTIFIER_CONCURRENCY, or deploy 2nd gen)"
+    CONCURRENCY=1
+    MEMORY="${MEMORY:-$DEFAULT_MEMORY_GEN1}"
+  else
+    CPU="${CPU:-$DEFAULT_CPU}"
+    MEMORY="${MEMORY:-$DEFAULT_MEMORY_GEN2}"
+    CONCURRENCY="${CONCURRENCY:-$DEFAULT_CONCURRENCY}"
+    millicores="$(cpu_millicores "$CPU")"
+    if [[ -z "$millicores" ]] || ((millicores < 1 || millicores > 8000)); then
+      die_usage "--cpu: expected a number of vCPUs up to 8, such as 1, 2, .5 or 2000m, got '$CPU'"
+    fi
+    # Cloud Run gives concurrent requests to an instance only when it has a whole vCPU.
+    ((CONCURRENCY == 1 || millicores >= 1000)) ||
+      die_usage "--concurrency $CONCURRENCY needs a whole vCPU: use --cpu 1 (or --concurrency 1)"
+  fi
+  [[ "$MEMORY" =~ ^[0-9]+([kKmMgG]i?)?[bB]?$ ]] ||
+    die_usage "--memory: expected a size such as 512Mi or 1Gi, got '$MEMORY'"
+}
+
+# The env file deploy.sh writes sets these from --concurrency; the user's may not (a THREADS that
+# does not match the concurrency would leave requests queued, or the cap unanswered).
+refuse_capacity_variables() {
+  local line name
+  while IFS= read -r line; do
+    name="${line%%: *}"
+    case "$name" in
+      THREADS | NOTIFY_MAX_IN_FLIGHT)
+        die_usage "--env-file: $ENV_FILE sets $name; deploy.sh sets it from --concurrency (THREADS is the\
+ concurrency + $SPARE_THREADS, NOTIFY_MAX_IN_FLIGHT the concurrency): remove it and pass --concurrency N" ;;
+    esac
+  done <"$deploy_env"
+}
+
 # Rules with digest or max_emails hold their events until the flush sends them: say so after a
 # trigger's deploy. A plain look at the rules file deployed (notify.toml, or NOTIFY_CONFIG's), in
 # bash alone: deploy.sh needs nothing but bash and gcloud.
@@ -186,6 +257,7 @@ while (($#)); do
     --webhook-key-secret) need_value "$@"; WEBHOOK_KEY_SECRET="$2"; shift 2 ;;
     --service-account) need_value "$@"; SERVICE_ACCOUNT="$2"; shift 2 ;;
     --memory) need_value "$@"; MEMORY="$2"; shift 2 ;;
+    --cpu) need_value "$@"; CPU="$2"; shift 2 ;;
     --timeout) need_value "$@"; TIMEOUT="$2"; shift 2 ;;
     --max-instances) need_value "$@"; MAX_INSTANCES="$2"; shift 2 ;;
     --concurrency) need_value "$@"; CONCURRENCY="$2"; shift 2 ;;
@@ -221,22 +293,11 @@ if [[ "${SELECTED_TRIGGERS[0]}" == "$FLUSH" && "$GEN" == 1 ]] && ((flush_timeout
  runs at most 540s: use --timeout 300s or less (or 2nd gen)"
 fi
 [[ "$MAX_INSTANCES" =~ ^[1-9][0-9]*$ ]] || die_usage "--max-instances: expected a whole number >= 1, got '$MAX_INSTANCES'"
-[[ "$CONCURRENCY" =~ ^[1-9][0-9]{0,2}$|^1000$ ]] || die_usage "--concurrency: expected 1 to 1000, got '$CONCURRENCY'"
 [[ "$RUNTIME" =~ ^python3(1[2-9]|[2-9][0-9])$ ]] || die_usage "--runtime: expected python312 or newer, got '$RUNTIME'"
 validate_secret_name
 [[ "$WEBHOOK_KEY_SECRET" =~ ^[A-Za-z0-9_-]{1,255}$ ]] ||
   die_usage "--webhook-key-secret: '$WEBHOOK_KEY_SECRET' is not a Secret Manager secret name (letters, digits, - and _)"
-if [[ -z "$MEMORY" ]]; then
-  if [[ "$GEN" == 2 ]]; then MEMORY=256Mi; else MEMORY=256MB; fi
-fi
-[[ "$MEMORY" =~ ^[0-9]+([kKmMgG]i?)?[bB]?$ ]] || die_usage "--memory: expected a size such as 256Mi or 1Gi, got '$MEMORY'"
-if ((CONCURRENCY > 1)); then
-  # Cloud Run functions need a whole vCPU for concurrent requests: 2 GiB of memory brings one.
-  [[ "$MEMORY" =~ ^([0-9]+)([kKmMgG]?) ]]
-  size=$((10#${BASH_REMATCH[1]}))
-  case "${BASH_REMATCH[2],,}" in g) mib=$((size * 1024)) ;; k) mib=$((size / 1024)) ;; *) mib=$size ;; esac
-  ((GEN == 1 || mib >= 2048)) || die_usage "--concurrency $CONCURRENCY needs at least 1 vCPU: use --memory 2Gi or more"
-fi
+validate_size
 if [[ -z "$ENV_FILE" && -f "$NOTIFIER_ROOT/deploy/env.yaml" ]]; then
   ENV_FILE="$NOTIFIER_ROOT/deploy/env.yaml"
 fi
@@ -257,9 +318,14 @@ if [[ -n "$ENV_FILE" ]]; then
     --drop NOTIFY_KEY_SECRET --drop GOOGLE_CLOUD_PROJECT "${events_drop[@]}" -- "$ENV_FILE" 2>&1 >"$deploy_env")"; then
     die_usage "--env-file: ${problem:-could not read $ENV_FILE}"
   fi
+  refuse_capacity_variables
 fi
 {
   echo "NOTIFY_DEADLINE_SECONDS: \"$((timeout_s - 15))\""
+  # functions-framework serves THREADS requests at once (default CPUs x 4): the concurrency, plus
+  # spare threads that answer a request beyond NOTIFY_MAX_IN_FLIGHT at once (429, retried).
+  echo "THREADS: \"$((CONCURRENCY + SPARE_THREADS))\""
+  echo "NOTIFY_MAX_IN_FLIGHT: \"$CONCURRENCY\""
   echo "NOTIFY_KEY_SECRET: \"$SECRET\""  # its name only, so error messages can say which secret to fix
   echo "GOOGLE_CLOUD_PROJECT: \"$PROJECT\""  # log lines name their trace as projects/PROJECT/traces/T
   ((!${#events_drop[@]})) || echo 'NOTIFY_BACKEND: "console"'  # no SENDGRID_API_KEY: nothing to send with
@@ -271,6 +337,9 @@ if ((DRY_RUN)); then
   content="$(cat "$deploy_env"; echo .)"  # the dot keeps the final newline from $(...)
   printf 'printf %%s %s > %s\n' "$(quote_literal "${content%.}")" "$(shell_quote "$deploy_env")"
 fi
+
+size_args=("--memory=$MEMORY")  # every function's; gen2 has --cpu, valid only next to --memory
+[[ "$GEN" == 1 ]] || size_args+=("--cpu=$CPU")
 
 location_arg=()
 if [[ "$GEN" == 2 && "$VIA" == eventarc ]] && ((!http_only)); then
@@ -311,7 +380,7 @@ for trigger in "${SELECTED_TRIGGERS[@]}"; do
   if [[ "$GEN" == 2 ]]; then
     command+=("--trigger-service-account=$SERVICE_ACCOUNT" "--concurrency=$CONCURRENCY")
   fi
-  command+=("--service-account=$SERVICE_ACCOUNT" "--memory=$MEMORY" "--timeout=${timeout_s}s"
+  command+=("--service-account=$SERVICE_ACCOUNT" "${size_args[@]}" "--timeout=${timeout_s}s"
     "--max-instances=$MAX_INSTANCES" "--env-vars-file=$deploy_env"
     "--set-secrets=SENDGRID_API_KEY=$SECRET:latest"
     # The build's `compileall -f` then writes checked-hash bytecode (PEP 552) for our source, which

@@ -70,13 +70,13 @@ def deploy_calls(calls):
     return [c for c in calls if c["argv"][:2] == ["functions", "deploy"]]
 
 
-def expected_gen2(trigger, *, location="us-central1", retry="--retry", memory="256Mi", timeout="60s"):
+def expected_gen2(trigger, *, location="us-central1", retry="--retry", memory="512Mi", timeout="60s"):
     return [
         "functions", "deploy", f"storage-notifier-{trigger}", "--gen2", "--project=acme-prod",
         "--region=us-central1", "--runtime=python312", f"--source={ROOT}", "--entry-point=handle_storage_event",
         f"--trigger-event-filters=type={GEN2_TYPES[trigger]}", "--trigger-event-filters=bucket=acme-uploads",
-        f"--trigger-location={location}", f"--trigger-service-account={SA}", "--concurrency=1",
-        f"--service-account={SA}", f"--memory={memory}", f"--timeout={timeout}", "--max-instances=10",
+        f"--trigger-location={location}", f"--trigger-service-account={SA}", "--concurrency=32",
+        f"--service-account={SA}", f"--memory={memory}", "--cpu=1", f"--timeout={timeout}", "--max-instances=10",
         "--env-vars-file=ENV", "--set-secrets=SENDGRID_API_KEY=sendgrid-api-key:latest", BYTECODE, retry, "--quiet",
     ]  # fmt: skip
 

@@ -24,8 +24,9 @@ def _events_deploy(gen_flag: str = "--gen2", key_secret_name: str = KEY_SECRET_N
     return [
         "functions", "deploy", "storage-notifier-events", gen_flag, "--project=acme-prod", "--region=us-central1",
         "--runtime=python312", f"--source={ROOT}", "--entry-point=sendgrid_events", "--trigger-http",
-        "--allow-unauthenticated", *(["--concurrency=1"] if gen_flag == "--gen2" else []),
-        f"--service-account={SA}", f"--memory={'256Mi' if gen_flag == '--gen2' else '256MB'}", "--timeout=60s",
+        "--allow-unauthenticated", *(["--concurrency=32"] if gen_flag == "--gen2" else []),
+        f"--service-account={SA}", *(["--memory=512Mi", "--cpu=1"] if gen_flag == "--gen2" else ["--memory=256MB"]),
+        "--timeout=60s",
         "--max-instances=10", "--env-vars-file=ENV",
         f"--set-secrets=SENDGRID_WEBHOOK_PUBLIC_KEY={key_secret_name}:latest",  # never the API key
         BYTECODE, "--quiet",

@@ -165,8 +165,8 @@ def _flush_deploy(gen_flag: str, *, timeout: str, deadline: str) -> list[str]:
     return [
         "functions", "deploy", "storage-notifier-flush", gen_flag, "--project=acme-prod", "--region=us-central1",
         "--runtime=python312", f"--source={ROOT}", "--entry-point=flush_digests", "--trigger-http",
-        "--no-allow-unauthenticated", *(["--concurrency=1"] if gen_flag == "--gen2" else []),
-        f"--service-account={FLUSH_SA}", f"--memory={'256Mi' if gen_flag == '--gen2' else '256MB'}",
+        "--no-allow-unauthenticated", *(["--concurrency=32"] if gen_flag == "--gen2" else []),
+        f"--service-account={FLUSH_SA}", *(["--memory=512Mi", "--cpu=1"] if gen_flag == "--gen2" else ["--memory=256MB"]),
         f"--timeout={timeout}", "--max-instances=10", "--env-vars-file=ENV",
         "--set-secrets=SENDGRID_API_KEY=sendgrid-api-key:latest", BYTECODE, "--quiet",
     ]  # fmt: skip

@@ -351,8 +351,8 @@ def test_settings_deploy_sh_owns_are_replaced_however_they_are_spelled(tmp_path)
     assert result.returncode == 0, result.stderr
     (deploy,) = deploy_calls(calls)
     assert deploy["env_file"] == (
-        'NOTIFY_TO: "a@example.com"\nNOTIFY_DEADLINE_SECONDS: "45"\nNOTIFY_KEY_SECRET: "sg-key"\n'
-        'GOOGLE_CLOUD_PROJECT: "acme-prod"\n'
+        'NOTIFY_TO: "a@example.com"\nNOTIFY_DEADLINE_SECONDS: "45"\nTHREADS: "40"\nNOTIFY_MAX_IN_FLIGHT: "32"\n'
+        'NOTIFY_KEY_SECRET: "sg-key"\nGOOGLE_CLOUD_PROJECT: "acme-prod"\n'
     )
 
 
