@@ -14,6 +14,7 @@ DEFAULT_MEMORY_GEN1=256MB  # 1st gen: one request at a time, and its CPU follows
 DEFAULT_CONCURRENCY=32     # ~3 ms of CPU per event, the rest waits on SendGrid; make bench's capacity rows
 DEFAULT_MAX_INSTANCES=10   # bounds what a runaway bucket costs: instances x concurrency requests at most
 SPARE_THREADS=8            # THREADS = concurrency + these: a request over the cap gets its 429 at once
+MAX_THREADS=999            # below gunicorn's worker_connections (1000): see the THREADS line
 
 ENV_FILE="${NOTIFIER_ENV_FILE:-}"
 MEMORY="${NOTIFIER_MEMORY:-}"
@@ -72,18 +73,20 @@ $(common_help)
                         NOTIFIER_WEBHOOK_KEY_SECRET; default sendgrid-webhook-public-key)
   --service-account SA  runtime and trigger identity (or NOTIFIER_SERVICE_ACCOUNT; default
                         storage-notifier@PROJECT.iam.gserviceaccount.com, made by setup.sh)
-  --cpu N               vCPUs per instance such as 1, .5, 2000m (or NOTIFIER_CPU; 2nd gen
-                        only; default $DEFAULT_CPU: a whole vCPU, which concurrent requests need)
+  --cpu N               vCPUs per instance (or NOTIFIER_CPU; 2nd gen only): .08 to 1, such
+                        as .5 or 500m, or 2, 4, 6 or 8; default $DEFAULT_CPU, a whole vCPU, which
+                        concurrent requests need
   --memory SIZE         memory per instance (or NOTIFIER_MEMORY; default $DEFAULT_MEMORY_GEN2, room for
-                        the requests in flight; $DEFAULT_MEMORY_GEN1 on gen1, where the CPU follows it)
+                        the requests in flight, or the least --cpu 4 and up allow; $DEFAULT_MEMORY_GEN1
+                        on gen1, where the CPU follows it)
   --timeout DURATION    function timeout, at most 540s (or NOTIFIER_TIMEOUT; default 60s);
                         the in-process retry deadline is set 15s shorter
   --max-instances N     upper bound on instances (or NOTIFIER_MAX_INSTANCES; default $DEFAULT_MAX_INSTANCES,
                         which bounds what a runaway bucket costs)
   --concurrency N       requests per instance, 2nd gen only (or NOTIFIER_CONCURRENCY;
                         default $DEFAULT_CONCURRENCY: an event mostly waits on SendGrid; above 1 needs
-                        --cpu 1); the function's environment gets THREADS N + $SPARE_THREADS and
-                        NOTIFY_MAX_IN_FLIGHT N (1st gen: one request at a time)
+                        --cpu 1); the function's environment gets THREADS N + $SPARE_THREADS (at most
+                        $MAX_THREADS) and NOTIFY_MAX_IN_FLIGHT N (1st gen: one request at a time)
   --trigger-location L  --via eventarc: where the bucket's events originate (default: the
                         bucket's location, looked up with gcloud storage buckets describe)
   --runtime ID          Python runtime (or NOTIFIER_RUNTIME; default python312)
@@ -168,17 +171,65 @@ prefix_base64() {
   fi
 }
 
-# A CPU count as gcloud takes it (1, 2.0, .5, 2000m) as millicores on stdout; nothing for any other
-# spelling (gcloud would also take 2k or 0.0001, which no instance has).
+# What Cloud Run accepts (cloud.google.com/run/docs/configuring/cpu): 80m to 1000m, or a whole 1, 2,
+# 4, 6 or 8 vCPUs; and memory for the CPU, in MiB indexed by millicores (bash lists them in order):
+# from that CPU up at least the floor, below that CPU at most the cap.
+WHOLE_CPUS=" 1000 2000 4000 6000 8000 "
+MEMORY_FLOOR_MIB=([4000]=2048 [6000]=4096)
+MEMORY_CAP_MIB=([500]=512 [1000]=1024)
+MIB=1048576
+
+# A CPU count as gcloud takes it (1, 2.0, .5, 2000m) as millicores on stdout, if Cloud Run has it;
+# nothing for any other value or spelling (gcloud would also take 2k or 0.0001).
 cpu_millicores() {
-  local cpu="$1" fraction
+  local cpu="$1" fraction millicores=
   [[ "$cpu" =~ [0-9] ]] || return 0
   if [[ "$cpu" =~ ^([0-9]{1,5})m$ ]]; then
-    echo $((10#${BASH_REMATCH[1]}))
+    millicores=$((10#${BASH_REMATCH[1]}))
   elif [[ "$cpu" =~ ^([0-9]{0,2})(\.([0-9]{0,3})0*)?$ ]]; then
     fraction="${BASH_REMATCH[3]}000"
-    echo $((10#${BASH_REMATCH[1]:-0} * 1000 + 10#${fraction:0:3}))
+    millicores=$((10#${BASH_REMATCH[1]:-0} * 1000 + 10#${fraction:0:3}))
   fi
+  [[ -n "$millicores" ]] || return 0
+  if ((millicores >= 80 && millicores <= 1000)) || [[ "$WHOLE_CPUS" == *" $millicores "* ]]; then
+    echo "$millicores"
+  fi
+}
+
+# A --memory size in bytes: k, M, G decimal, Ki, Mi, Gi binary, a trailing B changing nothing; past
+# 9 digits, more than any instance has.
+memory_bytes() {
+  [[ "$1" =~ ^0*([0-9]{1,9})([kKmMgG]?)(i?)[bB]?$ ]] || { echo $((1 << 62)); return 0; }
+  local base=1000 power=0
+  [[ -z "${BASH_REMATCH[3]}" ]] || base=1024
+  case "${BASH_REMATCH[2],,}" in k) power=1 ;; m) power=2 ;; g) power=3 ;; esac
+  echo $((10#${BASH_REMATCH[1]} * base ** power))
+}
+
+mib_size() {  # 512 -> 512Mi, 2048 -> 2Gi
+  if (($1 % 1024)); then echo "${1}Mi"; else echo "$(($1 / 1024))Gi"; fi
+}
+
+# MEMORY within Cloud Run's bounds for MILLICORES: unset, its floor (or the default); set outside
+# them, refused naming both.
+size_memory_for_cpu() {
+  local millicores="$1" key floor=0 cap=0 bytes
+  for key in "${!MEMORY_FLOOR_MIB[@]}"; do ((millicores < key)) || floor="${MEMORY_FLOOR_MIB[key]}"; done
+  for key in "${!MEMORY_CAP_MIB[@]}"; do
+    if ((millicores < key)); then cap="${MEMORY_CAP_MIB[key]}"; break; fi
+  done
+  if [[ -z "$MEMORY" ]]; then
+    if ((floor)); then MEMORY="$(mib_size "$floor")"; else MEMORY="$DEFAULT_MEMORY_GEN2"; fi
+  fi
+  valid_memory
+  bytes="$(memory_bytes "$MEMORY")"
+  ((bytes >= floor * MIB)) || die_usage "--cpu $CPU needs --memory $(mib_size "$floor") or more, got '$MEMORY'"
+  ((!cap || bytes <= cap * MIB)) || die_usage "--cpu $CPU allows --memory $(mib_size "$cap") at most, got '$MEMORY'"
+}
+
+valid_memory() {
+  [[ "$MEMORY" =~ ^[0-9]+([kKmMgG]i?)?[bB]?$ ]] ||
+    die_usage "--memory: expected a size such as 512Mi or 1Gi, got '$MEMORY'"
 }
 
 # --cpu, --memory and --concurrency, checked together and completed with the generation's defaults.
@@ -194,20 +245,18 @@ validate_size() {
  at a time (drop --concurrency and NOTIFIER_CONCURRENCY, or deploy 2nd gen)"
     CONCURRENCY=1
     MEMORY="${MEMORY:-$DEFAULT_MEMORY_GEN1}"
+    valid_memory
   else
     CPU="${CPU:-$DEFAULT_CPU}"
-    MEMORY="${MEMORY:-$DEFAULT_MEMORY_GEN2}"
     CONCURRENCY="${CONCURRENCY:-$DEFAULT_CONCURRENCY}"
     millicores="$(cpu_millicores "$CPU")"
-    if [[ -z "$millicores" ]] || ((millicores < 1 || millicores > 8000)); then
-      die_usage "--cpu: expected a number of vCPUs up to 8, such as 1, 2, .5 or 2000m, got '$CPU'"
-    fi
+    [[ -n "$millicores" ]] || die_usage "--cpu: expected a number of vCPUs Cloud Run allows: 0.08 to 1\
+ (80m to 1000m, such as .5) or 1, 2, 4, 6 or 8 (such as 2000m), got '$CPU'"
     # Cloud Run gives concurrent requests to an instance only when it has a whole vCPU.
     ((CONCURRENCY == 1 || millicores >= 1000)) ||
       die_usage "--concurrency $CONCURRENCY needs a whole vCPU: use --cpu 1 (or --concurrency 1)"
+    size_memory_for_cpu "$millicores"
   fi
-  [[ "$MEMORY" =~ ^[0-9]+([kKmMgG]i?)?[bB]?$ ]] ||
-    die_usage "--memory: expected a size such as 512Mi or 1Gi, got '$MEMORY'"
 }
 
 # The env file deploy.sh writes sets these from --concurrency; the user's may not (a THREADS that
@@ -323,8 +372,11 @@ fi
 {
   echo "NOTIFY_DEADLINE_SECONDS: \"$((timeout_s - 15))\""
   # functions-framework serves THREADS requests at once (default CPUs x 4): the concurrency, plus
-  # spare threads that answer a request beyond NOTIFY_MAX_IN_FLIGHT at once (429, retried).
-  echo "THREADS: \"$((CONCURRENCY + SPARE_THREADS))\""
+  # spare threads that answer a request beyond NOTIFY_MAX_IN_FLIGHT at once (429, retried). At most
+  # 999: gunicorn keeps a connection alive only while fewer than worker_connections (1000, which
+  # functions-framework leaves as is) - THREADS are kept alive, so at 1000 every answer would close it.
+  threads=$((CONCURRENCY + SPARE_THREADS < MAX_THREADS ? CONCURRENCY + SPARE_THREADS : MAX_THREADS))
+  echo "THREADS: \"$threads\""
   echo "NOTIFY_MAX_IN_FLIGHT: \"$CONCURRENCY\""
   echo "NOTIFY_KEY_SECRET: \"$SECRET\""  # its name only, so error messages can say which secret to fix
   echo "GOOGLE_CLOUD_PROJECT: \"$PROJECT\""  # log lines name their trace as projects/PROJECT/traces/T

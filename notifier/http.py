@@ -52,7 +52,7 @@ _TRACE_SCOPE = "notifier_trace_scope"
 # flask.g: this request holds a slot of the app's Admission (app.extensions[ADMISSION]).
 _ADMITTED = "notifier_admitted"
 ADMISSION = "notifier_admission"
-# Over NOTIFY_MAX_IN_FLIGHT: Pub/Sub push, Eventarc and 1st-gen retries all redeliver a 429.
+# Over NOTIFY_MAX_IN_FLIGHT: Pub/Sub push redelivers a 429, Eventarc and 1st gen with --retry only.
 _TOO_MANY = b"too many requests at once: retry later\n"
 
 
@@ -65,9 +65,11 @@ def install(app: Flask, pipeline: Pipeline) -> None:
     functions-framework names the app after the function it serves (``--target``)."""
     # First of all, for every target: each line of a request carries its trace, even a rejection's.
     app.before_request(partial(_begin_trace, pipeline))
-    app.teardown_request(_end_trace)
     if (limit := pipeline.settings.max_in_flight) is not None:  # next, so a refusal's line has the trace
         _admit_at_most(app, limit)
+    # Flask runs teardowns last registered first: the trace ends before the slot is given back, so a
+    # line about earlier refusals said then is not filed under this request's trace.
+    app.teardown_request(_end_trace)
     if app.name == WEBHOOK_TARGET:
         from notifier.webhook import install as install_webhook
 

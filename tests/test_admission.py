@@ -1,7 +1,8 @@
 """Admission control (NOTIFY_MAX_IN_FLIGHT): a saturated instance answers 429 at once, without
 reading the body, and says so in at most one WARNING line per 10 s; the slot is freed whatever
-happened to the request. notifier.admission with a fake clock; main.py under functions-framework
-over real HTTP with a SendGrid stand-in that holds its answers; every target main.py serves."""
+happened to the request. notifier.admission with a fake clock and timers; main.py under
+functions-framework over real HTTP with a SendGrid stand-in that holds its answers; every target
+main.py serves."""
 
 from __future__ import annotations
 
@@ -13,19 +14,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cloudevents.conversion import to_binary
+from flask import Flask
 from functions_framework import create_app
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from notifier import http, httpclient
-from notifier.admission import Admission
+from notifier import http, httpclient, tracing
+from notifier.admission import Admission, daemon_timer
 from notifier.config import ConfigError
 from tests.conftest import SECRET_KEY, settings_for, storage_cloud_event
 from tests.test_webhook import key_pair
@@ -42,6 +44,28 @@ class FakeClock:
         return self.now
 
 
+class FakeTimers:
+    """Admission's timer factory: records each call armed, fired only when the test says so."""
+
+    def __init__(self) -> None:
+        self.armed: list[tuple[float, Callable[[], None]]] = []
+
+    def __call__(self, delay: float, call: Callable[[], None]) -> None:
+        self.armed.append((delay, call))
+
+    def fire(self) -> None:
+        """Run the calls armed so far (a call may arm another: it waits for the next fire)."""
+        due, self.armed = self.armed, []
+        for _, call in due:
+            call()
+
+
+def _admission(limit: int, clock: FakeClock) -> Admission:
+    """An Admission on a fake clock whose timers never fire unless a test fires them: a real one
+    would log, 10 s later, into whatever test runs then."""
+    return Admission(limit, clock=clock, timer=FakeTimers())
+
+
 def _warnings(text: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     return [line for line in lines if line["severity"] == "WARNING"]
@@ -52,7 +76,7 @@ def _warnings(text: str) -> list[dict[str, Any]]:
 
 
 def test_the_request_over_the_cap_is_refused_and_a_leave_frees_its_slot(capsys):
-    admission = Admission(2, clock=FakeClock())
+    admission = _admission(2, FakeClock())
 
     assert [admission.enter(), admission.enter(), admission.enter()] == [True, True, False]
     assert admission.in_flight == 2
@@ -64,7 +88,7 @@ def test_the_request_over_the_cap_is_refused_and_a_leave_frees_its_slot(capsys):
 
 def test_refusals_within_10_s_make_one_line_and_the_next_line_counts_them(capsys):
     clock = FakeClock()
-    admission = Admission(2, clock=clock)
+    admission = _admission(2, clock)
     admission.enter(), admission.enter()
     capsys.readouterr()
 
@@ -86,7 +110,7 @@ def test_refusals_within_10_s_make_one_line_and_the_next_line_counts_them(capsys
 
 def test_refusals_still_unreported_when_the_burst_ends_are_reported_by_a_later_leave(capsys):
     clock = FakeClock()
-    admission = Admission(2, clock=clock)
+    admission = _admission(2, clock)
     admission.enter(), admission.enter()
     admission.enter()  # the first refusal: logged at once
     clock.now += 1
@@ -106,8 +130,86 @@ def test_refusals_still_unreported_when_the_burst_ends_are_reported_by_a_later_l
     assert _warnings(capsys.readouterr().out) == []
 
 
+def test_refusals_counted_after_a_line_are_logged_when_it_is_due_though_nothing_more_arrives(capsys):
+    clock, timers = FakeClock(), FakeTimers()
+    admission = Admission(2, clock=clock, timer=timers)
+    admission.enter(), admission.enter()
+    admission.enter()  # the first refusal: logged at once, nothing to wait for
+    assert timers.armed == []
+    capsys.readouterr()
+    clock.now += 1
+    for _ in range(3):  # counted: one timer, for when the next line is due
+        admission.enter()
+    admission.leave(), admission.leave()  # the burst ends 1 s after the line: too soon to say
+    assert [delay for delay, _ in timers.armed] == [9.0]
+    assert _warnings(capsys.readouterr().out) == []
+
+    clock.now += 9
+    timers.fire()  # nothing more arrives: the timer says what was counted
+
+    (line,) = _warnings(capsys.readouterr().out)
+    assert (line["refused"], line["max_in_flight"]) == (3, 2)
+    assert line["message"] == f"3 request(s) refused with 429 in the last 10s: {CAP_LINE}"
+    assert timers.armed == []
+
+
+def test_the_timer_says_nothing_when_a_later_leave_said_it_and_rearms_when_it_fires_early(capsys):
+    clock, timers = FakeClock(), FakeTimers()
+    admission = Admission(1, clock=clock, timer=timers)
+    admission.enter(), admission.enter()  # the line of the first refusal
+    clock.now += 2
+    admission.enter()
+    capsys.readouterr()
+    clock.now += 9
+    admission.leave()  # due: said now
+    (said,) = _warnings(capsys.readouterr().out)
+    timers.fire()
+    assert _warnings(capsys.readouterr().out) == [], "said twice"
+    assert said["refused"] == 1
+
+    admission.enter()
+    clock.now += 1
+    admission.enter()  # 1 s after the leave's line: a new timer, 9 s away
+    clock.now += 8.5
+    timers.fire()  # half a second early (another clock): not yet, and armed again for the rest
+    assert _warnings(capsys.readouterr().out) == []
+    assert [delay for delay, _ in timers.armed] == [0.5]
+    clock.now += 0.5
+    timers.fire()
+    (line,) = _warnings(capsys.readouterr().out)
+    assert line["refused"] == 1
+
+
+def test_a_timer_that_cannot_start_refuses_nothing_more_and_a_later_refusal_arms_another(capsys):
+    clock, timers = FakeClock(), FakeTimers()
+
+    def no_thread(delay: float, call: Callable[[], None]) -> None:
+        raise RuntimeError("can't start new thread")
+
+    admission = Admission(1, clock=clock, timer=no_thread)
+    admission.enter(), admission.enter()  # the first refusal's line
+    clock.now += 1
+    assert admission.enter() is False  # its timer could not start: still a 429, not an exception
+    admission._timer = timers
+    clock.now += 1
+    admission.enter()
+    clock.now += 8
+    timers.fire()
+
+    assert _warnings(capsys.readouterr().out)[-1]["refused"] == 2
+
+
+def test_the_default_timer_is_a_daemon_thread_that_calls_once():
+    called: queue.Queue[bool] = queue.Queue()
+
+    daemon_timer(0.0, lambda: called.put(threading.current_thread().daemon))
+
+    assert called.get(timeout=10) is True
+    assert called.empty()
+
+
 def test_many_threads_never_have_more_than_the_cap_inside_and_leave_it_empty(capsys):
-    admission = Admission(3, clock=FakeClock())
+    admission = _admission(3, FakeClock())
     inside, most, admitted, refused = [0], [0], [0], [0]
     guard = threading.Lock()
     start = threading.Barrier(16)
@@ -175,15 +277,20 @@ class _Unreadable(io.BytesIO):
     readline = readinto = read1 = read
 
 
-@pytest.mark.parametrize("target", ["handle_storage_event", "flush_digests", "sendgrid_events"])
-def test_every_target_refuses_over_the_cap_before_reading_the_body(target, monkeypatch, capsys):
+def _main_app(target: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Flask:
+    """main.py's app for ``target`` as functions-framework builds it, with a cap of 1."""
     for var, value in {"NOTIFY_BACKEND": "console", "NOTIFY_FROM": "Alerts <alerts@example.com>",
                        "NOTIFY_TO": "ops@example.com", "NOTIFY_MAX_IN_FLIGHT": "1",
-                       "SENDGRID_WEBHOOK_PUBLIC_KEY": key_pair().public}.items():  # fmt: skip
+                       "SENDGRID_WEBHOOK_PUBLIC_KEY": key_pair().public, **env}.items():  # fmt: skip
         monkeypatch.setenv(var, value)
     monkeypatch.setattr(sys, "path", list(sys.path))  # create_app appends the source's folder
     monkeypatch.delitem(sys.modules, "main", raising=False)  # and registers the module as "main"
-    app = create_app(target=target, source=str(Path(__file__).parent.parent / "main.py"))
+    return create_app(target=target, source=str(Path(__file__).parent.parent / "main.py"))
+
+
+@pytest.mark.parametrize("target", ["handle_storage_event", "flush_digests", "sendgrid_events"])
+def test_every_target_refuses_over_the_cap_before_reading_the_body(target, monkeypatch, capsys):
+    app = _main_app(target, monkeypatch)
     admission: Admission = app.extensions[http.ADMISSION]
     assert admission.enter() is True  # the one slot is taken
     capsys.readouterr()
@@ -200,6 +307,37 @@ def test_every_target_refuses_over_the_cap_before_reading_the_body(target, monke
     admission.leave()
     assert app.test_client().get("/").status_code != 429  # the slot is free again
     assert admission.in_flight == 0
+
+
+def test_a_line_said_at_the_end_of_another_request_carries_no_trace_of_that_request(monkeypatch, capsys):
+    app = _main_app("handle_storage_event", monkeypatch, GOOGLE_CLOUD_PROJECT="my-project-123")
+    admission: Admission = app.extensions[http.ADMISSION]
+    clock, timers = FakeClock(), FakeTimers()
+    monkeypatch.setattr(admission, "_clock", clock)
+    monkeypatch.setattr(admission, "_timer", timers)
+    refused_trace, admitted_trace = "a" * 32, "b" * 32
+    client = app.test_client()
+
+    def post(trace_id: str) -> Any:
+        headers = {"Content-Type": "application/json", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+        return client.post("/", data=b"[1]", headers=headers)
+
+    admission.enter()  # the one slot is taken
+    capsys.readouterr()
+
+    refusals = [post(refused_trace), post(refused_trace)]
+    admission.leave()
+    clock.now += 11  # the second refusal's line is due: the next request to end says it
+    admitted = post(admitted_trace)
+    first, combined = _warnings(capsys.readouterr().out)
+
+    assert [answer.status_code for answer in refusals] == [429, 429]
+    assert admitted.status_code == 200  # acknowledged: not an event
+    assert first["refused"] == 1
+    assert first[tracing.TRACE_FIELD] == f"projects/my-project-123/traces/{refused_trace}"
+    assert combined["refused"] == 1
+    assert tracing.TRACE_FIELD not in combined, "filed under a request it is not about"
+    assert tracing.SPAN_FIELD not in combined
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,6 +106,30 @@ def test_the_http_functions_are_sized_like_the_triggers(tmp_path, args, env):
     assert capacity(variables) == ("9", "1")
 
 
+@pytest.mark.parametrize(
+    ("cpu", "memory"), [("4", "2Gi"), ("4000m", "2Gi"), ("6", "4Gi"), ("8", "4Gi"), ("8.0", "4Gi"), ("2", "512Mi")]
+)
+def test_a_cpu_that_needs_more_memory_gets_its_floor_when_memory_is_not_given(tmp_path, cpu, memory):
+    argv, _ = deployed(*TRIGGER_ARGS, "--cpu", cpu, tmp_path=tmp_path)
+    assert sizing(argv)[1:3] == [f"--memory={memory}", f"--cpu={cpu}"]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"),
+    [("4", "2Gi"), ("4", "2048Mi"), ("6", "8Gi"), ("8", "4400M"), (".08", "512Mi"), ("499m", "512M"),
+     (".5", "1Gi"), ("999m", "1024Mi"), (".25", "128Mi"), ("1", "4Gi")],
+)  # fmt: skip
+def test_memory_within_what_the_cpu_allows_is_deployed_as_given(tmp_path, cpu, memory):
+    argv, _ = deployed(*TRIGGER_ARGS, "--cpu", cpu, "--memory", memory, "--concurrency", "1", tmp_path=tmp_path)
+    assert sizing(argv)[1:3] == [f"--memory={memory}", f"--cpu={cpu}"]
+
+
+@pytest.mark.parametrize(("concurrency", "threads"), [("991", "999"), ("992", "999"), ("1000", "999")])
+def test_threads_stay_below_gunicorns_1000_worker_connections(tmp_path, concurrency, threads):
+    _, env = deployed(*TRIGGER_ARGS, "--concurrency", concurrency, tmp_path=tmp_path)
+    assert capacity(env) == (threads, concurrency)
+
+
 REFUSED = [
     pytest.param(["--cpu", ".5"], {}, "--concurrency 32 needs a whole vCPU: use --cpu 1 (or --concurrency 1)",
                  id="default-concurrency-half-cpu"),
@@ -129,6 +153,28 @@ REFUSED = [
     pytest.param(["--cpu", "1.5m"], {}, "--cpu: expected a number of vCPUs", id="cpu-fraction-milli"),
     pytest.param(["--cpu", "1" * 30], {}, "--cpu: expected a number of vCPUs", id="cpu-huge"),
     pytest.param(["--cpu"], {}, "--cpu needs a value", id="cpu-no-value"),
+    # What Cloud Run refuses: above 1 only whole 1, 2, 4, 6 or 8; below 1 not under 0.08.
+    *(pytest.param(["--cpu", cpu, "--concurrency", "1"], {}, f"--cpu: expected a number of vCPUs Cloud Run\
+ allows: 0.08 to 1 (80m to 1000m, such as .5) or 1, 2, 4, 6 or 8 (such as 2000m), got '{cpu}'", id=f"cpu-{cpu}")
+      for cpu in ["1.5", "3", "5", "7", "0.05", "79m", "1001m", "3000m", "9", "16"]),
+    # Cloud Run's memory for a CPU: 4 vCPU at least 2Gi, 6 and 8 at least 4Gi; under 0.5 vCPU at
+    # most 512Mi, under 1 vCPU at most 1Gi.
+    pytest.param(["--cpu", "4", "--memory", "1Gi"], {}, "--cpu 4 needs --memory 2Gi or more, got '1Gi'",
+                 id="cpu-4-1gi"),
+    pytest.param(["--cpu", "4", "--memory", "2G"], {}, "--cpu 4 needs --memory 2Gi or more, got '2G'",
+                 id="cpu-4-2g-decimal"),
+    pytest.param(["--cpu", "6"], {"NOTIFIER_MEMORY": "2Gi"}, "--cpu 6 needs --memory 4Gi or more, got '2Gi'",
+                 id="cpu-6-env-2gi"),
+    pytest.param(["--cpu", "8000m", "--memory", "4000Mi"], {}, "--cpu 8000m needs --memory 4Gi or more, got\
+ '4000Mi'", id="cpu-8-4000mi"),
+    pytest.param(["--cpu", ".3", "--memory", "1Gi", "--concurrency", "1"], {},
+                 "--cpu .3 allows --memory 512Mi at most, got '1Gi'", id="cpu-.3-1gi"),
+    pytest.param(["--cpu", "499m", "--memory", "513Mi", "--concurrency", "1"], {},
+                 "--cpu 499m allows --memory 512Mi at most, got '513Mi'", id="cpu-499m-513mi"),
+    pytest.param(["--cpu", ".5", "--memory", "2Gi", "--concurrency", "1"], {},
+                 "--cpu .5 allows --memory 1Gi at most, got '2Gi'", id="cpu-.5-2gi"),
+    pytest.param(["--cpu", ".08", "--memory", "99999999999999999999999Gi", "--concurrency", "1"], {},
+                 "--cpu .08 allows --memory 512Mi at most", id="cpu-.08-huge-memory"),
 ]  # fmt: skip
 
 
@@ -179,10 +225,12 @@ def test_the_help_documents_cpu_and_the_new_defaults(tmp_path):
 
 @pytest.mark.skipif(REAL_GCLOUD is None, reason="the real gcloud is not installed")
 def test_the_sized_deploy_command_lines_parse_with_the_real_gcloud(tmp_path):
-    """Only the three `functions deploy` lines go to the real parser (each launch costs a second):
-    a trigger with --cpu below a vCPU, the flush and the events webhook with their defaults."""
+    """Only four `functions deploy` lines go to the real parser (each launch costs a second): a
+    trigger with --cpu below a vCPU, one with 8 vCPUs at the memory they need, the flush and the
+    events webhook with their defaults."""
     runs = [
         ((*TRIGGER_ARGS, "--cpu", ".5", "--concurrency", "1", "--memory", "256Mi"), {}),
+        ((*TRIGGER_ARGS, "--cpu", "8"), {}),
         (FLUSH_ARGS, {}),
         (EVENTS_ARGS, KEY_SECRET_EXISTS),
     ]
@@ -199,6 +247,7 @@ def test_the_sized_deploy_command_lines_parse_with_the_real_gcloud(tmp_path):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [sizing(c["argv"])[:3] for c in calls] == [
         ["--concurrency=1", "--memory=256Mi", "--cpu=.5"],
+        ["--concurrency=32", "--memory=4Gi", "--cpu=8"],
         ["--concurrency=32", "--memory=512Mi", "--cpu=1"],
         ["--concurrency=32", "--memory=512Mi", "--cpu=1"],
     ]
