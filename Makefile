@@ -8,7 +8,7 @@ SANDBOX_DIR ?= .sandbox
 # sends its headers, which the function cannot cut short (README "Limits"), so serve with more.
 THREADS ?= 64
 
-.PHONY: demo sandbox test bench bench-cold chaos format run clean help
+.PHONY: demo sandbox test bench bench-cold chaos burst format run clean help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -40,6 +40,9 @@ bench-cold: $(VENV)/.installed  ## the cold starts alone: as deployed, beside th
 
 chaos: $(VENV)/.installed  ## 5,000 uploads (1,000 held for digests) → Pub/Sub emulator → 2 instances; failing SendGrid and state bucket: 0 lost
 	$(PY) -m bench.chaos --events 5000 --bulk 1000
+
+burst: $(VENV)/.installed  ## 10,000 finalize events → Pub/Sub emulator → ONE instance as deploy.sh deploys it, saturated: 0 lost
+	$(PY) -m bench.burst --events 10000
 
 run: $(VENV)/.installed  ## serve the function on :8080 (outbox backend unless SENDGRID_API_KEY is set)
 	THREADS=$(THREADS) $(VENV)/bin/functions-framework --target handle_storage_event --source main.py --port $(PORT)

@@ -4,7 +4,7 @@ front end is in front of a function's instances.
 Requests go to the instances in turn (round robin). An instance that cannot be reached, or that
 drops the connection, gets the request answered 502, and the caller (the Pub/Sub emulator)
 redelivers, as it would for any non-2xx answer. It counts requests and answers, so a chaos run
-knows when the platform has gone quiet.
+knows when the platform has gone quiet, and times each answer by its status (`make burst`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import http.client
 import itertools
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -30,6 +30,8 @@ class Balancer(LocalServer):
 
     upstreams: list[str]
     statuses: Counter = field(default_factory=Counter)  # HTTP status answered (502: upstream unreachable)
+    # HTTP status → how long each such answer took, in seconds
+    answer_seconds: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
     in_flight: int = 0
     most_in_flight: int = 0  # the caller's concurrency, as seen here
     last_request: float = field(default_factory=time.monotonic)
@@ -54,10 +56,11 @@ class Balancer(LocalServer):
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             return self._targets[next(self._next)]
 
-    def _done(self, status: int) -> None:
+    def _done(self, status: int, seconds: float = 0.0) -> None:
         with self._lock:
             self.in_flight -= 1
             self.statuses[status] += 1
+            self.answer_seconds[status].append(seconds)
             self.last_request = time.monotonic()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -69,7 +72,7 @@ class Balancer(LocalServer):
                 if body is None:
                     return  # refused: 400, 411 or 413 (read_body answered)
                 headers = passed_on(self.headers.items())
-                status = 502
+                status, started = 502, time.monotonic()
                 upstream = balancer._pick()
                 try:
                     status, answer_headers, body = forward(upstream, self.command, self.path, headers, body,
@@ -77,7 +80,7 @@ class Balancer(LocalServer):
                 except (OSError, http.client.HTTPException):
                     answer_headers, body = [], b"upstream unreachable"
                 finally:
-                    balancer._done(status)
+                    balancer._done(status, time.monotonic() - started)
                 answer(self, status, answer_headers, body)
 
             do_GET = do_POST = _serve

@@ -125,17 +125,20 @@ def fake_gcs_binary() -> Path:
 @contextmanager
 def running_fake_gcs(
     *, port: int | None = None, events: EventSink | None = None, log: Log = subprocess.DEVNULL,
-    certificate: ServerCertificate | None = None,
+    certificate: ServerCertificate | None = None, root: Path | None = None,
 ) -> Iterator[FakeGcsServer]:  # fmt: skip
     """fake-gcs-server on 127.0.0.1, in memory, publishing to ``events`` if given; stopped on the way
     out, whatever happens. With ``certificate``: HTTPS on ``port`` (as Cloud Storage speaks), and
-    plain HTTP on a second port for readiness checks and tooling."""
+    plain HTTP on a second port for readiness checks and tooling. With ``root``: objects kept as files
+    there instead, each call as fast with 20,000 objects as with 1,000 (the memory backend scans the
+    bucket's objects on every call: 2.5 ms per write at 1,000, 20 ms at 12,000)."""
     port = port or free_port()
     url = f"{'https' if certificate else 'http'}://127.0.0.1:{port}"
     plain_port = free_port() if certificate else port
     plain_url = f"http://127.0.0.1:{plain_port}"
     command = [str(fake_gcs_binary()), "-host", "127.0.0.1", "-port", str(port),
-               "-backend", "memory", "-log-level", "warn", "-external-url", url]  # fmt: skip
+               "-log-level", "warn", "-external-url", url]  # fmt: skip
+    command += ["-backend", "filesystem", "-filesystem-root", str(root)] if root else ["-backend", "memory"]
     command += _scheme_flags(certificate, plain_port)
     env = {key: value for key, value in os.environ.items() if key != "PUBSUB_EMULATOR_HOST"}
     if events is not None:
