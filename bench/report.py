@@ -114,6 +114,16 @@ WHY_NOT = {
         "the growth is the memory ledger filling with up to 50,000 recent notifications (about 150 bytes "
         "each); a deployment with a state bucket keeps none in memory."
     ),
+    "capacity at the default concurrency": (
+        "at the default concurrency the instance carried {cap_rate:.0f} events/s at {cap_cpu:.2f} ms of CPU per "
+        "event: the function kept {cap_busy:.0%} of its core busy (everything on that core {cap_core:.0%}, on the "
+        "harness's core {cap_harness:.0%}), p99 {cap_p99:.0f} ms, {cap_refused:.0f} non-2xx answers (a 429 means "
+        "the in-flight cap refused what the platform may send). A function well short of its core is waiting, "
+        "not working: on the SendGrid stand-in or the state bucket (fake-gcs-server shares the harness's core "
+        "with the load and the stand-in), or for a core other work took (this machine is shared). What it would "
+        "take: a rerun on a quiet machine to tell which; if the function's own core is full, less CPU per event "
+        "or a smaller default --concurrency (the capacity table shows which concurrency meets the target)."
+    ),
     "routing": (
         "a regression: the rule index should keep routing near 15 µs per event at 1,000 rules; "
         "`python -m bench.routing` measures it alone."
@@ -165,7 +175,19 @@ def _facts(results: dict[str, Any]) -> dict[str, float]:
         "slow_rate": slow.get("events_per_s", nan),
         "slow_needed": 1000 / (0.8 * slow["littles_law_limit"]) if slow else nan,
         "book_slow_ratio": book_slow.get("ratio_to_limit") or nan,
+        **_capacity_facts(results.get("capacity")),
     }
+
+
+def _capacity_facts(capacity: dict[str, Any] | None) -> dict[str, float]:
+    default = next((r for r in capacity["rows"] if r["default"]), None) if capacity else None
+    if default is None:
+        names = ("cap_rate", "cap_cpu", "cap_busy", "cap_core", "cap_harness", "cap_p99", "cap_refused")
+        return dict.fromkeys(names, float("nan"))
+    return {"cap_rate": default["events_per_s"], "cap_cpu": default["cpu_ms_per_event"],
+            "cap_busy": default["function_busy"], "cap_core": default["core_busy"],
+            "cap_harness": default["harness_busy"], "cap_p99": default["p99_ms"],
+            "cap_refused": sum(default["non_2xx"].values())}  # fmt: skip
 
 
 def _range(stats: dict[str, float], digits: int = 0) -> str:
@@ -230,6 +252,10 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, boo
                  f"{ours_mem['instance_peak_pss_mib']:.1f} ({ours_mem['worker_peak_rss_mib']:.1f}), "
                  f"growth {ours_mem['growth_mib']:.1f}", reference, "target peak <= 90, growth <= 2",
                  ours_mem["instance_peak_pss_mib"] <= 90 and ours_mem["growth_mib"] <= 2))  # fmt: skip
+    if "capacity" in results:  # bench/capacity.py (runs before it lack the row)
+        from bench.capacity_report import headline as capacity_headline
+
+        rows.append(capacity_headline(results["capacity"]))
     routing = ", ".join(f"{r['rules']}: {r['median_us']:.1f}" for r in results["routing_us"])
     rows.append(("routing", "routing per event, µs, by rules configured", routing, "-", "target < 1000 µs",
                  all(r["median_us"] < 1000 for r in results["routing_us"])))  # fmt: skip
@@ -247,7 +273,7 @@ def markdown(results: dict[str, Any]) -> str:
         "stand-in share the other. The stand-in speaks HTTPS, as api.sendgrid.com does, with a certificate",
         "from a throwaway CA; functions trust the system's CA store plus that CA (SSL_CERT_DIR), as on the",
         "platform. Ratios to the references measured in this run are the headline.",
-        "Rerun with `make bench` (about 4½ minutes); bench/harness.py says how the functions are driven.", "",
+        "Rerun with `make bench` (about 6 minutes); bench/harness.py says how the functions are driven.", "",
         "| figure | storage-notifier | references | ratio / target | met |", "|---|---|---|---|---|",
     ]  # fmt: skip
     rows = headline(results)
@@ -274,6 +300,10 @@ def markdown(results: dict[str, Any]) -> str:
         from bench.digest import section
 
         lines += section(results["digest"])
+    if "capacity" in results:  # bench/capacity.py: one instance as deployed, and the capacity model
+        from bench.capacity_report import section as capacity_section
+
+        lines += capacity_section(results["capacity"])
     lines += ["", "## What changed", ""] + [f"- {change}" for change in CHANGES]
     missed = [(figure, WHY_NOT.get(key, "")) for key, figure, *_, met in rows if not met]
     if missed:

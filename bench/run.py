@@ -3,8 +3,8 @@
 References (bench/reference/): the floor, a bare functions-framework function that only returns,
 and the textbook handler (a SendGrid client and Mail built per event). Figures: cold start as
 deployed (bench/coldstart.py), warm per-event cost in-process, throughput over HTTP against a local
-SendGrid stand-in, memory, and routing cost. Ratios against the references are the headline;
-absolute numbers are context.
+SendGrid stand-in, memory, routing cost, and the capacity of one instance as deploy.sh deploys it
+(bench/capacity.py). Ratios against the references are the headline; absolute numbers are context.
 How the functions are driven (a core of their own, keep-alive load): bench/harness.py.
 Writes bench/results.json and bench/results.md. `--quick` runs a tiny version (no targets).
 """
@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, digest, routing
+from bench import capacity, coldstart, digest, routing
 from bench.harness import (
     ROOT,
     SOURCES,
@@ -207,6 +207,7 @@ def _run(quick: bool) -> dict[str, Any]:
         results["throughput"].append(throughput(handler, max(40, int(count * scale)), latency, threads, tls=tls))
     results["routing_us"] = [routing.measure(n, 3 if quick else 7, 50 if quick else 500) for n in (10, 100, 1000)]
     results["digest"] = digest.measure(quick)  # a held event beside a sent one, and a 1,000-event flush
+    results["capacity"] = capacity.measure(quick)  # one instance as deploy.sh deploys it, concurrency 1-80
     results["seconds"] = time.perf_counter() - started
     return results
 
