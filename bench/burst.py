@@ -61,7 +61,7 @@ from urllib.parse import parse_qs
 from bench import workspace
 from bench.balancer import Balancer
 from bench.burst_report import InstanceLog, Pushes, emails_by_object, report, summary
-from bench.chaos_report import FunctionLog
+from bench.chaos_report import FunctionLog, dead_letters
 from bench.coldstart import PLATFORM
 from bench.deployed import deployment
 from bench.harness import (
@@ -256,7 +256,7 @@ def _run(options: Options, workdir: Path) -> dict[str, Any]:
             # By the stand-in's clock, not the poll's: when the last object got its first email.
             seconds["drain"] = max(min(copy.at for copy in copies) for copies in emails.values()) - released_at
         cpu = function.cpu_seconds()
-        dead = _dead_letters(state)
+        dead = dead_letters(state, STATE)
     log = FunctionLog.read(workdir)  # the instance has stopped: its log is complete
     return summary(names, sendgrid.accepted, dead, log, Pushes.seen_by(balancer), deployed, count, seconds, cpu,
                    InstanceLog.read(workdir / "instance-0.log"))  # fmt: skip
@@ -353,7 +353,7 @@ def _wait_until_drained(names: list[str], sendgrid: SendGrid, state: FakeGcsServ
             said = time.monotonic()
             _progress(said - started, len(wanted) - len(missing), len(wanted), balancer)
         if missing and len(missing) <= 100:  # listing the dead letters is worth it only near the end
-            missing -= set(_dead_letters(state))
+            missing -= set(dead_letters(state, STATE))
         if not missing:
             seconds.setdefault("drain", time.monotonic() - started)
             if balancer.quiet_for() > QUIET:
@@ -366,17 +366,6 @@ def _progress(seconds: float, emailed: int, objects: int, balancer: Balancer) ->
     statuses = dict(sorted(balancer.statuses.items()))
     print(f"burst: {seconds:.0f}s: {emailed} of {objects} objects emailed; pushes by status {statuses}",
           file=sys.stderr, flush=True)  # fmt: skip
-
-
-def _dead_letters(state: FakeGcsServer) -> dict[str, str]:
-    """object → gs:// URI of its dead letter in the state bucket (what `notifier replay` reads)."""
-    found = {}
-    for blob in state.client().bucket(STATE).list_blobs(prefix="deadletter/"):
-        try:
-            found[json.loads(blob.download_as_bytes())["event"]["name"]] = f"gs://{STATE}/{blob.name}"
-        except (ValueError, KeyError, TypeError):
-            continue  # not a letter the function wrote: it stands for nothing
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

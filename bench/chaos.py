@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import queue
 import random
@@ -54,7 +53,7 @@ from typing import Any
 
 from bench import chaos_digest
 from bench.balancer import Balancer
-from bench.chaos_report import STATE, FunctionLog, acceptances, report
+from bench.chaos_report import STATE, FunctionLog, acceptances, dead_letters, report
 from bench.gcs_faults import GcsFaultProxy, GcsFaults, ProxiedRequest
 from bench.standin import Faults, StandIn
 from notifier.tools.localcloud import (
@@ -198,7 +197,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         if bulk:  # once more: a redelivery held again after its digest is dropped as a duplicate
             scheduler.flush_now()
             records = chaos_digest.read_records(state.client(), STATE)
-        dead = _dead_letters(state)
+        dead = dead_letters(state)
         statuses, injected = dict(sorted(balancer.statuses.items())), dict(sorted(proxy.injected.items()))
     log = FunctionLog.read(workdir)  # every instance has stopped: its log is complete
     tally.seconds["total"] = time.monotonic() - started
@@ -384,7 +383,7 @@ def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsSer
             outage.begin()
         missing = [name for name in names if name not in emailed]
         if missing and len(missing) <= 100:  # listing the dead letters is worth it only near the end
-            dead = _dead_letters(state)
+            dead = dead_letters(state)
             missing = [name for name in missing if name not in dead]
         if not missing and len(tally.published) >= uploads and digested():  # and every copy to make is made
             tally.seconds.setdefault("all", time.monotonic() - started)
@@ -395,18 +394,6 @@ def _wait_until_accounted(names: list[str], sendgrid: StandIn, state: FakeGcsSer
 
 # ---------------------------------------------------------------------------------------------
 # Reading what happened
-
-
-def _dead_letters(state: FakeGcsServer) -> dict[str, str]:
-    """object → gs:// URI of its dead letter in the state bucket (what `notifier replay` reads)."""
-    found = {}
-    bucket = state.client().bucket(STATE)
-    for blob in bucket.list_blobs(prefix="deadletter/"):
-        try:
-            found[json.loads(blob.download_as_bytes())["event"]["name"]] = f"gs://{STATE}/{blob.name}"
-        except (ValueError, KeyError, TypeError):
-            continue  # not a letter the function wrote: it stands for nothing
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.standin import Acceptance, StandIn
+
+if TYPE_CHECKING:
+    from notifier.tools.localcloud import FakeGcsServer
 
 STATE = "chaos-state"  # the state bucket, where dead letters are found
 CAUSES = ("accepted, then timed out", "ledger missed `sent`")
@@ -155,3 +158,14 @@ def report(names: list[str], sendgrid: StandIn, dead: dict[str, str], log: Funct
     ok = not lost and not unexplained and not problems
     print("PASS" if ok else "FAIL", flush=True)
     return 0 if ok else 1
+
+
+def dead_letters(state: FakeGcsServer, bucket: str = STATE) -> dict[str, str]:
+    """object → gs:// URI of its dead letter in ``bucket`` (what `notifier replay` reads)."""
+    found = {}
+    for blob in state.client().bucket(bucket).list_blobs(prefix="deadletter/"):
+        try:
+            found[json.loads(blob.download_as_bytes())["event"]["name"]] = f"gs://{bucket}/{blob.name}"
+        except (ValueError, KeyError, TypeError):
+            continue  # not a letter the function wrote: it stands for nothing
+    return found
