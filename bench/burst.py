@@ -5,8 +5,10 @@ emailed, 0 lost, 0 unexplained duplicates, and how the instance answers while ev
 The instance: deploy.sh's own dry run (bench/deployed.py), for a user env file naming the stand-ins,
 gives its flags and env file (THREADS, NOTIFY_MAX_IN_FLIGHT, NOTIFY_DEADLINE_SECONDS, ...), used as
 they are; only what models the platform is added (K_SERVICE and its siblings, the SendGrid key the
-secret mounts, the metadata server, the storage endpoint, the CA store). It runs from a workspace
-built as the buildpack builds it, pinned to one core (bench/harness.py); all else shares the rest.
+secret mounts, the metadata server, the storage endpoint, the CA store), as bench/capacity.py adds it
+(deployed_env: nothing of ours, and no THREADS or WORKERS, from the caller's shell). It runs from a
+workspace built as the buildpack builds it, pinned to one core (bench/harness.py); all else shares
+the rest.
 
 Around it: the SendGrid stand-in over HTTPS with 150 ms latency (a process of its own, remembering
 what it accepted for which object), the state bucket on fake-gcs-server over HTTPS (its objects kept
@@ -27,10 +29,13 @@ behind it: it only forwards, counting answers by status and timing them.
 Report: publish time, time to drain (from the first push to every object's email accepted) and to
 the last push (then none for a few seconds: nothing left to redeliver), pushes by status, answer times
 of the 429s and the 2xx, the most pushes in flight at the instance, emails, lost (no accepted email and no
-dead letter), duplicates (explained as `make chaos` explains them; with no faults, expect none),
-the function's WARNING lines about refusals. Exit 1 if anything is lost, a duplicate is
-unexplained, or a push answer took longer than the function's timeout; 128+N if signal N stopped
-it (after stopping all it started). A failed run keeps its folder of logs and prints it.
+dead letter), dead letters, duplicates (explained as `make chaos` explains them; with no faults,
+expect none), the function's WARNING lines about refusals, and how busy the function was and each
+core (the function's, the harness's) while draining (bench/capacity.py's cores_busy). Exit 1 if
+anything is lost or dead-lettered (nothing is injected), a duplicate is unexplained, a push answer
+took longer than the function's timeout, or the pushes had not stopped by --deadline (or some were
+still in flight); 128+N if signal N stopped it (after stopping all it started). A failed run keeps
+its folder of logs and prints it.
 """
 
 from __future__ import annotations
@@ -60,21 +65,11 @@ from urllib.parse import parse_qs
 
 from bench import workspace
 from bench.balancer import Balancer
-from bench.burst_report import InstanceLog, Pushes, emails_by_object, report, summary
+from bench.burst_report import Cores, InstanceLog, Pushes, emails_by_object, report, summary
+from bench.capacity import cores_busy, deployed_env
 from bench.chaos_report import FunctionLog, dead_letters
-from bench.coldstart import PLATFORM
 from bench.deployed import deployment
-from bench.harness import (
-    ROOT,
-    SOURCES,
-    Authority,
-    Function,
-    StandInAddress,
-    _pin_to_function_cpus,
-    function_env,
-    harness_pinned,
-    throwaway_ca,
-)
+from bench.harness import ROOT, SOURCES, Authority, Function, _pin_to_function_cpus, harness_pinned, throwaway_ca
 from bench.metadata import MetadataStandIn
 from bench.standin import Acceptance, Faults, StandIn
 from notifier.tools.localcloud import FakeGcsServer, PubSubEmulator, running_fake_gcs, running_pubsub_emulator
@@ -238,9 +233,7 @@ def _run(options: Options, workdir: Path) -> dict[str, Any]:
         metadata = stack.enter_context(MetadataStandIn())
         with _quiet_push_failures(workdir):
             emulator = stack.enter_context(running_pubsub_emulator(PROJECT, log=_log(stack, workdir, "pubsub")))
-        env = {**function_env(StandInAddress(sendgrid.url, authority.ca_file, authority.ca_dir), deployed.threads),
-               **deployed.env, **PLATFORM, "THREADS": str(deployed.threads),
-               "NOTIFY_STORAGE_ENDPOINT": gcs.url, "GCE_METADATA_HOST": metadata.host}  # fmt: skip
+        env = deployed_env(deployed, ca_dir=authority.ca_dir, storage_endpoint=gcs.url, metadata_host=metadata.host)
         function = _launch(stack, workspace.build(SOURCES["storage-notifier"], workdir / "workspace"), env, workdir)
         balancer = stack.enter_context(Balancer([function.url]))
         count = options.subscriptions or deployed.concurrency
@@ -248,18 +241,25 @@ def _run(options: Options, workdir: Path) -> dict[str, Any]:
         print(f"burst: {deployed.describe()}, THREADS={deployed.threads}: publishing {len(names)} notifications"
               f" to {count} topics", file=sys.stderr, flush=True)  # fmt: skip
         seconds = {"publish": publish(emulator, topics, names)}
-        started, released_at = time.monotonic(), time.time()
-        _release(emulator, count, balancer.url)
-        print(f"burst: published in {seconds['publish']:.1f}s; pushing", file=sys.stderr, flush=True)
-        seconds |= _wait_until_drained(names, sendgrid, state, balancer, started, options.deadline)
-        if "drain" in seconds and len(emails := emails_by_object(sendgrid.accepted)) == len(names):
+        cpu_before = function.cpu_seconds()
+        with cores_busy() as busy:  # while pushed to: until every object's email, or the deadline
+            started, released_at = time.monotonic(), time.time()
+            _release(emulator, count, balancer.url)
+            print(f"burst: published in {seconds['publish']:.1f}s; pushing", file=sys.stderr, flush=True)
+            drained = _wait_until_drained(names, sendgrid, state, balancer, started, options.deadline)
+        cores = Cores(time.monotonic() - started, function.cpu_seconds() - cpu_before, busy["function"],
+                      busy["harness"])  # fmt: skip
+        quiet = _wait_until_quiet(balancer, started, options.deadline)
+        seconds["waited"], in_flight_at_end = time.monotonic() - started, balancer.in_flight
+        seconds |= {key: value for key, value in (("drain", drained), ("quiet", quiet)) if value is not None}
+        if drained is not None and len(emails := emails_by_object(sendgrid.accepted)) == len(names):
             # By the stand-in's clock, not the poll's: when the last object got its first email.
             seconds["drain"] = max(min(copy.at for copy in copies) for copies in emails.values()) - released_at
         cpu = function.cpu_seconds()
         dead = dead_letters(state, STATE)
     log = FunctionLog.read(workdir)  # the instance has stopped: its log is complete
-    return summary(names, sendgrid.accepted, dead, log, Pushes.seen_by(balancer), deployed, count, seconds, cpu,
-                   InstanceLog.read(workdir / "instance-0.log"))  # fmt: skip
+    return summary(names, sendgrid.accepted, dead, log, Pushes.seen_by(balancer, in_flight_at_end), deployed, count,
+                   seconds, cpu, InstanceLog.read(workdir / "instance-0.log"), cores)  # fmt: skip
 
 
 def _log(stack: ExitStack, workdir: Path, name: str) -> Any:
@@ -341,31 +341,40 @@ def publish(emulator: PubSubEmulator, topics: list[str], names: list[str]) -> fl
 
 
 def _wait_until_drained(names: list[str], sendgrid: SendGrid, state: FakeGcsServer, balancer: Balancer,
-                        started: float, deadline: float) -> dict[str, float]:  # fmt: skip
-    """Until every object has an email (or a dead letter) and no push has come for QUIET seconds, or
-    ``deadline`` seconds from ``started`` (the first publish) pass; seconds to each."""
-    seconds: dict[str, float] = {}
+                        started: float, deadline: float) -> float | None:  # fmt: skip
+    """Until every object has an email (or a dead letter): the seconds from ``started`` (the first
+    push) it took; None if ``deadline`` seconds passed first."""
     wanted, said = set(names), started
     while time.monotonic() - started < deadline:
         time.sleep(POLL)
         missing = wanted - set(emails_by_object(sendgrid.refresh()))
         if time.monotonic() - said >= PROGRESS:
             said = time.monotonic()
-            _progress(said - started, len(wanted) - len(missing), len(wanted), balancer)
+            _progress(said - started, f"{len(wanted) - len(missing)} of {len(wanted)} objects emailed", balancer)
         if missing and len(missing) <= 100:  # listing the dead letters is worth it only near the end
             missing -= set(dead_letters(state, STATE))
         if not missing:
-            seconds.setdefault("drain", time.monotonic() - started)
-            if balancer.quiet_for() > QUIET:
-                seconds["quiet"] = balancer.last_request - started
-                break
-    return seconds
+            return time.monotonic() - started
+    return None
 
 
-def _progress(seconds: float, emailed: int, objects: int, balancer: Balancer) -> None:
+def _wait_until_quiet(balancer: Balancer, started: float, deadline: float) -> float | None:
+    """Until no push has come for QUIET seconds (nothing left to redeliver): when the last one ended,
+    in seconds from ``started``; None if ``deadline`` seconds from ``started`` passed first."""
+    said = time.monotonic()
+    while time.monotonic() - started < deadline:
+        if balancer.quiet_for() > QUIET:
+            return balancer.last_request - started
+        if time.monotonic() - said >= PROGRESS:
+            said = time.monotonic()
+            _progress(said - started, "waiting for the pushes to stop", balancer)
+        time.sleep(POLL)
+    return None
+
+
+def _progress(seconds: float, state: str, balancer: Balancer) -> None:
     statuses = dict(sorted(balancer.statuses.items()))
-    print(f"burst: {seconds:.0f}s: {emailed} of {objects} objects emailed; pushes by status {statuses}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(f"burst: {seconds:.0f}s: {state}; pushes by status {statuses}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

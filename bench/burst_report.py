@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.balancer import Balancer
+from bench.capacity_report import caveats
 from bench.chaos_report import FunctionLog, explain
 from bench.deployed import Deployment
 from bench.standin import Acceptance
@@ -53,16 +54,29 @@ class Pushes:
     statuses: dict[int, int]
     answer_seconds: dict[int, list[float]]
     most_in_flight: int
+    in_flight_at_end: int = 0  # when the run stopped waiting: pushes not answered yet
 
     @classmethod
-    def seen_by(cls, balancer: Balancer) -> Pushes:
-        return cls(dict(balancer.statuses), dict(balancer.answer_seconds), balancer.most_in_flight)
+    def seen_by(cls, balancer: Balancer, in_flight_at_end: int) -> Pushes:
+        return cls(dict(balancer.statuses), dict(balancer.answer_seconds), balancer.most_in_flight, in_flight_at_end)
 
     def seconds(self, kind: str) -> list[float]:
         """Answer times of the 429s, the 2xx, or the other statuses."""
         chosen = {"429": lambda s: s == 429, "2xx": lambda s: 200 <= s < 300,
                   "other": lambda s: s != 429 and not 200 <= s < 300}[kind]  # fmt: skip
         return [seconds for status, each in self.answer_seconds.items() if chosen(status) for seconds in each]
+
+
+@dataclass(frozen=True)
+class Cores:
+    """How busy the cores were while the instance was pushed to (from the first push until every
+    object had its email, or the deadline): the function's own CPU, and everything on its core and on
+    the harness's (bench/capacity.py's cores_busy), so a drain bound by the harness shows as such."""
+
+    seconds: float
+    function_cpu: float  # the function's CPU seconds in that time
+    function_core: float  # 0-1, every process on the function's core
+    harness_core: float  # 0-1, every process on the other core(s): stand-ins, emulator, balancer
 
 
 def emails_by_object(accepted: list[Acceptance]) -> dict[str, list[Acceptance]]:
@@ -87,8 +101,8 @@ def spread(seconds: list[float]) -> dict[str, float | int]:
 
 def summary(names: list[str], accepted: list[Acceptance], dead: dict[str, str], log: FunctionLog,
             pushes: Pushes, deployed: Deployment, subscriptions: int, seconds: dict[str, float],
-            cpu_seconds: float, instance_log: InstanceLog) -> dict[str, Any]:  # fmt: skip
-    """The run's figures (the JSON written with --out)."""
+            cpu_seconds: float, instance_log: InstanceLog, cores: Cores | None = None) -> dict[str, Any]:  # fmt: skip
+    """The run's figures (the JSON written with --out); ``cpu_seconds`` is the function's over the run."""
     emails = emails_by_object(accepted)
     lost = [name for name in names if name not in emails and name not in dead]
     duplicates = unexplained = 0
@@ -113,21 +127,31 @@ def summary(names: list[str], accepted: list[Acceptance], dead: dict[str, str], 
         "sent_in_function": spread(instance_log.sent_seconds),
         "slowest_answer_seconds": round(max((max(t) for t in pushes.answer_seconds.values() if t), default=0.0), 3),
         "most_in_flight": pushes.most_in_flight,
+        "in_flight_at_end": pushes.in_flight_at_end,
         "emails_accepted": sum(len(copies) for copies in emails.values()),
         "objects_emailed": len(emails),
         "lost": len(lost),
         "lost_examples": lost[:10],
         "dead_lettered": len(dead),
+        "dead_letter_examples": sorted(dead.values())[:3],
         "duplicates": duplicates,
         "unexplained_duplicates": unexplained,
         "refusal_warnings": len(refusals := instance_log.refusals),
         "refusals_logged": sum(entry.get("refused", 0) for entry in refusals if isinstance(entry.get("refused"), int)),
         "refusal_examples": [str(entry.get("message")) for entry in refusals[:2]],
         "cpu_seconds": round(cpu_seconds, 1),
-        "core_busy": round(cpu_seconds / seconds.get("quiet", math.nan), 2),  # its share of the pushing time
+        **_busy(cores),
         "cpu_ms_per_event": round(cpu_seconds * 1000 / max(1, len(names)), 2),
         "cpu_ms_per_push": round(cpu_seconds * 1000 / max(1, sum(pushes.statuses.values())), 2),
     }
+
+
+def _busy(cores: Cores | None) -> dict[str, float | None]:
+    """capacity.py's row keys: the function's own CPU, its core's and the harness's, as shares (0-1)."""
+    if cores is None or cores.seconds <= 0:
+        return {"busy_seconds": None, "function_busy": None, "core_busy": None, "harness_busy": None}
+    return {"busy_seconds": round(cores.seconds, 2), "function_busy": round(cores.function_cpu / cores.seconds, 2),
+            "core_busy": round(cores.function_core, 2), "harness_busy": round(cores.harness_core, 2)}  # fmt: skip
 
 
 def problems(results: dict[str, Any]) -> list[str]:
@@ -135,6 +159,14 @@ def problems(results: dict[str, Any]) -> list[str]:
     found = []
     if results["lost"]:
         found.append(f"{results['lost']} objects lost (e.g. {', '.join(results['lost_examples'][:3])})")
+    if results["dead_lettered"]:  # nothing is injected here: a dead letter is a delivery that failed
+        found.append(f"{results['dead_lettered']} objects dead-lettered with nothing injected (e.g."
+                     f" {', '.join(results['dead_letter_examples'])}; the state bucket's files are kept with"
+                     " the logs, in state/)")  # fmt: skip
+    if "quiet" not in results["seconds"]:
+        found.append(f"the pushes never went quiet: still coming {_until_the_end(results)}")
+    if results["in_flight_at_end"]:
+        found.append(f"{results['in_flight_at_end']} pushes still in flight at the balancer when the run ended")
     if results["unexplained_duplicates"]:
         found.append(f"{results['unexplained_duplicates']} duplicate emails with no cause")
     timeout = results["instance"]["timeout_seconds"]
@@ -171,17 +203,39 @@ def report(results: dict[str, Any], out: Path | None) -> int:
               f" {results['refusals_logged']} refusals"))  # fmt: skip
     for message in results["refusal_examples"]:
         print(row("", f"e.g. {message}"))
-    print(row("function CPU:", f"{results['cpu_seconds']}s, {results['core_busy']:.0%} of its core while pushed to:"
-              f" {results['cpu_ms_per_event']} ms per event, {results['cpu_ms_per_push']} ms per push"))  # fmt: skip
-    drain = seconds.get("drain", math.nan)
-    print(row("time:", f"every object's email {drain:.1f}s after the pushes began ({results['events'] / drain:.0f}"
-              f" events/s); the last push at {seconds.get('quiet', math.nan):.1f}s"))  # fmt: skip
+    print(row("function CPU:", f"{results['cpu_seconds']}s over the run: {results['cpu_ms_per_event']} ms per"
+              f" event, {results['cpu_ms_per_push']} ms per push"))  # fmt: skip
+    if results["busy_seconds"] is not None:
+        noted = "".join(f" ({caveat})" for caveat in caveats(results))
+        print(row("busy while draining:", f"function {results['function_busy']:.0%}, its core"
+                  f" {results['core_busy']:.0%}, harness core {results['harness_busy']:.0%} over"
+                  f" {results['busy_seconds']:.1f}s{noted}"))  # fmt: skip
+    print(row("time:", f"{_drain_text(results)}; {_quiet_text(results)}"))
     if out is not None:
         out.write_text(json.dumps(results, indent=2) + "\n")
     for problem in failed:
         print(f"FAIL: {problem}")
     print("PASS" if not failed else "FAIL", flush=True)
     return 0 if not failed else 1
+
+
+def _until_the_end(results: dict[str, Any]) -> str:
+    waited = results["seconds"].get("waited")
+    return f"{waited:.1f}s after they began (the deadline)" if waited is not None else "when the run ended"
+
+
+def _drain_text(results: dict[str, Any]) -> str:
+    drain = results["seconds"].get("drain")
+    if drain is None or drain <= 0:
+        return "not every object emailed (or dead-lettered) by the deadline"
+    return f"every object's email {drain:.1f}s after the pushes began ({results['events'] / drain:.0f} events/s)"
+
+
+def _quiet_text(results: dict[str, Any]) -> str:
+    quiet, waited = results["seconds"].get("quiet"), results["seconds"].get("waited")
+    if quiet is not None:
+        return f"the last push at {quiet:.1f}s"
+    return f"pushes still coming at {waited:.1f}s" if waited is not None else "pushes still coming at the end"
 
 
 def _spread_text(spread: dict[str, float | int]) -> str:

@@ -53,6 +53,7 @@ from bench.harness import _NOT_PASSED, BUNDLE, FUNCTION_CPUS, HARNESS_CPUS, ROOT
 LATENCY = 0.150  # SendGrid's answer, seconds
 CONCURRENCIES = (1, 8, 32, 80)
 SECONDS = 20.0  # each timed row, after its warm-up
+CPU_FLOOR_S = 0.001  # of the one core per event: half the least an event has taken (a held one, 2.1 ms)
 WINDOW = "1m"  # the held row's digest
 WRITE_KINDS = ("create", "update", "delete")
 QUICK = {"concurrencies": (1, 2), "events": 8, "writes_events": 4}
@@ -90,13 +91,17 @@ def deployed_as(concurrency: int | None, env_file: Path) -> Deployment:
     return deployment(*options, env_file=env_file)
 
 
-def platform_env(around: Surroundings, endpoint: str | None = None) -> dict[str, str]:
-    """What the platform adds to the env file: its K_* variables, the SendGrid key --set-secrets
-    mounts, and the stand-ins for Cloud Storage, the metadata server and the CA store."""
-    return {**PLATFORM, "SENDGRID_API_KEY": "SG.bench-not-a-real-key",
-            "NOTIFY_STORAGE_ENDPOINT": endpoint or around.gcs.url, "GCE_METADATA_HOST": around.metadata.host,
-            "SSL_CERT_DIR": around.sendgrid.ca_dir, "SSL_CERT_FILE": os.path.join(around.sendgrid.ca_dir, BUNDLE),
-            "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+def deployed_env(deployed: Deployment, *, ca_dir: str, storage_endpoint: str, metadata_host: str) -> dict[str, str]:
+    """The function's environment as deployed (here and in bench/burst.py): the caller's own, less
+    ours, the platform's, Google's and functions-framework's sizing (THREADS, WORKERS: one worker, as
+    deployed); then what the platform adds to the env file (its K_* variables, the SendGrid key
+    --set-secrets mounts, the stand-ins for Cloud Storage, the metadata server and the CA store); then
+    the env file itself, THREADS as deployed."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith((*_NOT_PASSED, "THREADS", "WORKERS"))}
+    platform = {**PLATFORM, "SENDGRID_API_KEY": "SG.bench-not-a-real-key", "NOTIFY_STORAGE_ENDPOINT": storage_endpoint,
+                "GCE_METADATA_HOST": metadata_host, "SSL_CERT_DIR": ca_dir,
+                "SSL_CERT_FILE": os.path.join(ca_dir, BUNDLE), "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    return {**inherited, **platform, **deployed.env, "THREADS": str(deployed.threads)}
 
 
 def instance(around: Surroundings, folder: Path, concurrency: int | None, bucket: str, *,
@@ -106,22 +111,41 @@ def instance(around: Surroundings, folder: Path, concurrency: int | None, bucket
     body = json.dumps({"name": bucket}).encode()
     around._get(f"{around.gcs.plain_url}/storage/v1/b?project=bench", body)
     deployed = deployed_as(concurrency, user_env_file(folder, bucket, around, config))
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith((*_NOT_PASSED, "THREADS", "WORKERS"))}
-    env = {**inherited, **platform_env(around, endpoint), **deployed.env, "THREADS": str(deployed.threads)}
+    env = deployed_env(deployed, ca_dir=around.sendgrid.ca_dir, storage_endpoint=endpoint or around.gcs.url,
+                       metadata_host=around.metadata.host)  # fmt: skip
     return Instance(deployed, env, concurrency is None)
 
 
 @dataclass(frozen=True)
 class Driven:
     seconds: float
-    latencies: list[float]  # ms, every answer
+    latencies: dict[str, list[float]]  # status (or the connection error's name) -> each answer's ms
     answers: Counter  # status (or the connection error's name) -> count
+
+
+def figures(driven: Driven) -> dict[str, Any]:
+    """A load's figures: events are the 2xx answers (a refused request is not an event handled),
+    their rate and latencies; every other answer counted apart."""
+    ordered = sorted(ms for answer, each in driven.latencies.items() if answer.startswith("2") for ms in each)
+    events = len(ordered)
+    return {
+        "events": events, "seconds": driven.seconds, "events_per_s": events / driven.seconds,
+        "p50_ms": ordered[events // 2] if events else math.nan,
+        "p99_ms": ordered[min(events - 1, events * 99 // 100)] if events else math.nan,
+        "non_2xx": {answer: n for answer, n in driven.answers.items() if not answer.startswith("2")},
+    }  # fmt: skip
+
+
+def events_for(seconds: float, concurrency: int) -> int:
+    """A batch that outlasts ``seconds`` even at one event per CPU_FLOOR_S of the one core: sized by
+    the core, not by SendGrid's latency, since a held event makes no SendGrid call."""
+    return math.ceil(seconds / CPU_FLOOR_S * 1.1) + concurrency
 
 
 def drive(function: Function, batch: Sequence[Request], concurrency: int, seconds: float = math.inf) -> Driven:
     """``batch`` over ``concurrency`` keep-alive connections until it runs out or ``seconds`` pass;
     every answer counted, none raised on (a refused request is a figure here)."""
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {}
     answers: Counter = Counter()
     cursor, lock = iter(range(len(batch))), threading.Lock()
     deadline = time.perf_counter() + seconds
@@ -140,9 +164,10 @@ def drive(function: Function, batch: Sequence[Request], concurrency: int, second
                 answer = type(error).__name__
                 connection.close()
                 connection = function.connect()
-            latencies.append((time.perf_counter() - started) * 1000)
+            took = (time.perf_counter() - started) * 1000
             with lock:
                 answers[str(answer)] += 1
+                latencies.setdefault(str(answer), []).append(took)
         connection.close()
 
     started = time.perf_counter()
@@ -201,8 +226,7 @@ def row(source: Path, chosen: Instance, count: int | None, seconds: float, laten
     """One timed row: a warm-up, then the load for ``seconds`` (or ``count`` events)."""
     deployed, concurrency = chosen.deployed, chosen.deployed.concurrency
     warm = 2 * concurrency + 10
-    bound = concurrency / max(latency, 0.005)  # no event is answered before SendGrid is
-    most = count or math.ceil(bound * seconds * 1.1) + concurrency  # more than the time can take
+    most = count or events_for(seconds, concurrency)
     batch = requests(1 + warm + most, start=100_000)
     function = Function.launch(source, chosen.env)
     try:
@@ -214,17 +238,16 @@ def row(source: Path, chosen: Instance, count: int | None, seconds: float, laten
         cpu = function.cpu_seconds() - cpu_before
     finally:
         function.stop()
-    events, ordered = len(driven.latencies), sorted(driven.latencies)
+    measured = figures(driven)
+    if measured["events"] == 0:
+        raise RuntimeError(f"concurrency {concurrency}: no 2xx answer, only {dict(driven.answers)}")
     shown = ("THREADS", "NOTIFY_MAX_IN_FLIGHT", "NOTIFY_DEADLINE_SECONDS", "NOTIFY_STATE_BUCKET", "NOTIFY_CONFIG")
     return {
         "concurrency": concurrency, "default": chosen.default, "deployment": deployed.describe(),
         "threads": deployed.threads, "max_in_flight": deployed.env.get("NOTIFY_MAX_IN_FLIGHT"),
         "timeout_s": deployed.timeout_seconds, "memory_mib": mib(deployed.flags.get("memory", "256Mi")),
         "function_env": {name: chosen.env[name] for name in shown if name in chosen.env},
-        "events": events, "seconds": driven.seconds, "events_per_s": events / driven.seconds,
-        "cpu_ms_per_event": cpu / events * 1000, "p50_ms": ordered[events // 2],
-        "p99_ms": ordered[min(events - 1, events * 99 // 100)], "peak_pss_mib": peak[0] / 1024,
-        "non_2xx": {answer: n for answer, n in driven.answers.items() if not answer.startswith("2")},
+        **measured, "cpu_ms_per_event": cpu / measured["events"] * 1000, "peak_pss_mib": peak[0] / 1024,
         "sendgrid_bound_per_s": concurrency / latency, "function_busy": cpu / driven.seconds,
         "core_busy": busy["function"], "harness_busy": busy["harness"],
     }  # fmt: skip

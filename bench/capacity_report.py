@@ -105,7 +105,8 @@ def headline(capacity: dict[str, Any]) -> tuple[str, str, str, str, str, bool]:
 
 def section(capacity: dict[str, Any]) -> list[str]:
     """results.md's capacity section (bench/report.py adds it when the run measured it)."""
-    timed = (f"timed for {capacity['seconds_per_row']:.0f} s after a warm-up" if capacity["seconds_per_row"]
+    timed = (f"timed for {capacity['seconds_per_row']:.0f} s after a warm-up (each row: its 2xx answers, in the "
+             "seconds it was measured)" if capacity["seconds_per_row"]
              else "a fixed few events after a warm-up")  # fmt: skip
     lines = [
         "", "## Capacity: one instance as deployed", "",
@@ -115,7 +116,7 @@ def section(capacity: dict[str, Any]) -> list[str]:
         f"{capacity['latency_ms']:.0f} ms; the state bucket on fake-gcs-server over HTTPS. Load: as many "
         f"keep-alive connections as the concurrency, {timed}.", "",
         f"Little's-law {capacity['limit_definition']}", "",
-        "| concurrency | THREADS / cap | events | events/s | of the limit (limit/s) | SendGrid-only bound/s "
+        "| concurrency | THREADS / cap | events in s | events/s | of the limit (limit/s) | SendGrid-only bound/s "
         "| p50 ms | p99 ms | CPU ms/event | peak PSS MiB (--memory) | non-2xx | busy: function, its core, harness |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -123,7 +124,8 @@ def section(capacity: dict[str, Any]) -> list[str]:
         name = f"**{r['concurrency']} (default)**" if r["default"] else str(r["concurrency"])
         refused = ", ".join(f"{a}: {n}" for a, n in sorted(r["non_2xx"].items())) or "0"
         lines.append(
-            f"| {name} | {r['threads']} / {r['max_in_flight'] or 'none'} | {r['events']} | {r['events_per_s']:.1f} "
+            f"| {name} | {r['threads']} / {r['max_in_flight'] or 'none'} | {r['events']} in {r['seconds']:.1f} s "
+            f"| {r['events_per_s']:.1f} "
             f"| {r['ratio_to_limit']:.2f} ({r['limit_per_s']:.0f}) | {r['sendgrid_bound_per_s']:.0f} "
             f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['cpu_ms_per_event']:.2f} "
             f"| {r['peak_pss_mib']:.0f} ({r['memory_mib']:.0f}) | {refused} | {_busy(r)} |"
@@ -131,7 +133,8 @@ def section(capacity: dict[str, Any]) -> list[str]:
     held, counts = capacity["held"], capacity["writes"]
     lines += [
         "", f"Held (a rule with `digest = \"{held['window']}\"`, concurrency {held['concurrency']}, no SendGrid "
-        f"call): {held['events_per_s']:.1f} events/s, {held['cpu_ms_per_event']:.2f} ms CPU per event, p99 "
+        f"call): {held['events_per_s']:.1f} events/s over {held['seconds']:.1f} s, {held['cpu_ms_per_event']:.2f} ms "
+        f"CPU per event, p99 "
         f"{held['p99_ms']:.0f} ms, non-2xx {sum(held['non_2xx'].values())}; busy: {_busy(held)}.",
         "Busy: the function's CPU over the row's time, then everything that ran on its core and on the harness's "
         "(the load, the stand-ins, fake-gcs-server). \"core shared\": other work took its core from the function; "

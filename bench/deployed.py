@@ -45,8 +45,11 @@ class Deployment:
 
     @property
     def threads(self) -> int:
-        """functions-framework's request threads: THREADS from the env file (its own default is
-        CPUs x 4, which the bench's pinned core would make 4)."""
+        """functions-framework's request threads: THREADS from the env file, which deploy.sh always
+        writes. The benches pass it on explicitly: functions-framework's own default is
+        ``os.cpu_count() x 4``, and os.cpu_count() counts the host's CPUs whatever the process's
+        affinity, so a pinned instance left to that default would get the host's count x 4, not 4.
+        (4 here, for an env file without THREADS, is that default on one CPU.)"""
         return int(self.env.get("THREADS", "4"))
 
     def describe(self) -> str:

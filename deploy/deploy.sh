@@ -9,9 +9,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/_http_functions.sh"
 
 # An instance's size, chosen together from `make bench`'s capacity rows. One line each to change.
 DEFAULT_CPU=1              # a whole vCPU: Cloud Run serves concurrent requests only with 1 vCPU or more
-DEFAULT_MEMORY_GEN2=512Mi  # an instance peaks near 60 MiB (make bench): room for the requests in flight
+DEFAULT_MEMORY_GEN2=512Mi  # an instance peaks near 66 MiB at 32 (make bench): room for the requests in flight
 DEFAULT_MEMORY_GEN1=256MB  # 1st gen: one request at a time, and its CPU follows the memory
-DEFAULT_CONCURRENCY=32     # ~3 ms of CPU per event, the rest waits on SendGrid; make bench's capacity rows
+DEFAULT_CONCURRENCY=32     # ~4 ms of CPU per event, the rest waits on SendGrid; make bench's capacity rows
 DEFAULT_MAX_INSTANCES=10   # bounds what a runaway bucket costs: instances x concurrency requests at most
 SPARE_THREADS=8            # THREADS = concurrency + these: a request over the cap gets its 429 at once
 MAX_THREADS=999            # below gunicorn's worker_connections (1000): see the THREADS line

@@ -99,6 +99,8 @@ def test_a_small_burst_saturates_one_instance_and_loses_nothing(tmp_path, capsys
     assert results["unexplained_duplicates"] == 0
     assert results["pushes_by_status"]["200"] >= 150
     assert results["most_in_flight"] > 2, "more pushes at once than the instance takes: saturated"
+    assert "quiet" in results["seconds"] and results["in_flight_at_end"] == 0 and results["dead_lettered"] == 0
+    assert 0 < results["core_busy"] <= 1 and 0 < results["harness_busy"] <= 1, "shares of a core's ticks"
     if _admission_control_landed():
         assert results["pushes_by_status"].get("429", 0) > 0, printed
         assert results["answers"]["429"]["max_ms"] < NOT_STUCK * 1000, "refused at once, not queued"
@@ -231,3 +233,72 @@ def test_a_bad_option_is_refused_naming_it_before_anything_starts(argv, said, ca
     with pytest.raises(SystemExit) as stopped:
         burst.main(argv)
     assert stopped.value.code == 2 and said in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Review findings: nothing is injected, so a dead letter fails; a run that never went quiet fails
+
+
+def test_a_dead_letter_fails_the_run_naming_the_count_and_where_the_letters_are(capsys):
+    names = [burst.object_name(i) for i in range(2)]
+    letter = f"gs://{burst.STATE}/deadletter/x.json"
+    results = _results(names, [_email(names[0], 1.0)], dead={names[1]: letter})
+    assert results["lost"] == 0 and results["dead_lettered"] == 1
+    assert burst_report.report(results, None) == 1
+    printed = capsys.readouterr().out
+    assert "dead-lettered:               1" in printed, "still printed"
+    assert f"FAIL: 1 objects dead-lettered with nothing injected (e.g. {letter}" in printed
+
+
+def _never_quiet(in_flight_at_end: int = 0):
+    """The reviewer's run: every object emailed but one, pushes (429s) still coming at the deadline."""
+    names = ["bulk/part-00000.csv", "bulk/part-00001.csv"]
+    accepted = [Acceptance("n0", "Uploaded: bulk/part-00000.csv to bench-uploads", False, 1.0)]
+    dead = {"bulk/part-00001.csv": "gs://burst-state/deadletter/x.json"}
+    deployed = Deployment({"timeout": "60s", "concurrency": "32"}, {"THREADS": "40", "NOTIFY_MAX_IN_FLIGHT": "32"})
+    pushes = burst_report.Pushes({200: 2, 429: 5000}, {200: [0.2, 0.3], 429: [0.001] * 5000}, 64, in_flight_at_end)
+    return burst_report.summary(names, accepted, dead, FunctionLog(), pushes, deployed, 32,
+                                {"publish": 1.0, "drain": 5.0, "waited": 120.0}, 3.0,
+                                burst_report.InstanceLog([], []))  # fmt: skip
+
+
+def test_a_run_whose_pushes_never_went_quiet_fails_and_prints_no_nan(capsys):
+    assert burst_report.report(_never_quiet(), None) == 1
+    printed = capsys.readouterr().out
+    assert "nan" not in printed.lower(), printed
+    assert "FAIL: the pushes never went quiet: still coming 120.0s after they began (the deadline)" in printed
+    assert "pushes still coming at 120.0s" in printed
+
+
+def test_pushes_still_in_flight_at_the_end_fail_the_run(capsys):
+    results = _results([burst.object_name(0)], [_email(burst.object_name(0), 1.0)])
+    results["in_flight_at_end"] = 3
+    assert burst_report.problems(results) == ["3 pushes still in flight at the balancer when the run ended"]
+    assert "3 pushes still in flight" in burst_report.problems(_never_quiet(in_flight_at_end=3))[-1]
+
+
+def test_how_busy_each_core_was_while_pushed_to_is_printed_and_written(tmp_path, capsys):
+    names = [burst.object_name(0)]
+    pushes = burst_report.Pushes({200: 1}, {200: [0.2]}, 4)
+    deployed = Deployment({"timeout": "60s", "concurrency": "2"}, {"THREADS": "10", "NOTIFY_MAX_IN_FLIGHT": "2"})
+    cores = burst_report.Cores(seconds=10.0, function_cpu=4.0, function_core=0.45, harness_core=0.97)
+    results = burst_report.summary(names, [_email(names[0], 1.0)], {}, FunctionLog(), pushes, deployed, 2,
+                                   {"drain": 10.0, "quiet": 10.0, "waited": 15.0}, 5.0,
+                                   burst_report.InstanceLog([], []), cores)  # fmt: skip
+    assert (results["function_busy"], results["core_busy"], results["harness_busy"]) == (0.4, 0.45, 0.97)
+    out = tmp_path / "burst.json"
+    assert burst_report.report(results, out) == 0
+    printed = capsys.readouterr().out
+    busy = "busy while draining:         function 40%, its core 45%, harness core 97% over 10.0s"
+    assert f"{busy} (harness core near full)" in printed
+    assert json.loads(out.read_text())["harness_busy"] == 0.97
+
+
+def test_the_function_env_is_deploy_sh_s_and_takes_no_workers_from_the_caller(monkeypatch):
+    monkeypatch.setenv("WORKERS", "3")
+    monkeypatch.setenv("THREADS", "99")
+    deployed = Deployment({"timeout": "60s", "concurrency": "2"}, {"THREADS": "10", "NOTIFY_MAX_IN_FLIGHT": "2"})
+    env = burst.deployed_env(deployed, ca_dir="/ca", storage_endpoint="https://localhost:1", metadata_host="h:1")
+    assert "WORKERS" not in env and env["THREADS"] == "10" and env["NOTIFY_MAX_IN_FLIGHT"] == "2"
+    assert env["SSL_CERT_DIR"] == "/ca" and env["NOTIFY_STORAGE_ENDPOINT"] == "https://localhost:1"
+    assert env["K_SERVICE"] and env["GCE_METADATA_HOST"] == "h:1"

@@ -5,6 +5,7 @@ bucket written)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -109,3 +110,38 @@ def test_the_model_table_prints_from_a_run_s_results(quick_capacity, tmp_path, c
     printed = capsys.readouterr().out.splitlines()
     assert printed == capacity_report.model_table(quick_capacity)
     assert sum(line.startswith("| 1,000 uploads/s |") for line in printed) == 2, "with and without digests"
+
+
+# --- Review findings: a row's batch lasts its seconds; only 2xx answers are events ------------------
+
+
+def test_a_row_s_batch_lasts_its_seconds_even_with_no_sendgrid_call():
+    for concurrency in (1, 8, 32, 80):
+        events = capacity.events_for(20.0, concurrency)
+        assert events >= 20.0 / capacity.CPU_FLOOR_S, f"concurrency {concurrency}: {events}"
+    assert capacity.CPU_FLOOR_S <= 0.002, "faster than any event has been measured on one core"
+
+
+def test_the_section_reports_the_seconds_each_row_was_measured(quick_capacity):
+    shown = {**quick_capacity, "seconds_per_row": 20.0}
+    text = "\n".join(capacity_report.section(shown))
+    for row in quick_capacity["rows"]:
+        assert f"| {row['events']} in {row['seconds']:.1f} s |" in text
+    held = quick_capacity["held"]
+    assert f"{held['events_per_s']:.1f} events/s over {held['seconds']:.1f} s" in text
+
+
+def test_only_2xx_answers_count_as_events(httpserver):
+    from werkzeug import Response
+
+    from bench.harness import Function, requests
+
+    answered = itertools.count()
+    httpserver.expect_request("/").respond_with_handler(
+        lambda request: Response("ok", status=200) if next(answered) % 2 else Response("busy", status=429)
+    )
+    function = Function(httpserver.url_for("/").rstrip("/"), None)
+    figures = capacity.figures(capacity.drive(function, requests(10), 2))
+    assert figures["events"] + sum(figures["non_2xx"].values()) == 10
+    assert figures["non_2xx"] == {"429": 10 - figures["events"]} and 0 < figures["events"] < 10
+    assert figures["events_per_s"] == pytest.approx(figures["events"] / figures["seconds"])
