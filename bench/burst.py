@@ -47,11 +47,9 @@ import json
 import math
 import os
 import shlex
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -71,14 +69,13 @@ from bench.chaos_report import FunctionLog, dead_letters
 from bench.deployed import deployment
 from bench.harness import ROOT, SOURCES, Authority, Function, _pin_to_function_cpus, harness_pinned, throwaway_ca
 from bench.metadata import MetadataStandIn
+from bench.runfolder import run_in_folder
 from bench.standin import Acceptance, Faults, StandIn
 from notifier.tools.localcloud import FakeGcsServer, PubSubEmulator, running_fake_gcs, running_pubsub_emulator
 from notifier.tools.processes import (
     LocalCloudError,
-    Stopped,
     free_port,
     stop_group,
-    stop_on_signals,
     stop_server,
     wait_until_serving,
 )
@@ -199,23 +196,13 @@ class Options:
 def run(options: Options) -> int:
     """The run's exit status: 0 passed, 1 failed, 128+N stopped by signal N (everything it started
     stopped first). Its folder of logs is removed unless it failed or ``options.keep``."""
-    workdir = Path(tempfile.mkdtemp(prefix="notifier-burst-"))
-    code, stopped = 1, False
-    try:
-        with stop_on_signals(), harness_pinned():  # all but the function share the other core
+
+    def body(workdir: Path) -> int:
+        with harness_pinned():  # all but the function share the other core
             results = _run(options, workdir)
-        code = report(results, options.out)
-    except Stopped as stop:
-        print(f"burst: stopped by {stop}; everything it started is stopped", file=sys.stderr)
-        code, stopped = 128 + stop.signum, True
-    except (LocalCloudError, RuntimeError) as error:
-        print(f"burst: {error}", file=sys.stderr)
-    finally:
-        if options.keep or not (code == 0 or stopped):
-            print(f"logs: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return code
+        return report(results, options.out)
+
+    return run_in_folder("burst", options.keep, body, (LocalCloudError, RuntimeError))
 
 
 def _run(options: Options, workdir: Path) -> dict[str, Any]:

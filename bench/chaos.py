@@ -39,9 +39,7 @@ import base64
 import os
 import queue
 import random
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -55,6 +53,7 @@ from bench import chaos_digest
 from bench.balancer import Balancer
 from bench.chaos_report import STATE, FunctionLog, acceptances, dead_letters, report
 from bench.gcs_faults import GcsFaultProxy, GcsFaults, ProxiedRequest
+from bench.runfolder import run_in_folder
 from bench.standin import Faults, StandIn
 from notifier.tools.localcloud import (
     EventSink,
@@ -65,10 +64,8 @@ from notifier.tools.localcloud import (
 )
 from notifier.tools.processes import (
     LocalCloudError,
-    Stopped,
     free_port,
     start_server,
-    stop_on_signals,
     stop_server,
     wait_until_serving,
 )
@@ -134,22 +131,7 @@ def object_name(index: int) -> str:
 def run(args: argparse.Namespace) -> int:
     """The run's exit status: 0 passed, 1 failed, 128+N stopped by signal N (everything it started
     stopped first). Its folder of logs is removed unless it failed or ``--keep``."""
-    workdir = Path(tempfile.mkdtemp(prefix="notifier-chaos-"))
-    code, stopped = 1, False
-    try:
-        with stop_on_signals():
-            code = _run(args, workdir)
-    except Stopped as stop:
-        print(f"chaos: stopped by {stop}; everything it started is stopped", file=sys.stderr)
-        code, stopped = 128 + stop.signum, True
-    except LocalCloudError as error:
-        print(f"chaos: {error}", file=sys.stderr)
-    finally:
-        if args.keep or not (code == 0 or stopped):
-            print(f"logs: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return code
+    return run_in_folder("chaos", args.keep, lambda workdir: _run(args, workdir))
 
 
 def _run(args: argparse.Namespace, workdir: Path) -> int:

@@ -268,7 +268,7 @@ refuse_capacity_variables() {
     case "$name" in
       THREADS | NOTIFY_MAX_IN_FLIGHT)
         die_usage "--env-file: $ENV_FILE sets $name; deploy.sh sets it from --concurrency (THREADS is the\
- concurrency + $SPARE_THREADS, NOTIFY_MAX_IN_FLIGHT the concurrency): remove it and pass --concurrency N" ;;
+ concurrency + $SPARE_THREADS, at most $MAX_THREADS, NOTIFY_MAX_IN_FLIGHT the concurrency): remove it and pass --concurrency N" ;;
     esac
   done <"$deploy_env"
 }
